@@ -142,26 +142,29 @@ impl GatewayService {
             }
         }
         if !to_check.is_empty() {
-            let checks: Vec<_> = to_check.iter().map(|(_, t, p, _)| (t.clone(), *p)).collect();
+            // Rare path: fetch every partition's watermarks, so that an error's details list the
+            // whole subscription.
+            let keys: Vec<_> = cursors.iter().map(|c| (c.shard.topic.clone(), c.shard.partition)).collect();
             let marks = self
                 .blocking(move |meta| {
-                    checks.iter().map(|(t, p)| kafka::watermarks(meta, t, *p)).collect::<Result<Vec<_>, _>>()
+                    keys.iter().map(|(t, p)| kafka::watermarks(meta, t, *p)).collect::<Result<Vec<_>, _>>()
                 })
                 .await?;
-            let all = |pick: fn((i64, i64)) -> i64| {
-                to_check
+            let all = |pick: fn(&(i64, i64)) -> i64| {
+                cursors
                     .iter()
                     .zip(&marks)
-                    .map(|((_, t, p, _), m)| pb::PartitionOffset {
-                        topic: t.to_string(),
-                        partition: *p,
-                        offset: pick(*m),
+                    .map(|(c, m)| pb::PartitionOffset {
+                        topic: c.shard.topic.to_string(),
+                        partition: c.shard.partition,
+                        offset: pick(m),
                     })
                     .collect::<Vec<_>>()
             };
-            for ((i, topic, partition, pos), &(low, high)) in to_check.iter().zip(&marks) {
+            for (i, topic, partition, pos) in &to_check {
+                let (low, high) = marks[*i];
                 match *pos {
-                    None => cursors[*i].pos = low,
+                    None => {}
                     Some(p) if p < low => {
                         return Err(Error::TooOld {
                             topic: topic.to_string(),
@@ -181,6 +184,11 @@ impl GatewayService {
                         })
                     }
                     Some(_) => {}
+                }
+            }
+            for (i, _, _, pos) in &to_check {
+                if pos.is_none() {
+                    cursors[*i].pos = marks[*i].0;
                 }
             }
         }

@@ -45,10 +45,17 @@ pub async fn start(config: &Config, view: Arc<View>, shutdown: watch::Receiver<b
 }
 
 /// Adds a shard for every partition not yet in the view and assigns it to the consumer at its
-/// earliest retained offset. Blocking: metadata and watermark requests.
+/// earliest retained offset; on refreshes, also trims tail buffers to what Kafka still retains.
+/// Blocking: metadata and watermark requests.
 fn add_new_partitions(consumer: &StreamConsumer, view: &View, at_start: bool) -> Result<usize, Error> {
     let mut added = Vec::new();
     for topic in view.topics() {
+        if !at_start {
+            for shard in topic.shards() {
+                let (low, _) = kafka::watermarks(consumer, &topic.name, shard.partition)?;
+                shard.trim_below(low);
+            }
+        }
         let Some(count) = kafka::partition_count(consumer, &topic.name)? else {
             if at_start {
                 return Err(Error::Kafka {

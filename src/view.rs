@@ -125,6 +125,19 @@ impl Shard {
         }
     }
 
+    /// Drops tail records below Kafka's earliest retained offset, so that a position Kafka no
+    /// longer has is reported as too old here as on any other replica (rule 7).
+    pub fn trim_below(&self, earliest: i64) {
+        let mut s = self.lock();
+        while s.tail.front().is_some_and(|r| r.offset < earliest) {
+            let old = s.tail.pop_front().expect("tail is not empty");
+            s.tail_bytes -= old.size();
+        }
+        if earliest > s.tail_start {
+            s.tail_start = earliest;
+        }
+    }
+
     /// The state and the offset it is exact at. The clone is O(1): the map is persistent.
     pub fn snapshot(&self) -> (StateMap, i64) {
         let s = self.lock();

@@ -1,0 +1,9 @@
+//! Integration tests against a real Kafka broker (`scripts/kafka.sh start`) and real gateways
+//! over loopback gRPC. One test binary, so the suite links once.
+
+mod bad_input;
+mod follow;
+mod grpcurl;
+mod handoff;
+mod harness;
+mod restart;
