@@ -161,6 +161,16 @@ async fn bad_requests_get_exact_codes_and_messages() {
     let status = client.describe_topics(pb::DescribeTopicsRequest { topics: vec!["nope".into()] }).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
 
+    // A request above limits.max_request_bytes never reaches the gateway.
+    let huge = pb::SubscribeRequest {
+        topics: vec![topic.clone()],
+        key_filter: Some(pb::KeyFilter { exact: vec![Bytes::from(vec![b'k'; 5 << 20])], prefixes: vec![] }),
+        ..Default::default()
+    };
+    let status = Follower::start(&mut client, huge).await.err().unwrap();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("the limit is: 4194304 bytes"), "{}", status.message());
+
     // Nothing was lost: the gateway still serves the full state.
     let snap = snapshot(&mut client, topic_snapshot(&topic)).await.unwrap();
     assert_eq!(snap.state(), rebuild(&read_all(&topic)));

@@ -56,7 +56,8 @@ fn split(line: &str) -> Vec<String> {
 async fn readme_grpcurl_commands_work() {
     let topic = unique_topic("grpcurl");
     create_topic(&topic, 3).await;
-    let records: Vec<Out> = (0..30).map(|i| Out::kv(&format!("media/{i}"), Some(&format!("{{\"id\":{i}}}")))).collect();
+    let records: Vec<Out> =
+        (0..30).map(|i| Out::kv(&format!("assignment/{i}"), Some(&format!("{{\"id\":{i}}}")))).collect();
     produce(&topic, &records);
     let gateway = Gateway::start(&[&topic]).await;
 

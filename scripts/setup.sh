@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what building and running Tributary needs and a fresh machine may lack; fast when
+# everything is there. Used by scripts/demo.sh and .ci/run.
+set -euo pipefail
+
+step() { printf '==> %s\n' "$*" >&2; }
+
+# Debian packages: protoc for the gRPC code generation, cmake and the curl/zlib headers for
+# librdkafka (built from source by rdkafka's cmake-build), Java and Maven for Kafka.
+packages=(protobuf-compiler cmake libcurl4-openssl-dev zlib1g-dev openjdk-17-jre-headless maven)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  step "apt-get install ${missing[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "cargo is missing: install Rust with rustup (https://rustup.rs)" >&2
+  exit 1
+fi
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+# grpcurl, for debugging and for the test of the README's grpcurl commands.
+if ! command -v grpcurl >/dev/null && ! [ -x "$(go env GOPATH 2>/dev/null)/bin/grpcurl" ]; then
+  if command -v go >/dev/null; then
+    step "go install grpcurl"
+    go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
+  else
+    echo "note: Go is missing, so grpcurl is not installed; the grpcurl test will fail" >&2
+  fi
+fi

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Every test of the project: format and lints, unit tests, integration tests against a real Kafka
+# broker (started here on loopback), and the quickstart demo as a smoke test.
+# This is the README's test command; .ci/run calls it after installing what the machine lacks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+scripts/setup.sh
+export PATH="$PATH:$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+
+step "Starting Kafka"
+bootstrap=$(scripts/kafka.sh start)
+export TRIBUTARY_TEST_BOOTSTRAP="$bootstrap"
+
+step "cargo test (unit and integration, against Kafka at $bootstrap)"
+# Two test threads: the machine has 2 cores and every integration test runs gateways and Kafka
+# clients of its own.
+cargo test --all-targets -- --test-threads 2
+
+step "Quickstart demo smoke test"
+out=$(DEMO_SECONDS=8 TRIBUTARY_LISTEN=127.0.0.1:50151 scripts/demo.sh 2>&1) || { echo "$out"; exit 1; }
+if ! grep -q '^B snapshot: ' <<<"$out" || ! grep -q '^B live: ' <<<"$out"; then
+  echo "$out"
+  echo "the demo did not show a snapshot followed by live changes" >&2
+  exit 1
+fi
+echo "demo: $(grep -c '^B live: ' <<<"$out") live changes after the snapshot"
+echo "all tests passed"
