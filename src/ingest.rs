@@ -102,8 +102,8 @@ async fn run(
     let mut errors = ErrorLog::default();
     let mut refreshing: Option<JoinHandle<Result<usize, Error>>> = None;
     loop {
+        // Unbiased: under a flood of records the sync and metadata ticks still get their turn.
         tokio::select! {
-            biased;
             _ = shutdown.changed() => break,
             message = consumer.recv() => match message {
                 Ok(m) => {

@@ -308,3 +308,31 @@ async fn a_stalled_subscriber_costs_bounded_memory_and_gets_everything_later() {
     want.sort();
     assert_eq!(got_sorted, want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_streams_with_their_resume_offsets() {
+    let topic = unique_topic("shutdown");
+    create_topic(&topic, 2).await;
+    produce(&topic, &assignments(0..20, 0));
+    let gateway = Gateway::start(&[&topic]).await;
+    let mut client = gateway.client().await;
+    let mut follower =
+        Follower::start(&mut client, pb::SubscribeRequest { topics: vec![topic.clone()], ..Default::default() })
+            .await
+            .unwrap();
+    follower.until(&ends(&topic), Duration::from_secs(30)).await.unwrap();
+    let stopping = tokio::spawn(gateway.stop());
+    let status = loop {
+        match follower.next().await {
+            Ok(Some(())) => continue,
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    stopping.await.unwrap();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(error::reason(&status).as_deref(), Some("SHUTTING_DOWN"));
+    let detail = error::offsets_detail(&status).expect("resume offsets");
+    assert_eq!(detail.kind(), pb::offsets_detail::Kind::Resume);
+    assert_eq!(offset_map(&detail.offsets), follower.position, "resume exactly where the stream stood");
+}

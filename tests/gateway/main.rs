@@ -6,4 +6,5 @@ mod follow;
 mod grpcurl;
 mod handoff;
 mod harness;
+mod loading;
 mod restart;
