@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Builds B's example translators and the gateway's test fixtures into translators/dist/:
+#
+#   identity.wasm field-mapper.wasm filter.wasm js-uppercase.wasm      examples (components)
+#   busy-loop.wasm memory-bomb.wasm panic.wasm huge-output.wasm        fixtures (components)
+#   error-value.wasm wrong-world.wasm
+#   core-module.wasm garbage.bin                                       fixtures (not components)
+#
+# Installs what is missing (the wasm32 target, a pinned wasm-tools, the JS example's npm
+# packages), builds in release, checks that every component imports nothing and exports the
+# translator world (wrong-world: another world), and prints each artifact's size. Idempotent:
+# a second run only re-checks (a few seconds).
+#
+# Environment: WASM_TOOLS=/path/to/wasm-tools to use that binary instead of the pinned one;
+# TRIBUTARY_TOOLS_DIR to change where the pinned one is installed.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+translators="$root/translators"
+dist="$translators/dist"
+target=wasm32-unknown-unknown
+# The translators' own workspace has its own target directory; pin it so a CARGO_TARGET_DIR in
+# the environment (e.g. set for the gateway) does not move the core modules elsewhere.
+export CARGO_TARGET_DIR="$translators/target"
+release="$CARGO_TARGET_DIR/$target/release"
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'build-translators: %s\n' "$*" >&2; exit 1; }
+
+# rustup installs put cargo in ~/.cargo/bin, which a non-login shell (CI) may not have on PATH.
+if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v cargo >/dev/null || die "cargo not found: install Rust with rustup"
+command -v rustup >/dev/null || die "rustup not found: the wasm32 target is installed with rustup"
+command -v node >/dev/null && command -v npm >/dev/null ||
+    die "node and npm not found: they build the JavaScript example (componentize-js)"
+
+# --- Tools -------------------------------------------------------------------------------------
+
+# Guests are built for wasm32-unknown-unknown, not wasm32-wasip2: a wasip2 cdylib imports
+# wasi:cli/wasi:io even when it uses none of them, and the gateway links nothing.
+if ! rustup target list --installed | grep -qx "$target"; then
+    log "installing the Rust target $target"
+    rustup target add "$target"
+fi
+
+# wasm-tools turns core modules into components (`component new`) and shows their worlds
+# (`component wit`). 1.239 matches wit-bindgen 0.46 (both on wit-parser 0.239). Built from
+# crates.io with only the subcommands used here (~4 min on 2 cores, once per machine: it goes
+# to a per-user cache shared by every clone, and by CI runs on the same machine).
+wasm_tools_version=1.239.0
+tools_dir="${TRIBUTARY_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tributary/tools}"
+if [ -n "${WASM_TOOLS:-}" ]; then
+    wasm_tools="$WASM_TOOLS"
+else
+    wasm_tools="$tools_dir/wasm-tools-$wasm_tools_version/bin/wasm-tools"
+    if ! "$wasm_tools" --version 2>/dev/null | grep -qF " $wasm_tools_version"; then
+        log "installing wasm-tools $wasm_tools_version into $tools_dir (once per machine)"
+        cargo install "wasm-tools@$wasm_tools_version" --locked --no-default-features \
+            --features component,validate,print \
+            --root "$tools_dir/wasm-tools-$wasm_tools_version"
+    fi
+fi
+"$wasm_tools" --version >/dev/null || die "wasm-tools does not run: $wasm_tools"
+
+# --- Rust guests -------------------------------------------------------------------------------
+
+# crate (library) name -> artifact name. The SDK is a library, not a translator.
+rust_artifacts=(
+    translator_identity:identity
+    translator_field_mapper:field-mapper
+    translator_filter:filter
+    fixture_busy_loop:busy-loop
+    fixture_memory_bomb:memory-bomb
+    fixture_panic:panic
+    fixture_huge_output:huge-output
+    fixture_error_value:error-value
+    fixture_wrong_world:wrong-world
+)
+
+log "building the Rust translators and fixtures (release, $target)"
+# --locked: the committed Cargo.lock is what CI and every developer build.
+cargo build --manifest-path "$translators/Cargo.toml" --release --target "$target" --workspace --locked
+
+mkdir -p "$dist"
+for pair in "${rust_artifacts[@]}"; do
+    crate=${pair%%:*}
+    name=${pair#*:}
+    # The core module carries the world in a custom section (wit-bindgen's `component-type`);
+    # `component new` makes the component from it. No adapter: the module imports nothing.
+    "$wasm_tools" component new "$release/$crate.wasm" -o "$dist/$name.wasm.tmp"
+    mv "$dist/$name.wasm.tmp" "$dist/$name.wasm"
+done
+
+# A core module where a component is expected: identity before `component new`.
+cp "$release/translator_identity.wasm" "$dist/core-module.wasm"
+# Bytes that are not WebAssembly at all.
+printf 'This is not WebAssembly: a test fixture of Tributary.\n\000\001\002\377\376\375' >"$dist/garbage.bin"
+
+# --- JavaScript guest --------------------------------------------------------------------------
+
+js="$translators/js/uppercase"
+# Input digest: rebuild only when the source, the build, the locked packages or the WIT changed
+# (componentize-js takes ~10 s).
+js_digest=$(cat "$js/src/translator.js" "$js/build.mjs" "$js/package-lock.json" \
+    "$translators/wit/translator.wit" | sha256sum | cut -d' ' -f1)
+lock_digest=$(sha256sum <"$js/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$js/node_modules/.tributary-lock" 2>/dev/null)" != "$lock_digest" ]; then
+    log "installing the JavaScript example's packages (npm ci)"
+    # npm ci installs exactly package-lock.json, from scratch.
+    (cd "$js" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$lock_digest" >"$js/node_modules/.tributary-lock"
+fi
+if [ "$(cat "$dist/.js-uppercase.digest" 2>/dev/null)" != "$js_digest" ] || [ ! -s "$dist/js-uppercase.wasm" ]; then
+    log "building the JavaScript translator (componentize-js)"
+    (cd "$js" && node build.mjs "$dist/js-uppercase.wasm.tmp")
+    mv "$dist/js-uppercase.wasm.tmp" "$dist/js-uppercase.wasm"
+    echo "$js_digest" >"$dist/.js-uppercase.digest"
+fi
+
+# --- Checks ------------------------------------------------------------------------------------
+
+# The exports every translator must have, as `wasm-tools component wit` prints them.
+expected_exports='export init: func(config: string) -> result<_, string>;
+export translate: func(batch: list<source-record>) -> result<list<outcome>, string>;'
+
+components=(identity field-mapper filter js-uppercase busy-loop memory-bomb panic huge-output
+    error-value wrong-world)
+for name in "${components[@]}"; do
+    file="$dist/$name.wasm"
+    # Bytes 4..8 are 0d 00 01 00 for a component (01 00 00 00 for a core module).
+    [ "$(head -c 8 "$file" | od -An -tx1 | tr -d ' \n')" = 0061736d0d000100 ] ||
+        die "$name.wasm is not a component"
+    "$wasm_tools" validate "$file" || die "$name.wasm is not valid"
+    wit=$("$wasm_tools" component wit "$file")
+    # "Imports nothing", at two levels. The world: no `import` (nor `use` of an imported
+    # interface). The binary: every top-level import is a plain type (`(type (eq N))`, how a
+    # component names the records of its own world; hosts need not provide those), never a
+    # function, instance, resource or module.
+    if grep -qE '^\s*(import|use) ' <<<"$wit"; then
+        die "$name.wasm has imports; translators must import nothing:
+$(grep -E '^\s*(import|use) ' <<<"$wit")"
+    fi
+    bad_imports=$("$wasm_tools" print --skeleton "$file" | grep -E '^  \(import ' |
+        grep -vE '^  \(import "[^"]+" \(type (\$[^ ]+ )?\(;[0-9]+;\) \(eq [0-9]+\)\)\)$' || true)
+    [ -z "$bad_imports" ] || die "$name.wasm imports more than types:
+$bad_imports"
+    exports=$(grep -E '^\s*export ' <<<"$wit" | sed -E 's/^\s+//')
+    if [ "$name" = wrong-world ]; then
+        [ "$exports" != "$expected_exports" ] || die "wrong-world.wasm implements the translator world"
+    else
+        [ "$exports" = "$expected_exports" ] || die "$name.wasm does not export the translator world:
+$exports"
+    fi
+done
+[ "$(head -c 8 "$dist/core-module.wasm" | od -An -tx1 | tr -d ' \n')" = 0061736d01000000 ] ||
+    die "core-module.wasm is not a core module"
+"$wasm_tools" validate "$dist/core-module.wasm" || die "core-module.wasm is not valid"
+[ "$(head -c 4 "$dist/garbage.bin" | od -An -tx1 | tr -d ' \n')" != 0061736d ] ||
+    die "garbage.bin looks like WebAssembly"
+
+log "translators/dist (all components import nothing):"
+for name in "${components[@]}" core-module; do
+    printf '%10d  %s\n' "$(stat -c %s "$dist/$name.wasm")" "$name.wasm"
+done
+printf '%10d  %s\n' "$(stat -c %s "$dist/garbage.bin")" garbage.bin

@@ -1,0 +1,224 @@
+//! Renames and drops fields of JSON-object values, and prefixes keys.
+//!
+//! Configuration (JSON; every field optional, unknown fields rejected; an empty string is `{}`):
+//!
+//! ```json
+//! {"rename": {"station": "location", "id": "assignment_id"}, "drop": ["version"], "key_prefix": "b/"}
+//! ```
+//!
+//! - `rename`: old field name → new field name. Two fields may not get the same new name.
+//!   Swapping names (`{"a": "b", "b": "a"}`) is fine.
+//! - `drop`: fields to remove (by their name in A's record). A field can't be both renamed and
+//!   dropped.
+//! - `key_prefix`: prepended to every key; a keyless record stays keyless.
+//!
+//! Each value must be a JSON object; the output is that object with the fields renamed and
+//! dropped, as compact JSON with its fields in name order. Fields named in the configuration
+//! but missing from a record are ignored. A tombstone stays a tombstone (with the prefixed key).
+//! Headers pass through unchanged. A value that is not a JSON object, or in which a new name
+//! collides with a field that is kept under its own name, is an error for that record.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use tributary_translator_sdk::{export_translator, Outcome, OutputRecord, SourceRecord, Translator};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default)]
+    rename: BTreeMap<String, String>,
+    #[serde(default)]
+    drop: BTreeSet<String>,
+    #[serde(default)]
+    key_prefix: String,
+}
+
+struct FieldMapper {
+    config: Config,
+}
+
+impl FieldMapper {
+    fn new(config: &str) -> Result<Self, String> {
+        let config: Config = if config.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_json::from_str(config).map_err(|e| format!("invalid configuration: {e}"))?
+        };
+        let mut targets = BTreeMap::new();
+        for (from, to) in &config.rename {
+            if config.drop.contains(from) {
+                return Err(format!("invalid configuration: field {from:?} is both renamed and dropped"));
+            }
+            if let Some(other) = targets.insert(to, from) {
+                return Err(format!("invalid configuration: fields {other:?} and {from:?} are both renamed to {to:?}"));
+            }
+        }
+        Ok(FieldMapper { config })
+    }
+
+    fn map_value(&self, value: &[u8]) -> Result<Vec<u8>, String> {
+        let object = match serde_json::from_slice::<Value>(value) {
+            Ok(Value::Object(object)) => object,
+            Ok(other) => return Err(format!("record value is not a JSON object: found {}", kind(&other))),
+            Err(e) => return Err(format!("record value is not a JSON object: {e}")),
+        };
+        let mut out = Map::new();
+        for (name, field) in object {
+            if self.config.drop.contains(&name) {
+                continue;
+            }
+            let new_name = self.config.rename.get(&name).cloned().unwrap_or(name);
+            if out.contains_key(&new_name) {
+                // Rename targets are distinct (checked by `new`), so one of the two is a field
+                // renamed to the name of a field that is kept.
+                return Err(format!(
+                    "field {new_name:?} would appear twice: the record has it and another field \
+                     is renamed to it"
+                ));
+            }
+            out.insert(new_name, field);
+        }
+        serde_json::to_vec(&Value::Object(out)).map_err(|e| format!("cannot write JSON: {e}"))
+    }
+
+    fn map_key(&self, key: Option<Vec<u8>>) -> Option<Vec<u8>> {
+        let key = key?;
+        if self.config.key_prefix.is_empty() {
+            return Some(key);
+        }
+        let mut prefixed = Vec::with_capacity(self.config.key_prefix.len() + key.len());
+        prefixed.extend_from_slice(self.config.key_prefix.as_bytes());
+        prefixed.extend_from_slice(&key);
+        Some(prefixed)
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl Translator for FieldMapper {
+    fn init(config: &str) -> Result<Self, String> {
+        FieldMapper::new(config)
+    }
+
+    fn translate(&mut self, record: SourceRecord) -> Outcome {
+        let value = match record.value.as_deref() {
+            None => None,
+            Some(value) => match self.map_value(value) {
+                Ok(mapped) => Some(mapped),
+                Err(message) => return Outcome::err(message),
+            },
+        };
+        Outcome::one(OutputRecord { key: self.map_key(record.key), value, headers: record.headers })
+    }
+}
+
+export_translator!(FieldMapper);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_translator_sdk::Header;
+
+    const CONFIG: &str =
+        r#"{"rename": {"station": "location", "id": "assignment_id"}, "drop": ["version"], "key_prefix": "b/"}"#;
+
+    fn record(key: Option<&str>, value: Option<&str>) -> SourceRecord {
+        SourceRecord {
+            topic: "assignments".into(),
+            partition: 0,
+            offset: 0,
+            timestamp_ms: -1,
+            key: key.map(|k| k.as_bytes().to_vec()),
+            value: value.map(|v| v.as_bytes().to_vec()),
+            headers: vec![Header { key: "h".into(), value: None }],
+        }
+    }
+
+    fn one(outcome: Outcome) -> OutputRecord {
+        match outcome {
+            Outcome::Ok(mut records) if records.len() == 1 => records.remove(0),
+            other => panic!("expected one output, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn renames_drops_and_prefixes() {
+        let mut t = FieldMapper::init(CONFIG).unwrap();
+        let out = one(t.translate(record(
+            Some("assignment/7"),
+            Some(r#"{"id":7,"station":"north","status":"on-air","version":3}"#),
+        )));
+        assert_eq!(out.key.as_deref(), Some(&b"b/assignment/7"[..]));
+        assert_eq!(
+            String::from_utf8(out.value.unwrap()).unwrap(),
+            r#"{"assignment_id":7,"location":"north","status":"on-air"}"#
+        );
+        assert_eq!(out.headers, vec![Header { key: "h".into(), value: None }]);
+    }
+
+    #[test]
+    fn tombstones_stay_tombstones_and_keyless_stays_keyless() {
+        let mut t = FieldMapper::init(CONFIG).unwrap();
+        let out = one(t.translate(record(Some("assignment/7"), None)));
+        assert_eq!(out.key.as_deref(), Some(&b"b/assignment/7"[..]));
+        assert_eq!(out.value, None);
+        let out = one(t.translate(record(None, Some("{}"))));
+        assert_eq!(out.key, None);
+        assert_eq!(out.value.as_deref(), Some(&b"{}"[..]));
+    }
+
+    #[test]
+    fn non_objects_are_errors() {
+        let mut t = FieldMapper::init(CONFIG).unwrap();
+        for (value, expected) in [
+            ("[1,2]", "record value is not a JSON object: found an array"),
+            ("\"x\"", "record value is not a JSON object: found a string"),
+            ("", "record value is not a JSON object: EOF while parsing a value at line 1 column 0"),
+            ("{", "record value is not a JSON object: EOF while parsing an object at line 1 column 1"),
+        ] {
+            assert_eq!(t.translate(record(Some("k"), Some(value))), Outcome::err(expected), "{value}");
+        }
+    }
+
+    #[test]
+    fn empty_config_keeps_objects() {
+        let mut t = FieldMapper::init("").unwrap();
+        let out = one(t.translate(record(Some("k"), Some(r#"{"b":1,"a":2}"#))));
+        assert_eq!(out.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(out.value.as_deref(), Some(&br#"{"a":2,"b":1}"#[..]));
+    }
+
+    #[test]
+    fn swap_is_allowed_collision_is_an_error() {
+        let mut t = FieldMapper::init(r#"{"rename": {"a": "b", "b": "a"}}"#).unwrap();
+        let out = one(t.translate(record(None, Some(r#"{"a":1,"b":2}"#))));
+        assert_eq!(out.value.as_deref(), Some(&br#"{"a":2,"b":1}"#[..]));
+
+        let mut t = FieldMapper::init(r#"{"rename": {"station": "location"}}"#).unwrap();
+        let outcome = t.translate(record(None, Some(r#"{"location":1,"station":2}"#)));
+        assert!(matches!(outcome, Outcome::Err(ref m) if m.contains("\"location\"")), "{outcome:?}");
+    }
+
+    #[test]
+    fn bad_configs_are_rejected() {
+        for (config, expected) in [
+            ("{", "invalid configuration: EOF while parsing an object"),
+            (r#"{"renames": {}}"#, "invalid configuration: unknown field `renames`"),
+            (r#"{"rename": {"a": "x", "b": "x"}}"#, "are both renamed to \"x\""),
+            (r#"{"rename": {"a": "x"}, "drop": ["a"]}"#, "is both renamed and dropped"),
+        ] {
+            let message = FieldMapper::init(config).err().unwrap();
+            assert!(message.contains(expected), "{config}: {message}");
+        }
+    }
+}
