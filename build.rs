@@ -7,7 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("tributary_descriptor.bin"))
         .bytes(".")
-        .compile_protos(&["proto/tributary/v1/gateway.proto"], &["proto"])?;
+        .compile_protos(&["proto/tributary/v1/gateway.proto", "proto/tributary/v1/translators.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -24,10 +24,12 @@ async fn main() {
     let topic = unique_topic("bench");
     create_topic(&topic, 4).await;
 
-    let value = "v".repeat(value_bytes);
+    // A's media assignments as JSON, padded to about BENCH_VALUE_BYTES.
+    let pad = "x".repeat(value_bytes.saturating_sub(70));
     let started = Instant::now();
     let writer = Writer::new(&topic);
     for i in 0..records {
+        let value = format!(r#"{{"id":{i},"station":"north","status":"on-air","version":1,"pad":"{pad}"}}"#);
         writer.send(&Out::kv(&format!("key-{}", i % keys), Some(&value)));
     }
     writer.flush();
@@ -67,6 +69,46 @@ async fn main() {
     let subscribe = started.elapsed();
     assert_eq!(follower.records.len(), records);
 
+    // The same subscription through translators: identity and the field mapper.
+    let mut registry = tributary::pb::translators_client::TranslatorsClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{}", gateway.addr)).unwrap().connect().await.unwrap(),
+    );
+    let mut translated = Vec::new();
+    for (name, file, config) in [
+        ("identity", "identity.wasm", ""),
+        ("mapper", "field-mapper.wasm", r#"{"rename": {"station": "location"}, "drop": ["version"]}"#),
+    ] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("translators/dist").join(file);
+        let bytes = std::fs::read(&path).expect("scripts/build-translators.sh builds the translators");
+        use pb::upload_translator_request::Part;
+        let messages = vec![
+            pb::UploadTranslatorRequest {
+                part: Some(Part::Header(pb::UploadHeader { name: name.into(), ..Default::default() })),
+            },
+            pb::UploadTranslatorRequest { part: Some(Part::Chunk(bytes.into())) },
+        ];
+        registry.upload(tokio_stream::iter(messages)).await.unwrap();
+        let reference = Some(pb::TranslatorRef { name: name.into(), config: config.into(), ..Default::default() });
+        let started = Instant::now();
+        let from = (0..4).map(|p| pb::PartitionOffset { topic: topic.clone(), partition: p, offset: 0 }).collect();
+        let request = pb::SubscribeRequest { from_offsets: from, translator: reference, ..Default::default() };
+        let mut follower = Follower::start(&mut client, request).await.unwrap();
+        follower.until(&ends(&topic), Duration::from_secs(600)).await.unwrap();
+        assert_eq!(follower.records.len(), records);
+        translated.push((name, started.elapsed()));
+    }
+    let instantiate = {
+        let host = tributary::translate::Host::new(&Default::default()).unwrap();
+        let bytes =
+            std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("translators/dist/identity.wasm"))
+                .unwrap();
+        let component = host.compile(&bytes).unwrap();
+        let translator = host.translator(&component, String::new()).unwrap();
+        let runs = 200;
+        let total: Duration = (0..runs).map(|_| translator.time_instantiate().unwrap()).sum();
+        total / runs
+    };
+
     let rate = |d: Duration| records as f64 / d.as_secs_f64();
     println!();
     println!("{:<44} {:>10} {:>14} {:>18}", "what", "time", "records/s", "vs raw consumer");
@@ -77,6 +119,12 @@ async fn main() {
     row("raw consumer + state rebuild", raw_rebuild);
     row("gateway ingest, start to ready", ingest);
     row("Subscribe from 0 (catch-up reader)", subscribe);
+    for (name, d) in &translated {
+        row(&format!("Subscribe from 0 through {name} translator"), *d);
+        let per_record = (d.as_secs_f64() - subscribe.as_secs_f64()) / records as f64 * 1e9;
+        println!("{:<44} {:>10.0} ns/record over no translator", "", per_record);
+    }
+    println!("{:<44} {:>10.2?}   (instantiate + init, identity, mean of 200)", "translator instance", instantiate);
     println!(
         "{:<44} {:>10.2?} {:>14} {:>17.2}x   ({} keys, {:.1} MiB, {} chunks; vs raw rebuild)",
         "GetSnapshot, full state",

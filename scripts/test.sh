@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*" >&2; }
 
 scripts/setup.sh
+log=$(mktemp)
 export PATH="$PATH:$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin"
 
 step "cargo fmt --check"
@@ -16,6 +17,11 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 
+step "Building the translators (WebAssembly components the tests upload)"
+scripts/build-translators.sh
+step "Translator guest unit tests (native)"
+(cd translators && cargo test --locked 2>&1) | tee -a "$log"
+
 step "Starting Kafka"
 bootstrap=$(scripts/kafka.sh start)
 export TRIBUTARY_TEST_BOOTSTRAP="$bootstrap"
@@ -23,8 +29,7 @@ export TRIBUTARY_TEST_BOOTSTRAP="$bootstrap"
 step "cargo test (unit and integration, against Kafka at $bootstrap)"
 # Two test threads: the machine has 2 cores and every integration test runs gateways and Kafka
 # clients of its own.
-log=$(mktemp)
-cargo test --lib --tests -- --test-threads 2 2>&1 | tee "$log"
+cargo test --lib --tests -- --test-threads 2 2>&1 | tee -a "$log"
 # One closing line for the whole Rust suite (cargo prints one per test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1) } }
      END { printf "rust: %d passed, %d failed\n", p, f }' "$log"

@@ -14,6 +14,7 @@ use crate::{
     error::Error,
     filter::KeyFilter,
     kafka, pb,
+    registry::{Registry, Translation},
     snapshot::{self, SnapshotRequest},
     subscribe::{self, Cursor, Shared, Subscription},
     view::{TopicView, View},
@@ -24,14 +25,37 @@ use crate::{
 pub struct GatewayService {
     view: Arc<View>,
     shared: Shared,
+    registry: Arc<Registry>,
+    translator_batch: usize,
     /// Open `Subscribe` and `GetSnapshot` streams.
     streams: Arc<Semaphore>,
 }
 
 impl GatewayService {
-    pub fn new(view: Arc<View>, shared: Shared) -> Self {
+    pub fn new(view: Arc<View>, shared: Shared, registry: Arc<Registry>, translator_batch: usize) -> Self {
         let streams = Arc::new(Semaphore::new(shared.limits.max_streams));
-        Self { view, shared, streams }
+        Self { view, shared, streams, registry, translator_batch }
+    }
+
+    /// Resolves the request's translator, instantiating it (and calling `init`) if no other
+    /// call uses the same (digest, configuration).
+    async fn translation(
+        &self,
+        reference: Option<pb::TranslatorRef>,
+        field: &str,
+    ) -> Result<Option<Translation>, Error> {
+        let Some(reference) = reference else { return Ok(None) };
+        if reference.name.is_empty() {
+            return Err(Error::invalid(
+                format!("{field}.name"),
+                "name the translator to use (Translators/List shows them)",
+            ));
+        }
+        let registry = self.registry.clone();
+        let resolved = tokio::task::spawn_blocking(move || registry.resolve(&reference))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        Ok(Some(Translation { resolved, batch_records: self.translator_batch }))
     }
 
     fn stream_permit(&self) -> Result<OwnedSemaphorePermit, Error> {
@@ -72,11 +96,6 @@ impl GatewayService {
 
     /// Validates a subscribe request and resolves every partition's start position.
     async fn resolve(&self, request: pb::SubscribeRequest) -> Result<Subscription, Error> {
-        if request.translator.is_some() {
-            return Err(Error::Unimplemented(
-                "translators are not served by this version yet; leave `translator` unset".into(),
-            ));
-        }
         if !request.subscription_name.is_empty() {
             return Err(Error::Unimplemented(
                 "named durable subscriptions are not served by this version yet; leave `subscription_name` empty"
@@ -121,6 +140,7 @@ impl GatewayService {
             return Err(Error::invalid("topics", "name at least one topic, in `topics` or in `from_offsets`"));
         }
         let filter = KeyFilter::from_proto(request.key_filter, "key_filter")?;
+        let translation = self.translation(request.translator, "translator").await?;
         let max = self.shared.limits.max_batch_records;
         let max_batch_records = match request.max_batch_records as usize {
             0 => max,
@@ -192,7 +212,7 @@ impl GatewayService {
                 }
             }
         }
-        Ok(Subscription { topics, cursors, filter, max_batch_records })
+        Ok(Subscription { topics, cursors, filter, max_batch_records, translation })
     }
 }
 
@@ -254,12 +274,6 @@ impl pb::gateway_server::Gateway for GatewayService {
             .map(|d| d.mul_f64(0.9))
             .unwrap_or(Duration::from_millis(self.shared.limits.ready_wait_ms));
         let request = request.into_inner();
-        if request.translator.is_some() {
-            return Err(Error::Unimplemented(
-                "translators are not served by this version yet; leave `translator` unset".into(),
-            )
-            .into());
-        }
         if request.topics.is_empty() {
             return Err(Error::invalid("topics", "name at least one topic to snapshot").into());
         }
@@ -270,11 +284,12 @@ impl pb::gateway_server::Gateway for GatewayService {
             0 => max,
             n => n.min(max),
         };
+        let translation = self.translation(request.translator, "translator").await?;
         let permit = self.stream_permit()?;
         snapshot::wait_ready(&self.view, wait).await?;
         let request =
             SnapshotRequest { topics: topics.iter().map(|t| t.name.to_string()).collect(), filter, max_chunk_bytes };
-        let rx = snapshot::start(&self.view, request, self.shared.limits.stream_buffer_messages, permit)?;
+        let rx = snapshot::start(&self.view, request, translation, self.shared.limits.stream_buffer_messages, permit)?;
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 

@@ -19,6 +19,47 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// Bounds on memory, message sizes and concurrency.
     pub limits: Limits,
+    /// B's WebAssembly translators: where they are stored and the limits they run under.
+    pub translators: TranslatorsConfig,
+}
+
+/// Storage and sandbox limits of translators. Each limit ends only the calls that break it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TranslatorsConfig {
+    /// Directory of the translator registry (components by digest, compiled artifacts, index).
+    pub data_dir: std::path::PathBuf,
+    /// Deadline of one `translate` or `init` call, in milliseconds. A call past it is interrupted
+    /// (reason `deadline`). JavaScript guests are ~60x slower per record than Rust ones.
+    pub call_deadline_ms: u64,
+    /// Linear memory one translator instance may grow to, in bytes (reason `memory`).
+    pub memory_bytes: usize,
+    /// Bytes of output one `translate` call may return (reason `output`).
+    pub output_bytes: usize,
+    /// Largest component accepted at upload, in bytes.
+    pub max_component_bytes: usize,
+    /// Translator instances alive at once, over all translators (the pooling allocator's size).
+    pub max_instances: u32,
+    /// Records passed to one `translate` call.
+    pub batch_records: usize,
+}
+
+impl Default for TranslatorsConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: "data".into(),
+            // A Rust guest translates ~1000 records in well under 1 ms, a JavaScript guest in
+            // ~12 ms: 1 s leaves room for real work and still stops a runaway loop quickly.
+            call_deadline_ms: 1_000,
+            // JavaScript guests (a whole engine) need tens of MiB; Rust guests a few.
+            memory_bytes: 128 << 20,
+            output_bytes: 16 << 20,
+            // componentize-js components are ~12 MB.
+            max_component_bytes: 64 << 20,
+            max_instances: 64,
+            batch_records: 256,
+        }
+    }
 }
 
 /// Kafka connection and the exposed topics.
@@ -77,7 +118,12 @@ const fn default_listen() -> SocketAddr {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { listen: default_listen(), kafka: KafkaConfig::default(), limits: Limits::default() }
+        Self {
+            listen: default_listen(),
+            kafka: KafkaConfig::default(),
+            limits: Limits::default(),
+            translators: TranslatorsConfig::default(),
+        }
     }
 }
 
@@ -169,6 +215,19 @@ impl Config {
             ("limits.max_catchup_readers", l.max_catchup_readers),
             ("limits.catchup_prefetch_kbytes", l.catchup_prefetch_kbytes),
             ("limits.max_request_bytes", l.max_request_bytes),
+        ] {
+            if value == 0 {
+                return fail(key, "must be greater than 0");
+            }
+        }
+        let t = &self.translators;
+        for (key, value) in [
+            ("translators.call_deadline_ms", t.call_deadline_ms as usize),
+            ("translators.memory_bytes", t.memory_bytes),
+            ("translators.output_bytes", t.output_bytes),
+            ("translators.max_component_bytes", t.max_component_bytes),
+            ("translators.max_instances", t.max_instances as usize),
+            ("translators.batch_records", t.batch_records),
         ] {
             if value == 0 {
                 return fail(key, "must be greater than 0");

@@ -4,7 +4,10 @@ use prost::Message;
 use tonic::{Code, Status};
 use tonic_types::pb as rpc;
 
-use crate::pb::{offsets_detail::Kind, OffsetsDetail, PartitionOffset};
+use crate::{
+    pb::{offsets_detail::Kind, OffsetsDetail, PartitionOffset},
+    translate::Failure,
+};
 
 /// Domain of the `google.rpc.ErrorInfo` details this gateway attaches.
 pub const ERROR_DOMAIN: &str = "tributary.v1";
@@ -41,6 +44,22 @@ pub enum Error {
     /// The server is shutting down; resume elsewhere or later from `resume`.
     #[error("the gateway is shutting down; resume from the offsets in the details")]
     ShuttingDown { resume: Vec<PartitionOffset> },
+    /// A translator name, or a digest of it, that the registry does not have.
+    #[error("{}", unknown_translator(name, digest, known))]
+    UnknownTranslator { name: String, digest: Option<String>, known: Vec<String> },
+    /// A translator's `init` rejected the configuration.
+    #[error("translator '{name}' ({digest}) rejected its configuration: {message}")]
+    TranslatorConfig { name: String, digest: String, message: String },
+    /// A translator call failed; only the calls using that translator end.
+    #[error("translator '{name}' ({digest}) {failure}{}", at.as_deref().map(|(t, p, o)| format!(" on {t}/{p}@{o}")).unwrap_or_default())]
+    Translator {
+        name: String,
+        digest: String,
+        failure: crate::translate::Failure,
+        /// The record the call failed on (boxed: keeps every `Result<_, Error>` small).
+        at: Option<Box<(String, i32, i64)>>,
+        resume: Vec<PartitionOffset>,
+    },
     /// A reserved part of the API that this version does not serve yet.
     #[error("{0}")]
     Unimplemented(String),
@@ -63,6 +82,12 @@ impl Error {
             Error::NotReady { .. } | Error::Kafka { .. } | Error::ShuttingDown { .. } => Code::Unavailable,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Unimplemented(_) => Code::Unimplemented,
+            Error::UnknownTranslator { .. } => Code::NotFound,
+            Error::TranslatorConfig { .. } => Code::InvalidArgument,
+            Error::Translator { failure, .. } => match failure {
+                Failure::Deadline | Failure::Memory | Failure::Output(_) => Code::ResourceExhausted,
+                Failure::Trap(_) | Failure::Error(_) => Code::FailedPrecondition,
+            },
             Error::Internal(_) => Code::Internal,
         }
     }
@@ -80,8 +105,43 @@ impl Error {
             Error::ResourceExhausted(_) => "LIMIT_REACHED",
             Error::ShuttingDown { .. } => "SHUTTING_DOWN",
             Error::Unimplemented(_) => "NOT_IMPLEMENTED",
+            Error::UnknownTranslator { .. } => "UNKNOWN_TRANSLATOR",
+            Error::TranslatorConfig { .. } => "TRANSLATOR_CONFIG_REJECTED",
+            Error::Translator { failure, .. } => match failure {
+                Failure::Trap(_) => "TRANSLATOR_TRAP",
+                Failure::Deadline => "TRANSLATOR_DEADLINE",
+                Failure::Memory => "TRANSLATOR_MEMORY",
+                Failure::Output(_) => "TRANSLATOR_OUTPUT",
+                Failure::Error(_) => "TRANSLATOR_ERROR",
+            },
             Error::Internal(_) => "INTERNAL",
         }
+    }
+
+    /// Key-value facts for `ErrorInfo.metadata`.
+    fn metadata(&self) -> std::collections::HashMap<String, String> {
+        let mut m = std::collections::HashMap::new();
+        match self {
+            Error::Translator { name, digest, failure, at, .. } => {
+                m.insert("translator".into(), name.clone());
+                m.insert("digest".into(), digest.clone());
+                m.insert("reason".into(), failure.reason().into());
+                if let Some((t, p, o)) = at.as_deref() {
+                    m.insert("topic".into(), t.clone());
+                    m.insert("partition".into(), p.to_string());
+                    m.insert("offset".into(), o.to_string());
+                }
+            }
+            Error::TranslatorConfig { name, digest, .. } => {
+                m.insert("translator".into(), name.clone());
+                m.insert("digest".into(), digest.clone());
+            }
+            Error::UnknownTranslator { name, .. } => {
+                m.insert("translator".into(), name.clone());
+            }
+            _ => {}
+        }
+        m
     }
 
     /// Details beyond `ErrorInfo`: which field is wrong, which offsets to use.
@@ -102,7 +162,9 @@ impl Error {
             )],
             Error::TooOld { earliest_offsets, .. } => vec![offsets(Kind::Earliest, earliest_offsets)],
             Error::BeyondEnd { latest_offsets, .. } => vec![offsets(Kind::Latest, latest_offsets)],
-            Error::Kafka { resume, .. } | Error::ShuttingDown { resume } if !resume.is_empty() => {
+            Error::Kafka { resume, .. } | Error::ShuttingDown { resume } | Error::Translator { resume, .. }
+                if !resume.is_empty() =>
+            {
                 vec![offsets(Kind::Resume, resume)]
             }
             _ => Vec::new(),
@@ -114,9 +176,33 @@ impl Error {
         match self {
             Error::Kafka { message, .. } => Error::Kafka { message, resume: position },
             Error::ShuttingDown { .. } => Error::ShuttingDown { resume: position },
+            Error::Translator { name, digest, failure, at, .. } => {
+                Error::Translator { name, digest, failure, at, resume: position }
+            }
             other => other,
         }
     }
+}
+
+fn unknown_translator(name: &str, digest: &Option<String>, known: &[String]) -> String {
+    match digest {
+        Some(d) => format!("translator '{name}' has no version with digest '{d}' (versions: {})", known.join(", ")),
+        None if known.is_empty() => format!("no translator named '{name}'; none is uploaded yet"),
+        None => format!("no translator named '{name}' (known: {})", known.join(", ")),
+    }
+}
+
+/// The `google.rpc.ErrorInfo` metadata of a status from this gateway.
+pub fn error_metadata(status: &Status) -> std::collections::HashMap<String, String> {
+    decode_details(status)
+        .and_then(|s| {
+            s.details
+                .iter()
+                .find(|d| d.type_url.ends_with("/google.rpc.ErrorInfo"))
+                .and_then(|d| rpc::ErrorInfo::decode(d.value.as_slice()).ok())
+        })
+        .map(|i| i.metadata)
+        .unwrap_or_default()
 }
 
 fn any(type_name: &str, message: &impl Message) -> prost_types::Any {
@@ -129,11 +215,7 @@ impl From<Error> for Status {
         let message = error.to_string();
         let mut details = vec![any(
             "google.rpc.ErrorInfo",
-            &rpc::ErrorInfo {
-                reason: error.reason().into(),
-                domain: ERROR_DOMAIN.into(),
-                metadata: Default::default(),
-            },
+            &rpc::ErrorInfo { reason: error.reason().into(), domain: ERROR_DOMAIN.into(), metadata: error.metadata() },
         )];
         details.extend(error.details());
         let status = rpc::Status { code: code as i32, message: message.clone(), details };

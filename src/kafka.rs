@@ -35,7 +35,10 @@ fn consumer_config(kafka: &KafkaConfig, purpose: &str, prefetch_kbytes: Option<u
         config
             .set("queued.max.messages.kbytes", kbytes.to_string())
             .set("fetch.max.bytes", (kbytes * 1024).max(1 << 20).to_string())
-            .set("max.partition.fetch.bytes", (kbytes * 1024).clamp(64 << 10, 1 << 20).to_string());
+            .set("max.partition.fetch.bytes", (kbytes * 1024).clamp(64 << 10, 1 << 20).to_string())
+            // With a small queue the threshold is hit all the time; librdkafka's default 1 s
+            // backoff would then throttle a catch-up reader to a few MB/s.
+            .set("fetch.queue.backoff.ms", "5");
     }
     for (key, value) in &kafka.properties {
         config.set(key, value);

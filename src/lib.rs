@@ -23,9 +23,12 @@ pub mod error;
 pub mod filter;
 pub mod ingest;
 pub mod kafka;
+pub mod registry;
 pub mod server;
 pub mod snapshot;
 pub mod subscribe;
+pub mod translate;
+pub mod translators_api;
 pub mod view;
 
 /// Generated protobuf and gRPC code for `tributary.v1`.

@@ -11,7 +11,10 @@ use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 
-use crate::{api::GatewayService, config::Config, error::Error, ingest, kafka, pb, subscribe::Shared, view::View};
+use crate::{
+    api::GatewayService, config::Config, error::Error, ingest, kafka, pb, registry::Registry, subscribe::Shared,
+    translate, translators_api::TranslatorsService, view::View,
+};
 
 /// Longest wait for in-flight calls after shutdown starts.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -59,7 +62,16 @@ pub async fn serve(
         metadata,
         shutdown: stop.clone(),
     };
-    let gateway = pb::gateway_server::GatewayServer::new(GatewayService::new(view, shared))
+    let host = translate::Host::new(&config.translators).map_err(Error::Internal)?;
+    let registry = Arc::new(Registry::open(&config.translators.data_dir, host)?);
+    let gateway = pb::gateway_server::GatewayServer::new(GatewayService::new(
+        view,
+        shared,
+        registry.clone(),
+        config.translators.batch_records,
+    ))
+    .max_decoding_message_size(config.limits.max_request_bytes);
+    let translators = pb::translators_server::TranslatorsServer::new(TranslatorsService::new(registry))
         .max_decoding_message_size(config.limits.max_request_bytes);
 
     let mut drained = stop.clone();
@@ -77,6 +89,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(gateway)
+        .add_service(translators)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
     tokio::pin!(server);
     let result = tokio::select! {

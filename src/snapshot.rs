@@ -12,6 +12,7 @@ use crate::{
     error::Error,
     filter::KeyFilter,
     pb,
+    registry::{self, Translation},
     view::{Rec, StateMap, View},
 };
 
@@ -37,6 +38,7 @@ pub async fn wait_ready(view: &View, wait: Duration) -> Result<(), Error> {
 pub fn start(
     view: &View,
     request: SnapshotRequest,
+    translation: Option<Translation>,
     buffer: usize,
     permit: OwnedSemaphorePermit,
 ) -> Result<mpsc::Receiver<Result<pb::SnapshotChunk, Status>>, Error> {
@@ -53,19 +55,92 @@ pub fn start(
     let (tx, rx) = mpsc::channel(buffer);
     tokio::spawn(async move {
         let _permit = permit;
-        let mut chunker = Chunker::new(request.max_chunk_bytes, offsets);
-        for state in &states {
-            for rec in entries(state, &request.filter) {
-                if let Some(chunk) = chunker.push(rec) {
-                    if tx.send(Ok(chunk)).await.is_err() {
-                        return; // the client left
-                    }
-                }
-            }
+        let chunker = Chunker::new(request.max_chunk_bytes, offsets);
+        if let Err(Some(e)) = stream(&tx, &states, &request, translation.as_ref(), chunker).await {
+            let _ = tx.send(Err(e.into())).await;
         }
-        let _ = tx.send(Ok(chunker.finish())).await;
     });
     Ok(rx)
+}
+
+type ChunkSender = mpsc::Sender<Result<pb::SnapshotChunk, Status>>;
+
+/// Streams the cloned states in chunks. `Err(None)`: the client left; `Err(Some(e))`: the
+/// snapshot failed (a translator) and the client is to be told.
+async fn stream(
+    tx: &ChunkSender,
+    states: &[StateMap],
+    request: &SnapshotRequest,
+    translation: Option<&Translation>,
+    mut chunker: Chunker,
+) -> Result<(), Option<Error>> {
+    let mut pending: Vec<Arc<Rec>> = Vec::new();
+    let mut skipped = 0u64;
+    for state in states {
+        for rec in entries(state, &request.filter) {
+            let chunks = match translation {
+                None => chunker.push(to_entry(rec)).into_iter().collect(),
+                Some(t) => {
+                    pending.push(rec.clone());
+                    if pending.len() < t.batch_records {
+                        continue;
+                    }
+                    let batch = std::mem::take(&mut pending);
+                    translate_entries(t, batch, &mut chunker, &mut skipped).await.map_err(Some)?
+                }
+            };
+            send_all(tx, chunks).await?;
+        }
+    }
+    if let Some(t) = translation {
+        let chunks = translate_entries(t, pending, &mut chunker, &mut skipped).await.map_err(Some)?;
+        send_all(tx, chunks).await?;
+    }
+    let mut last = chunker.finish();
+    last.skipped_records = skipped;
+    send_all(tx, vec![last]).await
+}
+
+async fn send_all(tx: &ChunkSender, chunks: Vec<pb::SnapshotChunk>) -> Result<(), Option<Error>> {
+    for chunk in chunks {
+        tx.send(Ok(chunk)).await.map_err(|_| None)?;
+    }
+    Ok(())
+}
+
+/// Translates entries and packs B's entries into chunks. Outputs with a null value (a
+/// tombstone in B's model) are not state, so they are left out of a snapshot.
+async fn translate_entries(
+    t: &Translation,
+    recs: Vec<Arc<Rec>>,
+    chunker: &mut Chunker,
+    skipped: &mut u64,
+) -> Result<Vec<pb::SnapshotChunk>, Error> {
+    if recs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let translated = registry::translate(t, recs).await?;
+    *skipped += translated.skipped;
+    let mut full = Vec::new();
+    for (rec, index, out) in translated.outputs {
+        let Some(value) = out.value else { continue };
+        let entry = pb::SnapshotEntry {
+            topic: rec.topic.to_string(),
+            partition: rec.partition,
+            offset: rec.offset,
+            timestamp_ms: rec.timestamp_ms,
+            key: out.key.map(Bytes::from).unwrap_or_default(),
+            value: Bytes::from(value),
+            headers: out
+                .headers
+                .into_iter()
+                .map(|h| pb::Header { key: h.key, value: h.value.map(Bytes::from) })
+                .collect(),
+            output_index: index,
+        };
+        full.extend(chunker.push(entry));
+    }
+    Ok(full)
 }
 
 /// The records of `map` that match `filter`, each once, in key order per prefix.
@@ -101,6 +176,7 @@ pub fn to_entry(rec: &Rec) -> pb::SnapshotEntry {
         key: rec.key.clone().unwrap_or_default(),
         value: rec.value.clone().unwrap_or_default(),
         headers: rec.headers.iter().map(|(k, v)| pb::Header { key: k.clone(), value: v.clone() }).collect(),
+        output_index: 0,
     }
 }
 
@@ -116,14 +192,13 @@ const FIELD_OVERHEAD: usize = 6;
 
 impl Chunker {
     fn new(max_bytes: usize, offsets: Vec<pb::PartitionOffset>) -> Self {
-        let current = pb::SnapshotChunk { offsets, entries: Vec::new(), last: false };
+        let current = pb::SnapshotChunk { offsets, ..Default::default() };
         let bytes = current.encoded_len();
         Self { max_bytes, current, bytes }
     }
 
     /// Adds an entry; returns the full chunk when the entry does not fit in the current one.
-    fn push(&mut self, rec: &Rec) -> Option<pb::SnapshotChunk> {
-        let entry = to_entry(rec);
+    fn push(&mut self, entry: pb::SnapshotEntry) -> Option<pb::SnapshotChunk> {
         let size = entry.encoded_len() + FIELD_OVERHEAD;
         let full = if !self.current.entries.is_empty() && self.bytes + size > self.max_bytes {
             let chunk = std::mem::take(&mut self.current);
@@ -165,7 +240,7 @@ mod tests {
         let mut chunker = Chunker::new(1000, offsets);
         let mut chunks = Vec::new();
         for i in 0..100 {
-            chunks.extend(chunker.push(&rec(&i.to_string(), 90)));
+            chunks.extend(chunker.push(to_entry(&rec(&i.to_string(), 90))));
         }
         chunks.push(chunker.finish());
         assert!(chunks.len() > 5);
@@ -183,10 +258,10 @@ mod tests {
     #[test]
     fn an_oversized_entry_goes_alone() {
         let mut chunker = Chunker::new(100, vec![]);
-        assert!(chunker.push(&rec("a", 10)).is_none());
-        let full = chunker.push(&rec("b", 500)).unwrap();
+        assert!(chunker.push(to_entry(&rec("a", 10))).is_none());
+        let full = chunker.push(to_entry(&rec("b", 500))).unwrap();
         assert_eq!(full.entries.len(), 1);
-        let full = chunker.push(&rec("c", 10)).unwrap();
+        let full = chunker.push(to_entry(&rec("c", 10))).unwrap();
         assert_eq!(full.entries[0].key.as_ref(), b"b");
     }
 

@@ -29,6 +29,8 @@ use crate::{
     filter::KeyFilter,
     ingest::{to_rec, ErrorLog},
     kafka, pb,
+    registry::{self, Translation},
+    translate::OutputRecord,
     view::{Rec, Shard, TailRead, TopicView},
 };
 
@@ -69,6 +71,7 @@ pub struct Subscription {
     pub cursors: Vec<Cursor>,
     pub filter: KeyFilter,
     pub max_batch_records: usize,
+    pub translation: Option<Translation>,
 }
 
 type Sender = mpsc::Sender<Result<pb::SubscribeResponse, Status>>;
@@ -83,7 +86,8 @@ struct CatchUp {
 pub async fn run(mut sub: Subscription, shared: Shared, tx: Sender, _stream_permit: OwnedSemaphorePermit) {
     let mut runner = Runner::new(&mut sub, &shared);
     if let Err(e) = runner.run(&tx).await {
-        let resume = runner.position();
+        // Where the client stands: what it was sent, not what was read for an unsent batch.
+        let resume = runner.sent.clone();
         let _ = tx.send(Err(e.with_resume(resume).into())).await;
     }
 }
@@ -99,6 +103,10 @@ struct Runner<'a> {
     batch: Vec<Arc<Rec>>,
     batch_bytes: usize,
     max_bytes: usize,
+    /// The position as of the last message the client was sent.
+    sent: Vec<pb::PartitionOffset>,
+    /// Records skipped because their translation returned an error (`skip_errors`).
+    skipped: u64,
 }
 
 /// Why the run loop stopped without an error.
@@ -120,6 +128,8 @@ impl<'a> Runner<'a> {
             batch: Vec::new(),
             batch_bytes: 0,
             max_bytes: shared.limits.max_batch_bytes,
+            sent: Vec::new(),
+            skipped: 0,
         }
     }
 
@@ -138,7 +148,10 @@ impl<'a> Runner<'a> {
 
     fn progress(&self) -> pb::SubscribeResponse {
         pb::SubscribeResponse {
-            message: Some(pb::subscribe_response::Message::Progress(pb::Progress { offsets: self.position() })),
+            message: Some(pb::subscribe_response::Message::Progress(pb::Progress {
+                offsets: self.position(),
+                skipped_records: self.skipped,
+            })),
         }
     }
 
@@ -154,6 +167,7 @@ impl<'a> Runner<'a> {
     }
 
     async fn run(&mut self, tx: &Sender) -> Result<(), Error> {
+        self.sent = self.position();
         if let Err(Stop::ClientLeft) = self.send(tx, self.progress()).await {
             return Ok(());
         }
@@ -170,8 +184,20 @@ impl<'a> Runner<'a> {
             self.read_tails();
             self.read_catchup()?;
             if !self.batch.is_empty() {
-                let records = std::mem::take(&mut self.batch).iter().map(|r| to_record(r)).collect();
+                let batch = std::mem::take(&mut self.batch);
                 self.batch_bytes = 0;
+                let records = match &self.sub.translation {
+                    None => batch.iter().map(|r| to_record(r)).collect(),
+                    Some(t) => {
+                        let translated = registry::translate(t, batch).await?;
+                        self.skipped += translated.skipped;
+                        translated
+                            .outputs
+                            .into_iter()
+                            .map(|(rec, index, out)| translated_record(&rec, index, out))
+                            .collect()
+                    }
+                };
                 let message = pb::SubscribeResponse {
                     message: Some(pb::subscribe_response::Message::Records(pb::RecordBatch { records })),
                 };
@@ -218,13 +244,21 @@ impl<'a> Runner<'a> {
                 .any(|c| !c.behind && c.pos < c.shard.next_offset() && c.pos >= c.shard.tail_start())
     }
 
-    async fn send(&self, tx: &Sender, message: pb::SubscribeResponse) -> Result<(), Stop> {
+    /// Sends a message; an empty record batch (everything filtered out) is not sent.
+    async fn send(&mut self, tx: &Sender, message: pb::SubscribeResponse) -> Result<(), Stop> {
+        if let Some(pb::subscribe_response::Message::Records(batch)) = &message.message {
+            if batch.records.is_empty() {
+                return Ok(());
+            }
+        }
         let mut shutdown = self.shared.shutdown.clone();
         tokio::select! {
-            sent = tx.send(Ok(message)) => sent.map_err(|_| Stop::ClientLeft),
+            sent = tx.send(Ok(message)) => sent.map_err(|_| Stop::ClientLeft)?,
             // A client that does not read cannot be told anything: stop.
-            _ = shutdown.changed() => Err(Stop::ClientLeft),
+            _ = shutdown.changed() => return Err(Stop::ClientLeft),
         }
+        self.sent = self.position();
+        Ok(())
     }
 
     /// Follows partitions added to a followed topic, from their start (rule 4).
@@ -397,5 +431,20 @@ pub fn to_record(rec: &Rec) -> pb::Record {
         key: rec.key.clone(),
         value: rec.value.clone(),
         headers: rec.headers.iter().map(|(k, v)| pb::Header { key: k.clone(), value: v.clone() }).collect(),
+        output_index: 0,
+    }
+}
+
+/// B's record made from A's `rec`: the translator's key, value and headers at A's coordinates.
+fn translated_record(rec: &Rec, output_index: u32, out: OutputRecord) -> pb::Record {
+    pb::Record {
+        topic: rec.topic.to_string(),
+        partition: rec.partition,
+        offset: rec.offset,
+        timestamp_ms: rec.timestamp_ms,
+        key: out.key.map(Into::into),
+        value: out.value.map(Into::into),
+        headers: out.headers.into_iter().map(|h| pb::Header { key: h.key, value: h.value.map(Into::into) }).collect(),
+        output_index,
     }
 }

@@ -147,10 +147,18 @@ async fn bad_requests_get_exact_codes_and_messages() {
         (
             pb::GetSnapshotRequest {
                 topics: vec![topic.clone()],
-                translator: Some(pb::TranslatorRef { name: "x".into(), ..Default::default() }),
+                translator: Some(pb::TranslatorRef { name: "no-such-translator".into(), ..Default::default() }),
                 ..Default::default()
             },
-            Code::Unimplemented,
+            Code::NotFound,
+        ),
+        (
+            pb::GetSnapshotRequest {
+                topics: vec![topic.clone()],
+                translator: Some(pb::TranslatorRef::default()),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
         ),
     ];
     for (request, code) in snapshot_cases {

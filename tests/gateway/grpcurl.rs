@@ -60,6 +60,13 @@ async fn readme_grpcurl_commands_work() {
         (0..30).map(|i| Out::kv(&format!("assignment/{i}"), Some(&format!("{{\"id\":{i}}}")))).collect();
     produce(&topic, &records);
     let gateway = Gateway::start(&[&topic]).await;
+    // The README's translator examples use the identity translator.
+    let mut registry = tributary::pb::translators_client::TranslatorsClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{}", gateway.addr)).unwrap().connect().await.unwrap(),
+    );
+    crate::translators::upload_bytes(&mut registry, "identity", &crate::translators::artifact("identity.wasm"))
+        .await
+        .unwrap();
 
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let commands: Vec<&str> = readme.lines().filter(|l| l.starts_with("grpcurl ")).collect();
@@ -91,12 +98,13 @@ async fn readme_grpcurl_commands_work() {
             }
             m if m.ends_with("/DescribeTopics") => assert!(stdout.contains(&topic), "{line}: {stdout}"),
             m if m.ends_with("/Check") => assert!(stdout.contains("SERVING"), "{line}: {stdout}"),
+            m if m.ends_with("Translators/List") => assert!(stdout.contains("\"identity\""), "{line}: {stdout}"),
             "list" => assert!(stdout.contains("tributary.v1.Gateway"), "{line}: {stdout}"),
             _ => assert!(stdout.contains("tributary.v1"), "{line}: {stdout}"),
         }
         seen.push(method);
     }
-    for needed in ["list", "/DescribeTopics", "/GetSnapshot", "/Subscribe", "/Check"] {
+    for needed in ["list", "/DescribeTopics", "/GetSnapshot", "/Subscribe", "/Check", "Translators/List"] {
         assert!(seen.iter().any(|m| m.ends_with(needed)), "README has a grpcurl example for {needed}: {seen:?}");
     }
 }

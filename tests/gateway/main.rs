@@ -8,3 +8,4 @@ mod handoff;
 mod harness;
 mod loading;
 mod restart;
+mod translators;

@@ -1,0 +1,601 @@
+//! B's translators: real components built from `translators/` by scripts/build-translators.sh,
+//! uploaded at run time and applied to snapshots and streams.
+
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use tonic::Code;
+use tributary::{
+    config::{Limits, TranslatorsConfig},
+    error,
+    pb::{self, translators_client::TranslatorsClient},
+};
+
+use crate::harness::*;
+
+type Registry = TranslatorsClient<tonic::transport::Channel>;
+
+/// A built translator artifact.
+pub fn artifact(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("translators/dist").join(name);
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; build it with scripts/build-translators.sh", path.display()))
+}
+
+async fn registry(gateway: &Gateway) -> Registry {
+    TranslatorsClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{}", gateway.addr)).unwrap().connect().await.unwrap(),
+    )
+}
+
+pub async fn upload_bytes(
+    client: &mut Registry,
+    name: &str,
+    bytes: &[u8],
+) -> Result<pb::TranslatorVersion, tonic::Status> {
+    use pb::upload_translator_request::Part;
+    let header = pb::UploadTranslatorRequest {
+        part: Some(Part::Header(pb::UploadHeader {
+            name: name.into(),
+            size: bytes.len() as u64,
+            sha256: String::new(),
+        })),
+    };
+    let chunks: Vec<pb::UploadTranslatorRequest> = bytes
+        .chunks(1 << 20)
+        .map(|c| pb::UploadTranslatorRequest { part: Some(Part::Chunk(bytes::Bytes::copy_from_slice(c))) })
+        .collect();
+    client.upload(tokio_stream::iter(std::iter::once(header).chain(chunks))).await.map(|r| r.into_inner())
+}
+
+async fn upload(client: &mut Registry, name: &str, file: &str) -> pb::TranslatorVersion {
+    upload_bytes(client, name, &artifact(file)).await.unwrap_or_else(|s| panic!("upload {file}: {s:?}"))
+}
+
+fn reference(name: &str, config: &str) -> Option<pb::TranslatorRef> {
+    Some(pb::TranslatorRef { name: name.into(), config: config.into(), ..Default::default() })
+}
+
+fn gateway_config(topic: &str, translators: TranslatorsConfig) -> tributary::config::Config {
+    let mut c = config(&[topic], Limits::default());
+    c.translators = TranslatorsConfig { data_dir: c.translators.data_dir.clone(), ..translators };
+    c
+}
+
+/// Random records: keyless ones, tombstones, empty values, headers with null values.
+fn random_records(seed: u64, n: usize) -> Vec<Out> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|i| {
+            let key = match rng.random_range(0..10) {
+                0 => None,
+                1 => Some(Vec::new()),
+                _ => Some(format!("k{}", rng.random_range(0..40)).into_bytes()),
+            };
+            let value = match rng.random_range(0..10) {
+                0 => None,
+                1 => Some(Vec::new()),
+                _ => Some((0..rng.random_range(1..64)).map(|_| rng.random()).collect()),
+            };
+            let headers = (0..rng.random_range(0..3))
+                .map(|h| {
+                    (format!("h{h}"), if rng.random_bool(0.3) { None } else { Some(format!("v{i}").into_bytes()) })
+                })
+                .collect();
+            Out { partition: None, key, value, headers }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_translation_equals_no_translation() {
+    let topic = unique_topic("identity");
+    create_topic(&topic, 3).await;
+    let seed: u64 = rand::rng().random();
+    println!("seed {seed}");
+    produce(&topic, &random_records(seed, 400));
+    let gateway = Gateway::start(&[&topic]).await;
+    let mut reg = registry(&gateway).await;
+    upload(&mut reg, "identity", "identity.wasm").await;
+    let mut client = gateway.client().await;
+
+    let plain = snapshot(&mut client, topic_snapshot(&topic)).await.unwrap();
+    let translated = snapshot(
+        &mut client,
+        pb::GetSnapshotRequest {
+            topics: vec![topic.clone()],
+            translator: reference("identity", ""),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(plain.offsets, translated.offsets);
+    assert_eq!(plain.entries, translated.entries, "identity snapshot entries are the untranslated ones");
+
+    produce(&topic, &random_records(seed ^ 1, 400));
+    let ends = ends(&topic);
+    let from: Vec<_> = plain.offsets.iter().map(|o| pb::PartitionOffset { offset: 0, ..o.clone() }).collect();
+    let mut a = Follower::start(&mut client, pb::SubscribeRequest { from_offsets: from.clone(), ..Default::default() })
+        .await
+        .unwrap();
+    let mut b = Follower::start(
+        &mut client,
+        pb::SubscribeRequest {
+            from_offsets: from,
+            translator: reference("identity", "config is ignored"),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    a.until(&ends, Duration::from_secs(30)).await.unwrap();
+    b.until(&ends, Duration::from_secs(30)).await.unwrap();
+    let key = |r: &pb::Record| (r.partition, r.offset);
+    let mut ra = a.records.clone();
+    let mut rb = b.records.clone();
+    ra.sort_by_key(key);
+    rb.sort_by_key(key);
+    assert_eq!(ra.len(), 800);
+    assert_eq!(ra, rb, "identity stream equals the untranslated stream: bytes, headers, null vs empty, keyless");
+}
+
+/// B's model of an assignment, computed here independently of the translator.
+fn mapped(value: &[u8]) -> Vec<u8> {
+    let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(value).unwrap();
+    let id = v.remove("id").unwrap();
+    let station = v.remove("station").unwrap();
+    v.remove("version");
+    v.insert("assignment_id".into(), id);
+    v.insert("location".into(), station);
+    serde_json::to_vec(&v).unwrap()
+}
+
+const MAPPER_CONFIG: &str =
+    r#"{"rename": {"station": "location", "id": "assignment_id"}, "drop": ["version"], "key_prefix": "b/"}"#;
+
+fn assignments(round: u32, n: u32) -> Vec<Out> {
+    (0..n)
+        .map(|i| {
+            let key = format!("assignment/{}", (i * 7 + round) % 50);
+            if i % 9 == 4 {
+                Out::kv(&key, None)
+            } else {
+                let status = ["scheduled", "on-air", "done"][(i % 3) as usize];
+                Out::kv(
+                    &key,
+                    Some(&format!(r#"{{"id":{i},"station":"s{round}","status":"{status}","version":{round}}}"#)),
+                )
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn field_mapper_handoff_gives_b_model_of_raw_rebuild() {
+    let topic = unique_topic("mapper");
+    create_topic(&topic, 3).await;
+    produce(&topic, &assignments(0, 200));
+    let gateway = Gateway::start(&[&topic]).await;
+    let mut reg = registry(&gateway).await;
+    upload(&mut reg, "mapper", "field-mapper.wasm").await;
+    let mut client = gateway.client().await;
+    let snap = snapshot(
+        &mut client,
+        pb::GetSnapshotRequest {
+            topics: vec![topic.clone()],
+            translator: reference("mapper", MAPPER_CONFIG),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut state = snap.state();
+    let mut follower = Follower::start(
+        &mut client,
+        pb::SubscribeRequest {
+            from_offsets: snap.offsets.clone(),
+            translator: reference("mapper", MAPPER_CONFIG),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    produce(&topic, &assignments(1, 200));
+    follower.until(&ends(&topic), Duration::from_secs(30)).await.unwrap();
+    for r in &follower.records {
+        apply(&mut state, r);
+    }
+    let expected: State =
+        rebuild(&read_all(&topic)).into_iter().map(|(k, v)| ([b"b/".as_slice(), &k].concat(), mapped(&v))).collect();
+    assert_eq!(state.len(), expected.len());
+    assert!(state == expected, "B's state through the mapper equals the mapped raw rebuild");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_keeps_matching_records_and_positions_advance_when_all_are_dropped() {
+    let topic = unique_topic("filter-tr");
+    create_topic(&topic, 2).await;
+    produce(&topic, &assignments(0, 100));
+    let gateway = Gateway::start(&[&topic]).await;
+    let mut reg = registry(&gateway).await;
+    upload(&mut reg, "filter", "filter.wasm").await;
+    let mut client = gateway.client().await;
+    let on_air = r#"{"field": "status", "equals": "on-air"}"#;
+    let snap = snapshot(
+        &mut client,
+        pb::GetSnapshotRequest {
+            topics: vec![topic.clone()],
+            translator: reference("filter", on_air),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let expected: State = rebuild(&read_all(&topic))
+        .into_iter()
+        .filter(|(_, v)| serde_json::from_slice::<serde_json::Value>(v).unwrap()["status"] == "on-air")
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(snap.state(), expected);
+
+    // Nothing matches this prefix: no record is delivered, yet positions reach the end.
+    let mut follower = Follower::start(
+        &mut client,
+        pb::SubscribeRequest {
+            topics: vec![topic.clone()],
+            translator: reference("filter", r#"{"key_prefix": "nothing/"}"#),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    follower.until(&ends(&topic), Duration::from_secs(30)).await.unwrap();
+    assert!(follower.records.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_translator_runs_like_a_rust_one() {
+    let topic = unique_topic("js");
+    create_topic(&topic, 1).await;
+    produce(&topic, &[Out::kv("a", Some("hello")), Out::kv("b", None), Out::kv("c", Some("world"))]);
+    let gateway = Gateway::start(&[&topic]).await;
+    let mut reg = registry(&gateway).await;
+    let started = Instant::now();
+    let version = upload(&mut reg, "uppercase", "js-uppercase.wasm").await;
+    println!("uploaded and compiled a {} byte JavaScript component in {:?}", version.size, started.elapsed());
+    let mut client = gateway.client().await;
+    let snap = snapshot(
+        &mut client,
+        pb::GetSnapshotRequest {
+            topics: vec![topic.clone()],
+            translator: reference("uppercase", ""),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let values: Vec<&[u8]> = snap.entries.iter().map(|e| e.value.as_ref()).collect();
+    assert_eq!(values, vec![b"HELLO".as_slice(), b"WORLD".as_slice()]);
+    let mut follower = Follower::start(
+        &mut client,
+        pb::SubscribeRequest {
+            topics: vec![topic.clone()],
+            translator: reference("uppercase", ""),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    follower.until(&ends(&topic), Duration::from_secs(30)).await.unwrap();
+    let values: Vec<Option<&[u8]>> = follower.records.iter().map(|r| r.value.as_deref()).collect();
+    assert_eq!(values, vec![Some(b"HELLO".as_slice()), None, Some(b"WORLD".as_slice())]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_versions_survive_a_restart_and_delete_works() {
+    let topic = unique_topic("registry");
+    create_topic(&topic, 1).await;
+    produce(&topic, &[Out::kv("a", Some(r#"{"id":1,"station":"x","status":"done","version":1}"#))]);
+    let config = gateway_config(&topic, TranslatorsConfig::default());
+    let gateway = Gateway::start_with(config.clone()).await;
+    let mut reg = registry(&gateway).await;
+    let v1 = upload(&mut reg, "b-model", "identity.wasm").await;
+    assert_eq!(v1.version, 1);
+    assert_eq!(v1.digest, tributary::registry::sha256_hex(&artifact("identity.wasm")));
+    assert_eq!(upload(&mut reg, "b-model", "identity.wasm").await, v1, "uploading the same bytes again is a no-op");
+    let v2 = upload(&mut reg, "b-model", "field-mapper.wasm").await;
+    assert_eq!(v2.version, 2);
+    upload(&mut reg, "other", "identity.wasm").await;
+    let list = reg.list(pb::ListTranslatorsRequest {}).await.unwrap().into_inner();
+    assert_eq!(list.translators.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), vec!["b-model", "other"]);
+    gateway.stop().await;
+
+    // A new gateway on the same data directory has the same registry and runs it.
+    let gateway = Gateway::start_with(config).await;
+    let mut reg = registry(&gateway).await;
+    let described = reg.describe(pb::DescribeTranslatorRequest { name: "b-model".into() }).await.unwrap().into_inner();
+    assert_eq!(
+        described.versions.iter().map(|v| v.digest.clone()).collect::<Vec<_>>(),
+        vec![v1.digest.clone(), v2.digest.clone()]
+    );
+    let mut client = gateway.client().await;
+    let latest = snapshot(
+        &mut client,
+        pb::GetSnapshotRequest {
+            topics: vec![topic.clone()],
+            translator: reference("b-model", MAPPER_CONFIG),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(latest.entries[0].key.as_ref(), b"b/a", "no digest takes the latest version (the mapper)");
+    let pinned = snapshot(
+        &mut client,
+        pb::GetSnapshotRequest {
+            topics: vec![topic.clone()],
+            translator: Some(pb::TranslatorRef {
+                name: "b-model".into(),
+                digest: v1.digest.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(pinned.entries[0].key.as_ref(), b"a", "a pinned digest takes that version (identity)");
+
+    let deleted = reg
+        .delete(pb::DeleteTranslatorRequest { name: "b-model".into(), digest: v2.digest.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deleted.deleted.len(), 1);
+    let status = reg
+        .delete(pb::DeleteTranslatorRequest { name: "b-model".into(), digest: v2.digest.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let status =
+        reg.delete(pb::DeleteTranslatorRequest { name: "nobody".into(), digest: String::new() }).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(status.message().contains("no translator named 'nobody'"), "{}", status.message());
+    reg.delete(pb::DeleteTranslatorRequest { name: "b-model".into(), digest: String::new() }).await.unwrap();
+    let status = reg.describe(pb::DescribeTranslatorRequest { name: "b-model".into() }).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    // "other" still uses the identity component, which must still work.
+    snapshot(
+        &mut client,
+        pb::GetSnapshotRequest {
+            topics: vec![topic.clone()],
+            translator: reference("other", ""),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_uploads_are_rejected_with_what_is_wrong() {
+    let topic = unique_topic("bad-upload");
+    create_topic(&topic, 1).await;
+    let config = gateway_config(&topic, TranslatorsConfig { max_component_bytes: 4 << 20, ..Default::default() });
+    let gateway = Gateway::start_with(config).await;
+    let mut reg = registry(&gateway).await;
+    let cases: Vec<(&str, Vec<u8>, Code, &str)> = vec![
+        ("garbage", artifact("garbage.bin"), Code::InvalidArgument, "not WebAssembly"),
+        ("core", artifact("core-module.wasm"), Code::InvalidArgument, "core WebAssembly module, not a component"),
+        ("wrong", artifact("wrong-world.wasm"), Code::InvalidArgument, "does not implement the world"),
+        ("big", artifact("js-uppercase.wasm"), Code::ResourceExhausted, "translators.max_component_bytes"),
+        ("Bad Name", artifact("identity.wasm"), Code::InvalidArgument, "must be 1-64 characters"),
+        ("empty", Vec::new(), Code::InvalidArgument, "no bytes were uploaded"),
+    ];
+    for (name, bytes, code, message) in cases {
+        let status = upload_bytes(&mut reg, name, &bytes).await.unwrap_err();
+        assert_eq!(status.code(), code, "{name}: {status:?}");
+        assert!(status.message().contains(message), "{name}: {}", status.message());
+    }
+    let status = upload_bytes(&mut reg, "wrong", &artifact("wrong-world.wasm")).await.unwrap_err();
+    assert!(status.message().contains("translate"), "names the mismatched export: {}", status.message());
+    // A wrong digest in the header.
+    use pb::upload_translator_request::Part;
+    let bytes = artifact("identity.wasm");
+    let messages = vec![
+        pb::UploadTranslatorRequest {
+            part: Some(Part::Header(pb::UploadHeader { name: "x".into(), size: 0, sha256: "00".repeat(32) })),
+        },
+        pb::UploadTranslatorRequest { part: Some(Part::Chunk(bytes.clone().into())) },
+    ];
+    let status = reg.upload(tokio_stream::iter(messages)).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(error::bad_field(&status).as_deref(), Some("header.sha256"));
+    // No header first.
+    let messages = vec![pb::UploadTranslatorRequest { part: Some(Part::Chunk(bytes.into())) }];
+    let status = reg.upload(tokio_stream::iter(messages)).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("first message of an upload must be the header"));
+    assert!(
+        reg.list(pb::ListTranslatorsRequest {}).await.unwrap().into_inner().translators.is_empty(),
+        "nothing was stored"
+    );
+}
+
+/// Takes a translated snapshot and returns its status.
+async fn snapshot_status(client: &mut Client, topic: &str, translator: Option<pb::TranslatorRef>) -> tonic::Status {
+    snapshot(client, pb::GetSnapshotRequest { topics: vec![topic.into()], translator, ..Default::default() })
+        .await
+        .err()
+        .expect("the translator fails")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_translators_end_only_their_own_calls() {
+    let topic = unique_topic("adversarial");
+    create_topic(&topic, 1).await;
+    produce(
+        &topic,
+        &(0..20).map(|i| Out::kv(&format!("k{i}"), Some(if i == 13 { "bad" } else { "good" }))).collect::<Vec<_>>(),
+    );
+    let deadline_ms = 300;
+    let config = gateway_config(
+        &topic,
+        TranslatorsConfig {
+            call_deadline_ms: deadline_ms,
+            memory_bytes: 32 << 20,
+            output_bytes: 8 << 20,
+            ..Default::default()
+        },
+    );
+    let gateway = Gateway::start_with(config).await;
+    let mut reg = registry(&gateway).await;
+    for (name, file) in [
+        ("busy", "busy-loop.wasm"),
+        ("bomb", "memory-bomb.wasm"),
+        ("panic", "panic.wasm"),
+        ("huge", "huge-output.wasm"),
+        ("errors", "error-value.wasm"),
+        ("identity", "identity.wasm"),
+    ] {
+        upload(&mut reg, name, file).await;
+    }
+    let mut client = gateway.client().await;
+
+    // A healthy subscriber keeps flowing through everything below.
+    let mut healthy = Follower::start(
+        &mut client,
+        pb::SubscribeRequest {
+            topics: vec![topic.clone()],
+            translator: reference("identity", ""),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    healthy.until(&ends(&topic), Duration::from_secs(30)).await.unwrap();
+
+    let started = Instant::now();
+    let status = snapshot_status(&mut client, &topic, reference("busy", "")).await;
+    let took = started.elapsed();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(error::reason(&status).as_deref(), Some("TRANSLATOR_DEADLINE"));
+    assert!(
+        status.message().contains("translator 'busy'") && status.message().contains("deadline"),
+        "{}",
+        status.message()
+    );
+    println!("busy loop interrupted after {took:?} (deadline {deadline_ms} ms)");
+    assert!(took < Duration::from_millis(2 * deadline_ms), "interrupted within twice the deadline: {took:?}");
+
+    let status = snapshot_status(&mut client, &topic, reference("bomb", "")).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(error::reason(&status).as_deref(), Some("TRANSLATOR_MEMORY"));
+
+    let status = snapshot_status(&mut client, &topic, reference("panic", "")).await;
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(error::reason(&status).as_deref(), Some("TRANSLATOR_TRAP"));
+
+    let status = snapshot_status(&mut client, &topic, reference("huge", "")).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(error::reason(&status).as_deref(), Some("TRANSLATOR_OUTPUT"));
+    assert!(status.message().contains("translators.output_bytes"), "{}", status.message());
+
+    let status = snapshot_status(&mut client, &topic, reference("errors", "")).await;
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(error::reason(&status).as_deref(), Some("TRANSLATOR_ERROR"));
+    let meta = error::error_metadata(&status);
+    assert_eq!(meta.get("translator").map(String::as_str), Some("errors"));
+    assert_eq!(meta.get("offset").map(String::as_str), Some("13"), "names the record: {meta:?}");
+
+    let status = snapshot_status(&mut client, &topic, reference("errors", "reject")).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(error::reason(&status).as_deref(), Some("TRANSLATOR_CONFIG_REJECTED"));
+
+    // With skip_errors the bad record is skipped and counted, in snapshots and streams.
+    let skip = Some(pb::TranslatorRef { name: "errors".into(), skip_errors: true, ..Default::default() });
+    let snap = snapshot(
+        &mut client,
+        pb::GetSnapshotRequest { topics: vec![topic.clone()], translator: skip.clone(), ..Default::default() },
+    )
+    .await
+    .unwrap();
+    assert_eq!(snap.entries.len(), 19);
+    let mut skipping = Follower::start(
+        &mut client,
+        pb::SubscribeRequest { topics: vec![topic.clone()], translator: skip, ..Default::default() },
+    )
+    .await
+    .unwrap();
+    skipping.until(&ends(&topic), Duration::from_secs(30)).await.unwrap();
+    assert_eq!(skipping.records.len(), 19);
+    let skipped = loop {
+        let message = skipping.stream.message().await.unwrap().unwrap();
+        if let Some(pb::subscribe_response::Message::Progress(p)) = message.message {
+            break p.skipped_records;
+        }
+    };
+    assert_eq!(skipped, 1, "progress counts the skipped record");
+
+    // A stream whose translator traps ends with where to resume: before the failed batch.
+    let mut failing = Follower::start(
+        &mut client,
+        pb::SubscribeRequest { topics: vec![topic.clone()], translator: reference("panic", ""), ..Default::default() },
+    )
+    .await
+    .unwrap();
+    let status = loop {
+        match failing.next().await {
+            Ok(Some(())) => continue,
+            Ok(None) => panic!("ended without a status"),
+            Err(s) => break s,
+        }
+    };
+    assert_eq!(error::reason(&status).as_deref(), Some("TRANSLATOR_TRAP"));
+    let detail = error::offsets_detail(&status).expect("resume offsets");
+    assert_eq!(detail.kind(), pb::offsets_detail::Kind::Resume);
+    assert_eq!(detail.offsets[0].offset, 0, "nothing was delivered, so resume from the start");
+
+    // The healthy subscriber never noticed.
+    produce(&topic, &[Out::kv("after", Some("still flowing"))]);
+    healthy.until(&ends(&topic), Duration::from_secs(30)).await.unwrap();
+    assert_eq!(healthy.records.last().unwrap().value.as_deref(), Some(b"still flowing".as_slice()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_uploads_lists_describes_and_deletes() {
+    let topic = unique_topic("cli");
+    create_topic(&topic, 1).await;
+    let gateway = Gateway::start(&[&topic]).await;
+    let url = format!("http://{}", gateway.addr);
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("translators/dist/identity.wasm");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+            .args(["translator", "--gateway", &url])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let digest = tributary::registry::sha256_hex(&artifact("identity.wasm"));
+    let (ok, out, err) = run(&["upload", "ident", file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("uploaded ident version 1 digest {digest}")), "{out}");
+    let (ok, out, _) = run(&["list"]);
+    assert!(ok && out.contains("ident") && out.contains(&digest), "{out}");
+    let (ok, out, _) = run(&["describe", "ident"]);
+    assert!(ok && out.contains("version 1"), "{out}");
+    let (ok, _, err) = run(&["describe", "nope"]);
+    assert!(!ok && err.contains("no translator named 'nope'"), "{err}");
+    let (ok, _, err) = run(&["upload", "bad", "/nonexistent.wasm"]);
+    assert!(!ok && err.contains("cannot read /nonexistent.wasm"), "{err}");
+    let (ok, out, _) = run(&["delete", "ident"]);
+    assert!(ok && out.contains("deleted ident version 1"), "{out}");
+    let (ok, out, _) = run(&["list"]);
+    assert!(ok && out.contains("no translators"), "{out}");
+}
