@@ -85,7 +85,9 @@ impl Error {
             Error::UnknownTranslator { .. } => Code::NotFound,
             Error::TranslatorConfig { .. } => Code::InvalidArgument,
             Error::Translator { failure, .. } => match failure {
-                Failure::Deadline | Failure::Memory | Failure::Output(_) => Code::ResourceExhausted,
+                Failure::Deadline | Failure::Memory | Failure::Output(_) | Failure::Instances(_) => {
+                    Code::ResourceExhausted
+                }
                 Failure::Trap(_) | Failure::Error(_) => Code::FailedPrecondition,
             },
             Error::Internal(_) => Code::Internal,
@@ -113,6 +115,7 @@ impl Error {
                 Failure::Memory => "TRANSLATOR_MEMORY",
                 Failure::Output(_) => "TRANSLATOR_OUTPUT",
                 Failure::Error(_) => "TRANSLATOR_ERROR",
+                Failure::Instances(_) => "TRANSLATOR_INSTANCES",
             },
             Error::Internal(_) => "INTERNAL",
         }

@@ -39,6 +39,8 @@ pub enum Failure {
     Output(String),
     /// The guest returned an error value (for `init`: it rejected the configuration).
     Error(String),
+    /// Every instance slot of the pooling allocator is in use (`max_instances`).
+    Instances(u32),
 }
 
 impl Failure {
@@ -50,6 +52,7 @@ impl Failure {
             Failure::Memory => "memory",
             Failure::Output(_) => "output",
             Failure::Error(_) => "error",
+            Failure::Instances(_) => "instances",
         }
     }
 }
@@ -62,6 +65,9 @@ impl std::fmt::Display for Failure {
             Failure::Memory => write!(f, "tried to grow its memory past the cap"),
             Failure::Output(m) => write!(f, "output rejected: {m}"),
             Failure::Error(m) => write!(f, "returned an error: {m}"),
+            Failure::Instances(n) => {
+                write!(f, "could not be instantiated: all {n} translator instances are in use (translators.max_instances); retry later")
+            }
         }
     }
 }
@@ -85,6 +91,8 @@ pub enum Invalid {
 struct Limits {
     memory_bytes: usize,
     hit_memory: bool,
+    /// For the message when the pool is full.
+    max_instances: u32,
 }
 
 impl ResourceLimiter for Limits {
@@ -235,7 +243,11 @@ impl Translator {
     }
 
     fn instantiate(&self) -> Result<Live, Failure> {
-        let limits = Limits { memory_bytes: self.host.limits.memory_bytes, hit_memory: false };
+        let limits = Limits {
+            memory_bytes: self.host.limits.memory_bytes,
+            hit_memory: false,
+            max_instances: self.host.limits.max_instances,
+        };
         let mut store = Store::new(&self.host.engine, limits);
         store.limiter(|l| l);
         // Bounds what the host copies out of the guest in one call (wasmtime's DoS guard), so
@@ -318,6 +330,9 @@ fn output_size(o: &OutputRecord) -> usize {
 fn classify(store: &Store<Limits>, error: wasmtime::Error) -> Failure {
     if store.data().hit_memory {
         return Failure::Memory;
+    }
+    if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+        return Failure::Instances(store.data().max_instances);
     }
     // wasmtime's hostcall-fuel error type is private; its message is stable.
     if format!("{error:#}").contains("fuel allocated for hostcalls has been exhausted") {

@@ -599,3 +599,40 @@ async fn cli_uploads_lists_describes_and_deletes() {
     let (ok, out, _) = run(&["list"]);
     assert!(ok && out.contains("no translators"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_instance_pool_is_resource_exhausted_until_an_instance_is_freed() {
+    let topic = unique_topic("instances");
+    create_topic(&topic, 1).await;
+    produce(&topic, &[Out::kv("a", Some("1"))]);
+    let gateway =
+        Gateway::start_with(gateway_config(&topic, TranslatorsConfig { max_instances: 2, ..Default::default() })).await;
+    let mut reg = registry(&gateway).await;
+    upload(&mut reg, "identity", "identity.wasm").await;
+    let mut client = gateway.client().await;
+    // Two subscriptions with different configurations hold one instance each.
+    let open = |config: &str| pb::SubscribeRequest {
+        topics: vec![topic.clone()],
+        translator: reference("identity", config),
+        ..Default::default()
+    };
+    let a = Follower::start(&mut client, open("a")).await.unwrap();
+    let _b = Follower::start(&mut client, open("b")).await.unwrap();
+    let status = Follower::start(&mut client, open("c")).await.err().expect("no instance is free");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(error::reason(&status).as_deref(), Some("TRANSLATOR_INSTANCES"));
+    assert!(status.message().contains("translators.max_instances"), "{}", status.message());
+    // When a subscription ends, its translator and instance go, and the next call is served.
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Follower::start(&mut client, open("c")).await {
+            Ok(_) => break,
+            Err(s) => {
+                assert_eq!(s.code(), Code::ResourceExhausted);
+                assert!(Instant::now() < deadline, "the instance of a closed stream was never freed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
