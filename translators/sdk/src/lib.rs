@@ -5,7 +5,7 @@
 //! `translate(batch)` for each batch of A's records. This crate generates the bindings for that
 //! world and reduces a translator to one trait and one macro:
 //!
-//! ```ignore
+//! ```
 //! use tributary_translator_sdk::{export_translator, Outcome, SourceRecord, Translator};
 //!
 //! struct Upper;
