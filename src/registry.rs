@@ -26,7 +26,7 @@ use wasmtime::component::Component;
 use crate::{
     error::Error,
     pb,
-    translate::{to_source, Failure, Host, Invalid, Outcome, OutputRecord, Translator},
+    translate::{to_source, Failure, Host, Outcome, OutputRecord, Translator},
     view::Rec,
 };
 
@@ -173,7 +173,7 @@ impl Registry {
         let digest = sha256_hex(bytes);
         let component = match self.components.get(&digest) {
             Some(c) => c.clone(),
-            None => self.host.compile(bytes).map_err(|e| Error::invalid("chunk", invalid_message(&e)))?,
+            None => self.host.compile(bytes).map_err(|e| Error::invalid("chunk", e.to_string()))?,
         };
         let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let path = self.component_path(&digest);
@@ -316,11 +316,7 @@ impl Registry {
     }
 }
 
-fn invalid_message(e: &Invalid) -> String {
-    e.to_string()
-}
-
-fn version_pb(name: &str, number: u32, v: &Version) -> pb::TranslatorVersion {
+pub fn version_pb(name: &str, number: u32, v: &Version) -> pb::TranslatorVersion {
     pb::TranslatorVersion {
         name: name.to_string(),
         digest: v.digest.clone(),
@@ -328,10 +324,6 @@ fn version_pb(name: &str, number: u32, v: &Version) -> pb::TranslatorVersion {
         uploaded_at_ms: v.uploaded_at_ms,
         version: number,
     }
-}
-
-pub fn version_of(name: &str, number: u32, v: &Version) -> pb::TranslatorVersion {
-    version_pb(name, number, v)
 }
 
 fn info_of(name: &str, versions: &[Version]) -> pb::TranslatorInfo {

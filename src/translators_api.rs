@@ -93,7 +93,7 @@ impl pb::translators_server::Translators for TranslatorsService {
         let (version, number) = tokio::task::spawn_blocking(move || registry.upload(&name, &bytes))
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
-        Ok(Response::new(registry::version_of(&header.name, number, &version)))
+        Ok(Response::new(registry::version_pb(&header.name, number, &version)))
     }
 
     async fn list(
