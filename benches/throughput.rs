@@ -3,14 +3,10 @@
 //! `scripts/kafka.sh start && cargo bench --bench throughput` (BENCH_RECORDS, BENCH_VALUE_BYTES,
 //! BENCH_KEYS to size it). Prints ratios; asserts nothing about speed (the machine is shared).
 
-#[path = "../tests/gateway/harness.rs"]
-#[allow(dead_code)]
-mod harness;
-
 use std::time::{Duration, Instant};
 
-use harness::*;
-use tributary::{config::Limits, pb};
+use tributary_server::{config::Limits, pb};
+use tributary_testkit::*;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -70,7 +66,7 @@ async fn main() {
     assert_eq!(follower.records.len(), records);
 
     // The same subscription through translators: identity and the field mapper.
-    let mut registry = tributary::pb::translators_client::TranslatorsClient::new(
+    let mut registry = pb::translators_client::TranslatorsClient::new(
         tonic::transport::Channel::from_shared(format!("http://{}", gateway.addr)).unwrap().connect().await.unwrap(),
     );
     let mut translated = Vec::new();
@@ -78,7 +74,7 @@ async fn main() {
         ("identity", "identity.wasm", ""),
         ("mapper", "field-mapper.wasm", r#"{"rename": {"station": "location"}, "drop": ["version"]}"#),
     ] {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("translators/dist").join(file);
+        let path = repo_root().join("translators/dist").join(file);
         let bytes = std::fs::read(&path).expect("scripts/build-translators.sh builds the translators");
         use pb::upload_translator_request::Part;
         let messages = vec![
@@ -98,10 +94,8 @@ async fn main() {
         translated.push((name, started.elapsed()));
     }
     let instantiate = {
-        let host = tributary::translate::Host::new(&Default::default()).unwrap();
-        let bytes =
-            std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("translators/dist/identity.wasm"))
-                .unwrap();
+        let host = tributary_wasm::Host::new(&Default::default()).unwrap();
+        let bytes = std::fs::read(repo_root().join("translators/dist/identity.wasm")).unwrap();
         let component = host.compile(&bytes).unwrap();
         let translator = host.translator(&component, String::new()).unwrap();
         let runs = 200;

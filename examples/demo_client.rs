@@ -5,7 +5,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use tributary::pb::{self, gateway_client::GatewayClient, subscribe_response::Message};
+use tributary_server::pb::{self, gateway_client::GatewayClient, subscribe_response::Message};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

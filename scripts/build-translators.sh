@@ -33,8 +33,9 @@ if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
 fi
 command -v cargo >/dev/null || die "cargo not found: install Rust with rustup"
 command -v rustup >/dev/null || die "rustup not found: the wasm32 target is installed with rustup"
-command -v node >/dev/null && command -v npm >/dev/null ||
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     die "node and npm not found: they build the JavaScript example (componentize-js)"
+fi
 
 # --- Tools -------------------------------------------------------------------------------------
 

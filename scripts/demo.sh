@@ -26,7 +26,7 @@ scripts/kafka.sh tool topics --bootstrap-server "$bootstrap" --create --if-not-e
   --topic "$TOPIC" --partitions 3 --replication-factor 1 >/dev/null
 
 say "Building the gateway and the demo programs"
-cargo build --quiet --bin tributary --example demo_producer --example demo_client
+cargo build --quiet -p tributary-cli --bin tributary --example demo_producer --example demo_client
 target=target/debug
 
 pids=()

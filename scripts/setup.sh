@@ -6,8 +6,9 @@ set -euo pipefail
 step() { printf '==> %s\n' "$*" >&2; }
 
 # Debian packages: protoc for the gRPC code generation, cmake and the curl/zlib headers for
-# librdkafka (built from source by rdkafka's cmake-build), Java and Maven for Kafka.
-packages=(protobuf-compiler cmake libcurl4-openssl-dev zlib1g-dev openjdk-17-jre-headless maven)
+# librdkafka (built from source by rdkafka's cmake-build), Java and Maven for Kafka, shellcheck for
+# the scripts.
+packages=(protobuf-compiler cmake libcurl4-openssl-dev zlib1g-dev openjdk-17-jre-headless maven shellcheck)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -33,5 +34,17 @@ if ! command -v grpcurl >/dev/null && ! [ -x "$(go env GOPATH 2>/dev/null)/bin/g
     go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
   else
     echo "note: Go is missing, so grpcurl is not installed; the grpcurl test will fail" >&2
+  fi
+fi
+
+# buf, for `buf lint` and `buf breaking` on proto/ (pinned; built once per machine into GOPATH).
+readonly BUF_VERSION=v1.75.0
+gobin="$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin"
+if ! "$gobin/buf" --version 2>/dev/null | grep -qx "${BUF_VERSION#v}"; then
+  if command -v go >/dev/null; then
+    step "go install buf $BUF_VERSION"
+    go install "github.com/bufbuild/buf/cmd/buf@$BUF_VERSION"
+  else
+    echo "note: Go is missing, so buf is not installed; the proto checks will fail" >&2
   fi
 fi

@@ -9,13 +9,29 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 
 scripts/setup.sh
 log=$(mktemp)
-export PATH="$PATH:$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin"
+gopath=$(go env GOPATH 2>/dev/null || echo "$HOME/go")
+export PATH="$PATH:$gopath/bin"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "Crate boundaries (scripts/check-deps.sh)"
+scripts/check-deps.sh
+
+step "shellcheck scripts/ .ci/run"
+shellcheck scripts/*.sh .ci/run
+
+step "buf lint and buf breaking (against the previous commit) on proto/"
+(cd proto && buf lint)
+if git rev-parse -q --verify 'HEAD~1:proto' >/dev/null 2>&1; then
+  buf breaking proto --against '.git#ref=HEAD~1,subdir=proto'
+  echo "proto/: no breaking change against $(git rev-parse --short HEAD~1)"
+else
+  echo "proto/: no previous commit with proto/ to compare against (shallow clone?); breaking check skipped"
+fi
+
 step "cargo clippy -D warnings"
-cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 step "Building the translators (WebAssembly components the tests upload)"
 scripts/build-translators.sh
@@ -29,7 +45,7 @@ export TRIBUTARY_TEST_BOOTSTRAP="$bootstrap"
 step "cargo test (unit and integration, against Kafka at $bootstrap)"
 # Two test threads: the machine has 2 cores and every integration test runs gateways and Kafka
 # clients of its own.
-cargo test --lib --tests -- --test-threads 2 2>&1 | tee -a "$log"
+cargo test --workspace --lib --tests -- --test-threads 2 2>&1 | tee -a "$log"
 # One closing line for the whole Rust suite (cargo prints one per test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1) } }
      END { printf "rust: %d passed, %d failed\n", p, f }' "$log"

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use tonic::Code;
-use tributary::{error, pb};
+use tributary_server::{api::status, pb};
 
 use crate::harness::*;
 
@@ -120,8 +120,8 @@ async fn bad_requests_get_exact_codes_and_messages() {
             .unwrap_or_else(|| panic!("{request:?} succeeded"));
         assert_eq!(status.code(), code, "{request:?}: {status:?}");
         assert!(status.message().contains(&message), "{:?} does not contain {message:?}", status.message());
-        assert_eq!(error::reason(&status).as_deref(), Some(reason), "{request:?}");
-        assert_eq!(error::bad_field(&status).as_deref(), field, "{request:?}");
+        assert_eq!(status::reason(&status).as_deref(), Some(reason), "{request:?}");
+        assert_eq!(status::bad_field(&status).as_deref(), field, "{request:?}");
     }
 
     // Beyond the end carries the latest offsets so the client can correct itself.
@@ -131,7 +131,7 @@ async fn bad_requests_get_exact_codes_and_messages() {
         ..Default::default()
     };
     let status = Follower::start(&mut client, request).await.err().unwrap();
-    let detail = error::offsets_detail(&status).unwrap();
+    let detail = status::offsets_detail(&status).unwrap();
     assert_eq!(detail.kind(), pb::offsets_detail::Kind::Latest);
     let want: Vec<_> = latest.iter().map(|((t, p), o)| po(t, *p, *o)).collect();
     assert_eq!(detail.offsets, want, "the latest offsets of every partition of the request");
@@ -208,7 +208,7 @@ async fn describe_lists_partitions_offsets_and_readiness() {
 async fn stream_limit_is_resource_exhausted() {
     let topic = unique_topic("limit");
     create_topic(&topic, 1).await;
-    let limits = tributary::config::Limits { max_streams: 2, ..Default::default() };
+    let limits = tributary_server::config::Limits { max_streams: 2, ..Default::default() };
     let gateway = Gateway::start_with(config(&[&topic], limits)).await;
     let mut client = gateway.client().await;
     let request = pb::SubscribeRequest { topics: vec![topic.clone()], ..Default::default() };

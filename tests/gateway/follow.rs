@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tonic::Code;
-use tributary::{config::Limits, error, pb};
+use tributary_server::{api::status, config::Limits, pb};
 
 use crate::harness::*;
 
@@ -210,10 +210,10 @@ async fn too_old_offsets_are_out_of_range_and_a_new_snapshot_recovers() {
     };
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     assert!(status.message().contains("earliest is 50"), "{}", status.message());
-    let detail = error::offsets_detail(&status).expect("offsets in the details");
+    let detail = status::offsets_detail(&status).expect("offsets in the details");
     assert_eq!(detail.kind(), pb::offsets_detail::Kind::Earliest);
     assert_eq!(detail.offsets, vec![pb::PartitionOffset { topic: topic.clone(), partition: 0, offset: 50 }]);
-    assert_eq!(error::reason(&status).as_deref(), Some("OFFSET_TOO_OLD"));
+    assert_eq!(status::reason(&status).as_deref(), Some("OFFSET_TOO_OLD"));
 
     // Recover: a new snapshot and a subscription from its offsets.
     let snap = snapshot(&mut client, topic_snapshot(&topic)).await.unwrap();
@@ -250,7 +250,7 @@ async fn catch_up_reader_hitting_deleted_records_ends_out_of_range() {
         .err()
         .expect("below the earliest offset");
     assert_eq!(status.code(), Code::OutOfRange);
-    assert_eq!(error::offsets_detail(&status).unwrap().offsets[0].offset, 200);
+    assert_eq!(status::offsets_detail(&status).unwrap().offsets[0].offset, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,8 +331,8 @@ async fn shutdown_ends_streams_with_their_resume_offsets() {
     };
     stopping.await.unwrap();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert_eq!(error::reason(&status).as_deref(), Some("SHUTTING_DOWN"));
-    let detail = error::offsets_detail(&status).expect("resume offsets");
+    assert_eq!(status::reason(&status).as_deref(), Some("SHUTTING_DOWN"));
+    let detail = status::offsets_detail(&status).expect("resume offsets");
     assert_eq!(detail.kind(), pb::offsets_detail::Kind::Resume);
     assert_eq!(offset_map(&detail.offsets), follower.position, "resume exactly where the stream stood");
 }

@@ -61,14 +61,14 @@ async fn readme_grpcurl_commands_work() {
     produce(&topic, &records);
     let gateway = Gateway::start(&[&topic]).await;
     // The README's translator examples use the identity translator.
-    let mut registry = tributary::pb::translators_client::TranslatorsClient::new(
+    let mut registry = tributary_server::pb::translators_client::TranslatorsClient::new(
         tonic::transport::Channel::from_shared(format!("http://{}", gateway.addr)).unwrap().connect().await.unwrap(),
     );
     crate::translators::upload_bytes(&mut registry, "identity", &crate::translators::artifact("identity.wasm"))
         .await
         .unwrap();
 
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
     let commands: Vec<&str> = readme.lines().filter(|l| l.starts_with("grpcurl ")).collect();
     assert!(commands.len() >= 6, "README lists the grpcurl examples");
     let grpcurl = grpcurl();

@@ -11,7 +11,7 @@ use std::{
 };
 
 use rand::{Rng, SeedableRng};
-use tributary::{config::Limits, pb};
+use tributary_server::{config::Limits, pb};
 
 use crate::harness::*;
 

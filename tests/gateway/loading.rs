@@ -8,13 +8,13 @@ use std::{
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use tonic::Code;
 use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
-use tributary::{error, pb};
+use tributary_server::{api::status, pb};
 
 use crate::harness::*;
 
 /// Runs one of Kafka's own tools from the jars scripts/kafka.sh installed.
 fn kafka_tool(args: &[&str]) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh");
+    let script = repo_root().join("scripts/kafka.sh");
     let out = Command::new("bash").arg(script).arg("tool").args(args).output().unwrap();
     assert!(out.status.success(), "kafka.sh tool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
@@ -58,7 +58,7 @@ async fn snapshots_wait_for_a_loading_view_and_health_follows_readiness() {
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let started = Instant::now();
-    let server = tokio::spawn(tributary::server::serve(config, listener, async {
+    let server = tokio::spawn(tributary_server::serve(config, listener, async {
         let _ = stopped.await;
     }));
     let channel = loop {
@@ -88,7 +88,7 @@ async fn snapshots_wait_for_a_loading_view_and_health_follows_readiness() {
         "{}",
         status.message()
     );
-    assert_eq!(error::reason(&status).as_deref(), Some("VIEW_LOADING"));
+    assert_eq!(status::reason(&status).as_deref(), Some("VIEW_LOADING"));
     assert!(asked.elapsed() >= Duration::from_millis(400), "the snapshot waited within its deadline");
     let described = client.describe_topics(pb::DescribeTopicsRequest::default()).await.unwrap().into_inner();
     assert!(!described.ready);

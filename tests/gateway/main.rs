@@ -5,7 +5,8 @@ mod bad_input;
 mod follow;
 mod grpcurl;
 mod handoff;
-mod harness;
 mod loading;
 mod restart;
 mod translators;
+
+use tributary_testkit as harness;

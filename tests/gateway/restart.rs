@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tributary::pb;
+use tributary_server::pb;
 
 use crate::harness::*;
 

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use tonic::Code;
-use tributary::{
+use tributary_server::{
+    api::status,
     config::{Limits, TranslatorsConfig},
-    error,
     pb::{self, translators_client::TranslatorsClient},
 };
 
@@ -17,7 +17,7 @@ type Registry = TranslatorsClient<tonic::transport::Channel>;
 
 /// A built translator artifact.
 pub fn artifact(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("translators/dist").join(name);
+    let path = repo_root().join("translators/dist").join(name);
     std::fs::read(&path)
         .unwrap_or_else(|e| panic!("{}: {e}; build it with scripts/build-translators.sh", path.display()))
 }
@@ -56,7 +56,7 @@ fn reference(name: &str, config: &str) -> Option<pb::TranslatorRef> {
     Some(pb::TranslatorRef { name: name.into(), config: config.into(), ..Default::default() })
 }
 
-fn gateway_config(topic: &str, translators: TranslatorsConfig) -> tributary::config::Config {
+fn gateway_config(topic: &str, translators: TranslatorsConfig) -> tributary_server::config::Config {
     let mut c = config(&[topic], Limits::default());
     c.translators = TranslatorsConfig { data_dir: c.translators.data_dir.clone(), ..translators };
     c
@@ -302,7 +302,7 @@ async fn registry_versions_survive_a_restart_and_delete_works() {
     let mut reg = registry(&gateway).await;
     let v1 = upload(&mut reg, "b-model", "identity.wasm").await;
     assert_eq!(v1.version, 1);
-    assert_eq!(v1.digest, tributary::registry::sha256_hex(&artifact("identity.wasm")));
+    assert_eq!(v1.digest, tributary_server::sha256_hex(&artifact("identity.wasm")));
     assert_eq!(upload(&mut reg, "b-model", "identity.wasm").await, v1, "uploading the same bytes again is a no-op");
     let v2 = upload(&mut reg, "b-model", "field-mapper.wasm").await;
     assert_eq!(v2.version, 2);
@@ -411,7 +411,7 @@ async fn bad_uploads_are_rejected_with_what_is_wrong() {
     ];
     let status = reg.upload(tokio_stream::iter(messages)).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert_eq!(error::bad_field(&status).as_deref(), Some("header.sha256"));
+    assert_eq!(status::bad_field(&status).as_deref(), Some("header.sha256"));
     // No header first.
     let messages = vec![pb::UploadTranslatorRequest { part: Some(Part::Chunk(bytes.into())) }];
     let status = reg.upload(tokio_stream::iter(messages)).await.unwrap_err();
@@ -480,7 +480,7 @@ async fn misbehaving_translators_end_only_their_own_calls() {
     let status = snapshot_status(&mut client, &topic, reference("busy", "")).await;
     let took = started.elapsed();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert_eq!(error::reason(&status).as_deref(), Some("TRANSLATOR_DEADLINE"));
+    assert_eq!(status::reason(&status).as_deref(), Some("TRANSLATOR_DEADLINE"));
     assert!(
         status.message().contains("translator 'busy'") && status.message().contains("deadline"),
         "{}",
@@ -491,27 +491,27 @@ async fn misbehaving_translators_end_only_their_own_calls() {
 
     let status = snapshot_status(&mut client, &topic, reference("bomb", "")).await;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert_eq!(error::reason(&status).as_deref(), Some("TRANSLATOR_MEMORY"));
+    assert_eq!(status::reason(&status).as_deref(), Some("TRANSLATOR_MEMORY"));
 
     let status = snapshot_status(&mut client, &topic, reference("panic", "")).await;
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
-    assert_eq!(error::reason(&status).as_deref(), Some("TRANSLATOR_TRAP"));
+    assert_eq!(status::reason(&status).as_deref(), Some("TRANSLATOR_TRAP"));
 
     let status = snapshot_status(&mut client, &topic, reference("huge", "")).await;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert_eq!(error::reason(&status).as_deref(), Some("TRANSLATOR_OUTPUT"));
+    assert_eq!(status::reason(&status).as_deref(), Some("TRANSLATOR_OUTPUT"));
     assert!(status.message().contains("translators.output_bytes"), "{}", status.message());
 
     let status = snapshot_status(&mut client, &topic, reference("errors", "")).await;
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
-    assert_eq!(error::reason(&status).as_deref(), Some("TRANSLATOR_ERROR"));
-    let meta = error::error_metadata(&status);
+    assert_eq!(status::reason(&status).as_deref(), Some("TRANSLATOR_ERROR"));
+    let meta = status::error_metadata(&status);
     assert_eq!(meta.get("translator").map(String::as_str), Some("errors"));
     assert_eq!(meta.get("offset").map(String::as_str), Some("13"), "names the record: {meta:?}");
 
     let status = snapshot_status(&mut client, &topic, reference("errors", "reject")).await;
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert_eq!(error::reason(&status).as_deref(), Some("TRANSLATOR_CONFIG_REJECTED"));
+    assert_eq!(status::reason(&status).as_deref(), Some("TRANSLATOR_CONFIG_REJECTED"));
 
     // With skip_errors the bad record is skipped and counted, in snapshots and streams.
     let skip = Some(pb::TranslatorRef { name: "errors".into(), skip_errors: true, ..Default::default() });
@@ -552,8 +552,8 @@ async fn misbehaving_translators_end_only_their_own_calls() {
             Err(s) => break s,
         }
     };
-    assert_eq!(error::reason(&status).as_deref(), Some("TRANSLATOR_TRAP"));
-    let detail = error::offsets_detail(&status).expect("resume offsets");
+    assert_eq!(status::reason(&status).as_deref(), Some("TRANSLATOR_TRAP"));
+    let detail = status::offsets_detail(&status).expect("resume offsets");
     assert_eq!(detail.kind(), pb::offsets_detail::Kind::Resume);
     assert_eq!(detail.offsets[0].offset, 0, "nothing was delivered, so resume from the start");
 
@@ -569,20 +569,17 @@ async fn cli_uploads_lists_describes_and_deletes() {
     create_topic(&topic, 1).await;
     let gateway = Gateway::start(&[&topic]).await;
     let url = format!("http://{}", gateway.addr);
-    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("translators/dist/identity.wasm");
+    let file = repo_root().join("translators/dist/identity.wasm");
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
-            .args(["translator", "--gateway", &url])
-            .args(args)
-            .output()
-            .unwrap();
+        let out =
+            std::process::Command::new(binary()).args(["translator", "--gateway", &url]).args(args).output().unwrap();
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let digest = tributary::registry::sha256_hex(&artifact("identity.wasm"));
+    let digest = tributary_server::sha256_hex(&artifact("identity.wasm"));
     let (ok, out, err) = run(&["upload", "ident", file.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(out.contains(&format!("uploaded ident version 1 digest {digest}")), "{out}");
@@ -620,7 +617,7 @@ async fn a_full_instance_pool_is_resource_exhausted_until_an_instance_is_freed()
     let _b = Follower::start(&mut client, open("b")).await.unwrap();
     let status = Follower::start(&mut client, open("c")).await.err().expect("no instance is free");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert_eq!(error::reason(&status).as_deref(), Some("TRANSLATOR_INSTANCES"));
+    assert_eq!(status::reason(&status).as_deref(), Some("TRANSLATOR_INSTANCES"));
     assert!(status.message().contains("translators.max_instances"), "{}", status.message());
     // When a subscription ends, its translator and instance go, and the next call is served.
     drop(a);

@@ -1,0 +1,124 @@
+//! The `tributary` command: `tributary serve` runs the gateway; `tributary translator ...` manages
+//! the translators of a running gateway.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use tributary_server::config::{Config, KafkaOverrides, Overrides};
+
+mod translator;
+
+#[derive(Parser)]
+#[command(version, about = "A gRPC gateway that lets one system follow another system's state through Kafka")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// TOML configuration file; environment variables TRIBUTARY__SECTION__KEY override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Address to listen on (overrides `listen`); port 0 picks a free port.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Kafka bootstrap servers (overrides `kafka.bootstrap_servers`).
+        #[arg(long)]
+        bootstrap_servers: Option<String>,
+        /// A topic to expose; repeat for more (overrides `kafka.topics`).
+        #[arg(long = "topic")]
+        topics: Vec<String>,
+    },
+    /// Manage the translators of a running gateway.
+    Translator {
+        /// The gateway's gRPC address.
+        #[arg(long, default_value = "http://127.0.0.1:50051", env = "TRIBUTARY_GATEWAY")]
+        gateway: String,
+        #[command(subcommand)]
+        command: TranslatorCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TranslatorCommand {
+    /// Upload a WebAssembly component as a new version of NAME.
+    Upload {
+        name: String,
+        /// The component (.wasm).
+        file: PathBuf,
+    },
+    /// List translators and their versions.
+    List,
+    /// Show one translator's versions.
+    Describe { name: String },
+    /// Delete a translator, or one version of it with --digest.
+    Delete {
+        name: String,
+        #[arg(long)]
+        digest: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config, listen, bootstrap_servers, topics } => {
+            let overrides = Overrides {
+                listen,
+                kafka: KafkaOverrides { bootstrap_servers, topics: (!topics.is_empty()).then_some(topics) },
+            };
+            let config = match Config::load(config.as_deref(), &overrides) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("tributary: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match runtime.block_on(serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tributary: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Translator { gateway, command } => {
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match runtime.block_on(translator::run(gateway, command)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tributary: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e} (set `listen` or --listen)", config.listen))?;
+    // One line on stdout with the bound address, for scripts and tests that use port 0.
+    println!("listening on {}", listener.local_addr()?);
+    tributary_server::serve(config, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+}

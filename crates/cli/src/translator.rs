@@ -1,0 +1,82 @@
+//! The `tributary translator` commands: a gRPC client of the gateway's Translators service.
+
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tonic::Code;
+use tributary_server::pb::{self, translators_client::TranslatorsClient};
+
+use super::TranslatorCommand;
+
+/// Upload chunk size: well under the gateway's 4 MiB request limit.
+const CHUNK: usize = 1 << 20;
+
+pub async fn run(gateway: String, command: TranslatorCommand) -> Result<(), String> {
+    let channel = tonic::transport::Endpoint::from_shared(gateway.clone())
+        .map_err(|e| format!("bad gateway address {gateway}: {e}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach the gateway at {gateway}: {e}"))?;
+    let mut client = TranslatorsClient::new(channel);
+    let status = |s: tonic::Status| match s.code() {
+        Code::Unavailable => format!("the gateway is unavailable: {}", s.message()),
+        code => format!("{}: {}", code.description(), s.message()),
+    };
+    match command {
+        TranslatorCommand::Upload { name, file } => {
+            let bytes = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let size = bytes.len() as u64;
+            let sha256 = tributary_server::sha256_hex(&bytes);
+            let bar = ProgressBar::new(size);
+            bar.set_style(
+                ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec})")
+                    .expect("template")
+                    .progress_chars("=> "),
+            );
+            bar.set_message(format!("uploading {name}"));
+            let header = pb::UploadTranslatorRequest {
+                part: Some(pb::upload_translator_request::Part::Header(pb::UploadHeader { name, size, sha256 })),
+            };
+            let progress = bar.clone();
+            let chunks: Vec<Vec<u8>> = bytes.chunks(CHUNK).map(<[u8]>::to_vec).collect();
+            let messages = std::iter::once(header).chain(chunks.into_iter().map(move |chunk| {
+                progress.inc(chunk.len() as u64);
+                pb::UploadTranslatorRequest { part: Some(pb::upload_translator_request::Part::Chunk(chunk.into())) }
+            }));
+            bar.set_message("uploading");
+            let result = client.upload(tokio_stream::iter(messages)).await;
+            bar.finish_and_clear();
+            let v = result.map_err(status)?.into_inner();
+            println!("uploaded {} version {} digest {} ({} bytes)", v.name, v.version, v.digest, v.size);
+        }
+        TranslatorCommand::List => {
+            let list = client.list(pb::ListTranslatorsRequest {}).await.map_err(status)?.into_inner();
+            if list.translators.is_empty() {
+                println!("no translators");
+            }
+            for t in list.translators {
+                let latest = t.versions.last().cloned().unwrap_or_default();
+                println!("{}\tversions {}\tlatest {}\t{} bytes", t.name, t.versions.len(), latest.digest, latest.size);
+            }
+        }
+        TranslatorCommand::Describe { name } => {
+            let t = client.describe(pb::DescribeTranslatorRequest { name }).await.map_err(status)?.into_inner();
+            println!("{}", t.name);
+            for v in t.versions {
+                println!(
+                    "  version {}\t{}\t{} bytes\tuploaded at {} ms",
+                    v.version, v.digest, v.size, v.uploaded_at_ms
+                );
+            }
+        }
+        TranslatorCommand::Delete { name, digest } => {
+            let request = pb::DeleteTranslatorRequest { name, digest: digest.unwrap_or_default() };
+            let deleted = client.delete(request).await.map_err(status)?.into_inner();
+            for v in deleted.deleted {
+                println!("deleted {} version {} {}", v.name, v.version, v.digest);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! The domain error every layer returns. It says what went wrong and carries what a client needs
+//! to act (which field, which offsets); `tributary-server` maps each variant to a gRPC code and
+//! status details in one exhaustive match.
+
+use crate::record::PartitionOffset;
+
+/// Everything that can go wrong for a caller. Adding a variant forces a decision about its gRPC
+/// code (in the server's status mapping).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// A malformed request: `field` names what to fix.
+    #[error("{field}: {message}")]
+    InvalidArgument { field: String, message: String },
+    /// A topic that this gateway does not expose.
+    #[error("topic '{topic}' is not exposed by this gateway (exposed: {})", exposed.join(", "))]
+    UnknownTopic { topic: String, exposed: Vec<String> },
+    /// A partition the topic does not have.
+    #[error("topic '{topic}' has no partition {partition} (it has {partitions}: 0..{partitions})")]
+    UnknownPartition { topic: String, partition: i32, partitions: i32 },
+    /// Offsets below the earliest retained offset: the client must re-snapshot.
+    #[error(
+        "offset {requested} of {topic}/{partition} is no longer retained (earliest is {earliest}); take a new snapshot"
+    )]
+    TooOld { topic: String, partition: i32, requested: i64, earliest: i64, earliest_offsets: Vec<PartitionOffset> },
+    /// An offset beyond what Kafka has.
+    #[error("offset {requested} of {topic}/{partition} is beyond the end of the partition (latest is {latest})")]
+    BeyondEnd { topic: String, partition: i32, requested: i64, latest: i64, latest_offsets: Vec<PartitionOffset> },
+    /// The view has not caught up yet.
+    #[error("the view is still loading ({percent}% caught up); retry shortly")]
+    NotReady { percent: u32 },
+    /// Kafka could not be reached or answered with an error.
+    #[error("kafka: {message}")]
+    Kafka { message: String, resume: Vec<PartitionOffset> },
+    /// A bound was reached.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The server is shutting down; resume elsewhere or later from `resume`.
+    #[error("the gateway is shutting down; resume from the offsets in the details")]
+    ShuttingDown { resume: Vec<PartitionOffset> },
+    /// A translator name, or a digest of it, that the registry does not have.
+    #[error("{}", unknown_translator(name, digest, known))]
+    UnknownTranslator { name: String, digest: Option<String>, known: Vec<String> },
+    /// A translator's `init` rejected the configuration.
+    #[error("translator '{name}' ({digest}) rejected its configuration: {message}")]
+    TranslatorConfig { name: String, digest: String, message: String },
+    /// A translator call failed; only the calls using that translator end.
+    #[error("translator '{name}' ({digest}) {failure}{}", at.as_deref().map(|(t, p, o)| format!(" on {t}/{p}@{o}")).unwrap_or_default())]
+    Translator {
+        name: String,
+        digest: String,
+        failure: TranslatorFailure,
+        /// The record the call failed on (boxed: keeps every `Result<_, Error>` small).
+        at: Option<Box<(String, i32, i64)>>,
+        resume: Vec<PartitionOffset>,
+    },
+    /// A reserved part of the API that this version does not serve yet.
+    #[error("{0}")]
+    Unimplemented(String),
+    /// A bug.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidArgument { field: field.into(), message: message.into() }
+    }
+
+    pub fn kafka(message: impl Into<String>) -> Self {
+        Error::Kafka { message: message.into(), resume: Vec::new() }
+    }
+
+    /// Attaches the position a stream reached, so that the client can resume without a gap.
+    pub fn with_resume(self, position: Vec<PartitionOffset>) -> Self {
+        match self {
+            Error::Kafka { message, .. } => Error::Kafka { message, resume: position },
+            Error::ShuttingDown { .. } => Error::ShuttingDown { resume: position },
+            Error::Translator { name, digest, failure, at, .. } => {
+                Error::Translator { name, digest, failure, at, resume: position }
+            }
+            other => other,
+        }
+    }
+}
+
+fn unknown_translator(name: &str, digest: &Option<String>, known: &[String]) -> String {
+    match digest {
+        Some(d) => format!("translator '{name}' has no version with digest '{d}' (versions: {})", known.join(", ")),
+        None if known.is_empty() => format!("no translator named '{name}'; none is uploaded yet"),
+        None => format!("no translator named '{name}' (known: {})", known.join(", ")),
+    }
+}
+
+/// Why a translator call failed. Each one ends only the calls that use that translator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TranslatorFailure {
+    /// The guest trapped (e.g. a panic, an out-of-bounds access).
+    Trap(String),
+    /// The call ran past `call_deadline_ms` and was interrupted.
+    Deadline,
+    /// The instance tried to grow its memory past `memory_bytes`.
+    Memory,
+    /// The call returned more than `output_bytes`, or not one outcome per input.
+    Output(String),
+    /// The guest returned an error value (for `init`: it rejected the configuration).
+    Error(String),
+    /// Every instance slot of the pooling allocator is in use (`max_instances`).
+    Instances(u32),
+}
+
+impl TranslatorFailure {
+    /// The stable word used in statuses and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TranslatorFailure::Trap(_) => "trap",
+            TranslatorFailure::Deadline => "deadline",
+            TranslatorFailure::Memory => "memory",
+            TranslatorFailure::Output(_) => "output",
+            TranslatorFailure::Error(_) => "error",
+            TranslatorFailure::Instances(_) => "instances",
+        }
+    }
+}
+
+impl std::fmt::Display for TranslatorFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TranslatorFailure::Trap(m) => write!(f, "trapped: {m}"),
+            TranslatorFailure::Deadline => write!(f, "ran past its deadline and was interrupted"),
+            TranslatorFailure::Memory => write!(f, "tried to grow its memory past the cap"),
+            TranslatorFailure::Output(m) => write!(f, "output rejected: {m}"),
+            TranslatorFailure::Error(m) => write!(f, "returned an error: {m}"),
+            TranslatorFailure::Instances(n) => {
+                write!(f, "could not be instantiated: all {n} translator instances are in use (translators.max_instances); retry later")
+            }
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! The key filter shared by snapshots and subscriptions.
+
+use bytes::Bytes;
+
+use crate::error::Error;
+
+/// Most keys and prefixes one filter may hold: the filter is checked on every record.
+pub const MAX_FILTER_KEYS: usize = 1_024;
+
+/// Matches a record whose key equals one of `exact` or starts with one of `prefixes`.
+/// An empty filter matches every record, keyless ones included.
+#[derive(Debug, Clone, Default)]
+pub struct KeyFilter {
+    exact: Vec<Bytes>,
+    prefixes: Vec<Bytes>,
+}
+
+impl KeyFilter {
+    /// Checks a requested filter; `field` names it in errors.
+    pub fn new(exact: Vec<Bytes>, prefixes: Vec<Bytes>, field: &str) -> Result<Self, Error> {
+        if exact.len() + prefixes.len() > MAX_FILTER_KEYS {
+            return Err(Error::invalid(field, format!("at most {MAX_FILTER_KEYS} keys and prefixes together")));
+        }
+        if prefixes.iter().any(|p| p.is_empty()) {
+            return Err(Error::invalid(
+                format!("{field}.prefixes"),
+                "an empty prefix matches every key; leave the filter out instead",
+            ));
+        }
+        let mut exact = exact;
+        exact.sort();
+        exact.dedup();
+        Ok(Self { exact, prefixes })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.prefixes.is_empty()
+    }
+
+    pub fn matches(&self, key: Option<&[u8]>) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        let Some(key) = key else { return false };
+        self.exact.binary_search_by(|k| k.as_ref().cmp(key)).is_ok() || self.prefixes.iter().any(|p| key.starts_with(p))
+    }
+
+    pub fn exact(&self) -> &[Bytes] {
+        &self.exact
+    }
+
+    pub fn prefixes(&self) -> &[Bytes] {
+        &self.prefixes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(exact: &[&str], prefixes: &[&str]) -> KeyFilter {
+        let bytes = |s: &[&str]| s.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())).collect();
+        KeyFilter::new(bytes(exact), bytes(prefixes), "key_filter").unwrap()
+    }
+
+    #[test]
+    fn empty_filter_matches_everything() {
+        let f = KeyFilter::default();
+        assert!(f.matches(None));
+        assert!(f.matches(Some(b"x")));
+    }
+
+    #[test]
+    fn exact_and_prefix() {
+        let f = filter(&["b", "a"], &["media/"]);
+        assert!(f.matches(Some(b"a")));
+        assert!(f.matches(Some(b"b")));
+        assert!(!f.matches(Some(b"ab")));
+        assert!(f.matches(Some(b"media/7")));
+        assert!(!f.matches(Some(b"medi")));
+        assert!(!f.matches(None));
+    }
+
+    #[test]
+    fn empty_prefix_is_rejected() {
+        let err = KeyFilter::new(vec![], vec![Bytes::new()], "key_filter").unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { ref field, .. } if field == "key_filter.prefixes"));
+    }
+
+    #[test]
+    fn too_many_keys_are_rejected() {
+        let keys = (0..=MAX_FILTER_KEYS).map(|i| Bytes::from(i.to_string())).collect();
+        let err = KeyFilter::new(keys, vec![], "key_filter").unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { ref field, .. } if field == "key_filter"));
+    }
+}

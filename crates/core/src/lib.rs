@@ -1,0 +1,42 @@
+//! Tributary's core: what the gateway does with A's records between Kafka and B, with no Kafka
+//! client, no WebAssembly runtime and no gRPC in sight.
+//!
+//! # What it owns
+//!
+//! In the order a record travels:
+//!
+//! - [`record`]: A's [`Record`](record::Record), B's [`Output`](record::Output) made from it, and
+//!   the [`PartitionOffset`](record::PartitionOffset) positions are named in.
+//! - [`view`]: a shard per partition: persistent state map, bounded tail buffer, next offset.
+//! - [`filter`]: the key filter shared by snapshots and subscriptions.
+//! - [`translate`]: the [`Translate`](translate::Translate) port a translator runtime plugs into,
+//!   and the one place outcomes become outputs (skip errors, source coordinates).
+//! - [`snapshot`]: `GetSnapshot`: clone each shard's map under a short lock, stream it out.
+//! - [`subscribe`]: `Subscribe`: start positions, per-partition cursors over the tail buffer with a
+//!   catch-up reader for cursors behind it, batching and progress.
+//! - [`source`]: the [`Log`](source::Log) port the Kafka adapter implements (watermarks, catch-up
+//!   readers).
+//! - [`error`]: the domain error every layer returns; the gRPC layer maps it to a status.
+//! - [`limits`]: every bound, with what happens at it.
+//!
+//! # What it must not know
+//!
+//! rdkafka, wasmtime, tonic and prost: the crate does not depend on them, so it cannot. Adapters
+//! (`tributary-kafka`, `tributary-wasm`, `tributary-server`) depend on this crate, never the
+//! other way round; that is what lets the subscription state machine be unit-tested without
+//! Kafka.
+
+pub mod error;
+pub mod filter;
+pub mod limits;
+pub mod logging;
+pub mod record;
+pub mod snapshot;
+pub mod source;
+pub mod subscribe;
+pub mod translate;
+pub mod view;
+
+pub use error::{Error, TranslatorFailure};
+pub use limits::Limits;
+pub use record::{Header, Output, PartitionOffset, Payload, Record};

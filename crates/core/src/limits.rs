@@ -1,0 +1,79 @@
+//! Every bound of the gateway's data path, with what happens at it. Loaded as the `[limits]`
+//! section of the configuration.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Bounds, each with what happens at it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Records the tail buffer of one partition keeps in memory. Older records are evicted;
+    /// subscribers behind them read from Kafka with a catch-up reader.
+    pub tail_max_records: usize,
+    /// Bytes (keys, values, headers) the tail buffer of one partition keeps, same eviction.
+    pub tail_max_bytes: usize,
+    /// Default and maximum encoded size of one snapshot chunk. A single entry larger than this is
+    /// sent alone in its chunk.
+    pub max_chunk_bytes: usize,
+    /// Default and maximum records in one subscription batch.
+    pub max_batch_records: usize,
+    /// Maximum bytes of record data in one subscription batch (a larger single record goes alone).
+    pub max_batch_bytes: usize,
+    /// Messages buffered per stream between the gateway and a slow client. When full, that
+    /// stream's producer waits; ingest and other clients never do.
+    pub stream_buffer_messages: usize,
+    /// Concurrent `Subscribe` and `GetSnapshot` streams. Beyond it calls fail RESOURCE_EXHAUSTED.
+    pub max_streams: usize,
+    /// Kafka consumers that catch-up readers may use at once. A subscriber behind the tail buffer
+    /// waits for one (its progress messages keep flowing).
+    pub max_catchup_readers: usize,
+    /// Prefetch of one catch-up reader, in KiB (librdkafka's `queued.max.messages.kbytes`).
+    pub catchup_prefetch_kbytes: usize,
+    /// Interval between progress messages on a subscription, in milliseconds.
+    pub progress_interval_ms: u64,
+    /// How long a snapshot waits for a loading view when the call has no deadline, in ms.
+    pub ready_wait_ms: u64,
+    /// Largest request message the server accepts, in bytes.
+    pub max_request_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            // 4 MiB or 16k records per partition keeps near-head subscribers off Kafka for a few
+            // seconds of a busy partition while 100 partitions cost at most 400 MiB.
+            tail_max_records: 16_384,
+            tail_max_bytes: 4 << 20,
+            // 1 MiB stays well under the 4 MiB default receive limit of every gRPC client.
+            max_chunk_bytes: 1 << 20,
+            max_batch_records: 1_000,
+            max_batch_bytes: 1 << 20,
+            stream_buffer_messages: 16,
+            max_streams: 1_024,
+            // Each reader is a librdkafka client with its own threads and prefetch.
+            max_catchup_readers: 16,
+            // librdkafka defaults to 64 MiB per consumer; a thousand lagging clients must not.
+            catchup_prefetch_kbytes: 1_024,
+            progress_interval_ms: 1_000,
+            ready_wait_ms: 30_000,
+            max_request_bytes: 4 << 20,
+        }
+    }
+}
+
+impl Limits {
+    pub fn progress_interval(&self) -> Duration {
+        Duration::from_millis(self.progress_interval_ms)
+    }
+}
+
+/// A size a client asked for, where 0 takes the server's maximum and larger values are lowered
+/// to it.
+pub fn requested_or_max(requested: usize, max: usize) -> usize {
+    match requested {
+        0 => max,
+        n => n.min(max),
+    }
+}

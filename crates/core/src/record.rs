@@ -1,0 +1,83 @@
+//! The records the gateway moves: A's [`Record`] as read from Kafka, B's [`Output`] made from one,
+//! and [`PartitionOffset`], the position a client resumes from.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// A header of a record: a key and a value that may be null (not the same as empty).
+pub type Header = (String, Option<Bytes>);
+
+/// A Kafka record of A's, as the gateway keeps it. Shared (behind an `Arc`) between the state
+/// map, the tail buffer and every subscriber that delivers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    /// Milliseconds since the Unix epoch, -1 when unknown.
+    pub timestamp_ms: i64,
+    pub key: Option<Bytes>,
+    /// `None` is a tombstone: the key leaves the state.
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+}
+
+impl Record {
+    /// Bytes the record holds (keys, values, headers, plus a fixed overhead), which tail buffers
+    /// and batches bound.
+    pub fn size(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len())).sum();
+        self.key.as_ref().map_or(0, |k| k.len()) + self.value.as_ref().map_or(0, |v| v.len()) + headers + 64
+    }
+}
+
+/// What a translator made of a record: B's key, value and headers.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Payload {
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+}
+
+/// A record as delivered to B: A's record itself, or one of the outputs a translator made of it.
+/// Either way it keeps A's coordinates (rule 8), so positions stay in A's offset space.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    /// A's record this output comes from.
+    pub source: Arc<Record>,
+    /// Which output of `source` this is (a translator may make several of one record).
+    pub index: u32,
+    /// B's key, value and headers; `None` delivers A's record as it is.
+    pub translated: Option<Payload>,
+}
+
+impl Output {
+    /// A's record, untranslated.
+    pub fn untranslated(source: Arc<Record>) -> Self {
+        Self { source, index: 0, translated: None }
+    }
+
+    /// The value delivered: the translator's, or A's.
+    pub fn value(&self) -> Option<&Bytes> {
+        match &self.translated {
+            Some(p) => p.value.as_ref(),
+            None => self.source.value.as_ref(),
+        }
+    }
+}
+
+/// A position in a partition: `offset` is the *next* offset to read, as in Kafka's committed
+/// offsets (rule 1).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl PartitionOffset {
+    pub fn new(topic: impl Into<String>, partition: i32, offset: i64) -> Self {
+        Self { topic: topic.into(), partition, offset }
+    }
+}

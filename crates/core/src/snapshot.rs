@@ -1,0 +1,247 @@
+//! `GetSnapshot`: clones each shard's persistent map under a short lock ([`take`]), then streams
+//! the state out without holding any lock ([`stream`]), translated when the call names a
+//! translator. Packing the entries into wire-sized chunks is the gRPC layer's job.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::{
+    error::Error,
+    filter::KeyFilter,
+    record::{Output, PartitionOffset, Record},
+    translate::Translation,
+    view::{StateMap, TopicView, View},
+};
+
+/// Waits until the view has caught up, at most `wait`.
+pub async fn wait_ready(view: &View, wait: Duration) -> Result<(), Error> {
+    let mut ready = view.ready_watch();
+    let waited = tokio::time::timeout(wait, async { ready.wait_for(|r| *r).await.is_ok() }).await;
+    match waited {
+        Ok(true) => Ok(()),
+        _ => Err(Error::NotReady { percent: view.load_percent() }),
+    }
+}
+
+/// The state of some topics and the offsets it is exact at (rule 3).
+pub struct Snapshot {
+    /// Every partition of every requested topic, empty ones included (rule 1).
+    pub offsets: Vec<PartitionOffset>,
+    states: Vec<StateMap>,
+}
+
+/// Takes the snapshot of `topics`: O(1) per partition (the maps are persistent).
+pub fn take(topics: &[Arc<TopicView>]) -> Snapshot {
+    let mut offsets = Vec::new();
+    let mut states = Vec::new();
+    for topic in topics {
+        for shard in topic.shards() {
+            let (map, next) = shard.snapshot();
+            offsets.push(shard.at(next));
+            states.push(map);
+        }
+    }
+    Snapshot { offsets, states }
+}
+
+/// What a snapshot stream carries after its offsets.
+#[derive(Debug)]
+pub enum SnapshotEvent {
+    /// The next entries, each the last record of its key (translated: B's records of it).
+    Entries(Vec<Output>),
+    /// The snapshot is complete; `skipped` entries' translation returned an error (`skip_errors`).
+    End { skipped: u64 },
+}
+
+pub type EventSender = mpsc::Sender<Result<SnapshotEvent, Error>>;
+
+/// Streams the entries of `snapshot` that match `filter` into `tx`, in events of about
+/// `event_bytes` of record data. Ends with [`SnapshotEvent::End`], or an error (a translator's);
+/// stops early when the receiver is gone.
+pub async fn stream(
+    snapshot: Snapshot,
+    filter: KeyFilter,
+    translation: Option<Translation>,
+    event_bytes: usize,
+    tx: EventSender,
+) {
+    if let Err(Some(e)) = stream_entries(&snapshot.states, &filter, translation.as_ref(), event_bytes, &tx).await {
+        let _ = tx.send(Err(e)).await;
+    }
+}
+
+/// `Err(None)`: the receiver is gone; `Err(Some(e))`: the snapshot failed.
+async fn stream_entries(
+    states: &[StateMap],
+    filter: &KeyFilter,
+    translation: Option<&Translation>,
+    event_bytes: usize,
+    tx: &EventSender,
+) -> Result<(), Option<Error>> {
+    let batch_records = translation.map_or(usize::MAX, |t| t.batch_records.max(1));
+    let mut pending: Vec<Arc<Record>> = Vec::new();
+    let mut pending_bytes = 0;
+    let mut skipped = 0;
+    for state in states {
+        for record in entries(state, filter) {
+            pending_bytes += record.size();
+            pending.push(record.clone());
+            if pending.len() >= batch_records || pending_bytes >= event_bytes {
+                skipped += flush(&mut pending, translation, tx).await?;
+                pending_bytes = 0;
+            }
+        }
+    }
+    skipped += flush(&mut pending, translation, tx).await?;
+    tx.send(Ok(SnapshotEvent::End { skipped })).await.map_err(|_| None)
+}
+
+/// Sends the pending records (translated), returning how many were skipped.
+async fn flush(
+    pending: &mut Vec<Arc<Record>>,
+    translation: Option<&Translation>,
+    tx: &EventSender,
+) -> Result<u64, Option<Error>> {
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let records = std::mem::take(pending);
+    let (outputs, skipped) = match translation {
+        None => (records.into_iter().map(Output::untranslated).collect(), 0),
+        Some(t) => {
+            let mut translated = t.translate(records).await.map_err(Some)?;
+            // An output with a null value is a tombstone in B's model: not state.
+            translated.outputs.retain(|o| o.value().is_some());
+            (translated.outputs, translated.skipped)
+        }
+    };
+    if !outputs.is_empty() {
+        tx.send(Ok(SnapshotEvent::Entries(outputs))).await.map_err(|_| None)?;
+    }
+    Ok(skipped)
+}
+
+/// The records of `map` that match `filter`, each once, in key order per prefix.
+pub fn entries<'a>(map: &'a StateMap, filter: &'a KeyFilter) -> Box<dyn Iterator<Item = &'a Arc<Record>> + Send + 'a> {
+    if filter.is_empty() {
+        return Box::new(map.values());
+    }
+    // Drop prefixes covered by a shorter one, and exact keys covered by a prefix, so nothing is
+    // listed twice.
+    let mut prefixes: Vec<&Bytes> = filter.prefixes().iter().collect();
+    prefixes.sort();
+    prefixes.dedup();
+    let mut kept: Vec<&Bytes> = Vec::new();
+    for p in prefixes {
+        if !kept.iter().any(|k| p.starts_with(k)) {
+            kept.push(p);
+        }
+    }
+    let exact: Vec<&Arc<Record>> =
+        filter.exact().iter().filter(|k| !kept.iter().any(|p| k.starts_with(p))).filter_map(|k| map.get(k)).collect();
+    let by_prefix = kept
+        .into_iter()
+        .flat_map(move |p| map.range((*p).clone()..).take_while(move |(k, _)| k.starts_with(p)).map(|(_, v)| v));
+    Box::new(exact.into_iter().chain(by_prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        error::TranslatorFailure,
+        record::Payload,
+        translate::{Outcome, Translate},
+        view::Shard,
+        Limits,
+    };
+
+    fn record(key: &str, offset: i64) -> Arc<Record> {
+        Arc::new(Record {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            timestamp_ms: 0,
+            key: Some(Bytes::copy_from_slice(key.as_bytes())),
+            value: Some(Bytes::from(vec![b'x'; 10])),
+            headers: vec![],
+        })
+    }
+
+    #[test]
+    fn overlapping_filters_list_each_key_once() {
+        let mut map = StateMap::new();
+        for k in ["a", "ab", "abc", "b", "ba"] {
+            map.insert(Bytes::copy_from_slice(k.as_bytes()), record(k, 0));
+        }
+        let filter = KeyFilter::new(
+            vec![Bytes::from_static(b"abc"), Bytes::from_static(b"b"), Bytes::from_static(b"zz")],
+            vec![Bytes::from_static(b"ab"), Bytes::from_static(b"a")],
+            "f",
+        )
+        .unwrap();
+        let mut keys: Vec<_> = entries(&map, &filter).map(|r| r.key.clone().unwrap()).collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            vec![
+                Bytes::from_static(b"a"),
+                Bytes::from_static(b"ab"),
+                Bytes::from_static(b"abc"),
+                Bytes::from_static(b"b")
+            ]
+        );
+    }
+
+    /// Tombstones every record whose key is "gone".
+    struct DropGone;
+
+    impl Translate for DropGone {
+        fn translate(&self, batch: &[Arc<Record>]) -> Result<Vec<Outcome>, TranslatorFailure> {
+            Ok(batch
+                .iter()
+                .map(|r| {
+                    let value = (r.key.as_deref() != Some(b"gone")).then(|| Bytes::from_static(b"B"));
+                    Outcome::Ok(vec![Payload { key: r.key.clone(), value, headers: vec![] }])
+                })
+                .collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn streams_every_entry_then_the_end_and_drops_translated_tombstones() {
+        let view = View::new(&["t".to_string()]);
+        let topic = view.topic("t").unwrap();
+        let shard = Arc::new(Shard::new("t".into(), 0, 0, 0));
+        topic.add_shard(shard.clone());
+        for (offset, key) in ["a", "gone", "c", "d"].iter().enumerate() {
+            shard.apply(record(key, offset as i64), &Limits::default());
+        }
+        let snapshot = take(&[topic]);
+        assert_eq!(snapshot.offsets, vec![PartitionOffset::new("t", 0, 4)]);
+        let translation = Translation {
+            name: "drop".into(),
+            digest: "d".into(),
+            translator: Arc::new(DropGone),
+            skip_errors: false,
+            batch_records: 3,
+        };
+        let (tx, mut rx) = mpsc::channel(4);
+        tokio::spawn(stream(snapshot, KeyFilter::default(), Some(translation), 1 << 20, tx));
+        let mut keys = Vec::new();
+        loop {
+            match rx.recv().await.expect("an End event").unwrap() {
+                SnapshotEvent::Entries(outputs) => {
+                    keys.extend(outputs.iter().map(|o| o.translated.as_ref().unwrap().key.clone().unwrap()))
+                }
+                SnapshotEvent::End { skipped } => {
+                    assert_eq!(skipped, 0);
+                    break;
+                }
+            }
+        }
+        assert_eq!(keys, vec![Bytes::from_static(b"a"), Bytes::from_static(b"c"), Bytes::from_static(b"d")]);
+    }
+}

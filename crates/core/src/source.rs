@@ -1,0 +1,66 @@
+//! The port through which the core reads A's log beyond its own view: watermarks, and catch-up
+//! readers for subscribers behind the tail buffer. `tributary-kafka` implements it with rdkafka;
+//! tests implement it in memory.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use crate::{error::Error, record::Record};
+
+/// Earliest retained offset and latest offset (high watermark) of one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermarks {
+    pub earliest: i64,
+    pub latest: i64,
+}
+
+/// A partition: (topic, partition).
+pub type Partition = (Arc<str>, i32);
+
+/// A partition at an offset.
+pub type Position = (Arc<str>, i32, i64);
+
+/// A's log (Kafka, in production).
+pub trait Log: Send + Sync + 'static {
+    /// The watermarks of `partitions`, in the same order. Blocking (network requests): call it
+    /// from a blocking thread.
+    fn watermarks(&self, partitions: &[Partition]) -> Result<Vec<Watermarks>, Error>;
+
+    /// A new catch-up reader with at most `prefetch_kbytes` KiB read ahead, assigned nothing.
+    fn catch_up(&self, prefetch_kbytes: usize) -> Result<Box<dyn CatchUpReader>, Error>;
+}
+
+/// What a catch-up reader read.
+#[derive(Debug)]
+pub enum Read {
+    Record(Record),
+    /// A position is no longer retained (or beyond the end): check the watermarks.
+    OutOfRange,
+    /// A transient error; the reader keeps going.
+    Error(String),
+}
+
+/// A reader over a few partitions, from explicit positions, in offset order per partition.
+pub trait CatchUpReader: Send + Sync {
+    /// Adds partitions to read from the given positions.
+    fn assign(&self, positions: &[Position]) -> Result<(), Error>;
+
+    /// Stops reading partitions (their prefetched records may still arrive and must be ignored).
+    fn unassign(&self, positions: &[Position]) -> Result<(), Error>;
+
+    /// The next read; pending while there is none.
+    fn recv(&self) -> BoxFuture<'_, Read>;
+
+    /// The reader's position per partition (the next offset it will return), which moves past
+    /// transaction markers that no record stands for.
+    fn positions(&self) -> Vec<Position>;
+}
+
+/// Calls [`Log::watermarks`] on a blocking thread.
+pub async fn watermarks(log: &Arc<dyn Log>, partitions: Vec<Partition>) -> Result<Vec<Watermarks>, Error> {
+    let log = log.clone();
+    tokio::task::spawn_blocking(move || log.watermarks(&partitions))
+        .await
+        .map_err(|e| Error::Internal(format!("watermarks task: {e}")))?
+}

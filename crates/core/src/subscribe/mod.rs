@@ -1,0 +1,73 @@
+//! `Subscribe`: every record after the requested offsets, per partition in offset order, with no
+//! gap and no duplicate (rule 4), and regular progress (rule 6).
+//!
+//! - [`start`]: validates the requested topics and offsets and resolves each partition's start
+//!   position (too old and beyond the end are errors, never clamped: rule 7).
+//! - [`cursor`]: a partition's next offset to deliver and where it reads from.
+//! - [`runner`]: the state machine that moves cursors between the tail buffer and a catch-up
+//!   reader, batches, translates, and sends [`Event`]s until the client leaves.
+
+pub mod cursor;
+pub mod runner;
+pub mod start;
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+pub use cursor::Cursor;
+pub use runner::run;
+pub use start::{plan, Plan};
+
+use crate::{
+    error::Error,
+    filter::KeyFilter,
+    limits::Limits,
+    record::{Output, PartitionOffset},
+    source::Log,
+    translate::Translation,
+    view::TopicView,
+};
+
+/// Resources shared by every subscription of a gateway.
+#[derive(Clone)]
+pub struct Shared {
+    pub limits: Limits,
+    /// A's log, for watermarks and catch-up readers.
+    pub log: Arc<dyn Log>,
+    /// Catch-up readers in use (each one is a Kafka consumer).
+    pub catchup_pool: Arc<Semaphore>,
+    /// Cancelled when the gateway shuts down: every subscription ends with its resume offsets.
+    pub shutdown: CancellationToken,
+}
+
+/// A validated subscription, ready to run.
+pub struct Subscription {
+    pub topics: Vec<Arc<TopicView>>,
+    pub cursors: Vec<Cursor>,
+    pub filter: KeyFilter,
+    pub max_batch_records: usize,
+    pub translation: Option<Translation>,
+}
+
+/// What a subscription sends.
+#[derive(Debug)]
+pub enum Event {
+    /// Records in offset order per partition; never empty.
+    Records(Vec<Output>),
+    /// The position to resume from.
+    Progress(Progress),
+}
+
+/// A subscription's position: every partition's next offset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub offsets: Vec<PartitionOffset>,
+    /// Records skipped so far because their translation returned an error (`skip_errors`).
+    pub skipped_records: u64,
+}
+
+/// Where a subscription's events go. A stream that ends early ends with an error that carries the
+/// position to resume from.
+pub type EventSender = mpsc::Sender<Result<Event, Error>>;

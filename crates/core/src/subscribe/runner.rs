@@ -1,0 +1,353 @@
+//! The subscription state machine. Near the head a cursor reads its shard's tail buffer and waits
+//! for appends; a cursor behind the tail buffer reads from a catch-up reader (one per
+//! subscription, from a bounded pool) until it reaches the tail buffer again, then switches back.
+//! Records are batched fairly across partitions, translated, and sent; progress goes out at
+//! least every `progress_interval_ms`, also when every record was filtered out.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::FutureExt;
+use tokio::sync::{watch, OwnedSemaphorePermit};
+use tracing::debug;
+
+use super::{Cursor, Event, EventSender, Progress, Shared, Subscription};
+use crate::{
+    error::Error,
+    logging::ErrorLog,
+    record::{Output, PartitionOffset, Record},
+    source::{self, CatchUpReader, Position, Read},
+    view::TailRead,
+};
+
+/// How long a waiting subscription sleeps at most before it looks at its catch-up reader's
+/// position again (transaction markers move it without any record to wake us).
+const CATCHUP_POLL: Duration = Duration::from_millis(200);
+
+/// Runs a subscription until the client leaves, the gateway shuts down or an error ends it; an
+/// error is sent last, with the position the client was last sent.
+pub async fn run(sub: Subscription, shared: Shared, tx: EventSender) {
+    let mut runner = Runner::new(sub, &shared);
+    if let Err(e) = runner.run(&tx).await {
+        // Where the client stands: what it was sent, not what was read for an unsent batch.
+        let resume = runner.sent.clone();
+        let _ = tx.send(Err(e.with_resume(resume))).await;
+    }
+}
+
+/// A catch-up reader and the pool permit it holds.
+struct CatchUp {
+    reader: Box<dyn CatchUpReader>,
+    _permit: OwnedSemaphorePermit,
+}
+
+struct Runner<'a> {
+    sub: Subscription,
+    shared: &'a Shared,
+    /// Cursor index per (topic, partition).
+    index: HashMap<(Arc<str>, i32), usize>,
+    catchup: Option<CatchUp>,
+    errors: ErrorLog,
+    round_robin: usize,
+    batch: Vec<Arc<Record>>,
+    batch_bytes: usize,
+    max_bytes: usize,
+    /// The position as of the last message the client was sent.
+    sent: Vec<PartitionOffset>,
+    /// Records skipped because their translation returned an error (`skip_errors`).
+    skipped: u64,
+}
+
+/// The client is gone (or cannot be told anything): stop without an error.
+struct ClientLeft;
+
+impl<'a> Runner<'a> {
+    fn new(sub: Subscription, shared: &'a Shared) -> Self {
+        let index =
+            sub.cursors.iter().enumerate().map(|(i, c)| ((c.shard.topic.clone(), c.shard.partition), i)).collect();
+        Self {
+            sub,
+            shared,
+            index,
+            catchup: None,
+            errors: ErrorLog::default(),
+            round_robin: 0,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            max_bytes: shared.limits.max_batch_bytes,
+            sent: Vec::new(),
+            skipped: 0,
+        }
+    }
+
+    /// The position to resume from: every cursor's next offset.
+    fn position(&self) -> Vec<PartitionOffset> {
+        self.sub.cursors.iter().map(Cursor::position).collect()
+    }
+
+    fn progress(&self) -> Event {
+        Event::Progress(Progress { offsets: self.position(), skipped_records: self.skipped })
+    }
+
+    fn batch_full(&self) -> bool {
+        self.batch.len() >= self.sub.max_batch_records || self.batch_bytes >= self.max_bytes
+    }
+
+    fn push(&mut self, record: Arc<Record>) {
+        if self.sub.filter.matches(record.key.as_deref()) {
+            self.batch_bytes += record.size();
+            self.batch.push(record);
+        }
+    }
+
+    async fn run(&mut self, tx: &EventSender) -> Result<(), Error> {
+        self.sent = self.position();
+        if let Err(ClientLeft) = self.send(tx, self.progress()).await {
+            return Ok(());
+        }
+        let mut watches: Vec<watch::Receiver<u64>> = self.sub.topics.iter().map(|t| t.watch()).collect();
+        let interval = self.shared.limits.progress_interval();
+        let mut next_progress = Instant::now() + interval;
+        let shutdown = self.shared.shutdown.clone();
+        loop {
+            // Mark every signal seen before reading, so an append after the read wakes us.
+            for w in &mut watches {
+                w.borrow_and_update();
+            }
+            self.add_new_partitions();
+            self.read_tails();
+            self.read_catchup().await?;
+            if !self.batch.is_empty() {
+                let batch = std::mem::take(&mut self.batch);
+                self.batch_bytes = 0;
+                let outputs = match &self.sub.translation {
+                    None => batch.into_iter().map(Output::untranslated).collect(),
+                    Some(t) => {
+                        let translated = t.translate(batch).await?;
+                        self.skipped += translated.skipped;
+                        translated.outputs
+                    }
+                };
+                if let Err(ClientLeft) = self.send(tx, Event::Records(outputs)).await {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= next_progress {
+                if let Err(ClientLeft) = self.send(tx, self.progress()).await {
+                    return Ok(());
+                }
+                next_progress = Instant::now() + interval;
+            }
+            if self.more_to_read() {
+                continue;
+            }
+            let behind = self.sub.cursors.iter().any(|c| c.behind);
+            let need_reader = behind && self.catchup.is_none();
+            let pool = self.shared.catchup_pool.clone();
+            let changed = futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+            let catchup_poll = if self.catchup.is_some() { CATCHUP_POLL } else { Duration::MAX };
+            tokio::select! {
+                _ = changed => {},
+                _ = tokio::time::sleep_until(next_progress.into()) => {},
+                _ = tokio::time::sleep(catchup_poll), if self.catchup.is_some() => {},
+                read = recv(&self.catchup) => self.take_catchup(read).await?,
+                permit = pool.acquire_owned(), if need_reader => {
+                    let permit = permit.map_err(|_| Error::Internal("catch-up pool closed".into()))?;
+                    self.open_catchup(permit)?;
+                },
+                _ = shutdown.cancelled() => return Err(Error::ShuttingDown { resume: Vec::new() }),
+                _ = tx.closed() => return Ok(()),
+            }
+        }
+    }
+
+    /// True when a source still has data ready without waiting.
+    fn more_to_read(&self) -> bool {
+        self.batch_full()
+            || self
+                .sub
+                .cursors
+                .iter()
+                .any(|c| !c.behind && c.pos < c.shard.next_offset() && c.pos >= c.shard.tail_start())
+    }
+
+    /// Sends an event; an empty record batch (everything filtered out) is not sent.
+    async fn send(&mut self, tx: &EventSender, event: Event) -> Result<(), ClientLeft> {
+        if let Event::Records(records) = &event {
+            if records.is_empty() {
+                return Ok(());
+            }
+        }
+        tokio::select! {
+            sent = tx.send(Ok(event)) => sent.map_err(|_| ClientLeft)?,
+            // A client that does not read cannot be told anything: stop.
+            _ = self.shared.shutdown.cancelled() => return Err(ClientLeft),
+        }
+        self.sent = self.position();
+        Ok(())
+    }
+
+    /// Follows partitions added to a followed topic, from their start (rule 4).
+    fn add_new_partitions(&mut self) {
+        for topic in &self.sub.topics {
+            let known = self.sub.cursors.iter().filter(|c| c.shard.topic == topic.name).count() as i32;
+            for partition in known..topic.partitions() {
+                if let Some(shard) = topic.shard(partition) {
+                    let start = shard.start();
+                    self.index.insert((topic.name.clone(), partition), self.sub.cursors.len());
+                    self.sub.cursors.push(Cursor::new(shard, start));
+                }
+            }
+        }
+    }
+
+    /// Reads every cursor that is near the head from its tail buffer, fairly across partitions.
+    fn read_tails(&mut self) {
+        let n = self.sub.cursors.len();
+        self.round_robin = self.round_robin.wrapping_add(1);
+        let mut out = Vec::new();
+        for i in 0..n {
+            if self.batch_full() {
+                break;
+            }
+            let at = (self.round_robin + i) % n;
+            let cursor = &self.sub.cursors[at];
+            if cursor.behind {
+                continue;
+            }
+            let room = self.sub.max_batch_records - self.batch.len();
+            let bytes = self.max_bytes.saturating_sub(self.batch_bytes).max(1);
+            out.clear();
+            match cursor.shard.read_tail(cursor.pos, room, bytes, &mut out) {
+                TailRead::Read { next } => {
+                    self.sub.cursors[at].pos = next;
+                    for record in out.drain(..) {
+                        self.push(record);
+                    }
+                }
+                TailRead::Behind { tail_start } => {
+                    debug!(
+                        partition = cursor.shard.partition,
+                        pos = cursor.pos,
+                        tail_start,
+                        "cursor behind the tail buffer"
+                    );
+                    let position: Position = (cursor.shard.topic.clone(), cursor.shard.partition, cursor.pos);
+                    self.sub.cursors[at].behind = true;
+                    if let Some(c) = &self.catchup {
+                        if let Err(e) = c.reader.assign(&[position]) {
+                            self.errors.log(&e.to_string());
+                            self.catchup = None; // reopened with every behind cursor
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opens the catch-up reader over every cursor that is behind.
+    fn open_catchup(&mut self, permit: OwnedSemaphorePermit) -> Result<(), Error> {
+        let reader = self.shared.log.catch_up(self.shared.limits.catchup_prefetch_kbytes)?;
+        let behind: Vec<Position> = self
+            .sub
+            .cursors
+            .iter()
+            .filter(|c| c.behind)
+            .map(|c| (c.shard.topic.clone(), c.shard.partition, c.pos))
+            .collect();
+        reader.assign(&behind)?;
+        self.catchup = Some(CatchUp { reader, _permit: permit });
+        Ok(())
+    }
+
+    /// Drains what the catch-up reader has ready, then moves cursors that reached the tail buffer
+    /// back to it and closes the reader when none is behind any more.
+    async fn read_catchup(&mut self) -> Result<(), Error> {
+        if self.catchup.is_none() {
+            return Ok(());
+        }
+        while !self.batch_full() {
+            let Some(read) = recv(&self.catchup).now_or_never() else { break };
+            self.take_catchup(read).await?;
+        }
+        let Some(catchup) = &self.catchup else { return Ok(()) };
+        for (topic, partition, position) in catchup.reader.positions() {
+            if let Some(&i) = self.index.get(&(topic, partition)) {
+                let cursor = &mut self.sub.cursors[i];
+                if cursor.behind && position > cursor.pos {
+                    cursor.pos = position; // past transaction markers
+                }
+            }
+        }
+        let mut switched = Vec::new();
+        for cursor in self.sub.cursors.iter_mut().filter(|c| c.behind) {
+            if cursor.pos >= cursor.shard.tail_start() {
+                cursor.behind = false;
+                switched.push((cursor.shard.topic.clone(), cursor.shard.partition, cursor.pos));
+            }
+        }
+        if self.sub.cursors.iter().all(|c| !c.behind) {
+            self.catchup = None;
+        } else if !switched.is_empty() {
+            if let Err(e) = catchup.reader.unassign(&switched) {
+                self.errors.log(&e.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// Delivers one read of the catch-up reader if its cursor still wants it.
+    async fn take_catchup(&mut self, read: Read) -> Result<(), Error> {
+        match read {
+            Read::Record(record) => {
+                let Some(&i) = self.index.get(&(record.topic.clone(), record.partition)) else { return Ok(()) };
+                let cursor = &mut self.sub.cursors[i];
+                // A prefetched record of a cursor that already switched, or one already delivered.
+                if !cursor.behind || record.offset < cursor.pos {
+                    return Ok(());
+                }
+                cursor.pos = record.offset + 1;
+                self.push(Arc::new(record));
+                Ok(())
+            }
+            Read::OutOfRange => self.check_retained().await,
+            Read::Error(message) => {
+                self.errors.log(&message);
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends the stream with OUT_OF_RANGE when a behind cursor's position is no longer retained.
+    async fn check_retained(&mut self) -> Result<(), Error> {
+        let partitions = self.sub.cursors.iter().map(|c| (c.shard.topic.clone(), c.shard.partition)).collect();
+        let marks = source::watermarks(&self.shared.log, partitions).await?;
+        let earliest: Vec<PartitionOffset> =
+            self.sub.cursors.iter().zip(&marks).map(|(c, m)| c.shard.at(m.earliest)).collect();
+        let too_old = self.sub.cursors.iter().zip(&marks).find(|(c, m)| c.behind && c.pos < m.earliest);
+        match too_old {
+            Some((c, m)) => Err(Error::TooOld {
+                topic: c.shard.topic.to_string(),
+                partition: c.shard.partition,
+                requested: c.pos,
+                earliest: m.earliest,
+                earliest_offsets: earliest,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The next read of the catch-up reader, or never when there is none.
+async fn recv(catchup: &Option<CatchUp>) -> Read {
+    match catchup {
+        Some(c) => c.reader.recv().await,
+        None => futures::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests;

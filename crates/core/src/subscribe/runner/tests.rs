@@ -1,0 +1,299 @@
+//! The subscription state machine without Kafka: an in-memory log stands in for the catch-up
+//! reader, a channel for the client.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::run;
+use crate::{
+    error::{Error, TranslatorFailure},
+    filter::KeyFilter,
+    limits::Limits,
+    record::{Output, PartitionOffset, Payload, Record},
+    source::{CatchUpReader, Log, Partition, Position, Read, Watermarks},
+    subscribe::{Cursor, Event, Progress, Shared, Subscription},
+    translate::{Outcome, Translate, Translation},
+    view::{Shard, TopicView, View},
+};
+
+/// A's log in memory: every record ever appended, per partition.
+#[derive(Default)]
+struct MemoryLog {
+    records: Arc<Mutex<BTreeMap<Partition, Vec<Record>>>>,
+    /// Catch-up readers opened so far.
+    opened: AtomicUsize,
+}
+
+impl Log for MemoryLog {
+    fn watermarks(&self, partitions: &[Partition]) -> Result<Vec<Watermarks>, Error> {
+        let records = self.records.lock().unwrap();
+        Ok(partitions
+            .iter()
+            .map(|p| {
+                let log = records.get(p).map(Vec::as_slice).unwrap_or_default();
+                Watermarks {
+                    earliest: log.first().map_or(0, |r| r.offset),
+                    latest: log.last().map_or(0, |r| r.offset + 1),
+                }
+            })
+            .collect())
+    }
+
+    fn catch_up(&self, _prefetch_kbytes: usize) -> Result<Box<dyn CatchUpReader>, Error> {
+        self.opened.fetch_add(1, Ordering::SeqCst);
+        Ok(Box::new(MemoryReader { records: self.records.clone(), assigned: Mutex::default() }))
+    }
+}
+
+struct MemoryReader {
+    records: Arc<Mutex<BTreeMap<Partition, Vec<Record>>>>,
+    assigned: Mutex<BTreeMap<Partition, i64>>,
+}
+
+impl MemoryReader {
+    fn next(&self) -> Option<Record> {
+        let records = self.records.lock().unwrap();
+        let mut assigned = self.assigned.lock().unwrap();
+        for (partition, pos) in assigned.iter_mut() {
+            if let Some(r) = records.get(partition).and_then(|log| log.iter().find(|r| r.offset >= *pos)) {
+                *pos = r.offset + 1;
+                return Some(r.clone());
+            }
+        }
+        None
+    }
+}
+
+impl CatchUpReader for MemoryReader {
+    fn assign(&self, positions: &[Position]) -> Result<(), Error> {
+        let mut assigned = self.assigned.lock().unwrap();
+        for (t, p, o) in positions {
+            assigned.insert((t.clone(), *p), *o);
+        }
+        Ok(())
+    }
+
+    fn unassign(&self, positions: &[Position]) -> Result<(), Error> {
+        let mut assigned = self.assigned.lock().unwrap();
+        for (t, p, _) in positions {
+            assigned.remove(&(t.clone(), *p));
+        }
+        Ok(())
+    }
+
+    fn recv(&self) -> BoxFuture<'_, Read> {
+        Box::pin(async move {
+            match self.next() {
+                Some(r) => Read::Record(r),
+                // Nothing more is ever written behind the tail in these tests.
+                None => futures::future::pending().await,
+            }
+        })
+    }
+
+    fn positions(&self) -> Vec<Position> {
+        self.assigned.lock().unwrap().iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect()
+    }
+}
+
+/// One topic "t" with one partition, its view and its log.
+struct Fixture {
+    topic: Arc<TopicView>,
+    shard: Arc<Shard>,
+    log: Arc<MemoryLog>,
+    limits: Limits,
+}
+
+impl Fixture {
+    fn new(limits: Limits) -> Self {
+        let view = View::new(&["t".to_string()]);
+        let topic = view.topic("t").unwrap();
+        let shard = Arc::new(Shard::new("t".into(), 0, 0, 0));
+        topic.add_shard(shard.clone());
+        Self { topic, shard, log: Arc::default(), limits }
+    }
+
+    /// Appends records at `offsets` to the log and the view, as ingest would.
+    fn append(&self, offsets: std::ops::Range<i64>, key: &str) {
+        for offset in offsets {
+            let record = Record {
+                topic: "t".into(),
+                partition: 0,
+                offset,
+                timestamp_ms: 0,
+                key: Some(Bytes::copy_from_slice(key.as_bytes())),
+                value: Some(Bytes::from(offset.to_string())),
+                headers: vec![],
+            };
+            self.log.records.lock().unwrap().entry(("t".into(), 0)).or_default().push(record.clone());
+            self.shard.apply(Arc::new(record), &self.limits);
+        }
+        self.topic.notify();
+    }
+
+    fn shared(&self) -> Shared {
+        Shared {
+            limits: self.limits.clone(),
+            log: self.log.clone(),
+            catchup_pool: Arc::new(Semaphore::new(1)),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    fn subscription(&self, from: i64, filter: KeyFilter, translation: Option<Translation>) -> Subscription {
+        Subscription {
+            topics: vec![self.topic.clone()],
+            cursors: vec![Cursor::new(self.shard.clone(), from)],
+            filter,
+            max_batch_records: self.limits.max_batch_records,
+            translation,
+        }
+    }
+}
+
+fn limits(tail_max_records: usize, max_batch_records: usize) -> Limits {
+    Limits { tail_max_records, max_batch_records, progress_interval_ms: 20, ..Limits::default() }
+}
+
+/// What a client saw.
+#[derive(Default)]
+struct Seen {
+    offsets: Vec<i64>,
+    progress: Vec<Progress>,
+    error: Option<Error>,
+}
+
+impl Seen {
+    /// Reads events until the last delivered or acknowledged offset reaches `end`, an error, or
+    /// the end of the stream.
+    async fn until(&mut self, rx: &mut mpsc::Receiver<Result<Event, Error>>, end: i64) {
+        let at = |seen: &Seen| {
+            let progressed = seen.progress.last().map_or(0, |p| p.offsets[0].offset);
+            seen.offsets.last().map_or(0, |o| o + 1).max(progressed)
+        };
+        while at(self) < end && self.error.is_none() {
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("an event within 10 s") {
+                Some(Ok(Event::Records(records))) => {
+                    assert!(!records.is_empty(), "an empty batch was sent");
+                    self.offsets.extend(records.iter().map(|o: &Output| o.source.offset));
+                }
+                Some(Ok(Event::Progress(p))) => self.progress.push(p),
+                Some(Err(e)) => self.error = Some(e),
+                None => break,
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn switches_from_catch_up_to_the_tail_and_back_without_gap_or_duplicate() {
+    // The tail keeps 5 records; the first 15 are only in the log.
+    let f = Fixture::new(limits(5, 4));
+    f.append(0..20, "k");
+    let shared = f.shared();
+    // Room for one message: the runner blocks while the client does not read.
+    let (tx, mut rx) = mpsc::channel(1);
+    tokio::spawn(run(f.subscription(0, KeyFilter::default(), None), shared.clone(), tx));
+
+    let mut seen = Seen::default();
+    seen.until(&mut rx, 20).await;
+    assert_eq!(seen.offsets, (0..20).collect::<Vec<_>>());
+    assert_eq!(f.log.opened.load(Ordering::SeqCst), 1, "one catch-up reader for the first 15 records");
+    assert_eq!(shared.catchup_pool.available_permits(), 1, "the reader is closed once the cursor is on the tail");
+
+    // While the client is not reading, the tail moves past the cursor: it must go back to Kafka.
+    f.append(20..40, "k");
+    seen.until(&mut rx, 40).await;
+    assert!(seen.error.is_none(), "{:?}", seen.error);
+    assert_eq!(seen.offsets, (0..40).collect::<Vec<_>>());
+    assert_eq!(f.log.opened.load(Ordering::SeqCst), 2, "a second catch-up reader after falling behind again");
+    assert_eq!(shared.catchup_pool.available_permits(), 1);
+}
+
+#[tokio::test]
+async fn progress_moves_past_filtered_out_records() {
+    let f = Fixture::new(limits(100, 1000));
+    f.append(0..10, "other");
+    let filter = KeyFilter::new(vec![Bytes::from_static(b"wanted")], vec![], "key_filter").unwrap();
+    let (tx, mut rx) = mpsc::channel(16);
+    tokio::spawn(run(f.subscription(0, filter, None), f.shared(), tx));
+
+    let mut seen = Seen::default();
+    seen.until(&mut rx, 10).await;
+    assert!(seen.offsets.is_empty(), "filtered-out records were delivered: {:?}", seen.offsets);
+    assert_eq!(seen.progress.first().unwrap().offsets, vec![PartitionOffset::new("t", 0, 0)], "first progress = start");
+    assert_eq!(seen.progress.last().unwrap().offsets, vec![PartitionOffset::new("t", 0, 10)]);
+
+    f.append(10..11, "wanted");
+    f.append(11..15, "other");
+    seen.until(&mut rx, 15).await;
+    assert_eq!(seen.offsets, vec![10]);
+    assert_eq!(seen.progress.last().unwrap().offsets, vec![PartitionOffset::new("t", 0, 15)]);
+}
+
+/// Traps on any batch that holds offset 5; otherwise passes values through.
+struct TrapAtFive;
+
+impl Translate for TrapAtFive {
+    fn translate(&self, batch: &[Arc<Record>]) -> Result<Vec<Outcome>, TranslatorFailure> {
+        if batch.iter().any(|r| r.offset == 5) {
+            return Err(TranslatorFailure::Trap("unreachable".into()));
+        }
+        Ok(batch.iter().map(|r| Outcome::Ok(vec![Payload { value: r.value.clone(), ..Payload::default() }])).collect())
+    }
+}
+
+#[tokio::test]
+async fn an_error_mid_batch_resumes_from_what_was_sent() {
+    let f = Fixture::new(limits(100, 4));
+    f.append(0..10, "k");
+    let translation = Translation {
+        name: "trap".into(),
+        digest: "d".into(),
+        translator: Arc::new(TrapAtFive),
+        skip_errors: false,
+        batch_records: 100,
+    };
+    let (tx, mut rx) = mpsc::channel(16);
+    tokio::spawn(run(f.subscription(0, KeyFilter::default(), Some(translation)), f.shared(), tx));
+
+    let mut seen = Seen::default();
+    seen.until(&mut rx, 10).await;
+    // Batch 0..4 was sent; batch 4..8 failed: the client resumes at 4, not at 8.
+    assert_eq!(seen.offsets, vec![0, 1, 2, 3]);
+    match seen.error.expect("the stream ends with the translator's error") {
+        Error::Translator { failure: TranslatorFailure::Trap(_), resume, .. } => {
+            assert_eq!(resume, vec![PartitionOffset::new("t", 0, 4)])
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(rx.recv().await.is_none(), "nothing after the error");
+}
+
+#[tokio::test]
+async fn shutdown_ends_the_stream_with_its_resume_position() {
+    let f = Fixture::new(limits(100, 1000));
+    f.append(0..3, "k");
+    let shared = f.shared();
+    let (tx, mut rx) = mpsc::channel(16);
+    tokio::spawn(run(f.subscription(0, KeyFilter::default(), None), shared.clone(), tx));
+    let mut seen = Seen::default();
+    seen.until(&mut rx, 3).await;
+    shared.shutdown.cancel();
+    seen.until(&mut rx, i64::MAX).await;
+    match seen.error.expect("the stream ends with SHUTTING_DOWN") {
+        Error::ShuttingDown { resume } => assert_eq!(resume, vec![PartitionOffset::new("t", 0, 3)]),
+        other => panic!("unexpected {other:?}"),
+    }
+}

@@ -1,0 +1,169 @@
+//! The port a translator runtime plugs into ([`Translate`]), and the one place where a
+//! translator's outcomes become outputs: one outcome per record, errors skipped or fatal, every
+//! output at its source record's coordinates (rule 8).
+
+use std::sync::Arc;
+
+use crate::{
+    error::{Error, TranslatorFailure},
+    record::{Output, Payload, Record},
+};
+
+/// What a translator made of one record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Zero or more of B's records.
+    Ok(Vec<Payload>),
+    /// The translator's error value for this record.
+    Err(String),
+}
+
+/// A translator with its configuration, ready to run (`tributary-wasm` runs WebAssembly ones).
+pub trait Translate: Send + Sync + 'static {
+    /// Translates a batch: exactly one outcome per record, in order. Blocking (runs guest code):
+    /// called from a blocking thread.
+    fn translate(&self, batch: &[Arc<Record>]) -> Result<Vec<Outcome>, TranslatorFailure>;
+}
+
+/// A translator applied to a call's records: what it is (for errors), the shared translator, and
+/// how records go through it.
+#[derive(Clone)]
+pub struct Translation {
+    pub name: String,
+    pub digest: String,
+    pub translator: Arc<dyn Translate>,
+    /// Skip records whose translation returns an error value instead of ending the call.
+    pub skip_errors: bool,
+    /// Records passed to one `translate` call.
+    pub batch_records: usize,
+}
+
+impl std::fmt::Debug for Translation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Translation").field("name", &self.name).field("digest", &self.digest).finish_non_exhaustive()
+    }
+}
+
+/// B's records made from A's.
+#[derive(Debug, Default)]
+pub struct Translated {
+    pub outputs: Vec<Output>,
+    /// Records whose translation returned an error and were skipped (`skip_errors`).
+    pub skipped: u64,
+}
+
+impl Translation {
+    /// What a failed translation is reported as: which translator, why, and where.
+    pub fn failure(&self, failure: TranslatorFailure, at: Option<&Record>) -> Error {
+        Error::Translator {
+            name: self.name.clone(),
+            digest: self.digest.clone(),
+            failure,
+            at: at.map(|r| Box::new((r.topic.to_string(), r.partition, r.offset))),
+            resume: Vec::new(),
+        }
+    }
+
+    /// Translates `records` synchronously, in calls of `batch_records`.
+    pub fn translate_blocking(&self, records: &[Arc<Record>]) -> Result<Translated, Error> {
+        let mut translated = Translated::default();
+        for chunk in records.chunks(self.batch_records.max(1)) {
+            let outcomes =
+                self.translator.translate(chunk).map_err(|f| self.failure(f, chunk.first().map(|r| &**r)))?;
+            if outcomes.len() != chunk.len() {
+                let message =
+                    format!("{} outcomes for {} records; one per record is required", outcomes.len(), chunk.len());
+                return Err(self.failure(TranslatorFailure::Output(message), chunk.first().map(|r| &**r)));
+            }
+            for (record, outcome) in chunk.iter().zip(outcomes) {
+                match outcome {
+                    Outcome::Ok(payloads) => {
+                        translated.outputs.extend(payloads.into_iter().enumerate().map(|(i, payload)| Output {
+                            source: record.clone(),
+                            index: i as u32,
+                            translated: Some(payload),
+                        }))
+                    }
+                    Outcome::Err(_) if self.skip_errors => translated.skipped += 1,
+                    Outcome::Err(message) => return Err(self.failure(TranslatorFailure::Error(message), Some(record))),
+                }
+            }
+        }
+        Ok(translated)
+    }
+
+    /// Translates `records` on a blocking thread.
+    pub async fn translate(&self, records: Vec<Arc<Record>>) -> Result<Translated, Error> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.translate_blocking(&records))
+            .await
+            .map_err(|e| Error::Internal(format!("translation task: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Makes two outputs of every record, or fails on values equal to "bad".
+    struct Twice;
+
+    impl Translate for Twice {
+        fn translate(&self, batch: &[Arc<Record>]) -> Result<Vec<Outcome>, TranslatorFailure> {
+            Ok(batch
+                .iter()
+                .map(|r| match r.value.as_deref() {
+                    Some(b"bad") => Outcome::Err("bad value".into()),
+                    _ => {
+                        Outcome::Ok(vec![Payload::default(), Payload { value: r.value.clone(), ..Payload::default() }])
+                    }
+                })
+                .collect())
+        }
+    }
+
+    fn record(offset: i64, value: &'static str) -> Arc<Record> {
+        Arc::new(Record {
+            topic: "t".into(),
+            partition: 1,
+            offset,
+            timestamp_ms: 0,
+            key: None,
+            value: Some(value.into()),
+            headers: vec![],
+        })
+    }
+
+    fn translation(skip_errors: bool) -> Translation {
+        Translation {
+            name: "twice".into(),
+            digest: "d".into(),
+            translator: Arc::new(Twice),
+            skip_errors,
+            batch_records: 2,
+        }
+    }
+
+    #[test]
+    fn outputs_keep_source_coordinates_and_index() {
+        let out = translation(false).translate_blocking(&[record(3, "a"), record(7, "b"), record(9, "c")]).unwrap();
+        let coords: Vec<_> = out.outputs.iter().map(|o| (o.source.offset, o.index)).collect();
+        assert_eq!(coords, vec![(3, 0), (3, 1), (7, 0), (7, 1), (9, 0), (9, 1)]);
+    }
+
+    #[test]
+    fn error_values_are_skipped_or_fatal() {
+        let records = [record(3, "a"), record(4, "bad"), record(5, "c")];
+        let skipped = translation(true).translate_blocking(&records).unwrap();
+        assert_eq!(skipped.skipped, 1);
+        assert_eq!(skipped.outputs.len(), 4);
+        let err = translation(false).translate_blocking(&records).unwrap_err();
+        match err {
+            Error::Translator { failure: TranslatorFailure::Error(m), at, .. } => {
+                assert_eq!(m, "bad value");
+                assert_eq!(*at.unwrap(), ("t".to_string(), 1, 4));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

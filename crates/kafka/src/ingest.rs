@@ -1,0 +1,175 @@
+//! The gateway's single Kafka consumer: it reads every partition of the exposed topics once and
+//! applies each record to its shard, however many clients there are.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    consumer::{Consumer, StreamConsumer},
+    message::{Headers, Message},
+};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use tributary_core::{
+    logging::ErrorLog,
+    view::{Shard, View},
+    Error, Limits, Record,
+};
+
+use crate::{
+    log::{assignment, partition_count, positions, watermarks},
+    settings::{consumer_config, kafka_error, KafkaConfig},
+};
+
+/// How often positions are synced from the consumer and readiness is checked.
+const SYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// How often the initial load logs its progress.
+const LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The ingest consumer, assigned every partition of the exposed topics.
+pub struct Ingest {
+    consumer: Arc<StreamConsumer>,
+    view: Arc<View>,
+    limits: Limits,
+    refresh: Duration,
+}
+
+impl Ingest {
+    /// Builds the shards of every exposed topic and assigns them at their earliest offsets.
+    ///
+    /// Fails when Kafka cannot be reached or an exposed topic does not exist, so that a
+    /// misconfigured gateway stops at start with a message instead of serving an empty view.
+    pub async fn start(kafka: &KafkaConfig, limits: &Limits, view: Arc<View>) -> Result<Self, Error> {
+        let consumer: Arc<StreamConsumer> =
+            Arc::new(consumer_config(kafka, "ingest", None).create().map_err(kafka_error)?);
+        let setup = {
+            let (consumer, view) = (consumer.clone(), view.clone());
+            tokio::task::spawn_blocking(move || add_new_partitions(&consumer, &view, true))
+        };
+        setup.await.map_err(|e| Error::Internal(e.to_string()))??;
+        info!(topics = ?view.topic_names(), "ingest assigned every partition of the exposed topics");
+        Ok(Self { consumer, view, limits: limits.clone(), refresh: Duration::from_millis(kafka.metadata_refresh_ms) })
+    }
+
+    /// Applies records until `shutdown` is cancelled; also moves positions past transaction
+    /// markers, declares the view ready, and picks up new partitions.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Self { consumer, view, limits, refresh } = self;
+        let mut sync = tokio::time::interval(SYNC_INTERVAL);
+        let mut metadata = tokio::time::interval(refresh);
+        metadata.reset();
+        let started = Instant::now();
+        let mut last_log = (Instant::now(), 0u64);
+        let mut applied: u64 = 0;
+        let mut errors = ErrorLog::default();
+        let mut refreshing: Option<JoinHandle<Result<usize, Error>>> = None;
+        loop {
+            // Unbiased: under a flood of records the sync and metadata ticks still get their turn.
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                message = consumer.recv() => match message {
+                    Ok(m) => {
+                        let Ok(topic) = view.topic(m.topic()) else { continue };
+                        let Some(shard) = topic.shard(m.partition()) else { continue };
+                        shard.apply(Arc::new(to_record(&m, topic.name.clone())), &limits);
+                        topic.notify();
+                        applied += 1;
+                    }
+                    Err(e) => errors.log(&e.to_string()),
+                },
+                _ = sync.tick() => {
+                    for (topic, partition, position) in positions(&*consumer) {
+                        if let Ok(t) = view.topic(&topic) {
+                            if let Some(shard) = t.shard(partition) {
+                                if shard.advance_to(position) {
+                                    t.notify();
+                                }
+                            }
+                        }
+                    }
+                    if !view.is_ready() {
+                        let caught_up = view.topics().all(|t| t.shards().iter().all(|s| s.load_progress().0));
+                        if caught_up {
+                            view.set_ready();
+                            info!(records = applied, elapsed = ?started.elapsed(), "view caught up with Kafka; serving snapshots");
+                        } else if last_log.0.elapsed() >= LOG_INTERVAL {
+                            let rate = (applied - last_log.1) as f64 / last_log.0.elapsed().as_secs_f64();
+                            info!(percent = view.load_percent(), records_per_sec = rate as u64, "loading the view");
+                            last_log = (Instant::now(), applied);
+                        }
+                    }
+                },
+                _ = metadata.tick(), if refreshing.is_none() => {
+                    let (consumer, view) = (consumer.clone(), view.clone());
+                    refreshing = Some(tokio::task::spawn_blocking(move || add_new_partitions(&consumer, &view, false)));
+                },
+                done = async { refreshing.as_mut().expect("guarded").await }, if refreshing.is_some() => {
+                    refreshing = None;
+                    match done {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => errors.log(&e.to_string()),
+                        Err(e) => errors.log(&e.to_string()),
+                    }
+                },
+            }
+        }
+        info!("ingest stopped");
+    }
+}
+
+/// Adds a shard for every partition not yet in the view and assigns it to the consumer at its
+/// earliest retained offset; on refreshes, also trims tail buffers to what Kafka still retains.
+/// Blocking: metadata and watermark requests.
+fn add_new_partitions(consumer: &StreamConsumer, view: &View, at_start: bool) -> Result<usize, Error> {
+    let mut added = Vec::new();
+    for topic in view.topics() {
+        if !at_start {
+            for shard in topic.shards() {
+                shard.trim_below(watermarks(consumer, &topic.name, shard.partition)?.earliest);
+            }
+        }
+        let Some(count) = partition_count(consumer, &topic.name)? else {
+            if at_start {
+                return Err(Error::kafka(format!(
+                    "exposed topic '{}' does not exist in Kafka; create it or remove it from kafka.topics",
+                    topic.name
+                )));
+            }
+            continue;
+        };
+        for partition in topic.partitions()..count {
+            let marks = watermarks(consumer, &topic.name, partition)?;
+            // A partition added while running is caught up from the start: its target is its start.
+            let target = if at_start { marks.latest } else { marks.earliest };
+            topic.add_shard(Arc::new(Shard::new(topic.name.clone(), partition, marks.earliest, target)));
+            added.push((topic.name.clone(), partition, marks.earliest));
+        }
+    }
+    if !added.is_empty() {
+        consumer.incremental_assign(&assignment(&added)?).map_err(kafka_error)?;
+        if !at_start {
+            info!(partitions = ?added.iter().map(|(t, p, _)| format!("{t}/{p}")).collect::<Vec<_>>(), "new partitions picked up");
+        }
+    }
+    Ok(added.len())
+}
+
+/// Copies a Kafka message into the gateway's record.
+pub(crate) fn to_record<M: Message>(m: &M, topic: Arc<str>) -> Record {
+    let headers = m
+        .headers()
+        .map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.map(bytes::Bytes::copy_from_slice))).collect())
+        .unwrap_or_default();
+    Record {
+        topic,
+        partition: m.partition(),
+        offset: m.offset(),
+        timestamp_ms: m.timestamp().to_millis().unwrap_or(-1),
+        key: m.key().map(bytes::Bytes::copy_from_slice),
+        value: m.payload().map(bytes::Bytes::copy_from_slice),
+        headers,
+    }
+}

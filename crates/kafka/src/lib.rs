@@ -1,0 +1,21 @@
+//! Tributary's Kafka adapter: the only crate that depends on rdkafka.
+//!
+//! # What it owns
+//!
+//! - [`settings`]: the `[kafka]` configuration and the client settings every consumer shares
+//!   (read_committed, no auto commit, never clamp an out-of-range position).
+//! - [`ingest`]: the gateway's one consumer over every partition of the exposed topics, applying
+//!   each record to its shard of the core's view.
+//! - [`log`]: [`Kafka`](log::Kafka), the core's [`Log`](tributary_core::source::Log) port:
+//!   watermarks and bounded catch-up readers for subscribers behind the tail buffer.
+//!
+//! # What it must not know
+//!
+//! gRPC, protobuf and translators: it speaks the core's types (records, errors, positions) only.
+
+pub mod ingest;
+pub mod log;
+pub mod settings;
+
+pub use log::Kafka;
+pub use settings::KafkaConfig;

@@ -1,0 +1,121 @@
+//! [`Kafka`]: the core's [`Log`] port over rdkafka: watermarks from a metadata client, and
+//! catch-up readers (a consumer each, with a bounded prefetch) for subscribers behind the tail.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::future::BoxFuture;
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer, StreamConsumer},
+    error::KafkaError,
+    message::Message,
+    types::RDKafkaErrorCode,
+    Offset, TopicPartitionList,
+};
+use tributary_core::{
+    source::{CatchUpReader, Log, Partition, Position, Read, Watermarks},
+    Error,
+};
+
+use crate::{
+    ingest::to_record,
+    settings::{consumer_config, kafka_error, KafkaConfig},
+};
+
+/// Timeout of one metadata or watermark request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Prefetch of the metadata client, which never reads records.
+const METADATA_PREFETCH_KBYTES: usize = 64;
+
+/// A's Kafka cluster, as the core sees it.
+pub struct Kafka {
+    config: KafkaConfig,
+    metadata: BaseConsumer,
+}
+
+impl Kafka {
+    pub fn new(config: &KafkaConfig) -> Result<Self, Error> {
+        let metadata =
+            consumer_config(config, "metadata", Some(METADATA_PREFETCH_KBYTES)).create().map_err(kafka_error)?;
+        Ok(Self { config: config.clone(), metadata })
+    }
+}
+
+impl Log for Kafka {
+    fn watermarks(&self, partitions: &[Partition]) -> Result<Vec<Watermarks>, Error> {
+        partitions.iter().map(|(topic, partition)| watermarks(&self.metadata, topic, *partition)).collect()
+    }
+
+    fn catch_up(&self, prefetch_kbytes: usize) -> Result<Box<dyn CatchUpReader>, Error> {
+        let consumer: StreamConsumer =
+            consumer_config(&self.config, "catchup", Some(prefetch_kbytes)).create().map_err(kafka_error)?;
+        Ok(Box::new(Reader { consumer }))
+    }
+}
+
+/// A catch-up reader: a consumer assigned explicit positions, no group.
+struct Reader {
+    consumer: StreamConsumer,
+}
+
+impl CatchUpReader for Reader {
+    fn assign(&self, positions: &[Position]) -> Result<(), Error> {
+        self.consumer.incremental_assign(&assignment(positions)?).map_err(kafka_error)
+    }
+
+    fn unassign(&self, positions: &[Position]) -> Result<(), Error> {
+        self.consumer.incremental_unassign(&assignment(positions)?).map_err(kafka_error)
+    }
+
+    fn recv(&self) -> BoxFuture<'_, Read> {
+        Box::pin(async move {
+            match self.consumer.recv().await {
+                Ok(m) => Read::Record(to_record(&m, Arc::from(m.topic()))),
+                Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange)) => Read::OutOfRange,
+                Err(e) => Read::Error(e.to_string()),
+            }
+        })
+    }
+
+    fn positions(&self) -> Vec<Position> {
+        positions(&self.consumer)
+    }
+}
+
+/// Number of partitions of `topic`, or `None` if Kafka does not know the topic.
+pub(crate) fn partition_count<C: Consumer>(client: &C, topic: &str) -> Result<Option<i32>, Error> {
+    let metadata = client.fetch_metadata(Some(topic), REQUEST_TIMEOUT).map_err(kafka_error)?;
+    let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else { return Ok(None) };
+    if t.error().is_some() || t.partitions().is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(t.partitions().len() as i32))
+}
+
+/// Watermarks of one partition. Blocking.
+pub(crate) fn watermarks<C: Consumer>(client: &C, topic: &str, partition: i32) -> Result<Watermarks, Error> {
+    let (earliest, latest) = client.fetch_watermarks(topic, partition, REQUEST_TIMEOUT).map_err(kafka_error)?;
+    Ok(Watermarks { earliest, latest })
+}
+
+/// A partition list assigning each `(topic, partition)` at `offset`.
+pub(crate) fn assignment(positions: &[Position]) -> Result<TopicPartitionList, Error> {
+    let mut list = TopicPartitionList::new();
+    for (topic, partition, offset) in positions {
+        list.add_partition_offset(topic, *partition, Offset::Offset(*offset)).map_err(kafka_error)?;
+    }
+    Ok(list)
+}
+
+/// The consumer's current position per partition (the next offset it will return), which moves
+/// past transaction markers that no record stands for.
+pub(crate) fn positions<C: Consumer>(consumer: &C) -> Vec<Position> {
+    let Ok(list) = consumer.position() else { return Vec::new() };
+    list.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((Arc::from(e.topic()), e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}

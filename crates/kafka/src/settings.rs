@@ -1,0 +1,77 @@
+//! The `[kafka]` configuration and the client settings shared by every consumer of the gateway.
+
+use std::collections::BTreeMap;
+
+use rdkafka::{
+    config::{ClientConfig, RDKafkaLogLevel},
+    error::KafkaError,
+};
+use serde::{Deserialize, Serialize};
+use tributary_core::Error;
+
+/// Kafka connection and the exposed topics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Kafka bootstrap servers, `host:port[,host:port...]`.
+    pub bootstrap_servers: String,
+    /// Topics the gateway exposes. Every other topic is unknown to clients.
+    pub topics: Vec<String>,
+    /// How often the gateway looks for new partitions of the exposed topics, in milliseconds.
+    pub metadata_refresh_ms: u64,
+    /// librdkafka properties passed through as they are (e.g. `security.protocol`), applied last
+    /// so they override the gateway's own settings.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            // A local broker as `scripts/kafka.sh` starts it.
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            topics: Vec::new(),
+            // New partitions are rare; a 10 s delay before they are served is acceptable and
+            // keeps metadata requests negligible.
+            metadata_refresh_ms: 10_000,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// Settings shared by every consumer of the gateway, with the passthrough applied last.
+/// `prefetch_kbytes` bounds what a consumer reads ahead (catch-up readers).
+pub(crate) fn consumer_config(kafka: &KafkaConfig, purpose: &str, prefetch_kbytes: Option<usize>) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &kafka.bootstrap_servers)
+        .set("client.id", format!("tributary-{purpose}"))
+        // Positions are assigned explicitly; no group coordination, no commits. librdkafka
+        // still wants a group id for some calls.
+        .set("group.id", format!("tributary-{purpose}"))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // Only committed data is A's state: aborted transactions are never delivered.
+        .set("isolation.level", "read_committed")
+        // Never clamp silently (rule 7): an out-of-range position is an error we report.
+        .set("auto.offset.reset", "error")
+        .set("enable.partition.eof", "false")
+        .set_log_level(RDKafkaLogLevel::Warning);
+    if let Some(kbytes) = prefetch_kbytes {
+        config
+            .set("queued.max.messages.kbytes", kbytes.to_string())
+            .set("fetch.max.bytes", (kbytes * 1024).max(1 << 20).to_string())
+            .set("max.partition.fetch.bytes", (kbytes * 1024).clamp(64 << 10, 1 << 20).to_string())
+            // With a small queue the threshold is hit all the time; librdkafka's default 1 s
+            // backoff would then throttle a catch-up reader to a few MB/s.
+            .set("fetch.queue.backoff.ms", "5");
+    }
+    for (key, value) in &kafka.properties {
+        config.set(key, value);
+    }
+    config
+}
+
+/// A Kafka error as the core's error (UNAVAILABLE to clients).
+pub(crate) fn kafka_error(error: KafkaError) -> Error {
+    Error::kafka(error.to_string())
+}

@@ -1,0 +1,250 @@
+//! The `tributary.v1.Gateway` service: checks each request, asks the core for the work, and
+//! streams the core's events out as protobuf. Every stream's task is tracked, so shutdown can
+//! wait for the last one.
+
+use std::{collections::VecDeque, sync::Arc, time::Duration};
+
+use futures::{stream::BoxStream, StreamExt};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::task::TaskTracker;
+use tonic::{metadata::MetadataMap, Request, Response, Status};
+use tributary_core::{
+    limits::requested_or_max,
+    snapshot::{self, SnapshotEvent},
+    source,
+    subscribe::{self, Shared, Subscription},
+    translate::Translation,
+    view::View,
+    Error,
+};
+use tributary_wasm::Registry;
+
+use crate::{
+    api::{chunker::Chunker, convert, status::status},
+    pb,
+};
+
+/// The gateway service; cheap to clone.
+#[derive(Clone)]
+pub struct GatewayService {
+    view: Arc<View>,
+    shared: Shared,
+    registry: Arc<Registry>,
+    /// Open `Subscribe` and `GetSnapshot` streams.
+    streams: Arc<Semaphore>,
+    /// Every stream's task, so that shutdown knows when the last one ended.
+    tasks: TaskTracker,
+}
+
+impl GatewayService {
+    pub fn new(view: Arc<View>, shared: Shared, registry: Arc<Registry>, tasks: TaskTracker) -> Self {
+        let streams = Arc::new(Semaphore::new(shared.limits.max_streams));
+        Self { view, shared, registry, streams, tasks }
+    }
+
+    /// Resolves the request's translator, instantiating it (and calling `init`) if no other
+    /// call uses the same (digest, configuration).
+    async fn translation(
+        &self,
+        reference: Option<pb::TranslatorRef>,
+        field: &str,
+    ) -> Result<Option<Translation>, Error> {
+        let Some(reference) = reference else { return Ok(None) };
+        if reference.name.is_empty() {
+            return Err(Error::invalid(
+                format!("{field}.name"),
+                "name the translator to use (Translators/List shows them)",
+            ));
+        }
+        let (registry, reference) = (self.registry.clone(), convert::translator_ref(reference));
+        let translation = tokio::task::spawn_blocking(move || registry.resolve(&reference))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        Ok(Some(translation))
+    }
+
+    fn stream_permit(&self) -> Result<OwnedSemaphorePermit, Error> {
+        self.streams.clone().try_acquire_owned().map_err(|_| {
+            Error::ResourceExhausted(format!(
+                "this gateway serves at most {} streams at once (limits.max_streams); retry later or use another replica",
+                self.shared.limits.max_streams
+            ))
+        })
+    }
+
+    async fn describe(&self, request: pb::DescribeTopicsRequest) -> Result<pb::DescribeTopicsResponse, Error> {
+        let topics = if request.topics.is_empty() {
+            self.view.topics().cloned().collect()
+        } else {
+            self.view.requested(&request.topics, "topics")?
+        };
+        let shards: Vec<_> = topics.iter().flat_map(|t| t.shards()).collect();
+        let partitions = shards.iter().map(|s| (s.topic.clone(), s.partition)).collect();
+        let marks = source::watermarks(&self.shared.log, partitions).await?;
+        let mut out: Vec<pb::TopicDescription> =
+            topics.iter().map(|t| pb::TopicDescription { name: t.name.to_string(), partitions: Vec::new() }).collect();
+        for (shard, m) in shards.iter().zip(marks) {
+            let topic = out.iter_mut().find(|t| *t.name == *shard.topic).expect("shard of a listed topic");
+            topic.partitions.push(pb::PartitionDescription {
+                partition: shard.partition,
+                earliest_offset: m.earliest,
+                latest_offset: m.latest,
+                view_offset: shard.next_offset(),
+                keys: shard.keys() as u64,
+            });
+        }
+        Ok(pb::DescribeTopicsResponse { topics: out, ready: self.view.is_ready() })
+    }
+
+    async fn snapshot(
+        &self,
+        request: pb::GetSnapshotRequest,
+        wait: Duration,
+    ) -> Result<BoxStream<'static, Result<pb::SnapshotChunk, Status>>, Error> {
+        if request.topics.is_empty() {
+            return Err(Error::invalid("topics", "name at least one topic to snapshot"));
+        }
+        let topics = self.view.requested(&request.topics, "topics")?;
+        let filter = convert::key_filter(request.key_filter, "key_filter")?;
+        let limits = &self.shared.limits;
+        let max_chunk_bytes = requested_or_max(request.max_chunk_bytes as usize, limits.max_chunk_bytes);
+        let translation = self.translation(request.translator, "translator").await?;
+        let permit = self.stream_permit()?;
+        snapshot::wait_ready(&self.view, wait).await?;
+        let taken = snapshot::take(&topics);
+        let offsets = convert::offsets(&taken.offsets);
+        let (tx, rx) = mpsc::channel(limits.stream_buffer_messages);
+        self.tasks.spawn(async move {
+            let _permit = permit;
+            snapshot::stream(taken, filter, translation, max_chunk_bytes, tx).await;
+        });
+        Ok(chunks(rx, Chunker::new(max_chunk_bytes, offsets)))
+    }
+
+    async fn subscribe(
+        &self,
+        request: pb::SubscribeRequest,
+    ) -> Result<BoxStream<'static, Result<pb::SubscribeResponse, Status>>, Error> {
+        if !request.subscription_name.is_empty() {
+            return Err(Error::Unimplemented(
+                "named durable subscriptions are not served by this version yet; leave `subscription_name` empty"
+                    .into(),
+            ));
+        }
+        let from: Vec<_> = request.from_offsets.into_iter().map(convert::from_partition_offset).collect();
+        let plan = subscribe::plan(&self.view, &request.topics, &from)?;
+        let filter = convert::key_filter(request.key_filter, "key_filter")?;
+        let translation = self.translation(request.translator, "translator").await?;
+        let limits = &self.shared.limits;
+        let max_batch_records = requested_or_max(request.max_batch_records as usize, limits.max_batch_records);
+        let cursors = plan.cursors(&self.shared.log).await?;
+        let permit = self.stream_permit()?;
+        let subscription = Subscription { topics: plan.topics, cursors, filter, max_batch_records, translation };
+        let (tx, rx) = mpsc::channel(limits.stream_buffer_messages);
+        let shared = self.shared.clone();
+        self.tasks.spawn(async move {
+            let _permit = permit;
+            subscribe::run(subscription, shared, tx).await;
+        });
+        Ok(ReceiverStream::new(rx).map(|event| event.map(convert::event).map_err(status)).boxed())
+    }
+}
+
+/// The snapshot's events packed into chunks; the stream ends after the last chunk or an error.
+fn chunks(
+    rx: mpsc::Receiver<Result<SnapshotEvent, Error>>,
+    chunker: Chunker,
+) -> BoxStream<'static, Result<pb::SnapshotChunk, Status>> {
+    let state = (rx, Some(chunker), VecDeque::new());
+    futures::stream::unfold(state, |(mut rx, mut chunker, mut ready)| async move {
+        loop {
+            if let Some(item) = ready.pop_front() {
+                return Some((item, (rx, chunker, ready)));
+            }
+            let packing = chunker.as_mut()?;
+            match rx.recv().await {
+                Some(Ok(SnapshotEvent::Entries(outputs))) => {
+                    ready.extend(outputs.into_iter().filter_map(|o| packing.push(convert::entry(o))).map(Ok))
+                }
+                Some(Ok(SnapshotEvent::End { skipped })) => {
+                    ready.push_back(Ok(chunker.take().expect("packing").finish(skipped)))
+                }
+                Some(Err(e)) => {
+                    chunker = None;
+                    ready.push_back(Err(status(e)));
+                }
+                None => {
+                    chunker = None;
+                    ready.push_back(Err(status(Error::Internal("the snapshot ended without its last chunk".into()))));
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+/// The call's deadline from the `grpc-timeout` header, if the client set one.
+fn deadline(metadata: &MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[tonic::async_trait]
+impl pb::gateway_server::Gateway for GatewayService {
+    async fn describe_topics(
+        &self,
+        request: Request<pb::DescribeTopicsRequest>,
+    ) -> Result<Response<pb::DescribeTopicsResponse>, Status> {
+        self.describe(request.into_inner()).await.map(Response::new).map_err(status)
+    }
+
+    type GetSnapshotStream = BoxStream<'static, Result<pb::SnapshotChunk, Status>>;
+
+    async fn get_snapshot(
+        &self,
+        request: Request<pb::GetSnapshotRequest>,
+    ) -> Result<Response<Self::GetSnapshotStream>, Status> {
+        let wait = deadline(request.metadata())
+            // Answer UNAVAILABLE a little before the client gives up, so it learns why.
+            .map(|d| d.mul_f64(0.9))
+            .unwrap_or(Duration::from_millis(self.shared.limits.ready_wait_ms));
+        self.snapshot(request.into_inner(), wait).await.map(Response::new).map_err(status)
+    }
+
+    type SubscribeStream = BoxStream<'static, Result<pb::SubscribeResponse, Status>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        GatewayService::subscribe(self, request.into_inner()).await.map(Response::new).map_err(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_grpc_timeout() {
+        let mut m = MetadataMap::new();
+        assert_eq!(deadline(&m), None);
+        m.insert("grpc-timeout", "250m".parse().unwrap());
+        assert_eq!(deadline(&m), Some(Duration::from_millis(250)));
+        m.insert("grpc-timeout", "3S".parse().unwrap());
+        assert_eq!(deadline(&m), Some(Duration::from_secs(3)));
+        m.insert("grpc-timeout", "x".parse().unwrap());
+        assert_eq!(deadline(&m), None);
+    }
+}

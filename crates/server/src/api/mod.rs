@@ -1,0 +1,16 @@
+//! The gRPC services and the one place protobuf meets the core.
+//!
+//! - [`gateway`]: `tributary.v1.Gateway` (DescribeTopics, GetSnapshot, Subscribe).
+//! - [`translators`]: `tributary.v1.Translators` (Upload, List, Describe, Delete).
+//! - [`convert`]: every mapping between protobuf messages and the core's types.
+//! - [`chunker`]: packs snapshot entries into chunks under an encoded-size bound.
+//! - [`status`]: the core's error as a gRPC status with details.
+
+pub mod chunker;
+pub mod convert;
+pub mod gateway;
+pub mod status;
+pub mod translators;
+
+pub use gateway::GatewayService;
+pub use translators::TranslatorsService;

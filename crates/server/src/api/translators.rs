@@ -1,0 +1,127 @@
+//! The `tributary.v1.Translators` gRPC service: upload (client-streaming), list, describe, delete.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status, Streaming};
+use tributary_core::Error;
+use tributary_wasm::{registry, Registry};
+
+use crate::{
+    api::{convert, status::status},
+    pb,
+};
+
+#[derive(Clone)]
+pub struct TranslatorsService {
+    registry: Arc<Registry>,
+}
+
+impl TranslatorsService {
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self { registry }
+    }
+
+    /// Reads the header and every chunk, within the size limit.
+    async fn receive(
+        &self,
+        mut stream: Streaming<pb::UploadTranslatorRequest>,
+    ) -> Result<(pb::UploadHeader, Vec<u8>), Error> {
+        use pb::upload_translator_request::Part;
+        let max = self.registry.max_component_bytes();
+        let header = match stream.message().await.map_err(|s| Error::invalid("header", s.message().to_string()))? {
+            Some(pb::UploadTranslatorRequest { part: Some(Part::Header(h)) }) => h,
+            _ => {
+                return Err(Error::invalid(
+                    "header",
+                    "the first message of an upload must be the header (name, size, sha256)",
+                ))
+            }
+        };
+        registry::check_name(&header.name).map_err(|m| Error::invalid("header.name", m))?;
+        let too_large = |size: u64| {
+            Error::ResourceExhausted(format!(
+                "the component is {size} bytes; this gateway accepts at most {max} (translators.max_component_bytes)"
+            ))
+        };
+        if header.size > max as u64 {
+            return Err(too_large(header.size));
+        }
+        let mut bytes = Vec::with_capacity(header.size as usize);
+        while let Some(message) =
+            stream.message().await.map_err(|s| Error::invalid("chunk", s.message().to_string()))?
+        {
+            match message.part {
+                Some(Part::Chunk(chunk)) => {
+                    if bytes.len() + chunk.len() > max {
+                        return Err(too_large((bytes.len() + chunk.len()) as u64));
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                _ => return Err(Error::invalid("header", "only the first message of an upload may be the header")),
+            }
+        }
+        if bytes.is_empty() {
+            return Err(Error::invalid("chunk", "no bytes were uploaded"));
+        }
+        if header.size != 0 && header.size != bytes.len() as u64 {
+            return Err(Error::invalid(
+                "header.size",
+                format!("header says {} bytes but {} arrived", header.size, bytes.len()),
+            ));
+        }
+        if !header.sha256.is_empty() {
+            let digest = registry::sha256_hex(&bytes);
+            if !digest.eq_ignore_ascii_case(&header.sha256) {
+                return Err(Error::invalid(
+                    "header.sha256",
+                    format!("header says {} but the bytes hash to {digest}", header.sha256),
+                ));
+            }
+        }
+        Ok((header, bytes))
+    }
+}
+
+/// Runs blocking registry work (compiling, file I/O) off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Internal(e.to_string()))?
+}
+
+#[tonic::async_trait]
+impl pb::translators_server::Translators for TranslatorsService {
+    async fn upload(
+        &self,
+        request: Request<Streaming<pb::UploadTranslatorRequest>>,
+    ) -> Result<Response<pb::TranslatorVersion>, Status> {
+        let (header, bytes) = self.receive(request.into_inner()).await.map_err(status)?;
+        let registry = self.registry.clone();
+        let version = blocking(move || registry.upload(&header.name, &bytes)).await.map_err(status)?;
+        Ok(Response::new(convert::version(version)))
+    }
+
+    async fn list(
+        &self,
+        _: Request<pb::ListTranslatorsRequest>,
+    ) -> Result<Response<pb::ListTranslatorsResponse>, Status> {
+        let translators = self.registry.list().into_iter().map(convert::translator_info).collect();
+        Ok(Response::new(pb::ListTranslatorsResponse { translators }))
+    }
+
+    async fn describe(
+        &self,
+        request: Request<pb::DescribeTranslatorRequest>,
+    ) -> Result<Response<pb::TranslatorInfo>, Status> {
+        let info = self.registry.describe(&request.into_inner().name).map_err(status)?;
+        Ok(Response::new(convert::translator_info(info)))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteTranslatorRequest>,
+    ) -> Result<Response<pb::DeleteTranslatorResponse>, Status> {
+        let request = request.into_inner();
+        let registry = self.registry.clone();
+        let deleted = blocking(move || registry.delete(&request.name, &request.digest)).await.map_err(status)?;
+        Ok(Response::new(pb::DeleteTranslatorResponse { deleted: deleted.into_iter().map(convert::version).collect() }))
+    }
+}

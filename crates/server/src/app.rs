@@ -1,0 +1,158 @@
+//! The application: [`App::build`] connects to Kafka, starts loading the view and opens the
+//! translator registry; [`App::serve`] serves the gRPC services, health and reflection on one
+//! port until shutdown.
+//!
+//! # Shutdown protocol
+//!
+//! 1. The caller's `shutdown` future resolves: `App::shutdown` (a [`CancellationToken`]) is
+//!    cancelled.
+//! 2. The server stops accepting connections. Ingest stops. Every subscription sees the token and
+//!    ends with `UNAVAILABLE` and the offsets to resume from; snapshots run to their end.
+//! 3. Every stream task is tracked by `App::tasks` (a [`TaskTracker`]): the drain ends when the
+//!    last one has finished and the server has closed its connections, or after [`DRAIN`],
+//!    whichever comes first.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use tokio::{net::TcpListener, time::Instant};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{info, warn};
+use tributary_core::{subscribe::Shared, view::View, Error};
+use tributary_kafka::{ingest::Ingest, Kafka};
+use tributary_wasm::{Host, Registry};
+
+use crate::{
+    api::{GatewayService, TranslatorsService},
+    config::Config,
+    pb,
+};
+
+/// Longest wait for in-flight streams after shutdown starts.
+pub const DRAIN: Duration = Duration::from_secs(10);
+
+/// A gateway, built and ready to serve.
+pub struct App {
+    config: Config,
+    view: Arc<View>,
+    ingest: Ingest,
+    shared: Shared,
+    registry: Arc<Registry>,
+    /// Cancelled when shutdown starts; ingest and every subscription watch it.
+    shutdown: CancellationToken,
+    /// Every stream task and ingest: "drained" is when the last one has ended.
+    tasks: TaskTracker,
+}
+
+impl App {
+    /// Connects to Kafka, assigns every exposed partition and opens the translator registry.
+    /// Fails (with a message naming what to fix) when Kafka is unreachable, an exposed topic is
+    /// missing, or the registry cannot be read.
+    pub async fn build(config: Config) -> Result<Self, Error> {
+        let view = Arc::new(View::new(&config.kafka.topics));
+        let log = Arc::new(Kafka::new(&config.kafka)?);
+        let ingest = Ingest::start(&config.kafka, &config.limits, view.clone()).await?;
+        let host = Host::new(&config.translators).map_err(Error::Internal)?;
+        let registry = Arc::new(Registry::open(&config.translators.data_dir, host)?);
+        let shutdown = CancellationToken::new();
+        let shared = Shared {
+            limits: config.limits.clone(),
+            log,
+            catchup_pool: Arc::new(tokio::sync::Semaphore::new(config.limits.max_catchup_readers)),
+            shutdown: shutdown.clone(),
+        };
+        Ok(Self { config, view, ingest, shared, registry, shutdown, tasks: TaskTracker::new() })
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains (see the module docs).
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let Self { config, view, ingest, shared, registry, shutdown: token, tasks } = self;
+        let ingest = tasks.spawn(ingest.run(token.clone()));
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_not_serving::<pb::gateway_server::GatewayServer<GatewayService>>().await;
+        health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        {
+            let view = view.clone();
+            tokio::spawn(async move {
+                let mut ready = view.ready_watch();
+                if ready.wait_for(|r| *r).await.is_ok() {
+                    health.set_serving::<pb::gateway_server::GatewayServer<GatewayService>>().await;
+                    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+                }
+            });
+        }
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1().map_err(|e| Error::Internal(e.to_string()))?;
+        let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| Error::Internal(e.to_string()))?;
+
+        let gateway =
+            pb::gateway_server::GatewayServer::new(GatewayService::new(view, shared, registry.clone(), tasks.clone()))
+                .max_decoding_message_size(config.limits.max_request_bytes);
+        let translators = pb::translators_server::TranslatorsServer::new(TranslatorsService::new(registry))
+            .max_decoding_message_size(config.limits.max_request_bytes);
+
+        let signal = {
+            let token = token.clone();
+            async move {
+                tokio::select! {
+                    _ = shutdown => info!("shutting down"),
+                    _ = token.cancelled() => {},
+                }
+                token.cancel();
+            }
+        };
+        let server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(gateway)
+            .add_service(translators)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        tokio::pin!(server);
+        let mut deadline = None;
+        let result = tokio::select! {
+            r = &mut server => r.map_err(|e| Error::Internal(format!("grpc server: {e}"))),
+            _ = token.cancelled() => {
+                let at = Instant::now() + DRAIN;
+                deadline = Some(at);
+                match tokio::time::timeout_at(at, &mut server).await {
+                    Ok(r) => r.map_err(|e| Error::Internal(format!("grpc server: {e}"))),
+                    Err(_) => {
+                        warn!("in-flight calls did not finish within {DRAIN:?}; stopping anyway");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        // The server has stopped: wait for stream tasks still writing their last message, within
+        // what is left of the drain deadline.
+        token.cancel();
+        tasks.close();
+        let deadline = deadline.unwrap_or_else(|| Instant::now() + DRAIN);
+        if tokio::time::timeout_at(deadline, tasks.wait()).await.is_err() {
+            warn!(open = tasks.len(), "stream tasks still running at the drain deadline; stopping anyway");
+        }
+        let _ = ingest.await;
+        result
+    }
+}
+
+/// Builds the gateway from `config` and serves it on `listener` until `shutdown` resolves.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    App::build(config).await?.serve(listener, shutdown).await
+}

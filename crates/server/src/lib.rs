@@ -1,0 +1,32 @@
+//! Tributary's gRPC layer and application: the only library crate that depends on tonic.
+//!
+//! # What it owns
+//!
+//! - [`pb`]: the code generated from `proto/` (package `tributary.v1`).
+//! - [`api`]: the `Gateway` and `Translators` services; [`api::convert`] holds every mapping
+//!   between protobuf and the core's types, once; [`api::status`] maps the core's error to a gRPC
+//!   status with details, in one exhaustive match.
+//! - [`config`]: the whole configuration (file, then environment, then flags), validated at start;
+//!   each section belongs to the crate it configures.
+//! - [`app`]: build, then serve: ingest, the services, health and reflection on one port, and the
+//!   shutdown protocol.
+//!
+//! # What it must not know
+//!
+//! rdkafka and wasmtime: Kafka and translators are reached through `tributary-kafka` and
+//! `tributary-wasm`, which speak the core's types.
+
+pub mod api;
+pub mod app;
+pub mod config;
+
+pub use app::serve;
+pub use tributary_wasm::sha256_hex;
+
+/// Generated protobuf and gRPC code for `tributary.v1`.
+pub mod pb {
+    tonic::include_proto!("tributary.v1");
+
+    /// Descriptor set of the `tributary.v1` protos, served by server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tributary_descriptor");
+}

@@ -1,0 +1,43 @@
+//! The `[translators]` configuration: where translators are stored and the limits they run
+//! under. Each limit ends only the calls that break it.
+
+use serde::{Deserialize, Serialize};
+
+/// Storage and sandbox limits of translators.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TranslatorsConfig {
+    /// Directory of the translator registry (components by digest, compiled artifacts, index).
+    pub data_dir: std::path::PathBuf,
+    /// Deadline of one `translate` or `init` call, in milliseconds. A call past it is interrupted
+    /// (reason `deadline`). JavaScript guests are ~60x slower per record than Rust ones.
+    pub call_deadline_ms: u64,
+    /// Linear memory one translator instance may grow to, in bytes (reason `memory`).
+    pub memory_bytes: usize,
+    /// Bytes of output one `translate` call may return (reason `output`).
+    pub output_bytes: usize,
+    /// Largest component accepted at upload, in bytes.
+    pub max_component_bytes: usize,
+    /// Translator instances alive at once, over all translators (the pooling allocator's size).
+    pub max_instances: u32,
+    /// Records passed to one `translate` call.
+    pub batch_records: usize,
+}
+
+impl Default for TranslatorsConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: "data".into(),
+            // A Rust guest translates ~1000 records in well under 1 ms, a JavaScript guest in
+            // ~12 ms: 1 s leaves room for real work and still stops a runaway loop quickly.
+            call_deadline_ms: 1_000,
+            // JavaScript guests (a whole engine) need tens of MiB; Rust guests a few.
+            memory_bytes: 128 << 20,
+            output_bytes: 16 << 20,
+            // componentize-js components are ~12 MB.
+            max_component_bytes: 64 << 20,
+            max_instances: 64,
+            batch_records: 256,
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! The translator registry: components stored durably by SHA-256 digest in the data directory,
+//! their compiled artifacts cached beside them, names with versions in an index file, and the
+//! shared translators of every (digest, configuration) in use.
+//!
+//! On disk (`translators.data_dir`):
+//! - `components/<digest>.wasm`: the uploaded bytes;
+//! - `compiled/<digest>.cwasm`: wasmtime's compiled form (recompiled if the engine changed);
+//! - `index.json`: name → versions.
+//!
+//! Every file is written to a temporary name, synced, then renamed, so a crash leaves either the
+//! old or the new file.
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, Weak},
+};
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+use wasmtime::component::Component;
+
+use tributary_core::{translate::Translation, Error, TranslatorFailure};
+
+use crate::{host::Host, translator::Translator};
+
+/// One version of a translator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    pub digest: String,
+    pub size: u64,
+    pub uploaded_at_ms: i64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Index {
+    /// Name → versions, oldest first.
+    names: BTreeMap<String, Vec<Version>>,
+}
+
+pub struct Registry {
+    dir: PathBuf,
+    host: Arc<Host>,
+    /// Name → versions; written through to `index.json` under `write`.
+    names: DashMap<String, Vec<Version>>,
+    /// Digest → compiled component.
+    components: DashMap<String, Component>,
+    /// (digest, configuration) → the translator subscribers share while any holds it.
+    live: DashMap<(String, String), Weak<Translator>>,
+    /// Serializes changes of the index (uploads and deletes).
+    write: Mutex<()>,
+}
+
+/// Which translator a call uses, with its configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TranslatorRef {
+    pub name: String,
+    /// A version's digest to pin; empty takes the latest version.
+    pub digest: String,
+    pub config: String,
+    pub skip_errors: bool,
+}
+
+/// One version of a translator as clients see it: numbered from 1, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    pub name: String,
+    pub version: u32,
+    pub digest: String,
+    pub size: u64,
+    pub uploaded_at_ms: i64,
+}
+
+/// A translator and its versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranslatorInfo {
+    pub name: String,
+    pub versions: Vec<VersionInfo>,
+}
+
+/// The lowercase hex SHA-256 digest of `bytes`: a component's identity.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks a translator name: 1-64 of [a-z0-9._-], starting with a letter or digit.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("translator name {name:?} must be 1-64 characters of [a-z0-9._-], starting with a letter or digit"))
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename, fsync of the directory).
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().expect("a file in a directory");
+    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap().to_string_lossy(), std::process::id()));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn storage(e: std::io::Error, what: &str) -> Error {
+    Error::Internal(format!("translator storage: {what}: {e}"))
+}
+
+impl Registry {
+    /// Opens (or creates) the registry in `dir` and loads every stored component, recompiling
+    /// those whose compiled artifact is missing or from another engine.
+    pub fn open(dir: &Path, host: Arc<Host>) -> Result<Self, Error> {
+        for sub in ["components", "compiled"] {
+            std::fs::create_dir_all(dir.join(sub)).map_err(|e| storage(e, &format!("create {}", dir.display())))?;
+        }
+        let index_path = dir.join("index.json");
+        let index: Index = match std::fs::read(&index_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Internal(format!("translator index {} is corrupt: {e}", index_path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Index::default(),
+            Err(e) => return Err(storage(e, "read index")),
+        };
+        let registry = Self {
+            dir: dir.to_path_buf(),
+            host,
+            names: DashMap::new(),
+            components: DashMap::new(),
+            live: DashMap::new(),
+            write: Mutex::new(()),
+        };
+        for (name, versions) in index.names {
+            for v in &versions {
+                if !registry.components.contains_key(&v.digest) {
+                    let component = registry.load(&v.digest)?;
+                    registry.components.insert(v.digest.clone(), component);
+                }
+            }
+            registry.names.insert(name, versions);
+        }
+        info!(translators = registry.names.len(), components = registry.components.len(), dir = %dir.display(), "translator registry open");
+        Ok(registry)
+    }
+
+    fn component_path(&self, digest: &str) -> PathBuf {
+        self.dir.join("components").join(format!("{digest}.wasm"))
+    }
+
+    fn compiled_path(&self, digest: &str) -> PathBuf {
+        self.dir.join("compiled").join(format!("{digest}.cwasm"))
+    }
+
+    fn load(&self, digest: &str) -> Result<Component, Error> {
+        if let Ok(compiled) = std::fs::read(self.compiled_path(digest)) {
+            if let Some(component) = self.host.deserialize(&compiled) {
+                return Ok(component);
+            }
+            warn!(digest, "compiled translator is from another engine; recompiling");
+        }
+        let bytes =
+            std::fs::read(self.component_path(digest)).map_err(|e| storage(e, &format!("read component {digest}")))?;
+        let component =
+            self.host.compile(&bytes).map_err(|e| Error::Internal(format!("stored translator {digest}: {e}")))?;
+        if let Ok(compiled) = self.host.serialize(&component) {
+            let _ = write_atomic(&self.compiled_path(digest), &compiled);
+        }
+        Ok(component)
+    }
+
+    pub fn max_component_bytes(&self) -> usize {
+        self.host.limits().max_component_bytes
+    }
+
+    /// Validates, compiles and stores a component under `name`. Blocking (compiles).
+    pub fn upload(&self, name: &str, bytes: &[u8]) -> Result<VersionInfo, Error> {
+        check_name(name).map_err(|m| Error::invalid("header.name", m))?;
+        let digest = sha256_hex(bytes);
+        let component = match self.components.get(&digest) {
+            Some(c) => c.clone(),
+            None => self.host.compile(bytes).map_err(|e| Error::invalid("chunk", e.to_string()))?,
+        };
+        let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let path = self.component_path(&digest);
+        if !path.exists() {
+            write_atomic(&path, bytes).map_err(|e| storage(e, "write component"))?;
+        }
+        if !self.compiled_path(&digest).exists() {
+            let compiled = self.host.serialize(&component).map_err(Error::Internal)?;
+            write_atomic(&self.compiled_path(&digest), &compiled).map_err(|e| storage(e, "write compiled"))?;
+        }
+        self.components.insert(digest.clone(), component);
+        let version = Version { digest: digest.clone(), size: bytes.len() as u64, uploaded_at_ms: now_ms() };
+        let number = {
+            let mut versions = self.names.entry(name.to_string()).or_default();
+            // Uploading the latest digest again is a no-op; an older one becomes the latest.
+            if versions.last().is_some_and(|v| v.digest == digest) {
+                let n = versions.len() as u32;
+                return Ok(version_info(name, n, versions.last().unwrap()));
+            }
+            versions.retain(|v| v.digest != digest);
+            versions.push(version.clone());
+            versions.len() as u32
+        };
+        self.save_index()?;
+        info!(name, digest, size = bytes.len(), "translator uploaded");
+        Ok(version_info(name, number, &version))
+    }
+
+    fn save_index(&self) -> Result<(), Error> {
+        let index = Index { names: self.names.iter().map(|e| (e.key().clone(), e.value().clone())).collect() };
+        let json = serde_json::to_vec_pretty(&index).map_err(|e| Error::Internal(e.to_string()))?;
+        write_atomic(&self.dir.join("index.json"), &json).map_err(|e| storage(e, "write index"))
+    }
+
+    pub fn list(&self) -> Vec<TranslatorInfo> {
+        let mut all: Vec<_> = self.names.iter().map(|e| info_of(e.key(), e.value())).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    pub fn describe(&self, name: &str) -> Result<TranslatorInfo, Error> {
+        let versions = self.names.get(name).ok_or_else(|| self.unknown(name))?;
+        Ok(info_of(name, &versions))
+    }
+
+    fn unknown(&self, name: &str) -> Error {
+        let mut known: Vec<String> = self.names.iter().map(|e| e.key().clone()).collect();
+        known.sort();
+        Error::UnknownTranslator { name: name.to_string(), digest: None, known }
+    }
+
+    /// Deletes a translator, or one version of it. Components no name uses any more are removed.
+    pub fn delete(&self, name: &str, digest: &str) -> Result<Vec<VersionInfo>, Error> {
+        let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let deleted = {
+            let mut versions = self.names.get_mut(name).ok_or_else(|| self.unknown(name))?;
+            let numbered: Vec<(u32, Version)> =
+                versions.iter().cloned().enumerate().map(|(i, v)| (i as u32 + 1, v)).collect();
+            let deleted: Vec<(u32, Version)> = if digest.is_empty() {
+                numbered
+            } else {
+                let one: Vec<_> = numbered.into_iter().filter(|(_, v)| v.digest == digest).collect();
+                if one.is_empty() {
+                    return Err(Error::UnknownTranslator {
+                        name: name.to_string(),
+                        digest: Some(digest.to_string()),
+                        known: versions.iter().map(|v| v.digest.clone()).collect(),
+                    });
+                }
+                one
+            };
+            versions.retain(|v| !deleted.iter().any(|(_, d)| d.digest == v.digest));
+            deleted
+        };
+        self.names.retain(|_, v| !v.is_empty());
+        self.save_index()?;
+        for (_, v) in &deleted {
+            let used = self.names.iter().any(|e| e.value().iter().any(|x| x.digest == v.digest));
+            if !used {
+                self.components.remove(&v.digest);
+                let _ = std::fs::remove_file(self.component_path(&v.digest));
+                let _ = std::fs::remove_file(self.compiled_path(&v.digest));
+            }
+        }
+        info!(name, digest, "translator deleted");
+        Ok(deleted.into_iter().map(|(n, v)| version_info(name, n, &v)).collect())
+    }
+
+    /// Resolves a reference to a shared translator, instantiating and initializing it if no
+    /// subscriber uses the same (digest, configuration) yet. Blocking (instantiates).
+    pub fn resolve(&self, reference: &TranslatorRef) -> Result<Translation, Error> {
+        let versions = self.names.get(&reference.name).ok_or_else(|| self.unknown(&reference.name))?;
+        let version = if reference.digest.is_empty() {
+            versions.last().cloned()
+        } else {
+            versions.iter().find(|v| v.digest == reference.digest).cloned()
+        }
+        .ok_or_else(|| Error::UnknownTranslator {
+            name: reference.name.clone(),
+            digest: Some(reference.digest.clone()),
+            known: versions.iter().map(|v| v.digest.clone()).collect(),
+        })?;
+        drop(versions);
+        let key = (version.digest.clone(), reference.config.clone());
+        let translator = match self.live.get(&key).and_then(|w| w.upgrade()) {
+            Some(t) => t,
+            None => {
+                let component = self
+                    .components
+                    .get(&version.digest)
+                    .map(|c| c.clone())
+                    .ok_or_else(|| Error::Internal(format!("component {} is not loaded", version.digest)))?;
+                let translator =
+                    self.host.translator(&component, reference.config.clone()).map_err(|failure| match failure {
+                        TranslatorFailure::Error(message) => Error::TranslatorConfig {
+                            name: reference.name.clone(),
+                            digest: version.digest.clone(),
+                            message,
+                        },
+                        failure => Error::Translator {
+                            name: reference.name.clone(),
+                            digest: version.digest.clone(),
+                            failure,
+                            at: None,
+                            resume: Vec::new(),
+                        },
+                    })?;
+                let translator = Arc::new(translator);
+                self.live.retain(|_, w| w.strong_count() > 0);
+                self.live.insert(key, Arc::downgrade(&translator));
+                translator
+            }
+        };
+        Ok(Translation {
+            name: reference.name.clone(),
+            digest: version.digest,
+            translator,
+            skip_errors: reference.skip_errors,
+            batch_records: self.host.limits().batch_records,
+        })
+    }
+}
+
+fn version_info(name: &str, number: u32, v: &Version) -> VersionInfo {
+    VersionInfo {
+        name: name.to_string(),
+        version: number,
+        digest: v.digest.clone(),
+        size: v.size,
+        uploaded_at_ms: v.uploaded_at_ms,
+    }
+}
+
+fn info_of(name: &str, versions: &[Version]) -> TranslatorInfo {
+    TranslatorInfo {
+        name: name.to_string(),
+        versions: versions.iter().enumerate().map(|(i, v)| version_info(name, i as u32 + 1, v)).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("field-mapper.v2").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name("-x").is_err());
+        assert!(check_name("Upper").is_err());
+        assert!(check_name(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn digest_is_lowercase_hex_sha256() {
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}

@@ -1,0 +1,193 @@
+//! A translator: one component with one configuration, and its pool of initialized instances,
+//! shared by every call that uses the same (digest, configuration). Implements the core's
+//! [`Translate`] port: a deadline per call, a memory cap per instance, an output cap per batch.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use tributary_core::{
+    translate::{Outcome, Translate},
+    Payload, Record, TranslatorFailure,
+};
+use wasmtime::{Store, Trap};
+
+use crate::{
+    bindings::{self, Header, OutputRecord, SourceRecord},
+    host::{Host, Sandbox, EPOCH_TICK},
+};
+
+/// Idle instances kept per translator; more are dropped after use.
+const MAX_IDLE: usize = 4;
+
+/// An instance with its store.
+struct Live {
+    store: Store<Sandbox>,
+    bindings: bindings::Translator,
+}
+
+/// A translator with one configuration; shared by every subscriber that uses the same
+/// (component, configuration), which share its initialized instances.
+pub struct Translator {
+    host: Arc<Host>,
+    pre: bindings::TranslatorPre<Sandbox>,
+    config: String,
+    idle: Mutex<Vec<Live>>,
+}
+
+impl Translator {
+    pub(crate) fn new(
+        host: Arc<Host>,
+        pre: bindings::TranslatorPre<Sandbox>,
+        config: String,
+    ) -> Result<Self, TranslatorFailure> {
+        let translator = Translator { host, pre, config, idle: Mutex::new(Vec::new()) };
+        let live = translator.instantiate()?;
+        translator.idle.lock().unwrap_or_else(|e| e.into_inner()).push(live);
+        Ok(translator)
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        (self.host.limits.call_deadline_ms as u128 / EPOCH_TICK.as_millis()).max(1) as u64
+    }
+
+    fn instantiate(&self) -> Result<Live, TranslatorFailure> {
+        let sandbox = Sandbox {
+            memory_bytes: self.host.limits.memory_bytes,
+            hit_memory: false,
+            max_instances: self.host.limits.max_instances,
+        };
+        let mut store = Store::new(&self.host.engine, sandbox);
+        store.limiter(|l| l);
+        // Bounds what the host copies out of the guest in one call (wasmtime's DoS guard), so
+        // aliased output buffers cannot make the host allocate past the output cap before we
+        // count; twice the cap leaves room for the records' own structure.
+        store.set_hostcall_fuel(self.host.limits.output_bytes.saturating_mul(2));
+        store.set_epoch_deadline(self.deadline_ticks());
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| classify(&store, e))?;
+        store.set_epoch_deadline(self.deadline_ticks());
+        match bindings.call_init(&mut store, &self.config) {
+            Ok(Ok(())) => Ok(Live { store, bindings }),
+            Ok(Err(message)) => Err(TranslatorFailure::Error(message)),
+            Err(e) => Err(classify(&store, e)),
+        }
+    }
+
+    /// Runs the guest on a batch. A failed call drops its instance; others are reused.
+    fn call(&self, batch: &[SourceRecord]) -> Result<Vec<bindings::Outcome>, TranslatorFailure> {
+        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut live = match pooled {
+            Some(live) => live,
+            None => self.instantiate()?,
+        };
+        live.store.set_epoch_deadline(self.deadline_ticks());
+        let outcomes = match live.bindings.call_translate(&mut live.store, batch) {
+            Ok(Ok(outcomes)) => outcomes,
+            Ok(Err(message)) => {
+                self.release(live);
+                return Err(TranslatorFailure::Error(message));
+            }
+            Err(e) => return Err(classify(&live.store, e)),
+        };
+        let bytes: usize = outcomes
+            .iter()
+            .map(|o| match o {
+                bindings::Outcome::Ok(outs) => outs.iter().map(output_size).sum(),
+                bindings::Outcome::Err(m) => m.len(),
+            })
+            .sum();
+        if bytes > self.host.limits.output_bytes {
+            return Err(TranslatorFailure::Output(format!(
+                "{bytes} bytes returned; the cap is {} (translators.output_bytes)",
+                self.host.limits.output_bytes
+            )));
+        }
+        self.release(live);
+        Ok(outcomes)
+    }
+
+    fn release(&self, live: Live) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(live);
+        }
+    }
+
+    /// Measures instantiation plus `init`, for benchmarks.
+    pub fn time_instantiate(&self) -> Result<Duration, TranslatorFailure> {
+        let started = Instant::now();
+        self.instantiate()?;
+        Ok(started.elapsed())
+    }
+}
+
+impl Translate for Translator {
+    /// Blocking (runs guest code): call it from a blocking thread.
+    fn translate(&self, batch: &[Arc<Record>]) -> Result<Vec<Outcome>, TranslatorFailure> {
+        let sources: Vec<SourceRecord> = batch.iter().map(|r| to_source(r)).collect();
+        Ok(self.call(&sources)?.into_iter().map(from_outcome).collect())
+    }
+}
+
+fn output_size(o: &OutputRecord) -> usize {
+    o.key.as_ref().map_or(0, |k| k.len())
+        + o.value.as_ref().map_or(0, |v| v.len())
+        + o.headers.iter().map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len())).sum::<usize>()
+}
+
+/// Names what went wrong in a call that returned a wasmtime error.
+fn classify(store: &Store<Sandbox>, error: wasmtime::Error) -> TranslatorFailure {
+    if store.data().hit_memory {
+        return TranslatorFailure::Memory;
+    }
+    if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+        return TranslatorFailure::Instances(store.data().max_instances);
+    }
+    // wasmtime's hostcall-fuel error type is private; its message is stable.
+    if format!("{error:#}").contains("fuel allocated for hostcalls has been exhausted") {
+        return TranslatorFailure::Output(
+            "the call returned more than twice the cap (translators.output_bytes)".into(),
+        );
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => TranslatorFailure::Deadline,
+        Some(trap) => TranslatorFailure::Trap(trap.to_string()),
+        None => TranslatorFailure::Trap(format!("{error:#}")),
+    }
+}
+
+/// The guest's view of a record.
+fn to_source(record: &Record) -> SourceRecord {
+    SourceRecord {
+        topic: record.topic.to_string(),
+        partition: record.partition,
+        offset: record.offset,
+        timestamp_ms: record.timestamp_ms,
+        key: record.key.as_ref().map(|k| k.to_vec()),
+        value: record.value.as_ref().map(|v| v.to_vec()),
+        headers: record
+            .headers
+            .iter()
+            .map(|(k, v)| Header { key: k.clone(), value: v.as_ref().map(|v| v.to_vec()) })
+            .collect(),
+    }
+}
+
+/// The core's outcome of the guest's (no copy: the guest's buffers become `Bytes`).
+fn from_outcome(outcome: bindings::Outcome) -> Outcome {
+    match outcome {
+        bindings::Outcome::Ok(outputs) => Outcome::Ok(
+            outputs
+                .into_iter()
+                .map(|o| Payload {
+                    key: o.key.map(Bytes::from),
+                    value: o.value.map(Bytes::from),
+                    headers: o.headers.into_iter().map(|h| (h.key, h.value.map(Bytes::from))).collect(),
+                })
+                .collect(),
+        ),
+        bindings::Outcome::Err(message) => Outcome::Err(message),
+    }
+}
