@@ -52,6 +52,9 @@ pub trait CatchUpReader: Send + Sync {
     /// The next read; pending while there is none.
     fn recv(&self) -> BoxFuture<'_, Read>;
 
+    /// The next read if one is ready now (the hot path: no allocation per record).
+    fn try_recv(&self) -> Option<Read>;
+
     /// The reader's position per partition (the next offset it will return), which moves past
     /// transaction markers that no record stands for.
     fn positions(&self) -> Vec<Position>;

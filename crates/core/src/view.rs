@@ -41,6 +41,31 @@ struct ShardState {
     start: i64,
 }
 
+impl ShardState {
+    fn apply(&mut self, rec: Arc<Record>, limits: &Limits) {
+        if rec.offset < self.next_offset {
+            return;
+        }
+        if let Some(key) = &rec.key {
+            if rec.value.is_some() {
+                self.map.insert(key.clone(), rec.clone());
+            } else {
+                self.map.remove(key);
+            }
+        }
+        self.next_offset = rec.offset + 1;
+        self.tail_bytes += rec.size();
+        self.tail.push_back(rec);
+        while self.tail.len() > limits.tail_max_records
+            || (self.tail_bytes > limits.tail_max_bytes && self.tail.len() > 1)
+        {
+            let old = self.tail.pop_front().expect("tail is not empty");
+            self.tail_bytes -= old.size();
+            self.tail_start = old.offset + 1;
+        }
+    }
+}
+
 /// What a tail read found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum TailRead {
@@ -80,25 +105,15 @@ impl Shard {
 
     /// Applies one record from ingest. Records at or before the current position are ignored, so
     /// a re-delivery after a reassignment cannot apply twice.
-    pub fn apply(&self, rec: Arc<Record>, limits: &Limits) {
+    pub fn apply(&self, record: Arc<Record>, limits: &Limits) {
+        self.lock().apply(record, limits);
+    }
+
+    /// Applies records of this partition in offset order under one lock (ingest's batches).
+    pub fn apply_all(&self, records: impl IntoIterator<Item = Arc<Record>>, limits: &Limits) {
         let mut s = self.lock();
-        if rec.offset < s.next_offset {
-            return;
-        }
-        if let Some(key) = &rec.key {
-            if rec.value.is_some() {
-                s.map.insert(key.clone(), rec.clone());
-            } else {
-                s.map.remove(key);
-            }
-        }
-        s.next_offset = rec.offset + 1;
-        s.tail_bytes += rec.size();
-        s.tail.push_back(rec);
-        while s.tail.len() > limits.tail_max_records || (s.tail_bytes > limits.tail_max_bytes && s.tail.len() > 1) {
-            let old = s.tail.pop_front().expect("tail is not empty");
-            s.tail_bytes -= old.size();
-            s.tail_start = old.offset + 1;
+        for record in records {
+            s.apply(record, limits);
         }
     }
 

@@ -6,6 +6,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
+use futures::FutureExt;
 use rdkafka::{
     consumer::{Consumer, StreamConsumer},
     message::{Headers, Message},
@@ -15,19 +17,21 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 use tributary_core::{
     logging::ErrorLog,
-    view::{Shard, View},
+    view::{Shard, TopicView, View},
     Error, Limits, Record,
 };
 
 use crate::{
     log::{assignment, partition_count, positions, watermarks},
-    settings::{consumer_config, kafka_error, KafkaConfig},
+    settings::{consumer_config, ingest_tuning, kafka_error, KafkaConfig},
 };
 
 /// How often positions are synced from the consumer and readiness is checked.
 const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// How often the initial load logs its progress.
 const LOG_INTERVAL: Duration = Duration::from_secs(5);
+/// Most records ingest takes from the consumer before applying them.
+const MAX_BATCH: usize = 4096;
 
 /// The ingest consumer, assigned every partition of the exposed topics.
 pub struct Ingest {
@@ -44,7 +48,7 @@ impl Ingest {
     /// misconfigured gateway stops at start with a message instead of serving an empty view.
     pub async fn start(kafka: &KafkaConfig, limits: &Limits, view: Arc<View>) -> Result<Self, Error> {
         let consumer: Arc<StreamConsumer> =
-            Arc::new(consumer_config(kafka, "ingest", None).create().map_err(kafka_error)?);
+            Arc::new(consumer_config(kafka, "ingest", &ingest_tuning()).create().map_err(kafka_error)?);
         let setup = {
             let (consumer, view) = (consumer.clone(), view.clone());
             tokio::task::spawn_blocking(move || add_new_partitions(&consumer, &view, true))
@@ -66,19 +70,26 @@ impl Ingest {
         let mut applied: u64 = 0;
         let mut errors = ErrorLog::default();
         let mut refreshing: Option<JoinHandle<Result<usize, Error>>> = None;
+        let mut batch = Batch::default();
         loop {
             // Unbiased: under a flood of records the sync and metadata ticks still get their turn.
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                message = consumer.recv() => match message {
-                    Ok(m) => {
-                        let Ok(topic) = view.topic(m.topic()) else { continue };
-                        let Some(shard) = topic.shard(m.partition()) else { continue };
-                        shard.apply(Arc::new(to_record(&m, topic.name.clone())), &limits);
-                        topic.notify();
-                        applied += 1;
+                message = consumer.recv() => {
+                    // Take whatever else is ready too, and apply it per shard under one lock with
+                    // one wake-up per topic, instead of one of each per record.
+                    match message {
+                        Ok(m) => batch.push(&view, &m),
+                        Err(e) => errors.log(&e.to_string()),
                     }
-                    Err(e) => errors.log(&e.to_string()),
+                    while batch.len < MAX_BATCH {
+                        match consumer.recv().now_or_never() {
+                            Some(Ok(m)) => batch.push(&view, &m),
+                            Some(Err(e)) => errors.log(&e.to_string()),
+                            None => break,
+                        }
+                    }
+                    applied += batch.apply(&limits) as u64;
                 },
                 _ = sync.tick() => {
                     for (topic, partition, position) in positions(&*consumer) {
@@ -157,19 +168,70 @@ fn add_new_partitions(consumer: &StreamConsumer, view: &View, at_start: bool) ->
     Ok(added.len())
 }
 
-/// Copies a Kafka message into the gateway's record.
+/// Consecutive records of one partition.
+type Run = (Arc<TopicView>, Arc<Shard>, Vec<Arc<Record>>);
+
+/// Records taken from the consumer, in runs of one partition each, waiting to be applied.
+#[derive(Default)]
+struct Batch {
+    runs: Vec<Run>,
+    len: usize,
+}
+
+impl Batch {
+    fn push<M: Message>(&mut self, view: &View, m: &M) {
+        let same = self.runs.last().is_some_and(|(t, s, _)| *t.name == *m.topic() && s.partition == m.partition());
+        if !same {
+            let Ok(topic) = view.topic(m.topic()) else { return };
+            let Some(shard) = topic.shard(m.partition()) else { return };
+            self.runs.push((topic, shard, Vec::new()));
+        }
+        let (topic, _, records) = self.runs.last_mut().expect("a run");
+        records.push(Arc::new(to_record(m, topic.name.clone())));
+        self.len += 1;
+    }
+
+    /// Applies every run, then wakes each topic's subscribers once. Returns the records applied.
+    fn apply(&mut self, limits: &Limits) -> usize {
+        let mut woken: Vec<Arc<TopicView>> = Vec::new();
+        for (topic, shard, records) in self.runs.drain(..) {
+            shard.apply_all(records, limits);
+            if !woken.iter().any(|t| Arc::ptr_eq(t, &topic)) {
+                woken.push(topic);
+            }
+        }
+        for topic in woken {
+            topic.notify();
+        }
+        std::mem::take(&mut self.len)
+    }
+}
+
+/// Copies a Kafka message into the gateway's record: key, value and header values share one
+/// buffer.
 pub(crate) fn to_record<M: Message>(m: &M, topic: Arc<str>) -> Record {
-    let headers = m
+    let (key, value) = (m.key(), m.payload());
+    let header_bytes: usize = m.headers().map_or(0, |hs| hs.iter().map(|h| h.value.map_or(0, <[u8]>::len)).sum());
+    let mut buffer = Vec::with_capacity(key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len) + header_bytes);
+    let mut slice = |bytes: &[u8]| {
+        let start = buffer.len();
+        buffer.extend_from_slice(bytes);
+        start..buffer.len()
+    };
+    let key = key.map(&mut slice);
+    let value = value.map(&mut slice);
+    let headers: Vec<(String, Option<std::ops::Range<usize>>)> = m
         .headers()
-        .map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.map(bytes::Bytes::copy_from_slice))).collect())
+        .map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.map(&mut slice))).collect())
         .unwrap_or_default();
+    let buffer = Bytes::from(buffer);
     Record {
         topic,
         partition: m.partition(),
         offset: m.offset(),
         timestamp_ms: m.timestamp().to_millis().unwrap_or(-1),
-        key: m.key().map(bytes::Bytes::copy_from_slice),
-        value: m.payload().map(bytes::Bytes::copy_from_slice),
-        headers,
+        key: key.map(|r| buffer.slice(r)),
+        value: value.map(|r| buffer.slice(r)),
+        headers: headers.into_iter().map(|(k, v)| (k, v.map(|r| buffer.slice(r)))).collect(),
     }
 }

@@ -1,13 +1,16 @@
 //! [`Kafka`]: the core's [`Log`] port over rdkafka: watermarks from a metadata client, and
 //! catch-up readers (a consumer each, with a bounded prefetch) for subscribers behind the tail.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
-use futures::future::BoxFuture;
+use futures::{future::BoxFuture, FutureExt};
 use rdkafka::{
     consumer::{BaseConsumer, Consumer, StreamConsumer},
-    error::KafkaError,
-    message::Message,
+    error::{KafkaError, KafkaResult},
+    message::{BorrowedMessage, Message},
     types::RDKafkaErrorCode,
     Offset, TopicPartitionList,
 };
@@ -18,14 +21,11 @@ use tributary_core::{
 
 use crate::{
     ingest::to_record,
-    settings::{consumer_config, kafka_error, KafkaConfig},
+    settings::{catchup_tuning, consumer_config, kafka_error, metadata_tuning, KafkaConfig},
 };
 
 /// Timeout of one metadata or watermark request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Prefetch of the metadata client, which never reads records.
-const METADATA_PREFETCH_KBYTES: usize = 64;
 
 /// A's Kafka cluster, as the core sees it.
 pub struct Kafka {
@@ -35,8 +35,7 @@ pub struct Kafka {
 
 impl Kafka {
     pub fn new(config: &KafkaConfig) -> Result<Self, Error> {
-        let metadata =
-            consumer_config(config, "metadata", Some(METADATA_PREFETCH_KBYTES)).create().map_err(kafka_error)?;
+        let metadata = consumer_config(config, "metadata", &metadata_tuning()).create().map_err(kafka_error)?;
         Ok(Self { config: config.clone(), metadata })
     }
 }
@@ -48,18 +47,42 @@ impl Log for Kafka {
 
     fn catch_up(&self, prefetch_kbytes: usize) -> Result<Box<dyn CatchUpReader>, Error> {
         let consumer: StreamConsumer =
-            consumer_config(&self.config, "catchup", Some(prefetch_kbytes)).create().map_err(kafka_error)?;
-        Ok(Box::new(Reader { consumer }))
+            consumer_config(&self.config, "catchup", &catchup_tuning(prefetch_kbytes)).create().map_err(kafka_error)?;
+        Ok(Box::new(Reader { consumer, topics: RwLock::new(Vec::new()) }))
     }
 }
 
 /// A catch-up reader: a consumer assigned explicit positions, no group.
 struct Reader {
     consumer: StreamConsumer,
+    /// The names of the assigned topics, shared by every record read (no allocation per record).
+    topics: RwLock<Vec<Arc<str>>>,
+}
+
+impl Reader {
+    fn read(&self, message: KafkaResult<BorrowedMessage<'_>>) -> Read {
+        match message {
+            Ok(m) => {
+                let known =
+                    self.topics.read().unwrap_or_else(|e| e.into_inner()).iter().find(|t| ***t == *m.topic()).cloned();
+                Read::Record(to_record(&m, known.unwrap_or_else(|| Arc::from(m.topic()))))
+            }
+            Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange)) => Read::OutOfRange,
+            Err(e) => Read::Error(e.to_string()),
+        }
+    }
 }
 
 impl CatchUpReader for Reader {
     fn assign(&self, positions: &[Position]) -> Result<(), Error> {
+        {
+            let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+            for (topic, _, _) in positions {
+                if !topics.contains(topic) {
+                    topics.push(topic.clone());
+                }
+            }
+        }
         self.consumer.incremental_assign(&assignment(positions)?).map_err(kafka_error)
     }
 
@@ -68,13 +91,11 @@ impl CatchUpReader for Reader {
     }
 
     fn recv(&self) -> BoxFuture<'_, Read> {
-        Box::pin(async move {
-            match self.consumer.recv().await {
-                Ok(m) => Read::Record(to_record(&m, Arc::from(m.topic()))),
-                Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange)) => Read::OutOfRange,
-                Err(e) => Read::Error(e.to_string()),
-            }
-        })
+        Box::pin(async move { self.read(self.consumer.recv().await) })
+    }
+
+    fn try_recv(&self) -> Option<Read> {
+        self.consumer.recv().now_or_never().map(|m| self.read(m))
     }
 
     fn positions(&self) -> Vec<Position> {

@@ -10,7 +10,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::FutureExt;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tracing::debug;
 
@@ -270,7 +269,7 @@ impl<'a> Runner<'a> {
             return Ok(());
         }
         while !self.batch_full() {
-            let Some(read) = recv(&self.catchup).now_or_never() else { break };
+            let Some(read) = self.catchup.as_ref().and_then(|c| c.reader.try_recv()) else { break };
             self.take_catchup(read).await?;
         }
         let Some(catchup) = &self.catchup else { return Ok(()) };

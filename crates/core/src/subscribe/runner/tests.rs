@@ -102,6 +102,10 @@ impl CatchUpReader for MemoryReader {
         })
     }
 
+    fn try_recv(&self) -> Option<Read> {
+        self.next().map(Read::Record)
+    }
+
     fn positions(&self) -> Vec<Position> {
         self.assigned.lock().unwrap().iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect()
     }
