@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The benchmark, from a clean clone: a local Kafka, the translators, then the gateway (release
+# build, its own process) against a raw rdkafka consumer tuned for throughput, on the same topics
+# in the same run. Prints every ratio; asserts nothing (the machine is shared).
+#
+#   scripts/bench.sh                          # 2M records of 100 B, 4 partitions
+#   BENCH_RECORDS=500000 BENCH_VALUE_BYTES=1024 scripts/bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+scripts/build-translators.sh >/dev/null
+bootstrap=$(scripts/kafka.sh start)
+export TRIBUTARY_TEST_BOOTSTRAP="$bootstrap"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(uname -sr)"
+cargo bench -p tributary-cli --bench throughput
