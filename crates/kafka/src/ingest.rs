@@ -7,14 +7,12 @@ use std::{
 };
 
 use bytes::Bytes;
-use futures::FutureExt;
 use rdkafka::{
-    consumer::{Consumer, StreamConsumer},
+    consumer::{BaseConsumer, Consumer},
     message::{Headers, Message},
 };
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 use tributary_core::{
     logging::ErrorLog,
     view::{Shard, TopicView, View},
@@ -30,12 +28,14 @@ use crate::{
 const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// How often the initial load logs its progress.
 const LOG_INTERVAL: Duration = Duration::from_secs(5);
+/// How long one poll waits for a record; bounds how late shutdown and position syncs are.
+const POLL_WAIT: Duration = Duration::from_millis(100);
 /// Most records ingest takes from the consumer before applying them.
 const MAX_BATCH: usize = 4096;
 
 /// The ingest consumer, assigned every partition of the exposed topics.
 pub struct Ingest {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<BaseConsumer>,
     view: Arc<View>,
     limits: Limits,
     refresh: Duration,
@@ -47,11 +47,11 @@ impl Ingest {
     /// Fails when Kafka cannot be reached or an exposed topic does not exist, so that a
     /// misconfigured gateway stops at start with a message instead of serving an empty view.
     pub async fn start(kafka: &KafkaConfig, limits: &Limits, view: Arc<View>) -> Result<Self, Error> {
-        let consumer: Arc<StreamConsumer> =
+        let consumer: Arc<BaseConsumer> =
             Arc::new(consumer_config(kafka, "ingest", &ingest_tuning()).create().map_err(kafka_error)?);
         let setup = {
             let (consumer, view) = (consumer.clone(), view.clone());
-            tokio::task::spawn_blocking(move || add_new_partitions(&consumer, &view, true))
+            tokio::task::spawn_blocking(move || add_new_partitions(&*consumer, &view, true))
         };
         setup.await.map_err(|e| Error::Internal(e.to_string()))??;
         info!(topics = ?view.topic_names(), "ingest assigned every partition of the exposed topics");
@@ -60,81 +60,103 @@ impl Ingest {
 
     /// Applies records until `shutdown` is cancelled; also moves positions past transaction
     /// markers, declares the view ready, and picks up new partitions.
+    ///
+    /// The poll loop runs on a thread of its own (a blocking task), like a raw consumer: a tight
+    /// `poll` loop with no async wake-up per message; new partitions are looked for beside it.
     pub async fn run(self, shutdown: CancellationToken) {
         let Self { consumer, view, limits, refresh } = self;
-        let mut sync = tokio::time::interval(SYNC_INTERVAL);
-        let mut metadata = tokio::time::interval(refresh);
-        metadata.reset();
-        let started = Instant::now();
-        let mut last_log = (Instant::now(), 0u64);
-        let mut applied: u64 = 0;
-        let mut errors = ErrorLog::default();
-        let mut refreshing: Option<JoinHandle<Result<usize, Error>>> = None;
-        let mut batch = Batch::default();
-        loop {
-            // Unbiased: under a flood of records the sync and metadata ticks still get their turn.
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                message = consumer.recv() => {
-                    // Take whatever else is ready too, and apply it per shard under one lock with
-                    // one wake-up per topic, instead of one of each per record.
-                    match message {
-                        Ok(m) => batch.push(&view, &m),
-                        Err(e) => errors.log(&e.to_string()),
-                    }
-                    while batch.len < MAX_BATCH {
-                        match consumer.recv().now_or_never() {
-                            Some(Ok(m)) => batch.push(&view, &m),
-                            Some(Err(e)) => errors.log(&e.to_string()),
-                            None => break,
-                        }
-                    }
-                    applied += batch.apply(&limits) as u64;
-                },
-                _ = sync.tick() => {
-                    for (topic, partition, position) in positions(&*consumer) {
-                        if let Ok(t) = view.topic(&topic) {
-                            if let Some(shard) = t.shard(partition) {
-                                if shard.advance_to(position) {
-                                    t.notify();
-                                }
-                            }
-                        }
-                    }
-                    if !view.is_ready() {
-                        let caught_up = view.topics().all(|t| t.shards().iter().all(|s| s.load_progress().0));
-                        if caught_up {
-                            view.set_ready();
-                            info!(records = applied, elapsed = ?started.elapsed(), "view caught up with Kafka; serving snapshots");
-                        } else if last_log.0.elapsed() >= LOG_INTERVAL {
-                            let rate = (applied - last_log.1) as f64 / last_log.0.elapsed().as_secs_f64();
-                            info!(percent = view.load_percent(), records_per_sec = rate as u64, "loading the view");
-                            last_log = (Instant::now(), applied);
-                        }
-                    }
-                },
-                _ = metadata.tick(), if refreshing.is_none() => {
-                    let (consumer, view) = (consumer.clone(), view.clone());
-                    refreshing = Some(tokio::task::spawn_blocking(move || add_new_partitions(&consumer, &view, false)));
-                },
-                done = async { refreshing.as_mut().expect("guarded").await }, if refreshing.is_some() => {
-                    refreshing = None;
-                    match done {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => errors.log(&e.to_string()),
-                        Err(e) => errors.log(&e.to_string()),
-                    }
-                },
+        // The poll loop is a thread: it must also stop when this future is dropped without a
+        // shutdown (a runtime shutting down waits for its blocking threads).
+        let shutdown = shutdown.child_token();
+        let _stop_on_drop = shutdown.clone().drop_guard();
+        let refresher = tokio::spawn(refresh_partitions(consumer.clone(), view.clone(), refresh, shutdown.clone()));
+        let polling = tokio::task::spawn_blocking(move || poll_loop(&consumer, &view, &limits, &shutdown));
+        if let Err(e) = polling.await {
+            warn!(error = %e, "ingest poll loop ended abnormally");
+        }
+        let _ = refresher.await;
+        info!("ingest stopped");
+    }
+}
+
+/// The ingest loop: takes every record that is ready (up to [`MAX_BATCH`]) and applies each
+/// partition's run under one shard lock with one wake-up per topic; every [`SYNC_INTERVAL`] moves
+/// positions past transaction markers and checks readiness.
+fn poll_loop(consumer: &BaseConsumer, view: &View, limits: &Limits, shutdown: &CancellationToken) {
+    let started = Instant::now();
+    let mut last_log = (Instant::now(), 0u64);
+    let mut next_sync = Instant::now();
+    let mut applied: u64 = 0;
+    let mut errors = ErrorLog::default();
+    let mut batch = Batch::default();
+    while !shutdown.is_cancelled() {
+        match consumer.poll(POLL_WAIT) {
+            Some(Ok(m)) => batch.push(view, &m),
+            Some(Err(e)) => errors.log(&e.to_string()),
+            None => {}
+        }
+        while batch.len < MAX_BATCH {
+            match consumer.poll(Duration::ZERO) {
+                Some(Ok(m)) => batch.push(view, &m),
+                Some(Err(e)) => errors.log(&e.to_string()),
+                None => break,
             }
         }
-        info!("ingest stopped");
+        applied += batch.apply(limits) as u64;
+        if Instant::now() < next_sync {
+            continue;
+        }
+        next_sync = Instant::now() + SYNC_INTERVAL;
+        for (topic, partition, position) in positions(consumer) {
+            if let Ok(t) = view.topic(&topic) {
+                if let Some(shard) = t.shard(partition) {
+                    if shard.advance_to(position) {
+                        t.notify();
+                    }
+                }
+            }
+        }
+        if !view.is_ready() {
+            let caught_up = view.topics().all(|t| t.shards().iter().all(|s| s.load_progress().0));
+            if caught_up {
+                view.set_ready();
+                info!(records = applied, elapsed = ?started.elapsed(), "view caught up with Kafka; serving snapshots");
+            } else if last_log.0.elapsed() >= LOG_INTERVAL {
+                let rate = (applied - last_log.1) as f64 / last_log.0.elapsed().as_secs_f64();
+                info!(percent = view.load_percent(), records_per_sec = rate as u64, "loading the view");
+                last_log = (Instant::now(), applied);
+            }
+        }
+    }
+}
+
+/// Every `refresh`, picks up partitions added to the exposed topics and trims tail buffers to
+/// what Kafka still retains (blocking requests, off the poll loop).
+async fn refresh_partitions(
+    consumer: Arc<BaseConsumer>,
+    view: Arc<View>,
+    refresh: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut errors = ErrorLog::default();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(refresh) => {}
+        }
+        let (consumer, view) = (consumer.clone(), view.clone());
+        match tokio::task::spawn_blocking(move || add_new_partitions(&*consumer, &view, false)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => errors.log(&e.to_string()),
+            Err(e) => errors.log(&e.to_string()),
+        }
     }
 }
 
 /// Adds a shard for every partition not yet in the view and assigns it to the consumer at its
 /// earliest retained offset; on refreshes, also trims tail buffers to what Kafka still retains.
 /// Blocking: metadata and watermark requests.
-fn add_new_partitions(consumer: &StreamConsumer, view: &View, at_start: bool) -> Result<usize, Error> {
+fn add_new_partitions<C: Consumer>(consumer: &C, view: &View, at_start: bool) -> Result<usize, Error> {
     let mut added = Vec::new();
     for topic in view.topics() {
         if !at_start {
