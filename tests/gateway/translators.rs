@@ -633,3 +633,46 @@ async fn a_full_instance_pool_is_resource_exhausted_until_an_instance_is_freed()
         }
     }
 }
+
+/// Issue 8, case 7: an unknown translator is NOT_FOUND without listing anyone else's translators,
+/// and a huge name or digest is INVALID_ARGUMENT with a small message (it used to be echoed whole,
+/// pushing the status past what gRPC clients accept).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn translator_errors_are_small_and_name_no_other_translator() {
+    let topic = unique_topic("tr-errors");
+    create_topic(&topic, 1).await;
+    let gateway = Gateway::start(&[&topic]).await;
+    let mut reg = registry(&gateway).await;
+    upload(&mut reg, "someone-elses-model", "identity.wasm").await;
+    let mut client = gateway.client().await;
+
+    let status = reg.describe(pb::DescribeTranslatorRequest { name: "nobody".into() }).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(status::reason(&status).as_deref(), Some("UNKNOWN_TRANSLATOR"));
+    assert!(!status.message().contains("someone-elses-model"), "{}", status.message());
+    let request = pb::GetSnapshotRequest { translator: reference("nobody", ""), ..topic_snapshot(&topic) };
+    let status = snapshot(&mut client, request).await.err().expect("an unknown translator fails");
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(!status.message().contains("someone-elses-model"), "{}", status.message());
+
+    let huge = "x".repeat(10_000);
+    let status = reg.describe(pb::DescribeTranslatorRequest { name: huge.clone() }).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(status::bad_field(&status).as_deref(), Some("name"));
+    assert!(status.message().len() < 512, "{} bytes", status.message().len());
+    let request =
+        pb::SubscribeRequest { topics: vec![topic.clone()], translator: reference(&huge, ""), ..Default::default() };
+    let status = client.subscribe(request).await.expect_err("a huge translator name fails");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(status::bad_field(&status).as_deref(), Some("translator.name"));
+    assert!(status.message().len() < 512, "{} bytes", status.message().len());
+    let request = pb::SubscribeRequest {
+        topics: vec![topic.clone()],
+        translator: Some(pb::TranslatorRef { name: "someone-elses-model".into(), digest: huge, ..Default::default() }),
+        ..Default::default()
+    };
+    let status = client.subscribe(request).await.expect_err("a malformed digest fails");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(status::bad_field(&status).as_deref(), Some("translator.digest"));
+    assert!(status.message().len() < 512, "{} bytes", status.message().len());
+}

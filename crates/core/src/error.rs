@@ -37,9 +37,15 @@ pub enum Error {
     /// The server is shutting down; resume elsewhere or later from `resume`.
     #[error("the gateway is shutting down; resume from the offsets in the details")]
     ShuttingDown { resume: Vec<PartitionOffset> },
-    /// A translator name, or a digest of it, that the registry does not have.
-    #[error("{}", unknown_translator(name, digest, known))]
-    UnknownTranslator { name: String, digest: Option<String>, known: Vec<String> },
+    /// A translator name, or a digest of it, that the registry does not have. The message names
+    /// no other translator: callers may not see each other's names.
+    #[error("{}", unknown_translator(name, digest.as_deref(), *versions))]
+    UnknownTranslator {
+        name: String,
+        digest: Option<String>,
+        /// How many versions `name` has (when a digest of it was not found).
+        versions: usize,
+    },
     /// A translator's `init` rejected the configuration.
     #[error("translator '{name}' ({digest}) rejected its configuration: {message}")]
     TranslatorConfig { name: String, digest: String, message: String },
@@ -83,11 +89,12 @@ impl Error {
     }
 }
 
-fn unknown_translator(name: &str, digest: &Option<String>, known: &[String]) -> String {
+fn unknown_translator(name: &str, digest: Option<&str>, versions: usize) -> String {
     match digest {
-        Some(d) => format!("translator '{name}' has no version with digest '{d}' (versions: {})", known.join(", ")),
-        None if known.is_empty() => format!("no translator named '{name}'; none is uploaded yet"),
-        None => format!("no translator named '{name}' (known: {})", known.join(", ")),
+        Some(d) => format!(
+            "translator '{name}' has no version with digest '{d}' (it has {versions}; Translators/Describe lists them)"
+        ),
+        None => format!("no translator named '{name}' (Translators/List shows the uploaded ones)"),
     }
 }
 

@@ -86,17 +86,32 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Checks a translator name: 1-64 of [a-z0-9._-], starting with a letter or digit.
+/// Checks a translator name: 1-64 of [a-z0-9._-], starting with a letter or digit. The message
+/// quotes at most the first 64 characters of a bad name, so errors stay small.
 pub fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
         && name.as_bytes()[0].is_ascii_alphanumeric();
     if ok {
-        Ok(())
-    } else {
-        Err(format!("translator name {name:?} must be 1-64 characters of [a-z0-9._-], starting with a letter or digit"))
+        return Ok(());
     }
+    let shown: String = name.chars().take(64).collect();
+    let more = if shown.len() < name.len() { format!("... ({} bytes)", name.len()) } else { String::new() };
+    Err(format!(
+        "translator name {shown:?}{more} must be 1-64 characters of [a-z0-9._-], starting with a letter or digit"
+    ))
+}
+
+/// Checks a digest reference: empty (the latest version) or 64 lowercase hex digits.
+pub fn check_digest(digest: &str) -> Result<(), String> {
+    if digest.is_empty()
+        || (digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    {
+        return Ok(());
+    }
+    let shown: String = digest.chars().take(64).collect();
+    Err(format!("digest {shown:?} must be empty (the latest version) or a SHA-256 of 64 lowercase hex digits"))
 }
 
 fn now_ms() -> i64 {
@@ -236,9 +251,7 @@ impl Registry {
     }
 
     fn unknown(&self, name: &str) -> Error {
-        let mut known: Vec<String> = self.names.iter().map(|e| e.key().clone()).collect();
-        known.sort();
-        Error::UnknownTranslator { name: name.to_string(), digest: None, known }
+        Error::UnknownTranslator { name: name.to_string(), digest: None, versions: 0 }
     }
 
     /// Deletes a translator, or one version of it. Components no name uses any more are removed.
@@ -256,7 +269,7 @@ impl Registry {
                     return Err(Error::UnknownTranslator {
                         name: name.to_string(),
                         digest: Some(digest.to_string()),
-                        known: versions.iter().map(|v| v.digest.clone()).collect(),
+                        versions: versions.len(),
                     });
                 }
                 one
@@ -290,7 +303,7 @@ impl Registry {
         .ok_or_else(|| Error::UnknownTranslator {
             name: reference.name.clone(),
             digest: Some(reference.digest.clone()),
-            known: versions.iter().map(|v| v.digest.clone()).collect(),
+            versions: versions.len(),
         })?;
         drop(versions);
         let key = (version.digest.clone(), reference.config.clone());
@@ -361,6 +374,9 @@ mod tests {
         assert!(check_name("-x").is_err());
         assert!(check_name("Upper").is_err());
         assert!(check_name(&"a".repeat(65)).is_err());
+        assert!(check_name(&"x".repeat(10_000)).unwrap_err().len() < 300, "a bad name is not echoed whole");
+        assert!(check_digest("").is_ok() && check_digest(&sha256_hex(b"x")).is_ok());
+        assert!(check_digest("ABC").is_err() && check_digest(&"f".repeat(65)).is_err());
     }
 
     #[test]

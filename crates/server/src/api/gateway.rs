@@ -18,7 +18,7 @@ use tributary_core::{
     view::View,
     Error,
 };
-use tributary_wasm::Registry;
+use tributary_wasm::{registry, Registry};
 
 use crate::{
     api::{chunker::Chunker, convert, status::status},
@@ -57,6 +57,8 @@ impl GatewayService {
                 "name the translator to use (Translators/List shows them)",
             ));
         }
+        registry::check_name(&reference.name).map_err(|m| Error::invalid(format!("{field}.name"), m))?;
+        registry::check_digest(&reference.digest).map_err(|m| Error::invalid(format!("{field}.digest"), m))?;
         let (registry, reference) = (self.registry.clone(), convert::translator_ref(reference));
         let translation = tokio::task::spawn_blocking(move || registry.resolve(&reference))
             .await

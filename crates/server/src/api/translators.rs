@@ -111,7 +111,9 @@ impl pb::translators_server::Translators for TranslatorsService {
         &self,
         request: Request<pb::DescribeTranslatorRequest>,
     ) -> Result<Response<pb::TranslatorInfo>, Status> {
-        let info = self.registry.describe(&request.into_inner().name).map_err(status)?;
+        let name = request.into_inner().name;
+        registry::check_name(&name).map_err(|m| status(Error::invalid("name", m)))?;
+        let info = self.registry.describe(&name).map_err(status)?;
         Ok(Response::new(convert::translator_info(info)))
     }
 
@@ -120,6 +122,8 @@ impl pb::translators_server::Translators for TranslatorsService {
         request: Request<pb::DeleteTranslatorRequest>,
     ) -> Result<Response<pb::DeleteTranslatorResponse>, Status> {
         let request = request.into_inner();
+        registry::check_name(&request.name).map_err(|m| status(Error::invalid("name", m)))?;
+        registry::check_digest(&request.digest).map_err(|m| status(Error::invalid("digest", m)))?;
         let registry = self.registry.clone();
         let deleted = blocking(move || registry.delete(&request.name, &request.digest)).await.map_err(status)?;
         Ok(Response::new(pb::DeleteTranslatorResponse { deleted: deleted.into_iter().map(convert::version).collect() }))
