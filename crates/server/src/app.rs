@@ -71,7 +71,7 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
         let Self { config, view, ingest, shared, registry, shutdown: token, tasks } = self;
-        let ingest = tasks.spawn(ingest.run(token.clone()));
+        tasks.spawn(ingest.run(token.clone()));
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_not_serving::<pb::gateway_server::GatewayServer<GatewayService>>().await;
@@ -143,7 +143,6 @@ impl App {
         if tokio::time::timeout_at(deadline, tasks.wait()).await.is_err() {
             warn!(open = tasks.len(), "stream tasks still running at the drain deadline; stopping anyway");
         }
-        let _ = ingest.await;
         result
     }
 }

@@ -2,10 +2,7 @@
 //! shared by every call that uses the same (digest, configuration). Implements the core's
 //! [`Translate`] port: a deadline per call, a memory cap per instance, an output cap per batch.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tributary_core::{
@@ -113,13 +110,6 @@ impl Translator {
         if idle.len() < MAX_IDLE {
             idle.push(live);
         }
-    }
-
-    /// Measures instantiation plus `init`, for benchmarks.
-    pub fn time_instantiate(&self) -> Result<Duration, TranslatorFailure> {
-        let started = Instant::now();
-        self.instantiate()?;
-        Ok(started.elapsed())
     }
 }
 

@@ -23,11 +23,6 @@ impl Cursor {
         Self { shard, pos, behind: false }
     }
 
-    /// True while the cursor reads from Kafka instead of the tail buffer.
-    pub fn is_behind(&self) -> bool {
-        self.behind
-    }
-
     pub fn position(&self) -> PartitionOffset {
         self.shard.at(self.pos)
     }
