@@ -2,9 +2,14 @@
 //! throughput, on the same topic, in the same run. Prints ratios; asserts nothing about speed
 //! (the machine is shared and noisy).
 //!
-//! `scripts/bench.sh` (starts Kafka, builds the translators, runs this in release). Sizing:
-//! BENCH_RECORDS (default 2,000,000), BENCH_VALUE_BYTES (100), BENCH_PARTITIONS (4),
-//! BENCH_FANOUT (followers at the head, default "1,10,100"), BENCH_FANOUT_RECORDS (200,000).
+//! `scripts/bench.sh` (starts Kafka, builds the translators, runs this in release). Sizing, with
+//! defaults: BENCH_RECORDS (2,000,000 records of BENCH_VALUE_BYTES = 100, one per key, in
+//! BENCH_PARTITIONS = 4 partitions), BENCH_LARGE_RECORDS (1,000,000 records of 1 KiB),
+//! BENCH_VERSIONS (10 versions per key for the many-versions snapshot), BENCH_FOLLOW_RECORDS
+//! (1,000,000 written at full speed while followed), BENCH_RATE (20,000 records/s for 5 s, the
+//! latency row), BENCH_IDLE (1,000 idle subscribers), BENCH_FANOUT (followers at the head,
+//! "1,10,100,1000"), BENCH_FANOUT_RECORDS (200,000 per run, fewer when the deliveries would pass
+//! BENCH_FANOUT_DELIVERIES = 20,000,000).
 //!
 //! The gateway runs as its own process (the release binary), like in production; the clients run
 //! in this process and only count what they receive, so the client side costs little.
@@ -160,41 +165,26 @@ impl Table {
     }
 }
 
-#[tokio::main]
-async fn main() {
-    let records = env("BENCH_RECORDS", 2_000_000);
-    let value_bytes = env("BENCH_VALUE_BYTES", 100);
-    let partitions = env("BENCH_PARTITIONS", 4) as i32;
-    let fanout: Vec<usize> = std::env::var("BENCH_FANOUT")
-        .unwrap_or_else(|_| "1,10,100".into())
-        .split(',')
-        .filter_map(|n| n.trim().parse().ok())
-        .collect();
-    let fanout_records = env("BENCH_FANOUT_RECORDS", 200_000);
-    let topic = unique_topic("bench");
-    create_topic(&topic, partitions).await;
-
-    // One record per key (the snapshot case that matters): `records` distinct keys.
+/// Writes `records` records of ~`value_bytes` to `topic`, `versions` per key (the last version of
+/// every key is the state), and returns the bytes of keys and values in the state.
+fn fill(topic: &str, records: usize, value_bytes: usize, versions: usize) -> usize {
     let pad = "x".repeat(value_bytes.saturating_sub(60));
-    let started = Instant::now();
-    let writer = Writer::new(&topic);
+    let keys = records / versions;
+    let writer = Writer::new(topic);
     for i in 0..records {
         let value = format!(r#"{{"id":{i},"station":"north","status":"on-air","pad":"{pad}"}}"#);
-        writer.send(&Out::kv(&format!("key-{i:08}"), Some(&value)));
+        writer.send(&Out::kv(&format!("key-{:08}", i % keys), Some(&value)));
     }
     writer.flush();
-    let key_value_bytes = records * (12 + value_bytes.max(60));
-    println!(
-        "setup: {records} records of ~{value_bytes} B, one per key, {partitions} partitions, produced in {:.2?}",
-        started.elapsed()
-    );
-    let ends = ends(&topic);
+    keys * (12 + value_bytes.max(60))
+}
 
-    // The baseline: the best of the raw profiles, each run twice (best kept: the noise is one-sided).
-    println!("\nraw rdkafka BaseConsumer poll loop, read_committed, no copy (the baseline is the best profile):");
+/// The best raw profile on `ends` (each run twice; the noise is one-sided), printed.
+fn best_raw(ends: &BTreeMap<(String, i32), i64>, records: usize) -> (Duration, &'static str) {
+    println!("raw rdkafka BaseConsumer poll loop, read_committed, no copy (the baseline is the best profile):");
     let mut best: Option<(Duration, &str)> = None;
     for (name, settings) in profiles() {
-        let d = (0..2).map(|_| tokio::task::block_in_place(|| raw_read(&settings, &ends, false))).min().unwrap();
+        let d = (0..2).map(|_| tokio::task::block_in_place(|| raw_read(&settings, ends, false))).min().unwrap();
         let shown: Vec<String> = settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
             "  {name:<40} {d:>9.2?} {:>10.0} rec/s  {}",
@@ -205,21 +195,143 @@ async fn main() {
             best = Some((d, name));
         }
     }
-    let (baseline, baseline_name) = best.unwrap();
-    let rebuild = tokio::task::block_in_place(|| {
-        let settings = profiles().into_iter().find(|(n, _)| *n == baseline_name).unwrap().1;
-        raw_read(&settings, &ends, true)
-    });
-    println!("  baseline: {baseline_name}");
+    let best = best.unwrap();
+    println!("  baseline: {}", best.1);
+    best
+}
+
+fn settings_of(profile: &str) -> Vec<(&'static str, &'static str)> {
+    profiles().into_iter().find(|(n, _)| *n == profile).unwrap().1
+}
+
+fn micros_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64
+}
+
+/// Writes `count` records whose values start with their send time (µs, 20 digits), ~100 B each,
+/// at `rate` records/s or as fast as the producer goes.
+fn produce_stamped(topic: &str, count: usize, rate: Option<u64>) {
+    let writer = Writer::new(topic);
+    writer.warm_up();
+    let started = Instant::now();
+    let pad = "x".repeat(80);
+    for i in 0..count {
+        if let Some(rate) = rate {
+            let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        writer.send(&Out::kv(&format!("s-{i}"), Some(&format!("{:020}{pad}", micros_now()))));
+    }
+    writer.flush();
+}
+
+/// Receive time minus send time of a stamped value.
+fn lag_of(value: &[u8], now: u64) -> Duration {
+    let sent: u64 = std::str::from_utf8(&value[..20]).unwrap().parse().unwrap();
+    Duration::from_micros(now.saturating_sub(sent))
+}
+
+/// A raw consumer following `from` until `count` records arrived: when the last arrived, and the
+/// lag of every record.
+fn raw_follow(
+    settings: &[(&str, &str)],
+    from: &BTreeMap<(String, i32), i64>,
+    count: usize,
+) -> (Instant, Vec<Duration>) {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap()).set("group.id", unique_topic("raw-follow"));
+    config.set("enable.auto.commit", "false").set("isolation.level", "read_committed");
+    for (k, v) in settings {
+        config.set(*k, *v);
+    }
+    let consumer: BaseConsumer = config.create().expect("raw consumer");
+    let mut list = TopicPartitionList::new();
+    for ((t, p), o) in from {
+        list.add_partition_offset(t, *p, Offset::Offset(*o)).unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let mut lags = Vec::with_capacity(count);
+    while lags.len() < count {
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let m = m.expect("raw consume");
+        lags.push(lag_of(m.payload().unwrap(), micros_now()));
+    }
+    (Instant::now(), lags)
+}
+
+/// The gateway's counterpart of [`raw_follow`], on an open subscription.
+async fn gateway_follow(
+    mut stream: tonic::Streaming<pb::SubscribeResponse>,
+    count: usize,
+    sample: bool,
+) -> (Instant, Vec<Duration>) {
+    let (mut received, mut lags) = (0, Vec::new());
+    while received < count {
+        let Some(m) = stream.message().await.expect("stream") else { break };
+        if let Some(pb::subscribe_response::Message::Records(b)) = m.message {
+            let now = micros_now();
+            received += b.records.len();
+            if sample {
+                lags.extend(b.records.iter().map(|r| lag_of(r.value.as_deref().unwrap(), now)));
+            }
+        }
+    }
+    (Instant::now(), lags)
+}
+
+fn at(ends: &BTreeMap<(String, i32), i64>) -> Vec<pb::PartitionOffset> {
+    ends.iter().map(|((t, p), o)| pb::PartitionOffset { topic: t.clone(), partition: *p, offset: *o }).collect()
+}
+
+fn lag_summary(lags: &mut [Duration]) -> String {
+    format!("p50 {:.1?} p99 {:.1?}", percentile(lags, 0.5), percentile(lags, 0.99))
+}
+
+#[tokio::main]
+async fn main() {
+    let records = env("BENCH_RECORDS", 2_000_000);
+    let value_bytes = env("BENCH_VALUE_BYTES", 100);
+    let partitions = env("BENCH_PARTITIONS", 4) as i32;
+    let large_records = env("BENCH_LARGE_RECORDS", 1_000_000);
+    let versions = env("BENCH_VERSIONS", 10).max(1);
+    let follow_records = env("BENCH_FOLLOW_RECORDS", 1_000_000);
+    let rate = env("BENCH_RATE", 20_000) as u64;
+    let idle = env("BENCH_IDLE", 1_000);
+    let fanout: Vec<usize> = std::env::var("BENCH_FANOUT")
+        .unwrap_or_else(|_| "1,10,100,1000".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    let fanout_records = env("BENCH_FANOUT_RECORDS", 200_000);
+    let fanout_deliveries = env("BENCH_FANOUT_DELIVERIES", 20_000_000);
+
+    // One record per key (the snapshot case that matters): `records` distinct keys.
+    let topic = unique_topic("bench");
+    create_topic(&topic, partitions).await;
+    let started = Instant::now();
+    let key_value_bytes = fill(&topic, records, value_bytes, 1);
+    println!(
+        "setup: {records} records of ~{value_bytes} B, one per key, {partitions} partitions, produced in {:.2?}",
+        started.elapsed()
+    );
+    let ends = ends(&topic);
+    let (baseline, baseline_name) = best_raw(&ends, records);
+    let rebuild = tokio::task::block_in_place(|| raw_read(&settings_of(baseline_name), &ends, true));
     let table = Table { baseline, records };
 
     println!("\n{:<52} {:>10} {:>12} {:>10}", "what", "time", "records/s", "vs raw");
     table.row(&format!("raw consumer ({baseline_name}) = baseline"), baseline);
     table.row("raw consumer + state rebuild (HashMap, owned)", rebuild);
 
-    // Start to ready: the gateway process loads the whole topic into its view.
+    // Start to ready: the gateway process loads the whole topic into its view. The other topics
+    // it exposes are empty until later rows.
+    let (small, follow_topic) = (unique_topic("bench-small"), unique_topic("bench-follow"));
+    create_topic(&small, 1).await;
+    create_topic(&follow_topic, partitions).await;
     let started = Instant::now();
-    let mut gateway = Process::spawn(&[&topic], &[]).await;
+    let mut gateway = Process::spawn(&[&topic, &small, &follow_topic], &[]).await;
     let ready = started.elapsed();
     table.row("gateway start to ready (process start included)", ready);
     let pid = gateway.child.id();
@@ -274,15 +386,61 @@ async fn main() {
         println!("{:<52} {per_record:>10.2} µs/record over no translator", "");
     }
 
+    // Following a producer that writes as fast as it can: the raw follower, then the gateway's.
+    let raw_follow_settings: Vec<(&str, &str)> =
+        settings_of(baseline_name).into_iter().chain([("fetch.wait.max.ms", "10")]).collect();
+    println!(
+        "\nfollowing a producer ({follow_records} records of ~100 B, {partitions} partitions); raw follower: {} settings + fetch.wait.max.ms=10",
+        baseline_name
+    );
+    let mut follow_rows = Vec::new();
+    for rate in [None, Some(rate)] {
+        let count = match rate {
+            None => follow_records,
+            Some(r) => (r * 5) as usize,
+        };
+        let from = self::ends(&follow_topic);
+        let settings = raw_follow_settings.clone();
+        let raw_from = from.clone();
+        let raw = tokio::task::spawn_blocking(move || raw_follow(&settings, &raw_from, count));
+        tokio::time::sleep(Duration::from_millis(500)).await; // assigned and fetching
+        let started = Instant::now();
+        let t = follow_topic.clone();
+        tokio::task::spawn_blocking(move || produce_stamped(&t, count, rate)).await.unwrap();
+        let (raw_done, mut raw_lags) = raw.await.unwrap();
+        let raw_time = raw_done - started;
+
+        let from = self::ends(&follow_topic);
+        let stream = client
+            .subscribe(pb::SubscribeRequest { from_offsets: at(&from), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        let follower = tokio::spawn(gateway_follow(stream, count, true));
+        let started = Instant::now();
+        let t = follow_topic.clone();
+        tokio::task::spawn_blocking(move || produce_stamped(&t, count, rate)).await.unwrap();
+        let (gw_done, mut gw_lags) = follower.await.unwrap();
+        let gw_time = gw_done - started;
+        let what = match rate {
+            None => "full speed".to_string(),
+            Some(r) => format!("{r} records/s"),
+        };
+        follow_rows.push(format!(
+            "  {what:<16} raw follower {:.2?} ({:.0} rec/s), lag {}; gateway follower {:.2?} ({:.0} rec/s), lag {}; ratio {:.2}x",
+            raw_time,
+            count as f64 / raw_time.as_secs_f64(),
+            lag_summary(&mut raw_lags),
+            gw_time,
+            count as f64 / gw_time.as_secs_f64(),
+            lag_summary(&mut gw_lags),
+            raw_time.as_secs_f64() / gw_time.as_secs_f64(),
+        ));
+        println!("{}", follow_rows.last().unwrap());
+    }
+
     // First message on a small topic: the latency floor of a stream.
-    let small = unique_topic("bench-small");
-    create_topic(&small, 1).await;
     produce(&small, &[Out::kv("k", Some("v"))]);
-    drop(client);
-    gateway.kill();
-    let mut gateway = Process::spawn(&[&topic, &small], &[]).await;
-    let pid_small = gateway.child.id();
-    let mut client = connect(gateway.addr).await;
     let (mut sub, mut snap, mut describe) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..21 {
         let started = Instant::now();
@@ -309,79 +467,114 @@ async fn main() {
         median(describe)
     );
 
-    // Fan-out at the head: N followers of `small` while A writes `fanout_records`; gateway CPU per
-    // million delivered records, and the delivery latency (produce to receive) of each record.
+    // Clients spread over a few connections (HTTP/2 multiplexes streams, as real clients do).
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(connect(gateway.addr).await);
+    }
+
+    // Idle subscribers at the head: what each costs while nothing is written.
+    let head = at(&self::ends(&small));
+    let rss_before = gateway.rss_kib();
+    let mut idle_streams = Vec::new();
+    for i in 0..idle {
+        let c = &mut clients[i % 20];
+        let mut s = c
+            .subscribe(pb::SubscribeRequest { from_offsets: head.clone(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        s.message().await.unwrap().unwrap();
+        idle_streams.push(s);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_idle = gateway.rss_kib();
+    println!(
+        "idle subscribers: {idle} streams at the head cost {:.1} KiB of gateway RSS each",
+        rss_idle.saturating_sub(rss_before) as f64 / idle.max(1) as f64
+    );
+    drop(idle_streams);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Fan-out at the head: N followers of `small` while A writes; gateway CPU per million
+    // delivered records, and the delivery latency (produce to receive) seen by one follower.
+    println!();
     for &n in &fanout {
-        let start_ends = self::ends(&small);
-        let from: Vec<pb::PartitionOffset> = start_ends
-            .iter()
-            .map(|((t, p), o)| pb::PartitionOffset { topic: t.clone(), partition: *p, offset: *o })
-            .collect();
-        let mut followers = Vec::new();
-        for _ in 0..n {
-            let mut c = connect(gateway.addr).await;
+        let count = fanout_records.min(fanout_deliveries / n.max(1)).max(1);
+        let from = at(&self::ends(&small));
+        let mut streams = Vec::new();
+        for i in 0..n {
+            let c = &mut clients[i % 20];
             let s = c
                 .subscribe(pb::SubscribeRequest { from_offsets: from.clone(), ..Default::default() })
                 .await
                 .unwrap()
                 .into_inner();
-            followers.push((c, s));
+            streams.push(s);
         }
-        let cpu_before = cpu_seconds(pid_small);
-        let topic = small.clone();
-        let writer = tokio::task::spawn_blocking(move || {
-            let w = Writer::new(&topic);
-            for i in 0..fanout_records {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros();
-                w.send(&Out::kv(&format!("f-{i}"), Some(&now.to_string())));
-            }
-            w.flush();
-        });
-        let target = fanout_records as u64;
-        let mut tasks = Vec::new();
-        for (i, (_c, mut s)) in followers.into_iter().enumerate() {
-            tasks.push(tokio::spawn(async move {
-                let (mut count, mut lags) = (0u64, Vec::new());
-                while count < target {
-                    let Some(m) = s.message().await.unwrap() else { break };
-                    if let Some(pb::subscribe_response::Message::Records(b)) = m.message {
-                        let now =
-                            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros();
-                        for r in &b.records {
-                            // Sample the first follower's latency (every record).
-                            if i == 0 {
-                                let sent: u128 =
-                                    std::str::from_utf8(r.value.as_deref().unwrap()).unwrap().parse().unwrap();
-                                lags.push(Duration::from_micros(now.saturating_sub(sent) as u64));
-                            }
-                        }
-                        count += b.records.len() as u64;
-                    }
-                }
-                lags
-            }));
-        }
-        writer.await.unwrap();
+        let tasks: Vec<_> =
+            streams.into_iter().enumerate().map(|(i, s)| tokio::spawn(gateway_follow(s, count, i == 0))).collect();
+        let cpu_before = cpu_seconds(pid);
+        let t = small.clone();
+        tokio::task::spawn_blocking(move || produce_stamped(&t, count, None)).await.unwrap();
         let mut lags = Vec::new();
         for t in tasks {
-            lags.extend(t.await.unwrap());
+            lags.extend(t.await.unwrap().1);
         }
-        let cpu = cpu_seconds(pid_small) - cpu_before;
-        let delivered = (n * fanout_records) as f64;
+        let cpu = cpu_seconds(pid) - cpu_before;
         println!(
-            "fan-out: {n:>4} followers at the head, {fanout_records} records each: gateway CPU {:.2} s per million delivered; latency p50 {:.1?} p99 {:.1?}",
-            cpu / delivered * 1e6,
-            percentile(&mut lags, 0.5),
-            percentile(&mut lags, 0.99),
+            "fan-out: {n:>4} followers at the head, {count} records each: gateway CPU {:.2} s per million delivered; latency {}",
+            cpu / (n * count) as f64 * 1e6,
+            lag_summary(&mut lags),
         );
     }
-
     println!(
         "\nmemory: gateway RSS with the view loaded {:.0} MiB for ~{:.0} MiB of keys and values ({:.1}x)",
         rss_loaded as f64 / 1024.0,
         key_value_bytes as f64 / (1 << 20) as f64,
         rss_loaded as f64 * 1024.0 / key_value_bytes as f64
     );
-    let _ = pid;
+    drop(clients);
+    drop(client);
     gateway.kill();
+
+    // 1 KiB records: the same read, raw and through the gateway.
+    if large_records > 0 {
+        let large = unique_topic("bench-large");
+        create_topic(&large, partitions).await;
+        fill(&large, large_records, 1024, 1);
+        let large_ends = self::ends(&large);
+        println!("\n{large_records} records of ~1 KiB, one per key, {partitions} partitions:");
+        let (large_baseline, _) = best_raw(&large_ends, large_records);
+        let large_table = Table { baseline: large_baseline, records: large_records };
+        let started = Instant::now();
+        let mut gateway = Process::spawn(&[&large], &[]).await;
+        large_table.row("gateway start to ready, 1 KiB records", started.elapsed());
+        let mut client = connect(gateway.addr).await;
+        let started = Instant::now();
+        let request = pb::SubscribeRequest { from_offsets: from_start(&large, partitions), ..Default::default() };
+        assert_eq!(follow(&mut client, request, &large_ends).await as usize, large_records);
+        large_table.row("Subscribe from 0, 1 KiB records", started.elapsed());
+        gateway.kill();
+    }
+
+    // Many versions per key: the snapshot against a raw rebuild that reads every version.
+    if versions > 1 {
+        let versioned = unique_topic("bench-versions");
+        create_topic(&versioned, partitions).await;
+        fill(&versioned, records, value_bytes, versions);
+        let v_ends = self::ends(&versioned);
+        let rebuild = tokio::task::block_in_place(|| raw_read(&settings_of(baseline_name), &v_ends, true));
+        let gateway = Process::spawn(&[&versioned], &[]).await;
+        let mut client = connect(gateway.addr).await;
+        let started = Instant::now();
+        let snap = snapshot(&mut client, topic_snapshot(&versioned)).await.unwrap();
+        let d = started.elapsed();
+        assert_eq!(snap.entries.len(), records / versions);
+        println!(
+            "\nGetSnapshot of {} keys with {versions} versions each: {d:.2?}; raw rebuild {rebuild:.2?}; {:.2}x faster",
+            records / versions,
+            rebuild.as_secs_f64() / d.as_secs_f64()
+        );
+    }
 }

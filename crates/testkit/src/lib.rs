@@ -148,6 +148,11 @@ impl Writer {
         }
     }
 
+    /// Connects and learns the topic's partitions, so that the first record sent is not delayed.
+    pub fn warm_up(&self) {
+        self.producer.client().fetch_metadata(Some(&self.topic), Duration::from_secs(10)).expect("metadata");
+    }
+
     pub fn flush(&self) {
         self.producer.flush(Duration::from_secs(60)).expect("flush");
     }
