@@ -5,6 +5,7 @@ mod bad_input;
 mod follow;
 mod grpcurl;
 mod handoff;
+mod hardening;
 mod loading;
 mod restart;
 mod translators;

@@ -22,7 +22,7 @@ pub fn artifact(name: &str) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("{}: {e}; build it with scripts/build-translators.sh", path.display()))
 }
 
-async fn registry(gateway: &Gateway) -> Registry {
+pub async fn registry(gateway: &Gateway) -> Registry {
     TranslatorsClient::new(
         tonic::transport::Channel::from_shared(format!("http://{}", gateway.addr)).unwrap().connect().await.unwrap(),
     )

@@ -83,7 +83,11 @@ fn main() -> ExitCode {
                 }
             };
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match runtime.block_on(serve(config)) {
+            let served = runtime.block_on(serve(config));
+            // The drain is over: blocking work still running (a compile, a Kafka request that
+            // waits for its timeout) must not hold the exit.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            match served {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("tributary: {e}");

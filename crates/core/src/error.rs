@@ -46,6 +46,10 @@ pub enum Error {
         /// How many versions `name` has (when a digest of it was not found).
         versions: usize,
     },
+    /// A stored translator version whose files failed their integrity check at load: disabled
+    /// until the same bytes are uploaded again. The gateway's log says which file and why.
+    #[error("translator '{name}' ({digest}) is disabled: its stored files failed the gateway's integrity check; upload the same component again to repair it")]
+    TranslatorUnavailable { name: String, digest: String },
     /// A translator's `init` rejected the configuration.
     #[error("translator '{name}' ({digest}) rejected its configuration: {message}")]
     TranslatorConfig { name: String, digest: String, message: String },

@@ -37,6 +37,13 @@ pub struct Limits {
     pub ready_wait_ms: u64,
     /// Largest request message the server accepts, in bytes.
     pub max_request_bytes: usize,
+    /// Open client connections. At the cap the gateway stops accepting; new connections wait
+    /// in the kernel's listen backlog until one closes (keep it under the open-file limit).
+    pub max_connections: usize,
+    /// Time a new connection has to send the HTTP/2 preface, in milliseconds; then it is closed.
+    pub handshake_timeout_ms: u64,
+    /// Concurrent calls (HTTP/2 streams) on one connection; the client queues beyond it.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for Limits {
@@ -59,6 +66,10 @@ impl Default for Limits {
             progress_interval_ms: 1_000,
             ready_wait_ms: 30_000,
             max_request_bytes: 4 << 20,
+            // An idle connection costs ~10 KB; 10k stay well under a 20k-60k file limit.
+            max_connections: 10_000,
+            handshake_timeout_ms: 10_000,
+            max_streams_per_connection: 1_024,
         }
     }
 }
@@ -66,6 +77,10 @@ impl Default for Limits {
 impl Limits {
     pub fn progress_interval(&self) -> Duration {
         Duration::from_millis(self.progress_interval_ms)
+    }
+
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
     }
 }
 

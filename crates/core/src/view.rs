@@ -239,6 +239,8 @@ pub struct View {
     topics: HashMap<String, Arc<TopicView>>,
     names: Vec<String>,
     ready: watch::Sender<bool>,
+    /// Ingest has reached Kafka and knows every exposed partition.
+    assigned: std::sync::atomic::AtomicBool,
 }
 
 impl View {
@@ -257,7 +259,7 @@ impl View {
                 (name.clone(), Arc::new(view))
             })
             .collect();
-        Self { topics, names, ready: watch::channel(false).0 }
+        Self { topics, names, ready: watch::channel(false).0, assigned: Default::default() }
     }
 
     /// Exposed topic names, sorted.
@@ -292,6 +294,20 @@ impl View {
 
     pub fn topics(&self) -> impl Iterator<Item = &Arc<TopicView>> {
         self.names.iter().map(|n| &self.topics[n])
+    }
+
+    /// Marks that ingest has reached Kafka and added every exposed partition.
+    pub fn set_assigned(&self) {
+        self.assigned.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// UNAVAILABLE until ingest has reached Kafka: before that the view does not know the
+    /// partitions, so positions can be neither checked nor served.
+    pub fn check_assigned(&self) -> Result<(), Error> {
+        if self.assigned.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        Err(Error::kafka("the gateway has not reached Kafka yet (it keeps retrying; its log says why); retry shortly"))
     }
 
     pub fn is_ready(&self) -> bool {

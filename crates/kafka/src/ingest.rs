@@ -41,30 +41,32 @@ pub struct Ingest {
     refresh: Duration,
 }
 
+/// First wait between attempts to reach Kafka at start; it doubles up to [`SETUP_BACKOFF_MAX`].
+const SETUP_BACKOFF: Duration = Duration::from_millis(200);
+const SETUP_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
 impl Ingest {
-    /// Builds the shards of every exposed topic and assigns them at their earliest offsets.
-    ///
-    /// Fails when Kafka cannot be reached or an exposed topic does not exist, so that a
-    /// misconfigured gateway stops at start with a message instead of serving an empty view.
-    pub async fn start(kafka: &KafkaConfig, limits: &Limits, view: Arc<View>) -> Result<Self, Error> {
+    /// Creates the ingest consumer. Fails only on a configuration librdkafka rejects; reaching
+    /// Kafka and finding the topics happens in [`Ingest::run`], which retries.
+    pub fn new(kafka: &KafkaConfig, limits: &Limits, view: Arc<View>) -> Result<Self, Error> {
         let consumer: Arc<BaseConsumer> =
             Arc::new(consumer_config(kafka, "ingest", &ingest_tuning()).create().map_err(kafka_error)?);
-        let setup = {
-            let (consumer, view) = (consumer.clone(), view.clone());
-            tokio::task::spawn_blocking(move || add_new_partitions(&*consumer, &view, true))
-        };
-        setup.await.map_err(|e| Error::Internal(e.to_string()))??;
-        info!(topics = ?view.topic_names(), "ingest assigned every partition of the exposed topics");
         Ok(Self { consumer, view, limits: limits.clone(), refresh: Duration::from_millis(kafka.metadata_refresh_ms) })
     }
 
     /// Applies records until `shutdown` is cancelled; also moves positions past transaction
     /// markers, declares the view ready, and picks up new partitions.
     ///
-    /// The poll loop runs on a thread of its own (a blocking task), like a raw consumer: a tight
-    /// `poll` loop with no async wake-up per message; new partitions are looked for beside it.
+    /// First it assigns every partition of the exposed topics at its earliest offset, retrying
+    /// with backoff while Kafka is unreachable or a topic is missing or has no leader yet (the
+    /// gateway serves health NOT_SERVING and UNAVAILABLE meanwhile). The poll loop runs on a
+    /// thread of its own (a blocking task), like a raw consumer: a tight `poll` loop with no async
+    /// wake-up per message; new partitions are looked for beside it.
     pub async fn run(self, shutdown: CancellationToken) {
         let Self { consumer, view, limits, refresh } = self;
+        if !assign_at_start(&consumer, &view, &shutdown).await {
+            return;
+        }
         // The poll loop is a thread: it must also stop when this future is dropped without a
         // shutdown (a runtime shutting down waits for its blocking threads).
         let shutdown = shutdown.child_token();
@@ -76,6 +78,37 @@ impl Ingest {
         }
         let _ = refresher.await;
         info!("ingest stopped");
+    }
+}
+
+/// Assigns every exposed partition, retrying with backoff until it works; false on shutdown.
+async fn assign_at_start(consumer: &Arc<BaseConsumer>, view: &Arc<View>, shutdown: &CancellationToken) -> bool {
+    let mut backoff = SETUP_BACKOFF;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let (c, v) = (consumer.clone(), view.clone());
+        let setup = tokio::task::spawn_blocking(move || add_new_partitions(&*c, &v, true));
+        let result = tokio::select! {
+            r = setup => r.map_err(|e| Error::Internal(e.to_string())).and_then(|r| r),
+            _ = shutdown.cancelled() => return false,
+        };
+        match result {
+            Ok(_) => {
+                view.set_assigned();
+                info!(topics = ?view.topic_names(), attempt, "ingest assigned every partition of the exposed topics");
+                return true;
+            }
+            Err(e) => {
+                // Every attempt is logged: at start nothing else tells the operator what is wrong.
+                warn!(error = %e, attempt, retry_in = ?backoff, "cannot start ingest yet; retrying");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.cancelled() => return false,
+        }
+        backoff = (backoff * 2).min(SETUP_BACKOFF_MAX);
     }
 }
 
@@ -155,13 +188,15 @@ async fn refresh_partitions(
 
 /// Adds a shard for every partition not yet in the view and assigns it to the consumer at its
 /// earliest retained offset; on refreshes, also trims tail buffers to what Kafka still retains.
-/// Blocking: metadata and watermark requests.
+/// Every request is made before the view changes, so a failure leaves the view as it was and the
+/// next attempt starts over. Blocking: metadata and watermark requests.
 fn add_new_partitions<C: Consumer>(consumer: &C, view: &View, at_start: bool) -> Result<usize, Error> {
-    let mut added = Vec::new();
+    let mut found = Vec::new();
+    let mut trims = Vec::new();
     for topic in view.topics() {
         if !at_start {
             for shard in topic.shards() {
-                shard.trim_below(watermarks(consumer, &topic.name, shard.partition)?.earliest);
+                trims.push((shard.clone(), watermarks(consumer, &topic.name, shard.partition)?.earliest));
             }
         }
         let Some(count) = partition_count(consumer, &topic.name)? else {
@@ -174,18 +209,31 @@ fn add_new_partitions<C: Consumer>(consumer: &C, view: &View, at_start: bool) ->
             continue;
         };
         for partition in topic.partitions()..count {
-            let marks = watermarks(consumer, &topic.name, partition)?;
-            // A partition added while running is caught up from the start: its target is its start.
-            let target = if at_start { marks.latest } else { marks.earliest };
-            topic.add_shard(Arc::new(Shard::new(topic.name.clone(), partition, marks.earliest, target)));
-            added.push((topic.name.clone(), partition, marks.earliest));
+            found.push((topic.clone(), partition, watermarks(consumer, &topic.name, partition)?));
         }
     }
-    if !added.is_empty() {
-        consumer.incremental_assign(&assignment(&added)?).map_err(kafka_error)?;
-        if !at_start {
-            info!(partitions = ?added.iter().map(|(t, p, _)| format!("{t}/{p}")).collect::<Vec<_>>(), "new partitions picked up");
-        }
+    for (shard, earliest) in trims {
+        shard.trim_below(earliest);
+    }
+    if found.is_empty() {
+        return Ok(0);
+    }
+    let added: Vec<_> = found.iter().map(|(t, p, marks)| (t.name.clone(), *p, marks.earliest)).collect();
+    let assign = || consumer.incremental_assign(&assignment(&added)?).map_err(kafka_error);
+    // At start nothing polls yet: assign first, so a failure leaves no shard behind for the next
+    // attempt to skip. While running, the shards come first: the poll loop drops records of
+    // partitions it has no shard for.
+    if at_start {
+        assign()?;
+    }
+    for (topic, partition, marks) in found {
+        // A partition added while running is caught up from the start: its target is its start.
+        let target = if at_start { marks.latest } else { marks.earliest };
+        topic.add_shard(Arc::new(Shard::new(topic.name.clone(), partition, marks.earliest, target)));
+    }
+    if !at_start {
+        assign()?;
+        info!(partitions = ?added.iter().map(|(t, p, _)| format!("{t}/{p}")).collect::<Vec<_>>(), "new partitions picked up");
     }
     Ok(added.len())
 }
@@ -233,7 +281,10 @@ impl Batch {
 /// buffer.
 pub(crate) fn to_record<M: Message>(m: &M, topic: Arc<str>) -> Record {
     let (key, value) = (m.key(), m.payload());
-    let header_bytes: usize = m.headers().map_or(0, |hs| hs.iter().map(|h| h.value.map_or(0, <[u8]>::len)).sum());
+    // Once per record: librdkafka parses the headers (and allocates) on every call while a record
+    // has none, which every Kafka v2 record without headers is.
+    let parsed = m.headers();
+    let header_bytes: usize = parsed.map_or(0, |hs| hs.iter().map(|h| h.value.map_or(0, <[u8]>::len)).sum());
     let mut buffer = Vec::with_capacity(key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len) + header_bytes);
     let mut slice = |bytes: &[u8]| {
         let start = buffer.len();
@@ -242,10 +293,8 @@ pub(crate) fn to_record<M: Message>(m: &M, topic: Arc<str>) -> Record {
     };
     let key = key.map(&mut slice);
     let value = value.map(&mut slice);
-    let headers: Vec<(String, Option<std::ops::Range<usize>>)> = m
-        .headers()
-        .map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.map(&mut slice))).collect())
-        .unwrap_or_default();
+    let headers: Vec<(String, Option<std::ops::Range<usize>>)> =
+        parsed.map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.map(&mut slice))).collect()).unwrap_or_default();
     let buffer = Bytes::from(buffer);
     Record {
         topic,

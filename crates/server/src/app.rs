@@ -15,7 +15,6 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, time::Instant};
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
 use tributary_core::{subscribe::Shared, view::View, Error};
@@ -25,7 +24,7 @@ use tributary_wasm::{Host, Registry};
 use crate::{
     api::{GatewayService, TranslatorsService},
     config::Config,
-    pb,
+    connections, pb,
 };
 
 /// Longest wait for in-flight streams after shutdown starts.
@@ -45,13 +44,13 @@ pub struct App {
 }
 
 impl App {
-    /// Connects to Kafka, assigns every exposed partition and opens the translator registry.
-    /// Fails (with a message naming what to fix) when Kafka is unreachable, an exposed topic is
-    /// missing, or the registry cannot be read.
+    /// Creates the Kafka clients and opens the translator registry. Fails (with a message naming
+    /// what to fix) on a configuration Kafka's client rejects or a registry that cannot be read.
+    /// Kafka itself need not be up: ingest keeps trying to reach it once serving starts.
     pub async fn build(config: Config) -> Result<Self, Error> {
         let view = Arc::new(View::new(&config.kafka.topics));
         let log = Arc::new(Kafka::new(&config.kafka)?);
-        let ingest = Ingest::start(&config.kafka, &config.limits, view.clone()).await?;
+        let ingest = Ingest::new(&config.kafka, &config.limits, view.clone())?;
         let host = Host::new(&config.translators).map_err(Error::Internal)?;
         let registry = Arc::new(Registry::open(&config.translators.data_dir, host)?);
         let shutdown = CancellationToken::new();
@@ -111,14 +110,19 @@ impl App {
             }
         };
         let server = tonic::transport::Server::builder()
+            // A peer that stops answering pings is closed within 40 s, freeing its slot.
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .max_concurrent_streams(Some(config.limits.max_streams_per_connection))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(gateway)
             .add_service(translators)
-            .serve_with_incoming_shutdown(incoming(listener), signal);
+            .serve_with_incoming_shutdown(
+                connections::incoming(listener, config.limits.max_connections, config.limits.handshake_timeout()),
+                signal,
+            );
         tokio::pin!(server);
         let mut deadline = None;
         let result = tokio::select! {
@@ -145,21 +149,6 @@ impl App {
         }
         result
     }
-}
-
-/// Accepted connections, with Nagle's algorithm off: a stream's small messages (the first progress,
-/// a record at the head) would otherwise wait for the client's delayed ACK (~40 ms on Linux).
-fn incoming(
-    listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send + 'static {
-    use futures::StreamExt;
-    TcpListenerStream::new(listener).map(|accepted| {
-        accepted.inspect(|stream| {
-            if let Err(e) = stream.set_nodelay(true) {
-                warn!(error = %e, "cannot set TCP_NODELAY on a connection");
-            }
-        })
-    })
 }
 
 /// Builds the gateway from `config` and serves it on `listener` until `shutdown` resolves.

@@ -89,6 +89,9 @@ impl Config {
             ("limits.max_catchup_readers", l.max_catchup_readers),
             ("limits.catchup_prefetch_kbytes", l.catchup_prefetch_kbytes),
             ("limits.max_request_bytes", l.max_request_bytes),
+            ("limits.max_connections", l.max_connections),
+            ("limits.handshake_timeout_ms", l.handshake_timeout_ms as usize),
+            ("limits.max_streams_per_connection", l.max_streams_per_connection as usize),
         ] {
             if value == 0 {
                 return fail(key, "must be greater than 0");
@@ -102,6 +105,8 @@ impl Config {
             ("translators.max_component_bytes", t.max_component_bytes),
             ("translators.max_instances", t.max_instances as usize),
             ("translators.batch_records", t.batch_records),
+            ("translators.max_concurrent_uploads", t.max_concurrent_uploads),
+            ("translators.upload_timeout_ms", t.upload_timeout_ms as usize),
         ] {
             if value == 0 {
                 return fail(key, "must be greater than 0");

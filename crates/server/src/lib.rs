@@ -19,6 +19,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod connections;
 
 pub use app::serve;
 pub use tributary_wasm::sha256_hex;

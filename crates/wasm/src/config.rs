@@ -22,6 +22,12 @@ pub struct TranslatorsConfig {
     pub max_instances: u32,
     /// Records passed to one `translate` call.
     pub batch_records: usize,
+    /// Uploads received and compiled at once. Another upload fails RESOURCE_EXHAUSTED at once:
+    /// compiling is the gateway's most expensive work (a core and up to hundreds of MB each).
+    pub max_concurrent_uploads: usize,
+    /// Time an upload may take to send its bytes, in milliseconds. A slower or never-ending
+    /// upload stream fails RESOURCE_EXHAUSTED and frees its slot.
+    pub upload_timeout_ms: u64,
 }
 
 impl Default for TranslatorsConfig {
@@ -38,6 +44,9 @@ impl Default for TranslatorsConfig {
             max_component_bytes: 64 << 20,
             max_instances: 64,
             batch_records: 256,
+            max_concurrent_uploads: 2,
+            // 64 MiB at a slow 2 MB/s takes 32 s.
+            upload_timeout_ms: 60_000,
         }
     }
 }

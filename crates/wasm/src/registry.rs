@@ -4,11 +4,16 @@
 //!
 //! On disk (`translators.data_dir`):
 //! - `components/<digest>.wasm`: the uploaded bytes;
-//! - `compiled/<digest>.cwasm`: wasmtime's compiled form (recompiled if the engine changed);
+//! - `compiled/<digest>.cwasm`: the SHA-256 of wasmtime's compiled form, then the form itself
+//!   (recompiled if the engine changed);
 //! - `index.json`: name → versions.
 //!
 //! Every file is written to a temporary name, synced, then renamed, so a crash leaves either the
-//! old or the new file.
+//! old or the new file. Nothing read back is trusted: a component must hash to its digest, a
+//! compiled form to its checksum (native code is never loaded from bytes that fail it), names and
+//! digests in the index must be valid. A stored version that fails is disabled with the reason
+//! (its calls end DATA_LOSS until it is uploaded again); the gateway and every other translator
+//! keep serving.
 
 use std::{
     collections::BTreeMap,
@@ -20,7 +25,7 @@ use std::{
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use wasmtime::component::Component;
 
 use tributary_core::{translate::Translation, Error, TranslatorFailure};
@@ -48,6 +53,8 @@ pub struct Registry {
     names: DashMap<String, Vec<Version>>,
     /// Digest → compiled component.
     components: DashMap<String, Component>,
+    /// Digest → why its stored files could not be loaded (the version is disabled).
+    broken: DashMap<String, String>,
     /// (digest, configuration) → the translator subscribers share while any holds it.
     live: DashMap<(String, String), Weak<Translator>>,
     /// Serializes changes of the index (uploads and deletes).
@@ -130,6 +137,23 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Bytes of the checksum in front of a compiled form.
+const CHECKSUM_BYTES: usize = 32;
+
+/// A compiled form as stored: its SHA-256, then its bytes.
+fn seal(compiled: &[u8]) -> Vec<u8> {
+    let mut sealed = Vec::with_capacity(CHECKSUM_BYTES + compiled.len());
+    sealed.extend_from_slice(&Sha256::digest(compiled));
+    sealed.extend_from_slice(compiled);
+    sealed
+}
+
+/// The compiled form in a stored file, if its checksum holds (no flipped or missing byte).
+fn unseal(file: &[u8]) -> Option<&[u8]> {
+    let (sum, compiled) = file.split_at_checked(CHECKSUM_BYTES)?;
+    (Sha256::digest(compiled).as_slice() == sum).then_some(compiled)
+}
+
 fn storage(e: std::io::Error, what: &str) -> Error {
     Error::Internal(format!("translator storage: {what}: {e}"))
 }
@@ -153,19 +177,39 @@ impl Registry {
             host,
             names: DashMap::new(),
             components: DashMap::new(),
+            broken: DashMap::new(),
             live: DashMap::new(),
             write: Mutex::new(()),
         };
         for (name, versions) in index.names {
-            for v in &versions {
-                if !registry.components.contains_key(&v.digest) {
-                    let component = registry.load(&v.digest)?;
-                    registry.components.insert(v.digest.clone(), component);
-                }
+            if let Err(problem) = check_name(&name) {
+                error!(%problem, "translator index entry skipped: its name is invalid");
+                continue;
             }
-            registry.names.insert(name, versions);
+            let mut kept = Vec::with_capacity(versions.len());
+            for v in versions {
+                if v.digest.is_empty() || check_digest(&v.digest).is_err() {
+                    error!(name, digest = %v.digest.chars().take(80).collect::<String>(), "translator version skipped: its digest in the index is invalid");
+                    continue;
+                }
+                if !registry.components.contains_key(&v.digest) && !registry.broken.contains_key(&v.digest) {
+                    match registry.load(&v.digest) {
+                        Ok(component) => {
+                            registry.components.insert(v.digest.clone(), component);
+                        }
+                        Err(reason) => {
+                            error!(name, digest = v.digest, %reason, "translator version disabled until it is uploaded again");
+                            registry.broken.insert(v.digest.clone(), reason);
+                        }
+                    }
+                }
+                kept.push(v);
+            }
+            if !kept.is_empty() {
+                registry.names.insert(name, kept);
+            }
         }
-        info!(translators = registry.names.len(), components = registry.components.len(), dir = %dir.display(), "translator registry open");
+        info!(translators = registry.names.len(), components = registry.components.len(), disabled = registry.broken.len(), dir = %dir.display(), "translator registry open");
         Ok(registry)
     }
 
@@ -177,25 +221,47 @@ impl Registry {
         self.dir.join("compiled").join(format!("{digest}.cwasm"))
     }
 
-    fn load(&self, digest: &str) -> Result<Component, Error> {
-        if let Ok(compiled) = std::fs::read(self.compiled_path(digest)) {
-            if let Some(component) = self.host.deserialize(&compiled) {
-                return Ok(component);
-            }
-            warn!(digest, "compiled translator is from another engine; recompiling");
+    /// Loads a stored component: its compiled form if that passes its checksum and was written by
+    /// this engine, else compiled again from the component, which must hash to `digest`. The
+    /// error is why the version cannot be served.
+    fn load(&self, digest: &str) -> Result<Component, String> {
+        let compiled_path = self.compiled_path(digest);
+        match std::fs::read(&compiled_path) {
+            Ok(file) => match unseal(&file) {
+                Some(compiled) => match self.host.deserialize(compiled) {
+                    Some(component) => return Ok(component),
+                    None => warn!(digest, "compiled translator was written by another wasmtime build; recompiling"),
+                },
+                None => warn!(
+                    digest,
+                    path = %compiled_path.display(),
+                    "compiled translator fails its checksum (corrupt or truncated); recompiling it from the component"
+                ),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!(digest, error = %e, "compiled translator unreadable; recompiling"),
         }
-        let bytes =
-            std::fs::read(self.component_path(digest)).map_err(|e| storage(e, &format!("read component {digest}")))?;
-        let component =
-            self.host.compile(&bytes).map_err(|e| Error::Internal(format!("stored translator {digest}: {e}")))?;
+        let path = self.component_path(digest);
+        let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if sha256_hex(&bytes) != digest {
+            return Err(format!("{} does not hash to its digest (corrupt or replaced)", path.display()));
+        }
+        let component = self.host.compile(&bytes).map_err(|e| format!("the stored component does not compile: {e}"))?;
         if let Ok(compiled) = self.host.serialize(&component) {
-            let _ = write_atomic(&self.compiled_path(digest), &compiled);
+            if let Err(e) = write_atomic(&compiled_path, &seal(&compiled)) {
+                warn!(digest, error = %e, "could not store the compiled translator; it is compiled again at the next start");
+            }
         }
         Ok(component)
     }
 
     pub fn max_component_bytes(&self) -> usize {
         self.host.limits().max_component_bytes
+    }
+
+    /// The `[translators]` configuration the registry runs with.
+    pub fn config(&self) -> &crate::TranslatorsConfig {
+        self.host.limits()
     }
 
     /// Validates, compiles and stores a component under `name`. Blocking (compiles).
@@ -207,15 +273,20 @@ impl Registry {
             None => self.host.compile(bytes).map_err(|e| Error::invalid("chunk", e.to_string()))?,
         };
         let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        // A disabled version's files are rewritten from the verified upload: that repairs it.
+        let repair = self.broken.contains_key(&digest);
         let path = self.component_path(&digest);
-        if !path.exists() {
+        if repair || !path.exists() {
             write_atomic(&path, bytes).map_err(|e| storage(e, "write component"))?;
         }
-        if !self.compiled_path(&digest).exists() {
+        if repair || !self.compiled_path(&digest).exists() {
             let compiled = self.host.serialize(&component).map_err(Error::Internal)?;
-            write_atomic(&self.compiled_path(&digest), &compiled).map_err(|e| storage(e, "write compiled"))?;
+            write_atomic(&self.compiled_path(&digest), &seal(&compiled)).map_err(|e| storage(e, "write compiled"))?;
         }
         self.components.insert(digest.clone(), component);
+        if self.broken.remove(&digest).is_some() {
+            info!(digest, "disabled translator version repaired by an upload of the same bytes");
+        }
         let version = Version { digest: digest.clone(), size: bytes.len() as u64, uploaded_at_ms: now_ms() };
         let number = {
             let mut versions = self.names.entry(name.to_string()).or_default();
@@ -283,6 +354,7 @@ impl Registry {
             let used = self.names.iter().any(|e| e.value().iter().any(|x| x.digest == v.digest));
             if !used {
                 self.components.remove(&v.digest);
+                self.broken.remove(&v.digest);
                 let _ = std::fs::remove_file(self.component_path(&v.digest));
                 let _ = std::fs::remove_file(self.compiled_path(&v.digest));
             }
@@ -310,11 +382,15 @@ impl Registry {
         let translator = match self.live.get(&key).and_then(|w| w.upgrade()) {
             Some(t) => t,
             None => {
-                let component = self
-                    .components
-                    .get(&version.digest)
-                    .map(|c| c.clone())
-                    .ok_or_else(|| Error::Internal(format!("component {} is not loaded", version.digest)))?;
+                let component = self.components.get(&version.digest).map(|c| c.clone()).ok_or_else(|| {
+                    match self.broken.contains_key(&version.digest) {
+                        true => Error::TranslatorUnavailable {
+                            name: reference.name.clone(),
+                            digest: version.digest.clone(),
+                        },
+                        false => Error::Internal(format!("component {} is not loaded", version.digest)),
+                    }
+                })?;
                 let translator =
                     self.host.translator(&component, reference.config.clone()).map_err(|failure| match failure {
                         TranslatorFailure::Error(message) => Error::TranslatorConfig {

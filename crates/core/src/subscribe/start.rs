@@ -24,6 +24,7 @@ pub struct Plan {
 /// Checks the requested topics and offsets; `topics` and `from_offsets` name the request's fields
 /// in errors.
 pub fn plan(view: &View, topics: &[String], from_offsets: &[PartitionOffset]) -> Result<Plan, Error> {
+    view.check_assigned()?;
     let mut followed = view.requested(topics, "topics")?;
     let mut explicit: HashMap<(String, i32), i64> = HashMap::new();
     for (i, po) in from_offsets.iter().enumerate() {

@@ -81,6 +81,7 @@ impl GatewayService {
         } else {
             self.view.requested(&request.topics, "topics")?
         };
+        self.view.check_assigned()?;
         let shards: Vec<_> = topics.iter().flat_map(|t| t.shards()).collect();
         let partitions = shards.iter().map(|s| (s.topic.clone(), s.partition)).collect();
         let marks = source::watermarks(&self.shared.log, partitions).await?;

@@ -33,6 +33,7 @@ pub fn code(error: &Error) -> Code {
             | TranslatorFailure::Instances(_) => Code::ResourceExhausted,
             TranslatorFailure::Trap(_) | TranslatorFailure::Error(_) => Code::FailedPrecondition,
         },
+        Error::TranslatorUnavailable { .. } => Code::DataLoss,
         Error::Internal(_) => Code::Internal,
     }
 }
@@ -60,6 +61,7 @@ pub fn reason_of(error: &Error) -> &'static str {
             TranslatorFailure::Error(_) => "TRANSLATOR_ERROR",
             TranslatorFailure::Instances(_) => "TRANSLATOR_INSTANCES",
         },
+        Error::TranslatorUnavailable { .. } => "TRANSLATOR_DAMAGED",
         Error::Internal(_) => "INTERNAL",
     }
 }
@@ -78,7 +80,7 @@ fn metadata(error: &Error) -> HashMap<String, String> {
                 m.insert("offset".into(), o.to_string());
             }
         }
-        Error::TranslatorConfig { name, digest, .. } => {
+        Error::TranslatorConfig { name, digest, .. } | Error::TranslatorUnavailable { name, digest } => {
             m.insert("translator".into(), name.clone());
             m.insert("digest".into(), digest.clone());
         }

@@ -1,7 +1,8 @@
 //! The `tributary.v1.Translators` gRPC service: upload (client-streaming), list, describe, delete.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
+use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 use tributary_core::Error;
 use tributary_wasm::{registry, Registry};
@@ -14,11 +15,27 @@ use crate::{
 #[derive(Clone)]
 pub struct TranslatorsService {
     registry: Arc<Registry>,
+    /// Uploads being received or compiled (`translators.max_concurrent_uploads`).
+    uploads: Arc<Semaphore>,
 }
 
 impl TranslatorsService {
     pub fn new(registry: Arc<Registry>) -> Self {
-        Self { registry }
+        let uploads = Arc::new(Semaphore::new(registry.config().max_concurrent_uploads));
+        Self { registry, uploads }
+    }
+
+    /// Receives an upload within `translators.upload_timeout_ms`.
+    async fn receive_in_time(
+        &self,
+        stream: Streaming<pb::UploadTranslatorRequest>,
+    ) -> Result<(pb::UploadHeader, Vec<u8>), Error> {
+        let limit = Duration::from_millis(self.registry.config().upload_timeout_ms);
+        tokio::time::timeout(limit, self.receive(stream)).await.map_err(|_| {
+            Error::ResourceExhausted(format!(
+                "the upload did not finish within {limit:?} (translators.upload_timeout_ms); send the whole component, then close the stream"
+            ))
+        })?
     }
 
     /// Reads the header and every chunk, within the size limit.
@@ -93,7 +110,13 @@ impl pb::translators_server::Translators for TranslatorsService {
         &self,
         request: Request<Streaming<pb::UploadTranslatorRequest>>,
     ) -> Result<Response<pb::TranslatorVersion>, Status> {
-        let (header, bytes) = self.receive(request.into_inner()).await.map_err(status)?;
+        let _slot = self.uploads.clone().try_acquire_owned().map_err(|_| {
+            status(Error::ResourceExhausted(format!(
+                "{} uploads are already in progress (translators.max_concurrent_uploads); retry when one has finished",
+                self.registry.config().max_concurrent_uploads
+            )))
+        })?;
+        let (header, bytes) = self.receive_in_time(request.into_inner()).await.map_err(status)?;
         let registry = self.registry.clone();
         let version = blocking(move || registry.upload(&header.name, &bytes)).await.map_err(status)?;
         Ok(Response::new(convert::version(version)))

@@ -1,0 +1,257 @@
+//! Issue 8: damaged files, hostile clients and Kafka outages must not take the gateway down.
+
+use std::path::Path;
+
+use tonic::Code;
+use tributary_server::{api::status, config::Limits, pb, sha256_hex};
+
+use crate::{
+    harness::*,
+    translators::{artifact, registry as translators_client, upload_bytes as upload_translator},
+};
+
+fn translator(name: &str) -> Option<pb::TranslatorRef> {
+    Some(pb::TranslatorRef { name: name.into(), ..Default::default() })
+}
+
+async fn translated_snapshot(client: &mut Client, topic: &str, name: &str) -> Result<Snapshot, tonic::Status> {
+    snapshot(client, pb::GetSnapshotRequest { translator: translator(name), ..topic_snapshot(topic) }).await
+}
+
+fn flip_bytes(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let middle = bytes.len() / 2;
+    for b in &mut bytes[middle..middle + 16] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Case 1: a compiled artifact with flipped bytes (it used to crash the gateway with SIGSEGV) or
+/// truncated is recompiled from the verified component; a component that no longer hashes to its
+/// digest, a missing file, or an index entry with a bad name or digest disables only that entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_translator_files_disable_only_their_version() {
+    let topic = unique_topic("damaged");
+    create_topic(&topic, 1).await;
+    produce(&topic, &[Out::kv("a", Some(r#"{"id":1,"station":"x","status":"done"}"#))]);
+    let config = config(&[&topic], Limits::default());
+    let dir = config.translators.data_dir.clone();
+    let (identity, mapper) = (sha256_hex(&artifact("identity.wasm")), sha256_hex(&artifact("field-mapper.wasm")));
+    let compiled = |digest: &str| dir.join("compiled").join(format!("{digest}.cwasm"));
+    let component = |digest: &str| dir.join("components").join(format!("{digest}.wasm"));
+
+    let gateway = Gateway::start_with(config.clone()).await;
+    let mut reg = translators_client(&gateway).await;
+    upload_translator(&mut reg, "ident", &artifact("identity.wasm")).await.unwrap();
+    upload_translator(&mut reg, "mapper", &artifact("field-mapper.wasm")).await.unwrap();
+    gateway.stop().await;
+
+    // Flipped bytes (same length) and a truncated artifact: recompiled, both translators work.
+    flip_bytes(&compiled(&identity));
+    let flipped = std::fs::read(compiled(&identity)).unwrap();
+    let truncated = std::fs::read(compiled(&mapper)).unwrap();
+    std::fs::write(compiled(&mapper), &truncated[..truncated.len() / 3]).unwrap();
+    let gateway = Gateway::start_with(config.clone()).await;
+    let mut client = gateway.client().await;
+    assert_eq!(translated_snapshot(&mut client, &topic, "ident").await.unwrap().entries.len(), 1);
+    assert_eq!(translated_snapshot(&mut client, &topic, "mapper").await.unwrap().entries.len(), 1);
+    assert_ne!(std::fs::read(compiled(&identity)).unwrap(), flipped, "the damaged artifact was replaced");
+    assert_eq!(std::fs::read(compiled(&mapper)).unwrap().len(), truncated.len(), "the truncated one too");
+    gateway.stop().await;
+
+    // A component replaced by other bytes, a missing component, and index entries whose name or
+    // digest is not valid (they would point outside the data directory).
+    std::fs::write(component(&identity), artifact("field-mapper.wasm")).unwrap();
+    std::fs::remove_file(compiled(&identity)).unwrap();
+    std::fs::remove_file(component(&mapper)).unwrap();
+    std::fs::remove_file(compiled(&mapper)).unwrap();
+    let index_path = dir.join("index.json");
+    let mut index: serde_json::Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let version = index["names"]["ident"][0].clone();
+    index["names"]["../../etc"] = serde_json::json!([version.clone()]);
+    let mut bad_digest = version;
+    bad_digest["digest"] = "../../../etc/passwd".into();
+    index["names"]["sneaky"] = serde_json::json!([bad_digest]);
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+
+    let gateway = Gateway::start_with(config.clone()).await;
+    let mut client = gateway.client().await;
+    assert_eq!(snapshot(&mut client, topic_snapshot(&topic)).await.unwrap().entries.len(), 1, "untranslated serves");
+    let mut reg = translators_client(&gateway).await;
+    let listed = reg.list(pb::ListTranslatorsRequest {}).await.unwrap().into_inner();
+    let names: Vec<&str> = listed.translators.iter().map(|t| t.name.as_str()).collect();
+    assert!(!names.contains(&"../../etc"), "an invalid name is not loaded: {names:?}");
+    for name in ["ident", "mapper"] {
+        let status = translated_snapshot(&mut client, &topic, name).await.err().expect("a damaged version fails");
+        assert_eq!(status.code(), Code::DataLoss, "{name}: {status:?}");
+        assert_eq!(status::reason(&status).as_deref(), Some("TRANSLATOR_DAMAGED"));
+        assert!(status.message().contains("upload the same component again"), "{}", status.message());
+        assert!(!status.message().contains(dir.to_str().unwrap()), "no server path in the message");
+    }
+    assert!(!names.contains(&"sneaky"), "a name left without a valid version is not loaded: {names:?}");
+
+    // Uploading the same bytes again repairs the version, also across a restart.
+    upload_translator(&mut reg, "ident", &artifact("identity.wasm")).await.unwrap();
+    assert_eq!(translated_snapshot(&mut client, &topic, "ident").await.unwrap().entries.len(), 1);
+    gateway.stop().await;
+    let gateway = Gateway::start_with(config).await;
+    let mut client = gateway.client().await;
+    assert_eq!(translated_snapshot(&mut client, &topic, "ident").await.unwrap().entries.len(), 1);
+}
+
+/// The gateway's health as a load balancer sees it.
+async fn health(addr: std::net::SocketAddr) -> tonic_health::pb::health_check_response::ServingStatus {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let response = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
+    response.into_inner().status()
+}
+
+/// Serves `config` in this process without waiting for it to be ready.
+async fn serve_unready(
+    config: tributary_server::config::Config,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), String>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tributary_server::serve(config, listener, async {
+        let _ = stopped.await;
+    });
+    let server = tokio::spawn(async move { served.await.map_err(|e| e.to_string()) });
+    (addr, stop, server)
+}
+
+/// Calls that need Kafka's partitions answer UNAVAILABLE at once while the gateway cannot reach
+/// it, and health says NOT_SERVING.
+async fn assert_waiting_for_kafka(addr: std::net::SocketAddr, topic: &str) {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    assert_eq!(health(addr).await, ServingStatus::NotServing);
+    let mut client = connect(addr).await;
+    let started = std::time::Instant::now();
+    let status = client.describe_topics(pb::DescribeTopicsRequest { topics: vec![topic.into()] }).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(status::reason(&status).as_deref(), Some("KAFKA_UNAVAILABLE"));
+    let request = pb::SubscribeRequest { topics: vec![topic.into()], ..Default::default() };
+    let status = client.subscribe(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "answered at once: {:?}", started.elapsed());
+}
+
+/// Case 5: a gateway started before its topic exists (or right after it was created, before it
+/// has a leader) used to exit with status 1. It keeps retrying and serves once the topic is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_started_before_its_topic_exists_serves_once_it_does() {
+    let topic = unique_topic("late");
+    let (addr, stop, server) = serve_unready(config(&[&topic], Limits::default())).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(!server.is_finished(), "the gateway keeps running: {:?}", server.await);
+    assert_waiting_for_kafka(addr, &topic).await;
+
+    create_topic(&topic, 2).await;
+    produce(&topic, &[Out::kv("a", Some("1"))]);
+    wait_serving(addr).await;
+    let mut client = connect(addr).await;
+    let snap = snapshot(&mut client, topic_snapshot(&topic)).await.unwrap();
+    assert_eq!(snap.entries.len(), 1);
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+/// Case 5: with Kafka unreachable the gateway keeps retrying, answers at once, and still stops
+/// promptly when told to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_without_kafka_keeps_retrying_and_stops_when_told() {
+    let topic = unique_topic("no-kafka");
+    let mut config = config(&[&topic], Limits::default());
+    config.kafka.bootstrap_servers = "127.0.0.1:1".into(); // nothing listens there
+    let (addr, stop, server) = serve_unready(config).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(!server.is_finished(), "the gateway keeps running: {:?}", server.await);
+    assert_waiting_for_kafka(addr, &topic).await;
+    let started = std::time::Instant::now();
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(12), "stopped in {:?}", started.elapsed());
+}
+
+/// Case 10: an upload stream that never ends used to be held forever. It ends RESOURCE_EXHAUSTED
+/// after `translators.upload_timeout_ms`, and uploads beyond `max_concurrent_uploads` are refused
+/// at once instead of queueing compiles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_never_ending_upload_times_out_and_uploads_are_bounded() {
+    use pb::upload_translator_request::Part;
+    let topic = unique_topic("uploads");
+    create_topic(&topic, 1).await;
+    let mut config = config(&[&topic], Limits::default());
+    config.translators.upload_timeout_ms = 1_500;
+    config.translators.max_concurrent_uploads = 1;
+    let gateway = Gateway::start_with(config).await;
+
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let header = pb::UploadHeader { name: "slow".into(), ..Default::default() };
+    tx.send(pb::UploadTranslatorRequest { part: Some(Part::Header(header)) }).await.unwrap();
+    tx.send(pb::UploadTranslatorRequest { part: Some(Part::Chunk(artifact("identity.wasm")[..100].to_vec().into())) })
+        .await
+        .unwrap();
+    let mut hanging_client = translators_client(&gateway).await;
+    let started = std::time::Instant::now();
+    let hanging = tokio::spawn(async move {
+        hanging_client.upload(tokio_stream::wrappers::ReceiverStream::new(rx)).await.map(|r| r.into_inner())
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let mut reg = translators_client(&gateway).await;
+    let status = upload_translator(&mut reg, "other", &artifact("identity.wasm")).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("max_concurrent_uploads"), "{}", status.message());
+
+    let status = hanging.await.unwrap().unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("upload_timeout_ms"), "{}", status.message());
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "ended after {:?}", started.elapsed());
+    drop(tx);
+
+    upload_translator(&mut reg, "other", &artifact("identity.wasm")).await.expect("the slot is free again");
+}
+
+/// Case 3: idle TCP connections that never speak HTTP/2 used to pile up until the process ran out
+/// of file descriptors. They are closed after `limits.handshake_timeout_ms`, at most
+/// `limits.max_connections` are open at once, and a real client gets through once slots free up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_capped_and_closed_after_the_handshake_timeout() {
+    use tokio::io::AsyncReadExt;
+    let topic = unique_topic("conns");
+    create_topic(&topic, 1).await;
+    let limits = Limits { max_connections: 20, handshake_timeout_ms: 1_000, ..Limits::default() };
+    let gateway = Gateway::start_with(config(&[&topic], limits)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await; // wait_serving's connections close
+
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(tokio::net::TcpStream::connect(gateway.addr).await.unwrap());
+    }
+    // A real client waits for a slot (the first 20 idle ones hold them), then gets through.
+    let started = std::time::Instant::now();
+    let mut client = gateway.client().await;
+    client.describe_topics(pb::DescribeTopicsRequest { topics: vec![topic.clone()] }).await.unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(500), "waited for a slot: {:?}", started.elapsed());
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "got through in {:?}", started.elapsed());
+
+    // Every idle connection is closed by the gateway (end of stream or reset), none is kept.
+    for mut c in idle {
+        let closed = async {
+            let mut buf = [0u8; 256];
+            // The server's own SETTINGS frame may come first; then the end of the stream.
+            while let Ok(n) = c.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), closed)
+            .await
+            .expect("the gateway closes a connection that never sends the preface");
+    }
+    client.describe_topics(pb::DescribeTopicsRequest { topics: vec![topic] }).await.unwrap();
+}
