@@ -143,6 +143,11 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// Threads of a process.
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
 fn median(mut xs: Vec<Duration>) -> Duration {
     xs.sort();
     xs[xs.len() / 2]
@@ -473,28 +478,34 @@ async fn main() {
         clients.push(connect(gateway.addr).await);
     }
 
-    // Idle subscribers at the head: what each costs while nothing is written.
-    let head = at(&self::ends(&small));
-    let rss_before = gateway.rss_kib();
-    let mut idle_streams = Vec::new();
-    for i in 0..idle {
-        let c = &mut clients[i % 20];
-        let mut s = c
-            .subscribe(pb::SubscribeRequest { from_offsets: head.clone(), ..Default::default() })
-            .await
-            .unwrap()
-            .into_inner();
-        s.message().await.unwrap().unwrap();
-        idle_streams.push(s);
+    // Idle subscribers at the head: what each costs while nothing is written, on a gateway of
+    // their own (in one that has freed memory before, new streams reuse it and RSS hides them).
+    {
+        let idle_gateway = Process::spawn(&[&small], &[]).await;
+        let mut idle_clients = Vec::new();
+        for _ in 0..20 {
+            idle_clients.push(connect(idle_gateway.addr).await);
+        }
+        let head = at(&self::ends(&small));
+        let (rss_before, threads_before) = (idle_gateway.rss_kib(), threads(idle_gateway.child.id()));
+        let mut idle_streams = Vec::new();
+        for i in 0..idle {
+            let c = &mut idle_clients[i % 20];
+            let mut s = c
+                .subscribe(pb::SubscribeRequest { from_offsets: head.clone(), ..Default::default() })
+                .await
+                .unwrap()
+                .into_inner();
+            s.message().await.unwrap().unwrap();
+            idle_streams.push(s);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (rss_idle, threads_idle) = (idle_gateway.rss_kib(), threads(idle_gateway.child.id()));
+        println!(
+            "idle subscribers: {idle} streams at the head cost {:.1} KiB of gateway RSS each; threads {threads_before} -> {threads_idle}",
+            rss_idle.saturating_sub(rss_before) as f64 / idle.max(1) as f64
+        );
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_idle = gateway.rss_kib();
-    println!(
-        "idle subscribers: {idle} streams at the head cost {:.1} KiB of gateway RSS each",
-        rss_idle.saturating_sub(rss_before) as f64 / idle.max(1) as f64
-    );
-    drop(idle_streams);
-    tokio::time::sleep(Duration::from_secs(1)).await;
 
     // Fan-out at the head: N followers of `small` while A writes; gateway CPU per million
     // delivered records, and the delivery latency (produce to receive) seen by one follower.

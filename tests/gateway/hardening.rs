@@ -255,3 +255,119 @@ async fn idle_connections_are_capped_and_closed_after_the_handshake_timeout() {
     }
     client.describe_topics(pb::DescribeTopicsRequest { topics: vec![topic] }).await.unwrap();
 }
+
+/// A broker of the test's own (scripts/kafka.sh on other ports), so that stopping it disturbs no
+/// other test. Stopped on drop.
+struct OwnBroker {
+    port: u16,
+}
+
+impl OwnBroker {
+    fn kafka_sh(&self, command: &str) -> String {
+        let out = std::process::Command::new(repo_root().join("scripts/kafka.sh"))
+            .arg(command)
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("KAFKA_CONTROLLER_PORT", (self.port + 1).to_string())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "kafka.sh {command}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn start(port: u16) -> (Self, String) {
+        let broker = OwnBroker { port };
+        let bootstrap = broker.kafka_sh("start");
+        (broker, bootstrap)
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.kafka_sh("stop");
+    }
+}
+
+async fn health_of(
+    addr: std::net::SocketAddr,
+    service: &str,
+) -> tonic_health::pb::health_check_response::ServingStatus {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let response = health.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await.unwrap();
+    response.into_inner().status()
+}
+
+/// Case 6: during a Kafka outage the gateway used to stay silent: DescribeTopics took Kafka's
+/// 10 s timeout, a new Subscribe got no message at all, and health said nothing. Now the view
+/// keeps serving, DescribeTopics answers at once with the last known offsets and their age, a
+/// Subscribe gets its first progress at once, and the `tributary.kafka` health service says
+/// NOT_SERVING until Kafka is back; then records flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_kafka_outage_the_view_keeps_serving_and_says_kafka_is_away() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let (broker, bootstrap) = OwnBroker::start(19_392);
+    let topic = unique_topic("outage");
+    create_topic_at(&bootstrap, &topic, 2).await;
+    let writer = Writer::new_at(&bootstrap, &topic);
+    writer.send(&Out::kv("a", Some("1")));
+    writer.flush();
+    drop(writer);
+    let mut config = config(&[&topic], Limits::default());
+    config.kafka.bootstrap_servers = bootstrap.clone();
+    let gateway = Gateway::start_with(config).await;
+    let mut client = gateway.client().await;
+    let described = client.describe_topics(pb::DescribeTopicsRequest { topics: vec![topic.clone()] }).await.unwrap();
+    assert!(described.get_ref().kafka_reachable && described.get_ref().watermarks_age_ms == 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while health_of(gateway.addr, "tributary.kafka").await != ServingStatus::Serving {
+        assert!(std::time::Instant::now() < deadline, "Kafka is reported reachable while it is up");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut follower =
+        Follower::start(&mut client, pb::SubscribeRequest { topics: vec![topic.clone()], ..Default::default() })
+            .await
+            .unwrap();
+
+    broker.kafka_sh("stop");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while health_of(gateway.addr, "tributary.kafka").await != ServingStatus::NotServing {
+        assert!(std::time::Instant::now() < deadline, "the kafka health service notices the outage");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(health_of(gateway.addr, "").await, ServingStatus::Serving, "the view still serves");
+
+    let started = std::time::Instant::now();
+    let described = client.describe_topics(pb::DescribeTopicsRequest { topics: vec![topic.clone()] }).await.unwrap();
+    let described = described.into_inner();
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "answered in {:?}", started.elapsed());
+    assert!(!described.kafka_reachable && described.watermarks_age_ms > 0, "{described:?}");
+    assert_eq!(described.topics[0].partitions.iter().map(|p| p.latest_offset).sum::<i64>(), 1);
+
+    let started = std::time::Instant::now();
+    let mut stream = client
+        .subscribe(pb::SubscribeRequest { topics: vec![topic.clone()], ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(matches!(first.message, Some(pb::subscribe_response::Message::Progress(_))), "{first:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "first progress in {:?}", started.elapsed());
+    let snap = snapshot(&mut client, topic_snapshot(&topic)).await.unwrap();
+    assert_eq!(snap.entries.len(), 1, "snapshots are served from the view");
+
+    // Kafka comes back: reachable again, and a record written now reaches the follower.
+    broker.kafka_sh("start");
+    let writer = Writer::new_at(&bootstrap, &topic);
+    writer.send(&Out::kv("b", Some("2")));
+    writer.flush();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while follower.records.len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "records flow again after the outage");
+        tokio::time::timeout(std::time::Duration::from_secs(1), follower.next()).await.ok();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while health_of(gateway.addr, "tributary.kafka").await != ServingStatus::Serving {
+        assert!(std::time::Instant::now() < deadline, "Kafka is reported reachable again");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -16,6 +16,8 @@
 //!   catch-up reader for cursors behind it, batching and progress.
 //! - [`source`]: the [`Log`](source::Log) port the Kafka adapter implements (watermarks, catch-up
 //!   readers).
+//! - [`watermarks`]: one shared, single-flight watermark lookup for every call that needs Kafka's
+//!   offsets, with the last known answer while Kafka does not respond.
 //! - [`error`]: the domain error every layer returns; the gRPC layer maps it to a status.
 //! - [`limits`]: every bound, with what happens at it.
 //!
@@ -36,6 +38,7 @@ pub mod source;
 pub mod subscribe;
 pub mod translate;
 pub mod view;
+pub mod watermarks;
 
 pub use error::{Error, TranslatorFailure};
 pub use limits::Limits;

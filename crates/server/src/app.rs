@@ -17,7 +17,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use tokio::{net::TcpListener, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
-use tributary_core::{subscribe::Shared, view::View, Error};
+use tributary_core::{subscribe::Shared, view::View, watermarks::WatermarkCache, Error};
 use tributary_kafka::{ingest::Ingest, Kafka};
 use tributary_wasm::{Host, Registry};
 
@@ -26,6 +26,9 @@ use crate::{
     config::Config,
     connections, pb,
 };
+
+/// The health service name whose status is whether Kafka answered the gateway's last request.
+pub const KAFKA_HEALTH_SERVICE: &str = "tributary.kafka";
 
 /// Longest wait for in-flight streams after shutdown starts.
 pub const DRAIN: Duration = Duration::from_secs(10);
@@ -54,9 +57,11 @@ impl App {
         let host = Host::new(&config.translators).map_err(Error::Internal)?;
         let registry = Arc::new(Registry::open(&config.translators.data_dir, host)?);
         let shutdown = CancellationToken::new();
+        let watermarks = WatermarkCache::new(log.clone(), view.clone());
         let shared = Shared {
             limits: config.limits.clone(),
             log,
+            watermarks,
             catchup_pool: Arc::new(tokio::sync::Semaphore::new(config.limits.max_catchup_readers)),
             shutdown: shutdown.clone(),
         };
@@ -71,17 +76,38 @@ impl App {
     ) -> Result<(), Error> {
         let Self { config, view, ingest, shared, registry, shutdown: token, tasks } = self;
         tasks.spawn(ingest.run(token.clone()));
+        let period = Duration::from_millis(config.kafka.metadata_refresh_ms);
+        tasks.spawn(shared.watermarks.clone().run(period, token.clone()));
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_not_serving::<pb::gateway_server::GatewayServer<GatewayService>>().await;
         health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
         {
-            let view = view.clone();
+            let (view, health) = (view.clone(), health.clone());
             tokio::spawn(async move {
                 let mut ready = view.ready_watch();
                 if ready.wait_for(|r| *r).await.is_ok() {
                     health.set_serving::<pb::gateway_server::GatewayServer<GatewayService>>().await;
                     health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+                }
+            });
+        }
+        {
+            // Kafka's reachability as its own health service, for load balancers and alerts: the
+            // gateway ("" above) keeps serving its view while Kafka is away.
+            let mut reachable = shared.watermarks.reachable();
+            let token = token.clone();
+            tokio::spawn(async move {
+                loop {
+                    let status = match *reachable.borrow_and_update() {
+                        true => tonic_health::ServingStatus::Serving,
+                        false => tonic_health::ServingStatus::NotServing,
+                    };
+                    health.set_service_status(KAFKA_HEALTH_SERVICE, status).await;
+                    tokio::select! {
+                        changed = reachable.changed() => if changed.is_err() { return },
+                        _ = token.cancelled() => return,
+                    }
                 }
             });
         }

@@ -44,7 +44,21 @@ pub fn unique_topic(prefix: &str) -> String {
 }
 
 fn admin() -> AdminClient<DefaultClientContext> {
-    ClientConfig::new().set("bootstrap.servers", bootstrap()).create().expect("admin client")
+    admin_at(&bootstrap())
+}
+
+fn admin_at(bootstrap: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin client")
+}
+
+/// Creates a topic on the broker at `bootstrap` (a test's own broker).
+pub async fn create_topic_at(bootstrap: &str, name: &str, partitions: i32) {
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let result = admin_at(bootstrap).create_topics([&topic], &opts).await.expect("create topic");
+    for r in result {
+        r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
+    }
 }
 
 /// Creates a topic; fails the test with a hint when Kafka is not running.
@@ -112,8 +126,13 @@ pub struct Writer {
 
 impl Writer {
     pub fn new(topic: &str) -> Self {
+        Self::new_at(&bootstrap(), topic)
+    }
+
+    /// A writer to the broker at `bootstrap` (a test's own broker).
+    pub fn new_at(bootstrap: &str, topic: &str) -> Self {
         let producer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap())
+            .set("bootstrap.servers", bootstrap)
             .set("linger.ms", "5")
             .set("enable.idempotence", "true")
             .create()

@@ -28,6 +28,7 @@ use crate::{
     source::Log,
     translate::Translation,
     view::TopicView,
+    watermarks::WatermarkCache,
 };
 
 /// Resources shared by every subscription of a gateway.
@@ -36,6 +37,8 @@ pub struct Shared {
     pub limits: Limits,
     /// A's log, for watermarks and catch-up readers.
     pub log: Arc<dyn Log>,
+    /// Watermarks, shared by every call that needs them.
+    pub watermarks: Arc<WatermarkCache>,
     /// Catch-up readers in use (each one is a Kafka consumer).
     pub catchup_pool: Arc<Semaphore>,
     /// Cancelled when the gateway shuts down: every subscription ends with its resume offsets.

@@ -18,13 +18,15 @@ use crate::{
     error::Error,
     logging::ErrorLog,
     record::{Output, PartitionOffset, Record},
-    source::{self, CatchUpReader, Position, Read},
+    source::{CatchUpReader, Position, Read},
     view::TailRead,
 };
 
 /// How long a waiting subscription sleeps at most before it looks at its catch-up reader's
 /// position again (transaction markers move it without any record to wake us).
 const CATCHUP_POLL: Duration = Duration::from_millis(200);
+/// How long a subscription told its position is gone waits for fresh watermarks.
+const RETAINED_WAIT: Duration = Duration::from_secs(5);
 
 /// Runs a subscription until the client leaves, the gateway shuts down or an error ends it; an
 /// error is sent last, with the position the client was last sent.
@@ -322,8 +324,9 @@ impl<'a> Runner<'a> {
 
     /// Ends the stream with OUT_OF_RANGE when a behind cursor's position is no longer retained.
     async fn check_retained(&mut self) -> Result<(), Error> {
-        let partitions = self.sub.cursors.iter().map(|c| (c.shard.topic.clone(), c.shard.partition)).collect();
-        let marks = source::watermarks(&self.shared.log, partitions).await?;
+        let partitions: Vec<_> = self.sub.cursors.iter().map(|c| (c.shard.topic.clone(), c.shard.partition)).collect();
+        // Earliest offsets only grow: known ones, however old, can tell "too old" for sure.
+        let marks = self.shared.watermarks.get(&partitions, RETAINED_WAIT).await?.marks;
         let earliest: Vec<PartitionOffset> =
             self.sub.cursors.iter().zip(&marks).map(|(c, m)| c.shard.at(m.earliest)).collect();
         let too_old = self.sub.cursors.iter().zip(&marks).find(|(c, m)| c.behind && c.pos < m.earliest);

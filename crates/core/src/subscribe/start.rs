@@ -10,9 +10,13 @@ use super::Cursor;
 use crate::{
     error::Error,
     record::PartitionOffset,
-    source::{self, Log, Watermarks},
+    source::Watermarks,
     view::{TopicView, View},
+    watermarks::{Answer, WatermarkCache},
 };
+
+/// How long a Subscribe waits for Kafka's watermarks before it uses the last known ones.
+pub const WATERMARK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A checked request: the topics to follow and the offsets the client gave.
 #[derive(Debug)]
@@ -66,9 +70,13 @@ pub fn plan(view: &View, topics: &[String], from_offsets: &[PartitionOffset]) ->
 }
 
 impl Plan {
-    /// A cursor per partition of every followed topic at its start position. Asks `log` for
-    /// watermarks only when a position falls outside the view.
-    pub async fn cursors(&self, log: &Arc<dyn Log>) -> Result<Vec<Cursor>, Error> {
+    /// A cursor per partition of every followed topic at its start position. Asks for
+    /// watermarks only when a position falls outside the view (or the partition is not listed).
+    ///
+    /// While Kafka does not answer within [`WATERMARK_WAIT`], the last known watermarks decide:
+    /// an offset below a known earliest is too old for sure (earliest offsets only grow); an
+    /// offset above a known latest cannot be told from a newer one, so that call is UNAVAILABLE.
+    pub async fn cursors(&self, watermarks: &WatermarkCache) -> Result<Vec<Cursor>, Error> {
         let mut cursors = Vec::new();
         let mut to_check = Vec::new();
         for topic in &self.topics {
@@ -83,10 +91,9 @@ impl Plan {
         if to_check.is_empty() {
             return Ok(cursors);
         }
-        // Rare path: every partition's watermarks, so that an error's details list the whole
-        // subscription.
-        let partitions = cursors.iter().map(|c| (c.shard.topic.clone(), c.shard.partition)).collect();
-        let marks = source::watermarks(log, partitions).await?;
+        // Every partition's watermarks, so that an error's details list the whole subscription.
+        let partitions: Vec<_> = cursors.iter().map(|c| (c.shard.topic.clone(), c.shard.partition)).collect();
+        let Answer { marks, stale } = watermarks.get(&partitions, WATERMARK_WAIT).await?;
         let all = |pick: fn(&Watermarks) -> i64| -> Vec<PartitionOffset> {
             cursors.iter().zip(&marks).map(|(c, m)| c.shard.at(pick(m))).collect()
         };
@@ -103,13 +110,19 @@ impl Plan {
                     })
                 }
                 Some(p) if p > m.latest => {
+                    if let Some(age) = stale {
+                        return Err(Error::kafka(format!(
+                            "offset {p} of {}/{} is beyond the end known {age:.0?} ago ({}); Kafka does not answer, so it cannot be checked; retry shortly",
+                            shard.topic, shard.partition, m.latest
+                        )));
+                    }
                     return Err(Error::BeyondEnd {
                         topic: shard.topic.to_string(),
                         partition: shard.partition,
                         requested: p,
                         latest: m.latest,
                         latest_offsets: all(|m| m.latest),
-                    })
+                    });
                 }
                 _ => {}
             }

@@ -12,10 +12,10 @@ use tonic::{metadata::MetadataMap, Request, Response, Status};
 use tributary_core::{
     limits::requested_or_max,
     snapshot::{self, SnapshotEvent},
-    source,
     subscribe::{self, Shared, Subscription},
     translate::Translation,
     view::View,
+    watermarks::Answer,
     Error,
 };
 use tributary_wasm::{registry, Registry};
@@ -24,6 +24,9 @@ use crate::{
     api::{chunker::Chunker, convert, status::status},
     pb,
 };
+
+/// How long DescribeTopics waits for Kafka before it answers with the last known watermarks.
+const DESCRIBE_WAIT: Duration = Duration::from_secs(1);
 
 /// The gateway service; cheap to clone.
 #[derive(Clone)]
@@ -83,8 +86,8 @@ impl GatewayService {
         };
         self.view.check_assigned()?;
         let shards: Vec<_> = topics.iter().flat_map(|t| t.shards()).collect();
-        let partitions = shards.iter().map(|s| (s.topic.clone(), s.partition)).collect();
-        let marks = source::watermarks(&self.shared.log, partitions).await?;
+        let partitions: Vec<_> = shards.iter().map(|s| (s.topic.clone(), s.partition)).collect();
+        let Answer { marks, stale } = self.shared.watermarks.get(&partitions, DESCRIBE_WAIT).await?;
         let mut out: Vec<pb::TopicDescription> =
             topics.iter().map(|t| pb::TopicDescription { name: t.name.to_string(), partitions: Vec::new() }).collect();
         for (shard, m) in shards.iter().zip(marks) {
@@ -97,7 +100,12 @@ impl GatewayService {
                 keys: shard.keys() as u64,
             });
         }
-        Ok(pb::DescribeTopicsResponse { topics: out, ready: self.view.is_ready() })
+        Ok(pb::DescribeTopicsResponse {
+            topics: out,
+            ready: self.view.is_ready(),
+            kafka_reachable: stale.is_none(),
+            watermarks_age_ms: stale.map_or(0, |age| age.as_millis().max(1) as i64),
+        })
     }
 
     async fn snapshot(
@@ -141,7 +149,7 @@ impl GatewayService {
         let translation = self.translation(request.translator, "translator").await?;
         let limits = &self.shared.limits;
         let max_batch_records = requested_or_max(request.max_batch_records as usize, limits.max_batch_records);
-        let cursors = plan.cursors(&self.shared.log).await?;
+        let cursors = plan.cursors(&self.shared.watermarks).await?;
         let permit = self.stream_permit()?;
         let subscription = Subscription { topics: plan.topics, cursors, filter, max_batch_records, translation };
         let (tx, rx) = mpsc::channel(limits.stream_buffer_messages);

@@ -25,6 +25,7 @@ use crate::{
     subscribe::{Cursor, Event, Progress, Shared, Subscription},
     translate::{Outcome, Translate, Translation},
     view::{Shard, TopicView, View},
+    watermarks::WatermarkCache,
 };
 
 /// A's log in memory: every record ever appended, per partition.
@@ -113,6 +114,7 @@ impl CatchUpReader for MemoryReader {
 
 /// One topic "t" with one partition, its view and its log.
 struct Fixture {
+    view: Arc<View>,
     topic: Arc<TopicView>,
     shard: Arc<Shard>,
     log: Arc<MemoryLog>,
@@ -121,11 +123,12 @@ struct Fixture {
 
 impl Fixture {
     fn new(limits: Limits) -> Self {
-        let view = View::new(&["t".to_string()]);
+        let view = Arc::new(View::new(&["t".to_string()]));
         let topic = view.topic("t").unwrap();
         let shard = Arc::new(Shard::new("t".into(), 0, 0, 0));
         topic.add_shard(shard.clone());
-        Self { topic, shard, log: Arc::default(), limits }
+        view.set_assigned();
+        Self { view, topic, shard, log: Arc::default(), limits }
     }
 
     /// Appends records at `offsets` to the log and the view, as ingest would.
@@ -147,11 +150,15 @@ impl Fixture {
     }
 
     fn shared(&self) -> Shared {
+        let shutdown = CancellationToken::new();
+        let watermarks = WatermarkCache::new(self.log.clone(), self.view.clone());
+        tokio::spawn(watermarks.clone().run(Duration::from_secs(3600), shutdown.clone()));
         Shared {
             limits: self.limits.clone(),
             log: self.log.clone(),
+            watermarks,
             catchup_pool: Arc::new(Semaphore::new(1)),
-            shutdown: CancellationToken::new(),
+            shutdown,
         }
     }
 

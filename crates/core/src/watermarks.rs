@@ -1,0 +1,267 @@
+//! Watermarks without a Kafka request per call. One refresher fetches the watermarks of every
+//! exposed partition, one blocking request at a time; every caller that needs them (a Subscribe
+//! that starts outside the view, DescribeTopics, a catch-up reader told a position is gone) asks
+//! for a refresh and shares its answer. However many calls arrive, at most one blocking thread
+//! talks to Kafka for them.
+//!
+//! While Kafka does not answer, callers get the last known watermarks and their age after a short
+//! wait instead of waiting for Kafka's timeout; the refresher also runs on a period, so
+//! [`WatermarkCache::reachable`] says whether Kafka answered its last request.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    error::Error,
+    logging::ErrorLog,
+    source::{self, Log, Partition, Watermarks},
+    view::View,
+};
+
+/// The watermarks of the partitions asked for, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub marks: Vec<Watermarks>,
+    /// `None` when fetched after the call arrived; else how old the last successful fetch is
+    /// (Kafka did not answer in time).
+    pub stale: Option<Duration>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    marks: HashMap<Partition, Watermarks>,
+    /// When the last successful refresh started.
+    fetched: Option<Instant>,
+    /// Refreshes started so far.
+    started: u64,
+    /// Why the last refresh failed, if it did.
+    failure: Option<String>,
+}
+
+/// Shared, single-flight watermark lookups over every partition of the view.
+pub struct WatermarkCache {
+    log: Arc<dyn Log>,
+    view: Arc<View>,
+    state: Mutex<State>,
+    /// Refreshes finished so far.
+    finished: watch::Sender<u64>,
+    /// Whether Kafka answered the last refresh.
+    reachable: watch::Sender<bool>,
+    wake: Notify,
+}
+
+impl WatermarkCache {
+    pub fn new(log: Arc<dyn Log>, view: Arc<View>) -> Arc<Self> {
+        Arc::new(Self {
+            log,
+            view,
+            state: Mutex::new(State::default()),
+            finished: watch::channel(0).0,
+            reachable: watch::channel(false).0,
+            wake: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Refreshes when asked, and every `period` to keep [`Self::reachable`] current, until
+    /// `shutdown`.
+    pub async fn run(self: Arc<Self>, period: Duration, shutdown: CancellationToken) {
+        let mut errors = ErrorLog::new("kafka watermarks");
+        loop {
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(period) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let started = Instant::now();
+            self.lock().started += 1;
+            if self.view.check_assigned().is_err() {
+                // Ingest has not reached Kafka yet; it says why.
+                self.finish_failed("ingest has not reached Kafka yet".into());
+                continue;
+            }
+            let partitions: Vec<Partition> = self
+                .view
+                .topics()
+                .flat_map(|t| t.shards().into_iter().map(|s| (s.topic.clone(), s.partition)))
+                .collect();
+            let result = tokio::select! {
+                r = source::watermarks(&self.log, partitions.clone()) => r,
+                _ = shutdown.cancelled() => return,
+            };
+            match result {
+                Ok(marks) => {
+                    let mut s = self.lock();
+                    s.marks.extend(partitions.into_iter().zip(marks));
+                    s.fetched = Some(started);
+                    s.failure = None;
+                    drop(s);
+                    self.reachable.send_if_modified(|r| !std::mem::replace(r, true));
+                    self.finished.send_modify(|n| *n += 1);
+                }
+                Err(e) => {
+                    errors.log(&e.to_string());
+                    self.finish_failed(e.to_string());
+                }
+            }
+        }
+    }
+
+    fn finish_failed(&self, why: String) {
+        self.lock().failure = Some(why);
+        self.reachable.send_if_modified(|r| std::mem::replace(r, false));
+        self.finished.send_modify(|n| *n += 1);
+    }
+
+    /// Whether Kafka answered the last refresh (false until the first one).
+    pub fn reachable(&self) -> watch::Receiver<bool> {
+        self.reachable.subscribe()
+    }
+
+    /// The watermarks of `partitions` from a refresh that starts after this call, if it ends
+    /// within `wait`; else the last known ones with their age. UNAVAILABLE when a partition's
+    /// watermarks were never fetched.
+    pub async fn get(&self, partitions: &[Partition], wait: Duration) -> Result<Answer, Error> {
+        let asked = Instant::now();
+        let want = self.lock().started + 1;
+        let mut finished = self.finished.subscribe();
+        self.wake.notify_one();
+        // Refreshes numbered from `want` on started after this call.
+        let _ = tokio::time::timeout(wait, finished.wait_for(|n| *n >= want)).await;
+        let s = self.lock();
+        let marks = partitions
+            .iter()
+            .map(|p| s.marks.get(p).copied())
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| unreachable(s.failure.as_deref()))?;
+        let stale = match s.fetched {
+            Some(at) if at >= asked => None,
+            Some(at) => Some(at.elapsed()),
+            None => return Err(unreachable(s.failure.as_deref())),
+        };
+        Ok(Answer { marks, stale })
+    }
+}
+
+fn unreachable(failure: Option<&str>) -> Error {
+    Error::kafka(format!(
+        "Kafka's watermarks are not known yet ({}); retry shortly",
+        failure.unwrap_or("no answer yet")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::{
+        source::{CatchUpReader, Read},
+        view::Shard,
+    };
+
+    /// A log whose end offset grows on every request and that can be made to hang.
+    #[derive(Default)]
+    struct Flaky {
+        latest: AtomicI64,
+        down: AtomicBool,
+        requests: AtomicI64,
+    }
+
+    impl Log for Flaky {
+        fn watermarks(&self, partitions: &[Partition]) -> Result<Vec<Watermarks>, Error> {
+            self.requests.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(300));
+                return Err(Error::kafka("down"));
+            }
+            let latest = self.latest.fetch_add(1, Ordering::SeqCst) + 1;
+            Ok(partitions.iter().map(|_| Watermarks { earliest: 0, latest }).collect())
+        }
+
+        fn catch_up(&self, _: usize) -> Result<Box<dyn CatchUpReader>, Error> {
+            unimplemented!("not used")
+        }
+    }
+
+    impl CatchUpReader for Flaky {
+        fn assign(&self, _: &[source::Position]) -> Result<(), Error> {
+            Ok(())
+        }
+        fn unassign(&self, _: &[source::Position]) -> Result<(), Error> {
+            Ok(())
+        }
+        fn recv(&self) -> BoxFuture<'_, Read> {
+            Box::pin(futures::future::pending())
+        }
+        fn try_recv(&self) -> Option<Read> {
+            None
+        }
+        fn positions(&self) -> Vec<source::Position> {
+            Vec::new()
+        }
+    }
+
+    fn fixture() -> (Arc<Flaky>, Arc<WatermarkCache>, CancellationToken, Vec<Partition>) {
+        let view = Arc::new(View::new(&["t".to_string()]));
+        view.topic("t").unwrap().add_shard(Arc::new(Shard::new("t".into(), 0, 0, 0)));
+        view.set_assigned();
+        let log = Arc::new(Flaky::default());
+        let cache = WatermarkCache::new(log.clone(), view);
+        let stop = CancellationToken::new();
+        tokio::spawn(cache.clone().run(Duration::from_secs(3600), stop.clone()));
+        (log, cache, stop, vec![("t".into(), 0)])
+    }
+
+    #[tokio::test]
+    async fn every_answer_comes_from_a_refresh_that_started_after_the_call() {
+        let (log, cache, stop, p) = fixture();
+        let first = cache.get(&p, Duration::from_secs(5)).await.unwrap();
+        let second = cache.get(&p, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(first.stale, None);
+        assert!(second.marks[0].latest > first.marks[0].latest, "{first:?} then {second:?}");
+        assert!(*cache.reachable().borrow());
+        // Concurrent calls share refreshes instead of making one request each.
+        let before = log.requests.load(Ordering::SeqCst);
+        let calls: Vec<_> = (0..50).map(|_| cache.get(&p, Duration::from_secs(5))).collect();
+        for answer in futures::future::join_all(calls).await {
+            assert_eq!(answer.unwrap().stale, None);
+        }
+        assert!(log.requests.load(Ordering::SeqCst) - before <= 2, "one or two refreshes for 50 calls");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn while_kafka_does_not_answer_calls_get_the_last_known_marks_and_their_age() {
+        let (log, cache, stop, p) = fixture();
+        let known = cache.get(&p, Duration::from_secs(5)).await.unwrap();
+        log.down.store(true, Ordering::SeqCst);
+        let answer = cache.get(&p, Duration::from_millis(50)).await.unwrap();
+        assert_eq!(answer.marks, known.marks);
+        assert!(answer.stale.is_some());
+        // The failed refresh marks Kafka unreachable.
+        let mut reachable = cache.reachable();
+        tokio::time::timeout(Duration::from_secs(5), reachable.wait_for(|r| !*r)).await.unwrap().unwrap();
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn marks_never_fetched_are_unavailable() {
+        let (log, cache, stop, p) = fixture();
+        log.down.store(true, Ordering::SeqCst);
+        let error = cache.get(&p, Duration::from_secs(5)).await.unwrap_err();
+        assert!(matches!(error, Error::Kafka { .. }), "{error:?}");
+        stop.cancel();
+    }
+}
