@@ -598,40 +598,57 @@ async fn cli_uploads_lists_describes_and_deletes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_instance_pool_is_resource_exhausted_until_an_instance_is_freed() {
+async fn idle_streams_do_not_starve_others_and_a_busy_pool_is_resource_exhausted() {
     let topic = unique_topic("instances");
     create_topic(&topic, 1).await;
     produce(&topic, &[Out::kv("a", Some("1"))]);
-    let gateway =
-        Gateway::start_with(gateway_config(&topic, TranslatorsConfig { max_instances: 2, ..Default::default() })).await;
+    let translators = TranslatorsConfig { max_instances: 2, call_deadline_ms: 4_000, ..Default::default() };
+    let gateway = Gateway::start_with(gateway_config(&topic, translators)).await;
     let mut reg = registry(&gateway).await;
     upload(&mut reg, "identity", "identity.wasm").await;
+    upload(&mut reg, "busy", "busy-loop.wasm").await;
     let mut client = gateway.client().await;
-    // Two subscriptions with different configurations hold one instance each.
     let open = |config: &str| pb::SubscribeRequest {
         topics: vec![topic.clone()],
         translator: reference("identity", config),
         ..Default::default()
     };
-    let a = Follower::start(&mut client, open("a")).await.unwrap();
-    let _b = Follower::start(&mut client, open("b")).await.unwrap();
-    let status = Follower::start(&mut client, open("c")).await.err().expect("no instance is free");
+    // Two idle subscriptions with different configurations used to hold both instances, and a
+    // third failed: idle instances are taken over instead (issue 8, case 9).
+    let mut followers = Vec::new();
+    for config in ["a", "b", "c"] {
+        let mut f = Follower::start(&mut client, open(config)).await.expect("idle instances are taken over");
+        f.until(&ends(&topic), Duration::from_secs(20)).await.unwrap();
+        followers.push(f);
+    }
+    // Every stream still translates (each takes an instance back when it needs one).
+    produce(&topic, &[Out::kv("b", Some("2"))]);
+    for f in &mut followers {
+        f.until(&ends(&topic), Duration::from_secs(20)).await.unwrap();
+        assert_eq!(f.records.len(), 2);
+    }
+
+    // Both instances busy in calls (a guest that never returns, until its 4 s deadline): a call
+    // that needs a third fails at once, naming the limit.
+    let busy = |config: &'static str| {
+        let addr = gateway.addr;
+        let topic = topic.clone();
+        tokio::spawn(async move {
+            let mut client = connect(addr).await;
+            let request = pb::GetSnapshotRequest { translator: reference("busy", config), ..topic_snapshot(&topic) };
+            snapshot(&mut client, request).await.err().expect("the busy loop is interrupted").code()
+        })
+    };
+    let (one, two) = (busy("1"), busy("2"));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let status = Follower::start(&mut client, open("d")).await.err().expect("no instance is free");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert_eq!(status::reason(&status).as_deref(), Some("TRANSLATOR_INSTANCES"));
     assert!(status.message().contains("translators.max_instances"), "{}", status.message());
-    // When a subscription ends, its translator and instance go, and the next call is served.
-    drop(a);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match Follower::start(&mut client, open("c")).await {
-            Ok(_) => break,
-            Err(s) => {
-                assert_eq!(s.code(), Code::ResourceExhausted);
-                assert!(Instant::now() < deadline, "the instance of a closed stream was never freed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    assert_eq!(one.await.unwrap(), Code::ResourceExhausted, "deadline");
+    assert_eq!(two.await.unwrap(), Code::ResourceExhausted, "deadline");
+    // The busy calls ended: their instances are gone and the next call is served.
+    Follower::start(&mut client, open("d")).await.expect("served once the busy calls ended");
 }
 
 /// Issue 8, case 7: an unknown translator is NOT_FOUND without listing anyone else's translators,

@@ -111,7 +111,7 @@ pub enum TranslatorFailure {
     Deadline,
     /// The instance tried to grow its memory past `memory_bytes`.
     Memory,
-    /// The call returned more than `output_bytes`, or not one outcome per input.
+    /// The call returned more than `output_bytes`.
     Output(String),
     /// The guest returned an error value (for `init`: it rejected the configuration).
     Error(String),

@@ -71,9 +71,14 @@ impl Translation {
             let outcomes =
                 self.translator.translate(chunk).map_err(|f| self.failure(f, chunk.first().map(|r| &**r)))?;
             if outcomes.len() != chunk.len() {
-                let message =
-                    format!("{} outcomes for {} records; one per record is required", outcomes.len(), chunk.len());
-                return Err(self.failure(TranslatorFailure::Output(message), chunk.first().map(|r| &**r)));
+                // The same bug the SDK reports as an error value of the call: the same status
+                // (FAILED_PRECONDITION, TRANSLATOR_ERROR) whichever side finds it, never skipped.
+                let message = format!(
+                    "translator returned {} outcomes for {} records; one outcome per record is required",
+                    outcomes.len(),
+                    chunk.len()
+                );
+                return Err(self.failure(TranslatorFailure::Error(message), chunk.first().map(|r| &**r)));
             }
             for (record, outcome) in chunk.iter().zip(outcomes) {
                 match outcome {
@@ -149,6 +154,26 @@ mod tests {
         let out = translation(false).translate_blocking(&[record(3, "a"), record(7, "b"), record(9, "c")]).unwrap();
         let coords: Vec<_> = out.outputs.iter().map(|o| (o.source.offset, o.index)).collect();
         assert_eq!(coords, vec![(3, 0), (3, 1), (7, 0), (7, 1), (9, 0), (9, 1)]);
+    }
+
+    /// Returns one outcome fewer than records.
+    struct Short;
+
+    impl Translate for Short {
+        fn translate(&self, batch: &[Arc<Record>]) -> Result<Vec<Outcome>, TranslatorFailure> {
+            Ok(batch.iter().skip(1).map(|_| Outcome::Ok(vec![])).collect())
+        }
+    }
+
+    #[test]
+    fn a_wrong_number_of_outcomes_is_the_error_the_sdk_reports_and_is_never_skipped() {
+        let short = Translation { translator: Arc::new(Short), ..translation(true) };
+        match short.translate_blocking(&[record(3, "a"), record(4, "b")]).unwrap_err() {
+            Error::Translator { failure: TranslatorFailure::Error(m), .. } => {
+                assert!(m.contains("1 outcomes for 2 records"), "{m}")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]

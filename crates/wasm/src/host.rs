@@ -5,7 +5,7 @@
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Mutex, Weak,
     },
     time::Duration,
 };
@@ -16,7 +16,11 @@ use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter,
 };
 
-use crate::{bindings, config::TranslatorsConfig, translator::Translator};
+use crate::{
+    bindings,
+    config::TranslatorsConfig,
+    translator::{Live, Translator},
+};
 
 /// How often the engine's epoch advances; deadlines are whole ticks.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -58,12 +62,19 @@ impl ResourceLimiter for Sandbox {
     }
 }
 
+/// The idle instances of one translator.
+pub(crate) type IdlePool = Mutex<Vec<Live>>;
+
 /// The wasmtime engine with the gateway's safe defaults. One per gateway.
 pub struct Host {
     pub(crate) engine: Engine,
     linker: Linker<Sandbox>,
     pub(crate) limits: TranslatorsConfig,
     stop_ticker: Arc<AtomicBool>,
+    /// Every translator's idle instances: when the instance pool is full, a call takes the slots
+    /// of idle instances (of any translator) before it fails, so idle streams cannot starve
+    /// others.
+    idle_pools: Mutex<Vec<Weak<IdlePool>>>,
 }
 
 impl Drop for Host {
@@ -108,11 +119,30 @@ impl Host {
         }
         // Translators import nothing: the linker is empty on purpose.
         let linker = Linker::new(&engine);
-        Ok(Arc::new(Self { engine, linker, limits: limits.clone(), stop_ticker }))
+        Ok(Arc::new(Self { engine, linker, limits: limits.clone(), stop_ticker, idle_pools: Mutex::new(Vec::new()) }))
     }
 
     pub fn limits(&self) -> &TranslatorsConfig {
         &self.limits
+    }
+
+    /// Registers a translator's idle instances, for [`Host::reclaim_idle`].
+    pub(crate) fn register_idle_pool(&self, pool: &Arc<IdlePool>) {
+        let mut pools = self.idle_pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools.retain(|p| p.strong_count() > 0);
+        pools.push(Arc::downgrade(pool));
+    }
+
+    /// Drops every idle instance of every translator, freeing their slots of the instance pool.
+    /// Returns how many were dropped. Their translators instantiate again on their next call.
+    pub(crate) fn reclaim_idle(&self) -> usize {
+        let pools: Vec<Arc<IdlePool>> =
+            self.idle_pools.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade).collect();
+        let mut dropped = Vec::new();
+        for pool in pools {
+            dropped.append(&mut pool.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+        dropped.len()
     }
 
     /// Validates and compiles bytes into a component that implements the translator world.

@@ -2,7 +2,7 @@
 //! shared by every call that uses the same (digest, configuration). Implements the core's
 //! [`Translate`] port: a deadline per call, a memory cap per instance, an output cap per batch.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tributary_core::{
@@ -13,14 +13,14 @@ use wasmtime::{Store, Trap};
 
 use crate::{
     bindings::{self, Header, OutputRecord, SourceRecord},
-    host::{Host, Sandbox, EPOCH_TICK},
+    host::{Host, IdlePool, Sandbox, EPOCH_TICK},
 };
 
 /// Idle instances kept per translator; more are dropped after use.
 const MAX_IDLE: usize = 4;
 
 /// An instance with its store.
-struct Live {
+pub(crate) struct Live {
     store: Store<Sandbox>,
     bindings: bindings::Translator,
 }
@@ -31,7 +31,7 @@ pub struct Translator {
     host: Arc<Host>,
     pre: bindings::TranslatorPre<Sandbox>,
     config: String,
-    idle: Mutex<Vec<Live>>,
+    idle: Arc<IdlePool>,
 }
 
 impl Translator {
@@ -40,7 +40,9 @@ impl Translator {
         pre: bindings::TranslatorPre<Sandbox>,
         config: String,
     ) -> Result<Self, TranslatorFailure> {
-        let translator = Translator { host, pre, config, idle: Mutex::new(Vec::new()) };
+        let idle = Arc::new(IdlePool::default());
+        host.register_idle_pool(&idle);
+        let translator = Translator { host, pre, config, idle };
         let live = translator.instantiate()?;
         translator.idle.lock().unwrap_or_else(|e| e.into_inner()).push(live);
         Ok(translator)
@@ -50,7 +52,15 @@ impl Translator {
         (self.host.limits.call_deadline_ms as u128 / EPOCH_TICK.as_millis()).max(1) as u64
     }
 
+    /// A new instance; when the instance pool is full, after taking the slots of idle instances.
     fn instantiate(&self) -> Result<Live, TranslatorFailure> {
+        match self.try_instantiate() {
+            Err(TranslatorFailure::Instances(_)) if self.host.reclaim_idle() > 0 => self.try_instantiate(),
+            result => result,
+        }
+    }
+
+    fn try_instantiate(&self) -> Result<Live, TranslatorFailure> {
         let sandbox = Sandbox {
             memory_bytes: self.host.limits.memory_bytes,
             hit_memory: false,
