@@ -9,7 +9,8 @@
 //! (1,000,000 written at full speed while followed), BENCH_RATE (20,000 records/s for 5 s, the
 //! latency row), BENCH_IDLE (1,000 idle subscribers), BENCH_FANOUT (followers at the head,
 //! "1,10,100,1000"), BENCH_FANOUT_RECORDS (200,000 per run, fewer when the deliveries would pass
-//! BENCH_FANOUT_DELIVERIES = 20,000,000).
+//! BENCH_FANOUT_DELIVERIES = 20,000,000), BENCH_STALLED (1,000 subscribers that never read),
+//! BENCH_IDLE_CONNECTIONS (20,000 TCP connections that never speak HTTP/2).
 //!
 //! The gateway runs as its own process (the release binary), like in production; the clients run
 //! in this process and only count what they receive, so the client side costs little.
@@ -311,6 +312,8 @@ async fn main() {
         .collect();
     let fanout_records = env("BENCH_FANOUT_RECORDS", 200_000);
     let fanout_deliveries = env("BENCH_FANOUT_DELIVERIES", 20_000_000);
+    let stalled = env("BENCH_STALLED", 1_000);
+    let idle_connections = env("BENCH_IDLE_CONNECTIONS", 20_000);
 
     // One record per key (the snapshot case that matters): `records` distinct keys.
     let topic = unique_topic("bench");
@@ -548,6 +551,61 @@ async fn main() {
     drop(clients);
     drop(client);
     gateway.kill();
+
+    // Hostile clients (issue 8): subscribers that never read, each on its own connection (on a
+    // shared one they would block each other's first message client-side), from offset 0 of the
+    // main topic; then TCP connections that never speak HTTP/2.
+    if stalled > 0 {
+        let gateway = Process::spawn(&[&topic], &[]).await;
+        let (rss_before, threads_before) = (gateway.rss_kib(), threads(gateway.child.id()));
+        let mut held = Vec::new();
+        for _ in 0..stalled {
+            let mut c = connect(gateway.addr).await;
+            let mut s = c.subscribe(request()).await.unwrap().into_inner();
+            s.message().await.unwrap().unwrap();
+            held.push((c, s));
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        println!(
+            "\nstalled subscribers: {stalled} streams from offset 0 that never read: gateway RSS {} -> {} MiB, threads {threads_before} -> {}",
+            rss_before / 1024,
+            gateway.rss_kib() / 1024,
+            threads(gateway.child.id())
+        );
+        drop(held);
+        drop(gateway);
+    }
+    if idle_connections > 0 {
+        let gateway = Process::spawn(&[&small], &[]).await;
+        let (rss_before, threads_before) = (gateway.rss_kib(), threads(gateway.child.id()));
+        let mut sockets = Vec::new();
+        let mut waiting = 0;
+        for chunk in (0..idle_connections).collect::<Vec<_>>().chunks(1000) {
+            let mut connects = tokio::task::JoinSet::new();
+            for _ in chunk {
+                let addr = gateway.addr;
+                connects.spawn(tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)));
+            }
+            while let Some(c) = connects.join_next().await {
+                match c {
+                    Ok(Ok(Ok(s))) => sockets.push(s),
+                    _ => waiting += 1,
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (rss, threads_now) = (gateway.rss_kib(), threads(gateway.child.id()));
+        let started = Instant::now();
+        let mut c = connect(gateway.addr).await;
+        c.describe_topics(pb::DescribeTopicsRequest { topics: vec![small.clone()] }).await.unwrap();
+        println!(
+            "idle TCP connections: {} open ({waiting} not accepted in 2 s): gateway RSS {} -> {} MiB, threads {threads_before} -> {threads_now}; a new client's first call took {:.2?}",
+            sockets.len(),
+            rss_before / 1024,
+            rss / 1024,
+            started.elapsed()
+        );
+    }
 
     // 1 KiB records: the same read, raw and through the gateway.
     if large_records > 0 {

@@ -371,3 +371,48 @@ async fn during_a_kafka_outage_the_view_keeps_serving_and_says_kafka_is_away() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// Case 4: Subscribe streams whose clients never read used to buffer up to
+/// `stream_buffer_messages` batches each (16 MiB with 1 MiB batches: ~16 GiB at the stream
+/// limit). Each now holds at most `limits.stream_buffer_bytes` (or one batch), and a client that
+/// reads is not slowed by them. Measured with 1 MiB batches: 20 stalled streams grew the gateway
+/// by ~520 MiB before, ~180 MiB now (most of it the 21 catch-up readers' librdkafka clients).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_read_hold_bounded_memory() {
+    let topic = unique_topic("stalled");
+    create_topic(&topic, 1).await;
+    let value = "v".repeat(1024);
+    let records: Vec<Out> = (0..30_000).map(|i| Out::kv(&format!("k{i}"), Some(&value))).collect();
+    produce(&topic, &records);
+    let env = [
+        ("TRIBUTARY__LIMITS__STREAM_BUFFER_BYTES", "65536"),
+        ("TRIBUTARY__LIMITS__MAX_BATCH_BYTES", "1048576"),
+        ("TRIBUTARY__LIMITS__MAX_CATCHUP_READERS", "32"),
+    ];
+    let gateway = Process::spawn(&[&topic], &env).await;
+    // A connection each: on a shared connection, streams that are not read would use up the
+    // client's HTTP/2 connection window and block the others' first message (client side).
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(connect(gateway.addr).await);
+    }
+    let from = vec![pb::PartitionOffset { topic: topic.clone(), partition: 0, offset: 0 }];
+    let request = || pb::SubscribeRequest { from_offsets: from.clone(), ..Default::default() };
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let before = gateway.rss_kib();
+    let mut stalled = Vec::new();
+    for client in &mut clients {
+        let mut s = client.subscribe(request()).await.unwrap().into_inner();
+        s.message().await.unwrap().unwrap(); // the first progress, then never again
+        stalled.push(s);
+    }
+    // A client that reads gets everything while the others hold their streams.
+    let mut reader = connect(gateway.addr).await;
+    let mut follower = Follower::start(&mut reader, request()).await.unwrap();
+    follower.until(&ends(&topic), std::time::Duration::from_secs(60)).await.unwrap();
+    assert_eq!(follower.records.len(), 30_000);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let grown_mib = gateway.rss_kib().saturating_sub(before) / 1024;
+    assert!(grown_mib < 300, "20 stalled streams grew the gateway by {grown_mib} MiB");
+    drop(stalled);
+}

@@ -629,7 +629,7 @@ async fn idle_streams_do_not_starve_others_and_a_busy_pool_is_resource_exhausted
     }
 
     // Both instances busy in calls (a guest that never returns, until its 4 s deadline): a call
-    // that needs a third fails at once, naming the limit.
+    // that needs a third waits 1 s for one, then fails naming the limit.
     let busy = |config: &'static str| {
         let addr = gateway.addr;
         let topic = topic.clone();

@@ -18,6 +18,7 @@
 //!   readers).
 //! - [`watermarks`]: one shared, single-flight watermark lookup for every call that needs Kafka's
 //!   offsets, with the last known answer while Kafka does not respond.
+//! - [`buffer`]: the buffer between a stream and its client, bounded in messages and bytes.
 //! - [`error`]: the domain error every layer returns; the gRPC layer maps it to a status.
 //! - [`limits`]: every bound, with what happens at it.
 //!
@@ -28,6 +29,7 @@
 //! other way round; that is what lets the subscription state machine be unit-tested without
 //! Kafka.
 
+pub mod buffer;
 pub mod error;
 pub mod filter;
 pub mod limits;

@@ -24,6 +24,9 @@ pub struct Limits {
     /// Messages buffered per stream between the gateway and a slow client. When full, that
     /// stream's producer waits; ingest and other clients never do.
     pub stream_buffer_messages: usize,
+    /// Bytes of record data buffered per stream for a slow client (a larger single batch goes
+    /// alone). With `max_streams`, it bounds what clients that stop reading can hold in total.
+    pub stream_buffer_bytes: usize,
     /// Concurrent `Subscribe` and `GetSnapshot` streams. Beyond it calls fail RESOURCE_EXHAUSTED.
     pub max_streams: usize,
     /// Kafka consumers that catch-up readers may use at once. A subscriber behind the tail buffer
@@ -56,8 +59,12 @@ impl Default for Limits {
             // 1 MiB stays well under the 4 MiB default receive limit of every gRPC client.
             max_chunk_bytes: 1 << 20,
             max_batch_records: 1_000,
-            max_batch_bytes: 1 << 20,
+            // 256 KiB is ~250 records of 1 KiB: the per-message overhead is already negligible,
+            // and a stalled stream holds one batch in hand.
+            max_batch_bytes: 256 << 10,
             stream_buffer_messages: 16,
+            // With the batch in hand, a stream whose client stops reading holds under 1 MiB.
+            stream_buffer_bytes: 512 << 10,
             max_streams: 1_024,
             // Each reader is a librdkafka client with its own threads and prefetch.
             max_catchup_readers: 16,

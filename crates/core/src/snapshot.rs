@@ -5,7 +5,6 @@
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use crate::{
     error::Error,
@@ -55,7 +54,7 @@ pub enum SnapshotEvent {
     End { skipped: u64 },
 }
 
-pub type EventSender = mpsc::Sender<Result<SnapshotEvent, Error>>;
+pub type EventSender = crate::buffer::Sender<Result<SnapshotEvent, Error>>;
 
 /// Streams the entries of `snapshot` that match `filter` into `tx`, in events of about
 /// `event_bytes` of record data. Ends with [`SnapshotEvent::End`], or an error (a translator's);
@@ -228,7 +227,7 @@ mod tests {
             skip_errors: false,
             batch_records: 3,
         };
-        let (tx, mut rx) = mpsc::channel(4);
+        let (tx, mut rx) = crate::buffer::channel(4, usize::MAX);
         tokio::spawn(stream(snapshot, KeyFilter::default(), Some(translation), 1 << 20, tx));
         let mut keys = Vec::new();
         loop {

@@ -85,6 +85,7 @@ impl Config {
             ("limits.max_batch_records", l.max_batch_records),
             ("limits.max_batch_bytes", l.max_batch_bytes),
             ("limits.stream_buffer_messages", l.stream_buffer_messages),
+            ("limits.stream_buffer_bytes", l.stream_buffer_bytes),
             ("limits.max_streams", l.max_streams),
             ("limits.max_catchup_readers", l.max_catchup_readers),
             ("limits.catchup_prefetch_kbytes", l.catchup_prefetch_kbytes),

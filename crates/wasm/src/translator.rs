@@ -2,7 +2,10 @@
 //! shared by every call that uses the same (digest, configuration). Implements the core's
 //! [`Translate`] port: a deadline per call, a memory cap per instance, an output cap per batch.
 
-use std::sync::Arc;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use tributary_core::{
@@ -18,6 +21,9 @@ use crate::{
 
 /// Idle instances kept per translator; more are dropped after use.
 const MAX_IDLE: usize = 4;
+/// How long a call waits for an instance slot when every one is in use by a call.
+const INSTANCE_WAIT: Duration = Duration::from_secs(1);
+const INSTANCE_POLL: Duration = Duration::from_millis(2);
 
 /// An instance with its store.
 pub(crate) struct Live {
@@ -52,11 +58,23 @@ impl Translator {
         (self.host.limits.call_deadline_ms as u128 / EPOCH_TICK.as_millis()).max(1) as u64
     }
 
-    /// A new instance; when the instance pool is full, after taking the slots of idle instances.
+    /// A new instance. When the instance pool is full it takes the slots of idle instances (of
+    /// any translator), or waits up to [`INSTANCE_WAIT`] for calls to end, then fails.
+    /// Blocking: runs on the blocking thread of a call.
     fn instantiate(&self) -> Result<Live, TranslatorFailure> {
-        match self.try_instantiate() {
-            Err(TranslatorFailure::Instances(_)) if self.host.reclaim_idle() > 0 => self.try_instantiate(),
-            result => result,
+        let deadline = Instant::now() + INSTANCE_WAIT;
+        loop {
+            match self.try_instantiate() {
+                Err(TranslatorFailure::Instances(n)) => {
+                    if Instant::now() >= deadline {
+                        return Err(TranslatorFailure::Instances(n));
+                    }
+                    if self.host.reclaim_idle() == 0 {
+                        std::thread::sleep(INSTANCE_POLL);
+                    }
+                }
+                result => return result,
+            }
         }
     }
 

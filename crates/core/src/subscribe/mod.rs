@@ -13,7 +13,7 @@ pub mod start;
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use cursor::Cursor;
@@ -73,4 +73,4 @@ pub struct Progress {
 
 /// Where a subscription's events go. A stream that ends early ends with an error that carries the
 /// position to resume from.
-pub type EventSender = mpsc::Sender<Result<Event, Error>>;
+pub type EventSender = crate::buffer::Sender<Result<Event, Error>>;

@@ -5,11 +5,11 @@
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use futures::{stream::BoxStream, StreamExt};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 use tonic::{metadata::MetadataMap, Request, Response, Status};
 use tributary_core::{
+    buffer,
     limits::requested_or_max,
     snapshot::{self, SnapshotEvent},
     subscribe::{self, Shared, Subscription},
@@ -125,7 +125,7 @@ impl GatewayService {
         snapshot::wait_ready(&self.view, wait).await?;
         let taken = snapshot::take(&topics);
         let offsets = convert::offsets(&taken.offsets);
-        let (tx, rx) = mpsc::channel(limits.stream_buffer_messages);
+        let (tx, rx) = buffer::channel(limits.stream_buffer_messages, limits.stream_buffer_bytes);
         self.tasks.spawn(async move {
             let _permit = permit;
             snapshot::stream(taken, filter, translation, max_chunk_bytes, tx).await;
@@ -152,19 +152,19 @@ impl GatewayService {
         let cursors = plan.cursors(&self.shared.watermarks).await?;
         let permit = self.stream_permit()?;
         let subscription = Subscription { topics: plan.topics, cursors, filter, max_batch_records, translation };
-        let (tx, rx) = mpsc::channel(limits.stream_buffer_messages);
+        let (tx, rx) = buffer::channel(limits.stream_buffer_messages, limits.stream_buffer_bytes);
         let shared = self.shared.clone();
         self.tasks.spawn(async move {
             let _permit = permit;
             subscribe::run(subscription, shared, tx).await;
         });
-        Ok(ReceiverStream::new(rx).map(|event| event.map(convert::event).map_err(status)).boxed())
+        Ok(rx.into_stream().map(|event| event.map(convert::event).map_err(status)).boxed())
     }
 }
 
 /// The snapshot's events packed into chunks; the stream ends after the last chunk or an error.
 fn chunks(
-    rx: mpsc::Receiver<Result<SnapshotEvent, Error>>,
+    rx: buffer::Receiver<Result<SnapshotEvent, Error>>,
     chunker: Chunker,
 ) -> BoxStream<'static, Result<pb::SnapshotChunk, Status>> {
     let state = (rx, Some(chunker), VecDeque::new());
