@@ -446,6 +446,7 @@ async fn misbehaving_translators_end_only_their_own_calls() {
             call_deadline_ms: deadline_ms,
             memory_bytes: 32 << 20,
             output_bytes: 8 << 20,
+            output_records: 10_000,
             ..Default::default()
         },
     );
@@ -501,6 +502,12 @@ async fn misbehaving_translators_end_only_their_own_calls() {
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert_eq!(status::reason(&status).as_deref(), Some("TRANSLATOR_OUTPUT"));
     assert!(status.message().contains("translators.output_bytes"), "{}", status.message());
+    // Few bytes in many records (1000 one-byte outputs per input, 20,000 in the call): the
+    // output-record cap stops it (issue 8, case 9).
+    let status = snapshot_status(&mut client, &topic, reference("huge", "1000 1")).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(status::reason(&status).as_deref(), Some("TRANSLATOR_OUTPUT"));
+    assert!(status.message().contains("translators.output_records"), "{}", status.message());
 
     let status = snapshot_status(&mut client, &topic, reference("errors", "")).await;
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");

@@ -103,6 +103,7 @@ impl Config {
             ("translators.call_deadline_ms", t.call_deadline_ms as usize),
             ("translators.memory_bytes", t.memory_bytes),
             ("translators.output_bytes", t.output_bytes),
+            ("translators.output_records", t.output_records),
             ("translators.max_component_bytes", t.max_component_bytes),
             ("translators.max_instances", t.max_instances as usize),
             ("translators.batch_records", t.batch_records),

@@ -16,6 +16,9 @@ pub struct TranslatorsConfig {
     pub memory_bytes: usize,
     /// Bytes of output one `translate` call may return (reason `output`).
     pub output_bytes: usize,
+    /// Output records one `translate` call may return, over all its input records (reason
+    /// `output`): many tiny outputs cost time downstream however few bytes they hold.
+    pub output_records: usize,
     /// Largest component accepted at upload, in bytes.
     pub max_component_bytes: usize,
     /// Translator instances alive at once, over all translators (the pooling allocator's size).
@@ -40,6 +43,8 @@ impl Default for TranslatorsConfig {
             // JavaScript guests (a whole engine) need tens of MiB; Rust guests a few.
             memory_bytes: 128 << 20,
             output_bytes: 16 << 20,
+            // 256 records a call, each fanned out 256 ways.
+            output_records: 65_536,
             // componentize-js components are ~12 MB.
             max_component_bytes: 64 << 20,
             max_instances: 64,

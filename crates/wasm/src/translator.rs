@@ -116,6 +116,14 @@ impl Translator {
             }
             Err(e) => return Err(classify(&live.store, e)),
         };
+        let records: usize =
+            outcomes.iter().map(|o| if let bindings::Outcome::Ok(outs) = o { outs.len() } else { 0 }).sum();
+        if records > self.host.limits.output_records {
+            return Err(TranslatorFailure::Output(format!(
+                "{records} output records returned; the cap is {} per call (translators.output_records)",
+                self.host.limits.output_records
+            )));
+        }
         let bytes: usize = outcomes
             .iter()
             .map(|o| match o {
