@@ -24,6 +24,9 @@ use crate::{
     view::View,
 };
 
+/// Refresh period until Kafka has answered once.
+const FIRST_ANSWER_RETRY: Duration = Duration::from_millis(500);
+
 /// The watermarks of the partitions asked for, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
@@ -77,9 +80,11 @@ impl WatermarkCache {
     pub async fn run(self: Arc<Self>, period: Duration, shutdown: CancellationToken) {
         let mut errors = ErrorLog::new("kafka watermarks");
         loop {
+            // Until the first answer, ask often: health reports Kafka unreachable until then.
+            let wait = if self.lock().fetched.is_none() { period.min(FIRST_ANSWER_RETRY) } else { period };
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(period) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.cancelled() => return,
             }
             let started = Instant::now();
