@@ -15,16 +15,7 @@ pub trait Weighed {
 }
 
 fn outputs_weight(outputs: &[Output]) -> usize {
-    outputs
-        .iter()
-        .map(|o| match &o.translated {
-            None => o.source.size(),
-            Some(p) => {
-                let headers: usize = p.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len())).sum();
-                p.key.as_ref().map_or(0, |k| k.len()) + p.value.as_ref().map_or(0, |v| v.len()) + headers + 64
-            }
-        })
-        .sum()
+    outputs.iter().map(Output::size).sum()
 }
 
 impl Weighed for Result<Event, Error> {

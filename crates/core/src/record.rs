@@ -27,9 +27,14 @@ impl Record {
     /// Bytes the record holds (keys, values, headers, plus a fixed overhead), which tail buffers
     /// and batches bound.
     pub fn size(&self) -> usize {
-        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len())).sum();
-        self.key.as_ref().map_or(0, |k| k.len()) + self.value.as_ref().map_or(0, |v| v.len()) + headers + 64
+        data_size(&self.key, &self.value, &self.headers)
     }
+}
+
+/// Bytes of a key, a value and headers, plus a fixed overhead per record.
+fn data_size(key: &Option<Bytes>, value: &Option<Bytes>, headers: &[Header]) -> usize {
+    let headers: usize = headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len())).sum();
+    key.as_ref().map_or(0, |k| k.len()) + value.as_ref().map_or(0, |v| v.len()) + headers + 64
 }
 
 /// What a translator made of a record: B's key, value and headers.
@@ -56,6 +61,14 @@ impl Output {
     /// A's record, untranslated.
     pub fn untranslated(source: Arc<Record>) -> Self {
         Self { source, index: 0, translated: None }
+    }
+
+    /// Bytes the output holds, counted like [`Record::size`].
+    pub fn size(&self) -> usize {
+        match &self.translated {
+            None => self.source.size(),
+            Some(p) => data_size(&p.key, &p.value, &p.headers),
+        }
     }
 
     /// The value delivered: the translator's, or A's.

@@ -6,7 +6,9 @@
 //!
 //! While Kafka does not answer, callers get the last known watermarks and their age after a short
 //! wait instead of waiting for Kafka's timeout; the refresher also runs on a period, so
-//! [`WatermarkCache::reachable`] says whether Kafka answered its last request.
+//! [`WatermarkCache::reachable`] says whether Kafka answered its last request. Each answer also
+//! trims the tail buffers to what Kafka still retains, so that a position Kafka no longer has is
+//! too old here as on any other replica (rule 7).
 
 use std::{
     collections::HashMap,
@@ -105,6 +107,11 @@ impl WatermarkCache {
             };
             match result {
                 Ok(marks) => {
+                    for ((topic, partition), m) in partitions.iter().zip(&marks) {
+                        if let Some(shard) = self.view.topic(topic).ok().and_then(|t| t.shard(*partition)) {
+                            shard.trim_below(m.earliest);
+                        }
+                    }
                     let mut s = self.lock();
                     s.marks.extend(partitions.into_iter().zip(marks));
                     s.fetched = Some(started);
@@ -168,13 +175,8 @@ fn unreachable(failure: Option<&str>) -> Error {
 mod tests {
     use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
-    use futures::future::BoxFuture;
-
     use super::*;
-    use crate::{
-        source::{CatchUpReader, Read},
-        view::Shard,
-    };
+    use crate::{source::CatchUpReader, view::Shard};
 
     /// A log whose end offset grows on every request and that can be made to hang.
     #[derive(Default)]
@@ -196,25 +198,7 @@ mod tests {
         }
 
         fn catch_up(&self, _: usize) -> Result<Box<dyn CatchUpReader>, Error> {
-            unimplemented!("not used")
-        }
-    }
-
-    impl CatchUpReader for Flaky {
-        fn assign(&self, _: &[source::Position]) -> Result<(), Error> {
-            Ok(())
-        }
-        fn unassign(&self, _: &[source::Position]) -> Result<(), Error> {
-            Ok(())
-        }
-        fn recv(&self) -> BoxFuture<'_, Read> {
-            Box::pin(futures::future::pending())
-        }
-        fn try_recv(&self) -> Option<Read> {
-            None
-        }
-        fn positions(&self) -> Vec<source::Position> {
-            Vec::new()
+            Err(Error::Internal("watermark tests read no records".into()))
         }
     }
 

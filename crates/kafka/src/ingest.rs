@@ -163,8 +163,8 @@ fn poll_loop(consumer: &BaseConsumer, view: &View, limits: &Limits, shutdown: &C
     }
 }
 
-/// Every `refresh`, picks up partitions added to the exposed topics and trims tail buffers to
-/// what Kafka still retains (blocking requests, off the poll loop).
+/// Every `refresh`, picks up partitions added to the exposed topics (blocking requests, off the
+/// poll loop). Tail buffers are trimmed to what Kafka retains by the shared watermark refresher.
 async fn refresh_partitions(
     consumer: Arc<BaseConsumer>,
     view: Arc<View>,
@@ -187,18 +187,12 @@ async fn refresh_partitions(
 }
 
 /// Adds a shard for every partition not yet in the view and assigns it to the consumer at its
-/// earliest retained offset; on refreshes, also trims tail buffers to what Kafka still retains.
+/// earliest retained offset.
 /// Every request is made before the view changes, so a failure leaves the view as it was and the
 /// next attempt starts over. Blocking: metadata and watermark requests.
 fn add_new_partitions<C: Consumer>(consumer: &C, view: &View, at_start: bool) -> Result<usize, Error> {
     let mut found = Vec::new();
-    let mut trims = Vec::new();
     for topic in view.topics() {
-        if !at_start {
-            for shard in topic.shards() {
-                trims.push((shard.clone(), watermarks(consumer, &topic.name, shard.partition)?.earliest));
-            }
-        }
         let Some(count) = partition_count(consumer, &topic.name)? else {
             if at_start {
                 return Err(Error::kafka(format!(
@@ -211,9 +205,6 @@ fn add_new_partitions<C: Consumer>(consumer: &C, view: &View, at_start: bool) ->
         for partition in topic.partitions()..count {
             found.push((topic.clone(), partition, watermarks(consumer, &topic.name, partition)?));
         }
-    }
-    for (shard, earliest) in trims {
-        shard.trim_below(earliest);
     }
     if found.is_empty() {
         return Ok(0);
