@@ -215,6 +215,153 @@ async fn a_never_ending_upload_times_out_and_uploads_are_bounded() {
     upload_translator(&mut reg, "other", &artifact("identity.wasm")).await.expect("the slot is free again");
 }
 
+fn leb128(mut value: usize, out: &mut Vec<u8>) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            return out.push(byte);
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn wasm_section(id: u8, body: &[u8], out: &mut Vec<u8>) {
+    out.push(id);
+    leb128(body.len(), out);
+    out.extend_from_slice(body);
+}
+
+/// A valid translator that takes Cranelift tens of seconds and hundreds of MB to compile, though
+/// it is under 1 MB: the identity component plus an unused core module with one function of
+/// `loops` nested loops, each updating all of `locals` locals (all of them live across every
+/// back edge). Compile time grows with loops² × locals.
+fn slow_to_compile_component(loops: usize, locals: usize) -> Vec<u8> {
+    let mut body = vec![1];
+    leb128(locals, &mut body);
+    body.push(0x7e); // locals of type i64
+    for _ in 0..loops {
+        body.extend_from_slice(&[0x03, 0x40]); // loop (no result)
+    }
+    for depth in 0..loops {
+        for local in 0..locals {
+            body.push(0x20); // local.get
+            leb128(local, &mut body);
+            body.push(0x20);
+            leb128((local + depth) % locals, &mut body);
+            body.push(0x7c); // i64.add
+            body.push(0x21); // local.set
+            leb128(local, &mut body);
+        }
+        // local.get 0; i64.eqz; br_if 0 (back to this loop); end
+        body.extend_from_slice(&[0x20, 0x00, 0x50, 0x0d, 0x00, 0x0b]);
+    }
+    body.extend_from_slice(&[0x20, 0x00, 0x0b]); // local.get 0; end: (i64) -> i64
+    let mut code = vec![1];
+    leb128(body.len(), &mut code);
+    code.extend_from_slice(&body);
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    wasm_section(1, &[1, 0x60, 1, 0x7e, 1, 0x7e], &mut module); // type (i64) -> i64
+    wasm_section(3, &[1, 0], &mut module); // one function of that type
+    wasm_section(10, &code, &mut module);
+    let mut component = artifact("identity.wasm");
+    wasm_section(1, &module, &mut component); // a core module section of the component
+    component
+}
+
+/// Processes compiling for the registry in `data_dir` (their arguments are in it).
+fn compilers_of(data_dir: &Path) -> Vec<u32> {
+    let marker = data_dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.contains("compile-translator") && cmdline.contains(&marker)
+        })
+        .collect()
+}
+
+async fn wait_no_compilers(data_dir: &Path, within: std::time::Duration) {
+    let started = std::time::Instant::now();
+    while !compilers_of(data_dir).is_empty() {
+        assert!(started.elapsed() < within, "the compiler process is still running after {within:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Case 2: a component slow to compile (one huge function, well under the size limit) used to
+/// keep a core busy and grow the gateway past 1.3 GB for over ten minutes, go on after the client
+/// left, and keep SIGTERM from stopping the gateway. Compiles run in a child process with a time
+/// and a memory budget, killed when the client leaves or the gateway stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_slow_to_compile_is_stopped_at_its_budget_or_when_its_client_leaves() {
+    use std::time::{Duration, Instant};
+    let topic = unique_topic("compile");
+    create_topic(&topic, 1).await;
+    let slow = slow_to_compile_component(200, 400);
+    assert!(slow.len() < 1 << 20, "small: {} bytes", slow.len());
+
+    // Time budget: the upload fails RESOURCE_EXHAUSTED at the deadline, naming the setting; the
+    // compiler is gone and the next upload compiles normally.
+    let mut config = config(&[&topic], Limits::default());
+    config.translators.compile_timeout_ms = 1_500;
+    let data_dir = config.translators.data_dir.clone();
+    let gateway = Gateway::start_with(config).await;
+    let mut reg = translators_client(&gateway).await;
+    let started = Instant::now();
+    let status = upload_translator(&mut reg, "slow", &slow).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(status::reason(&status).as_deref(), Some("LIMIT_REACHED"));
+    assert!(status.message().contains("translators.compile_timeout_ms"), "{}", status.message());
+    assert!(started.elapsed() < Duration::from_secs(10), "stopped at its deadline: {:?}", started.elapsed());
+    wait_no_compilers(&data_dir, Duration::from_secs(2)).await;
+    upload_translator(&mut reg, "ident", &artifact("identity.wasm")).await.expect("a normal upload compiles");
+    let names = reg.list(pb::ListTranslatorsRequest {}).await.unwrap().into_inner().translators;
+    assert_eq!(names.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["ident"], "nothing of the slow one kept");
+
+    // The client leaves mid-compile: the compiler is killed, not left running for minutes.
+    let mut leaving = translators_client(&gateway).await;
+    let upload = tokio::spawn({
+        let slow = slow.clone();
+        async move { upload_translator(&mut leaving, "slow", &slow).await }
+    });
+    let started = Instant::now();
+    while compilers_of(&data_dir).is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(10), "the compile never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    upload.abort();
+    wait_no_compilers(&data_dir, Duration::from_secs(3)).await;
+
+    // The gateway stops mid-compile: the call ends UNAVAILABLE at once, and the compiler with it.
+    let mut stopping = translators_client(&gateway).await;
+    let upload = tokio::spawn({
+        let slow = slow.clone();
+        async move { upload_translator(&mut stopping, "slow", &slow).await }
+    });
+    while compilers_of(&data_dir).is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    gateway.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(5), "stopped promptly: {:?}", started.elapsed());
+    let status = upload.await.unwrap().unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    wait_no_compilers(&data_dir, Duration::from_secs(2)).await;
+
+    // Memory budget: past it the compile fails RESOURCE_EXHAUSTED, naming the setting.
+    let mut config = tributary_testkit::config(&[&topic], Limits::default());
+    config.translators.compile_memory_bytes = 64 << 20;
+    let gateway = Gateway::start_with(config).await;
+    let mut reg = translators_client(&gateway).await;
+    let status = upload_translator(&mut reg, "slow", &slow).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("translators.compile_memory_bytes"), "{}", status.message());
+    upload_translator(&mut reg, "ident", &artifact("identity.wasm")).await.expect("small components fit in 64 MiB");
+}
+
 /// Case 3: idle TCP connections that never speak HTTP/2 used to pile up until the process ran out
 /// of file descriptors. They are closed after `limits.handshake_timeout_ms`, at most
 /// `limits.max_connections` are open at once, and a real client gets through once slots free up.
@@ -253,6 +400,50 @@ async fn idle_connections_are_capped_and_closed_after_the_handshake_timeout() {
             .await
             .expect("the gateway closes a connection that never sends the preface");
     }
+    client.describe_topics(pb::DescribeTopicsRequest { topics: vec![topic] }).await.unwrap();
+}
+
+/// Case 3 (established connections): a connection without a call for `limits.idle_timeout_ms`
+/// used to be kept forever. It is closed; a connection with an open stream is not, however quiet
+/// the stream; and a client whose connection was closed gets through on its next call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_without_calls_are_closed_after_the_idle_timeout() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let topic = unique_topic("idle");
+    create_topic(&topic, 1).await;
+    let limits = Limits { idle_timeout_ms: 1_000, ..Limits::default() };
+    let gateway = Gateway::start_with(config(&[&topic], limits)).await;
+
+    // A connection that completes the HTTP/2 handshake and then makes no call.
+    let mut quiet = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    quiet.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    quiet.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap(); // an empty SETTINGS frame
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    let closed = async {
+        while let Ok(n) = quiet.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), closed).await.expect("an idle connection is closed");
+    assert!(started.elapsed() >= Duration::from_millis(900), "not before the timeout: {:?}", started.elapsed());
+
+    // A stream with nothing to deliver but progress keeps its connection three timeouts long.
+    let mut client = gateway.client().await;
+    let request = pb::SubscribeRequest { topics: vec![topic.clone()], ..Default::default() };
+    let mut stream = client.subscribe(request).await.unwrap().into_inner();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        stream.message().await.expect("the stream goes on").expect("not ended");
+    }
+    drop(stream);
+
+    // A client idle past the timeout reconnects on its next call without an error.
+    client.describe_topics(pb::DescribeTopicsRequest { topics: vec![topic.clone()] }).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
     client.describe_topics(pb::DescribeTopicsRequest { topics: vec![topic] }).await.unwrap();
 }
 
@@ -372,6 +563,41 @@ async fn during_a_kafka_outage_the_view_keeps_serving_and_says_kafka_is_away() {
     }
 }
 
+/// Fills a topic with `records` records of 1 KiB, opens `stalled` Subscribe streams from offset 0
+/// on a gateway with `env` whose clients read the first message and then never again, and has one
+/// more client read everything meanwhile. Returns how many MiB the gateway grew.
+async fn grown_by_stalled_streams(prefix: &str, records: usize, stalled: usize, env: &[(&str, &str)]) -> u64 {
+    let topic = unique_topic(prefix);
+    create_topic(&topic, 1).await;
+    let value = "v".repeat(1024);
+    let outs: Vec<Out> = (0..records).map(|i| Out::kv(&format!("k{i}"), Some(&value))).collect();
+    produce(&topic, &outs);
+    let gateway = Process::spawn(&[&topic], env).await;
+    // A connection each: on a shared connection, streams that are not read would use up the
+    // client's HTTP/2 connection window and block the others' first message (client side).
+    let mut clients = Vec::new();
+    for _ in 0..stalled {
+        clients.push(connect(gateway.addr).await);
+    }
+    let from = vec![pb::PartitionOffset { topic: topic.clone(), partition: 0, offset: 0 }];
+    let request = || pb::SubscribeRequest { from_offsets: from.clone(), ..Default::default() };
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let before = gateway.rss_kib();
+    let mut streams = Vec::new();
+    for client in &mut clients {
+        let mut s = client.subscribe(request()).await.unwrap().into_inner();
+        s.message().await.unwrap().unwrap(); // the first progress, then never again
+        streams.push(s);
+    }
+    // A client that reads gets everything while the others hold their streams.
+    let mut reader = connect(gateway.addr).await;
+    let mut follower = Follower::start(&mut reader, request()).await.unwrap();
+    follower.until(&ends(&topic), std::time::Duration::from_secs(60)).await.unwrap();
+    assert_eq!(follower.records.len(), records, "the reading client got everything");
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    gateway.rss_kib().saturating_sub(before) / 1024
+}
+
 /// Case 4: Subscribe streams whose clients never read used to buffer up to
 /// `stream_buffer_messages` batches each (16 MiB with 1 MiB batches: ~16 GiB at the stream
 /// limit). Each now holds at most `limits.stream_buffer_bytes` (or one batch), and a client that
@@ -379,40 +605,28 @@ async fn during_a_kafka_outage_the_view_keeps_serving_and_says_kafka_is_away() {
 /// by ~520 MiB before, ~180 MiB now (most of it the 21 catch-up readers' librdkafka clients).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_never_read_hold_bounded_memory() {
-    let topic = unique_topic("stalled");
-    create_topic(&topic, 1).await;
-    let value = "v".repeat(1024);
-    let records: Vec<Out> = (0..30_000).map(|i| Out::kv(&format!("k{i}"), Some(&value))).collect();
-    produce(&topic, &records);
     let env = [
         ("TRIBUTARY__LIMITS__STREAM_BUFFER_BYTES", "65536"),
         ("TRIBUTARY__LIMITS__MAX_BATCH_BYTES", "1048576"),
         ("TRIBUTARY__LIMITS__MAX_CATCHUP_READERS", "32"),
     ];
-    let gateway = Process::spawn(&[&topic], &env).await;
-    // A connection each: on a shared connection, streams that are not read would use up the
-    // client's HTTP/2 connection window and block the others' first message (client side).
-    let mut clients = Vec::new();
-    for _ in 0..20 {
-        clients.push(connect(gateway.addr).await);
-    }
-    let from = vec![pb::PartitionOffset { topic: topic.clone(), partition: 0, offset: 0 }];
-    let request = || pb::SubscribeRequest { from_offsets: from.clone(), ..Default::default() };
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    let before = gateway.rss_kib();
-    let mut stalled = Vec::new();
-    for client in &mut clients {
-        let mut s = client.subscribe(request()).await.unwrap().into_inner();
-        s.message().await.unwrap().unwrap(); // the first progress, then never again
-        stalled.push(s);
-    }
-    // A client that reads gets everything while the others hold their streams.
-    let mut reader = connect(gateway.addr).await;
-    let mut follower = Follower::start(&mut reader, request()).await.unwrap();
-    follower.until(&ends(&topic), std::time::Duration::from_secs(60)).await.unwrap();
-    assert_eq!(follower.records.len(), 30_000);
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    let grown_mib = gateway.rss_kib().saturating_sub(before) / 1024;
+    let grown_mib = grown_by_stalled_streams("stalled", 30_000, 20, &env).await;
     assert!(grown_mib < 300, "20 stalled streams grew the gateway by {grown_mib} MiB");
-    drop(stalled);
+}
+
+/// Case 4, in total: clients that stop reading share one budget of buffered bytes
+/// (`limits.stream_buffer_total_bytes`) beyond one message each, however large each stream's own
+/// buffer may be; a client that reads is not held up by them. Measured: the gateway grew by
+/// 255 MiB without the shared budget, by 54 MiB with it (most of it the catch-up readers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_streams_share_one_budget_of_buffered_bytes() {
+    let env = [
+        // Each stream alone could hold 16 MiB (64 batches of 256 KiB); together they may hold 1 MiB.
+        ("TRIBUTARY__LIMITS__STREAM_BUFFER_BYTES", "16777216"),
+        ("TRIBUTARY__LIMITS__STREAM_BUFFER_MESSAGES", "64"),
+        ("TRIBUTARY__LIMITS__STREAM_BUFFER_TOTAL_BYTES", "1048576"),
+        ("TRIBUTARY__LIMITS__MAX_CATCHUP_READERS", "32"),
+    ];
+    let grown_mib = grown_by_stalled_streams("budget", 40_000, 10, &env).await;
+    assert!(grown_mib < 150, "10 stalled streams grew the gateway by {grown_mib} MiB");
 }

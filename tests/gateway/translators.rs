@@ -58,7 +58,8 @@ fn reference(name: &str, config: &str) -> Option<pb::TranslatorRef> {
 
 fn gateway_config(topic: &str, translators: TranslatorsConfig) -> tributary_server::config::Config {
     let mut c = config(&[topic], Limits::default());
-    c.translators = TranslatorsConfig { data_dir: c.translators.data_dir.clone(), ..translators };
+    let (data_dir, compiler) = (c.translators.data_dir.clone(), c.translators.compiler.clone());
+    c.translators = TranslatorsConfig { data_dir, compiler, ..translators };
     c
 }
 

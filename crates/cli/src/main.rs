@@ -41,6 +41,10 @@ enum Command {
         #[command(subcommand)]
         command: TranslatorCommand,
     },
+    /// Compile one translator component (run by the gateway in a child process under its
+    /// compile budget; not for people).
+    #[command(name = "compile-translator", hide = true)]
+    CompileTranslator { input: PathBuf, output: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -94,6 +98,9 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::CompileTranslator { input, output } => {
+            ExitCode::from(tributary_server::compile_translator(&input, &output) as u8)
         }
         Command::Translator { gateway, command } => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");

@@ -2,10 +2,19 @@
 //! in messages *and* in bytes, so a client that stops reading holds at most
 //! `limits.stream_buffer_bytes` (or one message, if a single one is larger) however large its
 //! batches are. Bytes are freed when the server takes a message to encode it.
+//!
+//! Every stream's buffer also draws on one [`Budget`] (`limits.stream_buffer_total_bytes`): a
+//! message queued behind others takes its bytes from it, so many stalled clients together hold
+//! at most the budget (plus one message each). A message for an empty buffer takes nothing from
+//! it: a client that keeps reading never waits for the others, however many have stalled; at the
+//! budget only streams whose clients have fallen behind wait.
 
-use std::sync::Arc;
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc,
+};
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::{error::Error, record::Output, snapshot::SnapshotEvent, subscribe::Event};
 
@@ -37,18 +46,55 @@ impl Weighed for Result<SnapshotEvent, Error> {
     }
 }
 
+/// Bytes that every stream's queued messages share; cheap to clone.
+#[derive(Clone)]
+pub struct Budget {
+    bytes: Arc<Semaphore>,
+    max: usize,
+}
+
+impl Budget {
+    pub fn new(bytes: usize) -> Self {
+        let max = clamp_permits(bytes);
+        Self { bytes: Arc::new(Semaphore::new(max)), max }
+    }
+
+    /// Bytes not held by any queued message now.
+    pub fn available(&self) -> usize {
+        self.bytes.available_permits()
+    }
+}
+
+fn clamp_permits(bytes: usize) -> usize {
+    bytes.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize))
+}
+
 /// A buffer of at most `messages` messages and `bytes` bytes (a larger single message is let
-/// through alone).
-pub fn channel<T: Weighed>(messages: usize, bytes: usize) -> (Sender<T>, Receiver<T>) {
+/// through alone), whose messages queued behind another also take their bytes from `budget`.
+pub fn channel<T: Weighed>(messages: usize, bytes: usize, budget: &Budget) -> (Sender<T>, Receiver<T>) {
     let (tx, rx) = mpsc::channel(messages.max(1));
-    let bytes = bytes.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
-    (Sender { tx, bytes: Arc::new(Semaphore::new(bytes)), max: bytes }, Receiver { rx })
+    let bytes = clamp_permits(bytes);
+    let queue = Arc::new(Queue { queued: AtomicUsize::new(0), emptied: Notify::new() });
+    let sender =
+        Sender { tx, bytes: Arc::new(Semaphore::new(bytes)), max: bytes, budget: budget.clone(), queue: queue.clone() };
+    (sender, Receiver { rx, queue })
+}
+
+/// The bytes a queued message holds, freed when it is taken.
+type Held = (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>);
+
+/// How many messages wait in one buffer; the receiver says when it has emptied it.
+struct Queue {
+    queued: AtomicUsize,
+    emptied: Notify,
 }
 
 pub struct Sender<T> {
-    tx: mpsc::Sender<(T, OwnedSemaphorePermit)>,
+    tx: mpsc::Sender<(T, Held)>,
     bytes: Arc<Semaphore>,
     max: usize,
+    budget: Budget,
+    queue: Arc<Queue>,
 }
 
 /// The receiver is gone.
@@ -56,14 +102,39 @@ pub struct Sender<T> {
 pub struct Closed;
 
 impl<T: Weighed> Sender<T> {
-    /// Waits for room (messages and bytes), then queues `item`.
+    /// Waits for room (messages and bytes, and the shared budget while the buffer is not empty),
+    /// then queues `item`.
     pub async fn send(&self, item: T) -> Result<(), Closed> {
-        let weight = item.weight().min(self.max) as u32;
-        let permit = tokio::select! {
-            permit = self.bytes.clone().acquire_many_owned(weight) => permit.map_err(|_| Closed)?,
+        let weight = item.weight();
+        let own = tokio::select! {
+            permit = self.bytes.clone().acquire_many_owned(weight.min(self.max) as u32) => permit.map_err(|_| Closed)?,
             _ = self.tx.closed() => return Err(Closed),
         };
-        self.tx.send((item, permit)).await.map_err(|_| Closed)
+        let shared = match weight {
+            0 => None,
+            _ => self.shared_bytes(weight).await?,
+        };
+        let slot = self.tx.reserve().await.map_err(|_| Closed)?;
+        // Counted and queued at once: a cancelled send leaves the count right.
+        self.queue.queued.fetch_add(1, Ordering::AcqRel);
+        slot.send((item, (own, shared)));
+        Ok(())
+    }
+
+    /// Bytes from the shared budget for a message queued behind others; none once the buffer is
+    /// empty (only this task sends, so an empty buffer stays empty until it queues).
+    async fn shared_bytes(&self, weight: usize) -> Result<Option<OwnedSemaphorePermit>, Closed> {
+        let weight = weight.min(self.budget.max) as u32;
+        loop {
+            if self.queue.queued.load(Ordering::Acquire) == 0 {
+                return Ok(None);
+            }
+            tokio::select! {
+                permit = self.budget.bytes.clone().acquire_many_owned(weight) => return permit.map(Some).map_err(|_| Closed),
+                _ = self.queue.emptied.notified() => {}
+                _ = self.tx.closed() => return Err(Closed),
+            }
+        }
     }
 
     /// Resolves when the receiver is gone.
@@ -73,13 +144,18 @@ impl<T: Weighed> Sender<T> {
 }
 
 pub struct Receiver<T> {
-    rx: mpsc::Receiver<(T, OwnedSemaphorePermit)>,
+    rx: mpsc::Receiver<(T, Held)>,
+    queue: Arc<Queue>,
 }
 
 impl<T> Receiver<T> {
     /// The next message; its bytes are freed now.
     pub async fn recv(&mut self) -> Option<T> {
-        self.rx.recv().await.map(|(item, _freed)| item)
+        let (item, _freed) = self.rx.recv().await?;
+        if self.queue.queued.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.queue.emptied.notify_one();
+        }
+        Some(item)
     }
 
     /// The messages as a stream (for the server's response).
@@ -111,7 +187,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_reader_that_stops_holds_at_most_the_byte_bound() {
-        let (tx, mut rx) = channel::<Result<Event, Error>>(16, 10_000);
+        let budget = Budget::new(usize::MAX);
+        let (tx, mut rx) = channel::<Result<Event, Error>>(16, 10_000, &budget);
         // Each message weighs 10 × (1000 + 64) bytes > the bound: one at a time.
         tx.send(records(10, 1000)).await.unwrap();
         let second = tokio::time::timeout(std::time::Duration::from_millis(100), tx.send(records(10, 1000))).await;
@@ -119,7 +196,7 @@ mod tests {
         assert!(rx.recv().await.is_some());
         tx.send(records(10, 1000)).await.unwrap();
         // Small messages go by the message bound.
-        let (tx, _rx) = channel::<Result<Event, Error>>(3, 1 << 20);
+        let (tx, _rx) = channel::<Result<Event, Error>>(3, 1 << 20, &budget);
         for _ in 0..3 {
             tx.send(Ok(Event::Progress(Progress { offsets: vec![], skipped_records: 0 }))).await.unwrap();
         }
@@ -128,8 +205,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn stalled_streams_share_one_budget_and_a_reading_stream_never_waits_for_them() {
+        use std::time::Duration;
+        let message = || records(1, 936); // 1000 bytes
+        let budget = Budget::new(3_000);
+        // Two stalled streams: each first message is free, the next ones draw on the budget.
+        let (stalled_a, _keep_a) = channel::<Result<Event, Error>>(16, 1 << 20, &budget);
+        let (stalled_b, _keep_b) = channel::<Result<Event, Error>>(16, 1 << 20, &budget);
+        for _ in 0..3 {
+            stalled_a.send(message()).await.unwrap();
+        }
+        stalled_b.send(message()).await.unwrap();
+        stalled_b.send(message()).await.unwrap();
+        assert_eq!(budget.available(), 0, "2 + 1 queued-behind messages hold the 3000 bytes");
+        let waits = tokio::time::timeout(Duration::from_millis(100), stalled_b.send(message())).await;
+        assert!(waits.is_err(), "at the budget a stream with a queue waits");
+
+        // A stream whose client reads never needs the budget.
+        let (reading, mut client) = channel::<Result<Event, Error>>(16, 1 << 20, &budget);
+        for _ in 0..100 {
+            tokio::time::timeout(Duration::from_millis(100), reading.send(message())).await.expect("not held").unwrap();
+            assert!(client.recv().await.is_some());
+        }
+
+        // A reading stream that got ahead of its client waits at the budget only until the
+        // client has taken what is queued.
+        reading.send(message()).await.unwrap();
+        let behind = tokio::spawn(async move {
+            reading.send(message()).await.unwrap();
+            reading
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!behind.is_finished(), "queued behind a message, at the budget: waits");
+        assert!(client.recv().await.is_some());
+        let _reading = tokio::time::timeout(Duration::from_millis(500), behind).await.expect("goes on").unwrap();
+        assert!(client.recv().await.is_some());
+
+        // Bytes come back when a stalled client reads (or leaves).
+        drop(_keep_a);
+        assert_eq!(budget.available(), 2_000);
+        tokio::time::timeout(Duration::from_millis(100), stalled_b.send(message())).await.expect("room again").unwrap();
+    }
+
+    #[tokio::test]
     async fn a_gone_reader_ends_a_waiting_sender() {
-        let (tx, rx) = channel::<Result<Event, Error>>(16, 100);
+        let (tx, rx) = channel::<Result<Event, Error>>(16, 100, &Budget::new(usize::MAX));
         tx.send(records(1, 1000)).await.unwrap();
         let waiting = tokio::spawn(async move { tx.send(records(1, 1000)).await });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

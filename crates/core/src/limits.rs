@@ -27,6 +27,10 @@ pub struct Limits {
     /// Bytes of record data buffered per stream for a slow client (a larger single batch goes
     /// alone). With `max_streams`, it bounds what clients that stop reading can hold in total.
     pub stream_buffer_bytes: usize,
+    /// Bytes that all streams' buffers share: a message queued behind another takes its bytes
+    /// from here, so clients that stop reading hold at most this much together (plus one
+    /// message each). A stream whose client keeps up never waits for it.
+    pub stream_buffer_total_bytes: usize,
     /// Concurrent `Subscribe` and `GetSnapshot` streams. Beyond it calls fail RESOURCE_EXHAUSTED.
     pub max_streams: usize,
     /// Kafka consumers that catch-up readers may use at once. A subscriber behind the tail buffer
@@ -45,6 +49,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// Time a new connection has to send the HTTP/2 preface, in milliseconds; then it is closed.
     pub handshake_timeout_ms: u64,
+    /// Time a connection may stay without any call, in milliseconds; then it is closed (gRPC
+    /// clients reconnect on their next call). Open streams keep their connection.
+    pub idle_timeout_ms: u64,
     /// Concurrent calls (HTTP/2 streams) on one connection; the client queues beyond it.
     pub max_streams_per_connection: u32,
 }
@@ -65,6 +72,7 @@ impl Default for Limits {
             stream_buffer_messages: 16,
             // With the batch in hand, a stream whose client stops reading holds under 1 MiB.
             stream_buffer_bytes: 512 << 10,
+            stream_buffer_total_bytes: 128 << 20,
             max_streams: 1_024,
             // Each reader is a librdkafka client with its own threads and prefetch.
             max_catchup_readers: 16,
@@ -76,6 +84,8 @@ impl Default for Limits {
             // An idle connection costs ~10 KB; 10k stay well under a 20k-60k file limit.
             max_connections: 10_000,
             handshake_timeout_ms: 10_000,
+            // Long enough that a client between bursts keeps its connection warm.
+            idle_timeout_ms: 300_000,
             max_streams_per_connection: 1_024,
         }
     }
@@ -88,6 +98,10 @@ impl Limits {
 
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
     }
 }
 

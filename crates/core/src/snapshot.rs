@@ -227,7 +227,7 @@ mod tests {
             skip_errors: false,
             batch_records: 3,
         };
-        let (tx, mut rx) = crate::buffer::channel(4, usize::MAX);
+        let (tx, mut rx) = crate::buffer::channel(4, usize::MAX, &crate::buffer::Budget::new(usize::MAX));
         tokio::spawn(stream(snapshot, KeyFilter::default(), Some(translation), 1 << 20, tx));
         let mut keys = Vec::new();
         loop {

@@ -122,8 +122,9 @@ impl App {
         let gateway =
             pb::gateway_server::GatewayServer::new(GatewayService::new(view, shared, registry.clone(), tasks.clone()))
                 .max_decoding_message_size(config.limits.max_request_bytes);
-        let translators = pb::translators_server::TranslatorsServer::new(TranslatorsService::new(registry))
-            .max_decoding_message_size(config.limits.max_request_bytes);
+        let translators =
+            pb::translators_server::TranslatorsServer::new(TranslatorsService::new(registry, token.clone()))
+                .max_decoding_message_size(config.limits.max_request_bytes);
 
         let signal = {
             let token = token.clone();
@@ -140,13 +141,19 @@ impl App {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .max_concurrent_streams(Some(config.limits.max_streams_per_connection))
+            .layer(connections::TrackCallsLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(gateway)
             .add_service(translators)
             .serve_with_incoming_shutdown(
-                connections::incoming(listener, config.limits.max_connections, config.limits.handshake_timeout()),
+                connections::incoming(
+                    listener,
+                    config.limits.max_connections,
+                    config.limits.handshake_timeout(),
+                    config.limits.idle_timeout(),
+                ),
                 signal,
             );
         tokio::pin!(server);

@@ -89,9 +89,11 @@ impl Config {
             ("limits.max_streams", l.max_streams),
             ("limits.max_catchup_readers", l.max_catchup_readers),
             ("limits.catchup_prefetch_kbytes", l.catchup_prefetch_kbytes),
+            ("limits.stream_buffer_total_bytes", l.stream_buffer_total_bytes),
             ("limits.max_request_bytes", l.max_request_bytes),
             ("limits.max_connections", l.max_connections),
             ("limits.handshake_timeout_ms", l.handshake_timeout_ms as usize),
+            ("limits.idle_timeout_ms", l.idle_timeout_ms as usize),
             ("limits.max_streams_per_connection", l.max_streams_per_connection as usize),
         ] {
             if value == 0 {
@@ -109,10 +111,15 @@ impl Config {
             ("translators.batch_records", t.batch_records),
             ("translators.max_concurrent_uploads", t.max_concurrent_uploads),
             ("translators.upload_timeout_ms", t.upload_timeout_ms as usize),
+            ("translators.compile_timeout_ms", t.compile_timeout_ms as usize),
         ] {
             if value == 0 {
                 return fail(key, "must be greater than 0");
             }
+        }
+        // The compiler process itself (an engine, a few threads) needs some tens of MiB.
+        if t.compile_memory_bytes < 64 << 20 {
+            return fail("translators.compile_memory_bytes", "must be at least 67108864 (64 MiB)");
         }
         if l.progress_interval_ms == 0 {
             return fail("limits.progress_interval_ms", "must be greater than 0");
@@ -214,6 +221,9 @@ mod tests {
             let file = write("[kafka]\ntopics = [\"a\"]\n[limits]\nmax_streams = 0\n");
             let err = Config::load(Some(file.path()), &Overrides::default()).unwrap_err().to_string();
             assert!(err.contains("`limits.max_streams` must be greater than 0"), "{err}");
+            let file = write("[kafka]\ntopics = [\"a\"]\n[translators]\ncompile_memory_bytes = 1000\n");
+            let err = Config::load(Some(file.path()), &Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("`translators.compile_memory_bytes` must be at least"), "{err}");
             Ok(())
         });
     }

@@ -1,24 +1,29 @@
 //! Accepted connections within budgets: at most `limits.max_connections` open at once (at the cap
 //! the gateway stops accepting, so new connections wait in the kernel's backlog instead of using
-//! file descriptors), and a connection that has not sent the HTTP/2 preface within
-//! `limits.handshake_timeout_ms` is closed. Accept errors (e.g. the process is out of file
+//! file descriptors), a connection that has not sent the HTTP/2 preface within
+//! `limits.handshake_timeout_ms` is closed, and so is one without a call for
+//! `limits.idle_timeout_ms` ([`TrackCalls`] counts each connection's calls; gRPC clients
+//! reconnect by themselves on their next call). Accept errors (e.g. the process is out of file
 //! descriptors) back off instead of spinning.
 
 use std::{
     future::Future,
     io,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
     task::{Context, Poll},
     time::Duration,
 };
 
-use futures::Stream;
+use futures::{future::BoxFuture, FutureExt, Stream};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore},
-    time::Sleep,
+    time::{Instant, Sleep},
 };
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tracing::warn;
@@ -29,19 +34,88 @@ const PREFACE_BYTES: usize = 24;
 /// Wait after a failed accept before the next one.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// The calls of one connection: how many are open, and when the last one ended.
+#[derive(Debug)]
+pub struct Calls {
+    open: AtomicUsize,
+    last_ended: Mutex<Instant>,
+}
+
+impl Calls {
+    fn new() -> Arc<Self> {
+        Arc::new(Self { open: AtomicUsize::new(0), last_ended: Mutex::new(Instant::now()) })
+    }
+
+    /// When the connection becomes idle for good, or `None` while a call is open.
+    fn idle_since(&self) -> Option<Instant> {
+        match self.open.load(Ordering::Acquire) {
+            0 => Some(*self.last_ended.lock().unwrap_or_else(|e| e.into_inner())),
+            _ => None,
+        }
+    }
+}
+
+/// One open call; it ends when dropped (with its response body, or its handler if cancelled).
+struct CallGuard(Arc<Calls>);
+
+impl CallGuard {
+    fn open(calls: Arc<Calls>) -> Self {
+        calls.open.fetch_add(1, Ordering::AcqRel);
+        Self(calls)
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        *self.0.last_ended.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a call learns of its connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    pub tcp: TcpConnectInfo,
+    calls: Arc<Calls>,
+}
+
 /// An accepted connection: it holds its slot of the connection budget until dropped.
 pub struct Connection {
     stream: TcpStream,
     _slot: OwnedSemaphorePermit,
     /// Until the preface has arrived: the deadline, and the bytes still to come.
     handshake: Option<(Pin<Box<Sleep>>, usize)>,
+    calls: Arc<Calls>,
+    idle_timeout: Duration,
+    /// When to check next whether the connection has been idle for `idle_timeout`.
+    idle_check: Pin<Box<Sleep>>,
 }
 
 impl Connected for Connection {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnectionInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        ConnectionInfo { tcp: self.stream.connect_info(), calls: self.calls.clone() }
+    }
+}
+
+fn timed_out(message: &'static str) -> Poll<io::Result<()>> {
+    Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, message)))
+}
+
+impl Connection {
+    /// Whether the connection has had no call for `idle_timeout`; otherwise re-arms the check
+    /// (its timer wakes this connection's task, which reads again).
+    fn idle(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.idle_check.as_mut().poll(cx).is_ready() {
+            let next = match self.calls.idle_since() {
+                Some(since) if since.elapsed() >= self.idle_timeout => return true,
+                Some(since) => since + self.idle_timeout,
+                None => Instant::now() + self.idle_timeout,
+            };
+            self.idle_check.as_mut().reset(next);
+        }
+        false
     }
 }
 
@@ -59,15 +133,84 @@ impl AsyncRead for Connection {
                     }
                 }
                 Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no HTTP/2 preface within limits.handshake_timeout_ms",
-                    )));
+                    return timed_out("no HTTP/2 preface within limits.handshake_timeout_ms");
                 }
                 _ => {}
             }
+        } else if read.is_pending() && this.idle(cx) {
+            return timed_out("no call within limits.idle_timeout_ms");
         }
         read
+    }
+}
+
+/// A tower layer that counts each connection's open calls, for the idle timeout.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TrackCallsLayer;
+
+impl<S> tower::Layer<S> for TrackCallsLayer {
+    type Service = TrackCalls<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TrackCalls { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TrackCalls<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for TrackCalls<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let guard = request.extensions().get::<ConnectionInfo>().map(|info| CallGuard::open(info.calls.clone()));
+        let response = self.inner.call(request);
+        async move {
+            let response = response.await?;
+            // The call lasts as long as its response body: a stream ends when its body does.
+            Ok(match guard {
+                Some(guard) => response.map(|body| tonic::body::Body::new(GuardedBody { body, _guard: guard })),
+                None => response,
+            })
+        }
+        .boxed()
+    }
+}
+
+struct GuardedBody {
+    body: tonic::body::Body,
+    _guard: CallGuard,
+}
+
+impl http_body::Body for GuardedBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -104,6 +247,7 @@ pub fn incoming(
     listener: TcpListener,
     max: usize,
     handshake_timeout: Duration,
+    idle_timeout: Duration,
 ) -> impl Stream<Item = io::Result<Connection>> + Send + 'static {
     let slots = Arc::new(Semaphore::new(max));
     let state = (listener, slots, ErrorLog::new("listener"));
@@ -117,7 +261,14 @@ pub fn incoming(
                         warn!(error = %e, "cannot set TCP_NODELAY on a connection");
                     }
                     let deadline = Box::pin(tokio::time::sleep(handshake_timeout));
-                    let connection = Connection { stream, _slot: slot, handshake: Some((deadline, PREFACE_BYTES)) };
+                    let connection = Connection {
+                        stream,
+                        _slot: slot,
+                        handshake: Some((deadline, PREFACE_BYTES)),
+                        calls: Calls::new(),
+                        idle_timeout,
+                        idle_check: Box::pin(tokio::time::sleep(idle_timeout)),
+                    };
                     return Some((Ok(connection), (listener, slots, errors)));
                 }
                 Err(e) => {

@@ -22,7 +22,7 @@ pub mod config;
 pub mod connections;
 
 pub use app::serve;
-pub use tributary_wasm::sha256_hex;
+pub use tributary_wasm::{compile::child_main as compile_translator, sha256_hex};
 
 /// Generated protobuf and gRPC code for `tributary.v1`.
 pub mod pb {

@@ -287,6 +287,8 @@ pub fn config(topics: &[&str], limits: Limits) -> Config {
     config.kafka.metadata_refresh_ms = 500;
     config.limits.progress_interval_ms = 200;
     config.translators.data_dir = scratch_dir("registry");
+    // The gateway runs in the test's process: compiles run in the real `tributary` binary.
+    config.translators.compiler = Some(binary());
     config
 }
 

@@ -31,6 +31,15 @@ pub struct TranslatorsConfig {
     /// Time an upload may take to send its bytes, in milliseconds. A slower or never-ending
     /// upload stream fails RESOURCE_EXHAUSTED and frees its slot.
     pub upload_timeout_ms: u64,
+    /// Longest a component may take to compile, in milliseconds. Compiling runs in a child
+    /// process that is killed at this deadline; the upload fails RESOURCE_EXHAUSTED.
+    pub compile_timeout_ms: u64,
+    /// Memory a compile may use, in bytes (the child's `RLIMIT_DATA`: heap and thread stacks).
+    /// Past it the compile fails and the upload fails RESOURCE_EXHAUSTED.
+    pub compile_memory_bytes: u64,
+    /// The `tributary` executable that compiles (`tributary compile-translator IN OUT`); unset is
+    /// the running executable, which is right unless the gateway is embedded in another program.
+    pub compiler: Option<std::path::PathBuf>,
 }
 
 impl Default for TranslatorsConfig {
@@ -52,6 +61,11 @@ impl Default for TranslatorsConfig {
             max_concurrent_uploads: 2,
             // 64 MiB at a slow 2 MB/s takes 32 s.
             upload_timeout_ms: 60_000,
+            // The 12 MB JavaScript component compiles in ~11 s and peaks at ~400 MB (it
+            // compiles within a 512 MiB limit); Rust components take well under a second.
+            compile_timeout_ms: 60_000,
+            compile_memory_bytes: 1 << 30,
+            compiler: None,
         }
     }
 }

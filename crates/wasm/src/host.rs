@@ -18,6 +18,7 @@ use wasmtime::{
 
 use crate::{
     bindings,
+    compile::{self, Budget, Cancel, CompileError},
     config::TranslatorsConfig,
     translator::{Live, Translator},
 };
@@ -26,7 +27,7 @@ use crate::{
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Why bytes are not an acceptable translator.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum Invalid {
     #[error("the bytes are not WebAssembly (no \\0asm header)")]
     NotWasm,
@@ -70,6 +71,7 @@ pub struct Host {
     pub(crate) engine: Engine,
     linker: Linker<Sandbox>,
     pub(crate) limits: TranslatorsConfig,
+    budget: Budget,
     stop_ticker: Arc<AtomicBool>,
     /// Every translator's idle instances: when the instance pool is full, a call takes the slots
     /// of idle instances (of any translator) before it fails, so idle streams cannot starve
@@ -98,11 +100,8 @@ impl Host {
             .max_component_instance_size(1 << 20)
             .max_core_instance_size(1 << 20)
             .table_elements(1 << 20);
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let mut config = codegen_config();
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| format!("wasmtime engine: {e}"))?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         {
@@ -119,7 +118,26 @@ impl Host {
         }
         // Translators import nothing: the linker is empty on purpose.
         let linker = Linker::new(&engine);
-        Ok(Arc::new(Self { engine, linker, limits: limits.clone(), stop_ticker, idle_pools: Mutex::new(Vec::new()) }))
+        let program = match &limits.compiler {
+            Some(path) => path.clone(),
+            None => {
+                std::env::current_exe().map_err(|e| format!("cannot locate this executable to compile with: {e}"))?
+            }
+        };
+        let budget = Budget {
+            program,
+            timeout: Duration::from_millis(limits.compile_timeout_ms),
+            memory_bytes: limits.compile_memory_bytes,
+            scratch: limits.data_dir.clone(),
+        };
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            limits: limits.clone(),
+            budget,
+            stop_ticker,
+            idle_pools: Mutex::new(Vec::new()),
+        }))
     }
 
     pub fn limits(&self) -> &TranslatorsConfig {
@@ -145,45 +163,30 @@ impl Host {
         dropped.len()
     }
 
-    /// Validates and compiles bytes into a component that implements the translator world.
-    /// Slow (Cranelift): call it at upload, off the async threads.
-    pub fn compile(&self, bytes: &[u8]) -> Result<Component, Invalid> {
-        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-            return Err(Invalid::NotWasm);
-        }
-        // Bytes 4..8: version 1 and layer 0 is a core module; components use layer 1.
-        if bytes[4..8] == [1, 0, 0, 0] {
-            return Err(Invalid::CoreModule);
-        }
-        let component = Component::new(&self.engine, bytes).map_err(|e| Invalid::Malformed(format!("{e:#}")))?;
-        self.check(&component)?;
-        Ok(component)
+    /// Validates and compiles bytes into a component that implements the translator world, in a
+    /// child process under the compile budget (see [`crate::compile`]). Returns the component
+    /// and its serialized form, to store. Blocking: call it off the async threads.
+    pub fn compile(&self, bytes: &[u8], cancel: &Cancel) -> Result<(Component, Vec<u8>), CompileError> {
+        precheck(bytes).map_err(CompileError::Invalid)?;
+        let compiled = compile::compile_in_child(&self.budget, bytes, cancel)?;
+        let component = self.deserialize(&compiled).ok_or_else(|| {
+            CompileError::Failed(format!(
+                "{} wrote a compiled form this gateway cannot load: is it the same build?",
+                self.budget.program.display()
+            ))
+        })?;
+        Ok((component, compiled))
     }
 
-    /// The compiled form, to store next to the component.
-    pub fn serialize(&self, component: &Component) -> Result<Vec<u8>, String> {
-        component.serialize().map_err(|e| e.to_string())
-    }
-
-    /// Loads a compiled form written by [`Host::serialize`] of this same build; `None` when it
-    /// was written by an incompatible engine (the caller recompiles).
+    /// Loads a compiled form written by this same build; `None` when it was written by an
+    /// incompatible engine (the caller recompiles) or is not a translator.
     pub fn deserialize(&self, compiled: &[u8]) -> Option<Component> {
-        // SAFETY: the gateway only deserializes artifacts it serialized itself into its own data
-        // directory; wasmtime checks the engine version and configuration and refuses others.
+        // SAFETY: the gateway only deserializes forms its own build wrote (checksummed in its
+        // data directory, or just written by its compiler child); wasmtime checks the engine
+        // version and configuration and refuses others.
         let component = unsafe { Component::deserialize(&self.engine, compiled) }.ok()?;
-        self.check(&component).ok()?;
+        check(&self.engine, &self.linker, &component).ok()?;
         Some(component)
-    }
-
-    fn check(&self, component: &Component) -> Result<(), Invalid> {
-        let ty = component.component_type();
-        let imports: Vec<String> = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
-        if !imports.is_empty() {
-            return Err(Invalid::Imports(imports.join(", ")));
-        }
-        let pre = self.linker.instantiate_pre(component).map_err(|e| Invalid::Imports(format!("{e:#}")))?;
-        bindings::TranslatorPre::new(pre).map_err(|e| Invalid::WrongWorld(format!("{e:#}")))?;
-        Ok(())
     }
 
     /// A translator of `component` with `config`, whose instances are pooled for reuse.
@@ -197,4 +200,56 @@ impl Host {
         let pre = bindings::TranslatorPre::new(pre).map_err(|e| TranslatorFailure::Trap(format!("{e:#}")))?;
         Translator::new(self.clone(), pre, config)
     }
+}
+
+/// The engine settings that decide the compiled code; the gateway's engine adds its instance pool.
+/// The compiler child uses exactly these, so the gateway can load what it writes.
+fn codegen_config() -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true).epoch_interruption(true);
+    config
+}
+
+/// The checks that need no compiling: the bytes are a component, not a core module.
+fn precheck(bytes: &[u8]) -> Result<(), Invalid> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(Invalid::NotWasm);
+    }
+    // Bytes 4..8: version 1 and layer 0 is a core module; components use layer 1.
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return Err(Invalid::CoreModule);
+    }
+    Ok(())
+}
+
+/// Checks that a component imports nothing and implements the translator world.
+fn check(engine: &Engine, linker: &Linker<Sandbox>, component: &Component) -> Result<(), Invalid> {
+    let ty = component.component_type();
+    let imports: Vec<String> = ty.imports(engine).map(|(name, _)| name.to_string()).collect();
+    if !imports.is_empty() {
+        return Err(Invalid::Imports(imports.join(", ")));
+    }
+    let pre = linker.instantiate_pre(component).map_err(|e| Invalid::Imports(format!("{e:#}")))?;
+    bindings::TranslatorPre::new(pre).map_err(|e| Invalid::WrongWorld(format!("{e:#}")))?;
+    Ok(())
+}
+
+/// Compiles and checks a component in this process and serializes it: the compiler child's work
+/// (see [`crate::compile::child_main`]). The outer error is a failure of the compiler itself.
+pub(crate) fn compile_standalone(bytes: &[u8]) -> Result<Result<Vec<u8>, Invalid>, String> {
+    let engine = Engine::new(&codegen_config()).map_err(|e| format!("wasmtime engine: {e}"))?;
+    let linker = Linker::new(&engine);
+    if let Err(invalid) = precheck(bytes) {
+        return Ok(Err(invalid));
+    }
+    let component = match Component::new(&engine, bytes) {
+        Ok(component) => component,
+        // Memory refused by the compile budget is the compiler's failure, not the component's.
+        Err(e) if compile::out_of_memory(&format!("{e:#}")) => return Err(format!("{e:#}")),
+        Err(e) => return Ok(Err(Invalid::Malformed(format!("{e:#}")))),
+    };
+    if let Err(invalid) = check(&engine, &linker, &component) {
+        return Ok(Err(invalid));
+    }
+    component.serialize().map(Ok).map_err(|e| format!("serialize: {e:#}"))
 }

@@ -3,6 +3,7 @@
 //! # What it owns
 //!
 //! - [`config`]: the `[translators]` configuration: storage and sandbox limits.
+//! - [`compile`]: compiling components in a child process under a time and memory budget.
 //! - [`host`]: the wasmtime engine with the gateway's safe defaults (component model, epoch
 //!   deadlines, pooling allocator with a memory cap, empty linker), validation and compilation.
 //! - [`translator`]: a component with one configuration and its pool of initialized instances;
@@ -15,11 +16,13 @@
 //! Kafka and gRPC: it takes the core's records and returns the core's outputs and errors; the
 //! gRPC layer maps its plain registry types to protobuf.
 
+pub mod compile;
 pub mod config;
 pub mod host;
 pub mod registry;
 pub mod translator;
 
+pub use compile::{Cancel, CompileError};
 pub use config::TranslatorsConfig;
 pub use host::{Host, Invalid};
 pub use registry::{sha256_hex, Registry, TranslatorInfo, TranslatorRef, VersionInfo};

@@ -30,7 +30,11 @@ use wasmtime::component::Component;
 
 use tributary_core::{translate::Translation, Error, TranslatorFailure};
 
-use crate::{host::Host, translator::Translator};
+use crate::{
+    compile::{Cancel, CompileError},
+    host::Host,
+    translator::Translator,
+};
 
 /// One version of a translator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +158,16 @@ fn unseal(file: &[u8]) -> Option<&[u8]> {
     (Sha256::digest(compiled).as_slice() == sum).then_some(compiled)
 }
 
+/// What an upload's caller sees of a failed compile.
+fn compile_error(e: CompileError) -> Error {
+    match e {
+        CompileError::Invalid(invalid) => Error::invalid("chunk", invalid.to_string()),
+        CompileError::TimedOut(_) | CompileError::OutOfMemory(_) => Error::ResourceExhausted(e.to_string()),
+        CompileError::Cancelled => Error::ResourceExhausted("the upload was cancelled while compiling".into()),
+        CompileError::Failed(message) => Error::Internal(format!("compiling: {message}")),
+    }
+}
+
 fn storage(e: std::io::Error, what: &str) -> Error {
     Error::Internal(format!("translator storage: {what}: {e}"))
 }
@@ -246,11 +260,12 @@ impl Registry {
         if sha256_hex(&bytes) != digest {
             return Err(format!("{} does not hash to its digest (corrupt or replaced)", path.display()));
         }
-        let component = self.host.compile(&bytes).map_err(|e| format!("the stored component does not compile: {e}"))?;
-        if let Ok(compiled) = self.host.serialize(&component) {
-            if let Err(e) = write_atomic(&compiled_path, &seal(&compiled)) {
-                warn!(digest, error = %e, "could not store the compiled translator; it is compiled again at the next start");
-            }
+        let (component, compiled) = self
+            .host
+            .compile(&bytes, &Cancel::never())
+            .map_err(|e| format!("the stored component does not compile: {e}"))?;
+        if let Err(e) = write_atomic(&compiled_path, &seal(&compiled)) {
+            warn!(digest, error = %e, "could not store the compiled translator; it is compiled again at the next start");
         }
         Ok(component)
     }
@@ -264,13 +279,17 @@ impl Registry {
         self.host.limits()
     }
 
-    /// Validates, compiles and stores a component under `name`. Blocking (compiles).
-    pub fn upload(&self, name: &str, bytes: &[u8]) -> Result<VersionInfo, Error> {
+    /// Validates, compiles (under the compile budget, stopped when `cancel` is set) and stores a
+    /// component under `name`. Blocking (compiles).
+    pub fn upload(&self, name: &str, bytes: &[u8], cancel: &Cancel) -> Result<VersionInfo, Error> {
         check_name(name).map_err(|m| Error::invalid("header.name", m))?;
         let digest = sha256_hex(bytes);
-        let component = match self.components.get(&digest) {
-            Some(c) => c.clone(),
-            None => self.host.compile(bytes).map_err(|e| Error::invalid("chunk", e.to_string()))?,
+        let (component, compiled) = match self.components.get(&digest) {
+            Some(c) => (c.clone(), None),
+            None => {
+                let (component, compiled) = self.host.compile(bytes, cancel).map_err(compile_error)?;
+                (component, Some(compiled))
+            }
         };
         let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
         // A disabled version's files are rewritten from the verified upload: that repairs it.
@@ -280,7 +299,10 @@ impl Registry {
             write_atomic(&path, bytes).map_err(|e| storage(e, "write component"))?;
         }
         if repair || !self.compiled_path(&digest).exists() {
-            let compiled = self.host.serialize(&component).map_err(Error::Internal)?;
+            let compiled = match compiled {
+                Some(compiled) => compiled,
+                None => component.serialize().map_err(|e| Error::Internal(format!("serialize: {e}")))?,
+            };
             write_atomic(&self.compiled_path(&digest), &seal(&compiled)).map_err(|e| storage(e, "write compiled"))?;
         }
         self.components.insert(digest.clone(), component);

@@ -36,6 +36,8 @@ pub struct GatewayService {
     registry: Arc<Registry>,
     /// Open `Subscribe` and `GetSnapshot` streams.
     streams: Arc<Semaphore>,
+    /// Bytes every stream's buffer shares (`limits.stream_buffer_total_bytes`).
+    buffers: buffer::Budget,
     /// Every stream's task, so that shutdown knows when the last one ended.
     tasks: TaskTracker,
 }
@@ -43,7 +45,8 @@ pub struct GatewayService {
 impl GatewayService {
     pub fn new(view: Arc<View>, shared: Shared, registry: Arc<Registry>, tasks: TaskTracker) -> Self {
         let streams = Arc::new(Semaphore::new(shared.limits.max_streams));
-        Self { view, shared, registry, streams, tasks }
+        let buffers = buffer::Budget::new(shared.limits.stream_buffer_total_bytes);
+        Self { view, shared, registry, streams, buffers, tasks }
     }
 
     /// Resolves the request's translator, instantiating it (and calling `init`) if no other
@@ -125,7 +128,7 @@ impl GatewayService {
         snapshot::wait_ready(&self.view, wait).await?;
         let taken = snapshot::take(&topics);
         let offsets = convert::offsets(&taken.offsets);
-        let (tx, rx) = buffer::channel(limits.stream_buffer_messages, limits.stream_buffer_bytes);
+        let (tx, rx) = buffer::channel(limits.stream_buffer_messages, limits.stream_buffer_bytes, &self.buffers);
         self.tasks.spawn(async move {
             let _permit = permit;
             snapshot::stream(taken, filter, translation, max_chunk_bytes, tx).await;
@@ -152,7 +155,7 @@ impl GatewayService {
         let cursors = plan.cursors(&self.shared.watermarks).await?;
         let permit = self.stream_permit()?;
         let subscription = Subscription { topics: plan.topics, cursors, filter, max_batch_records, translation };
-        let (tx, rx) = buffer::channel(limits.stream_buffer_messages, limits.stream_buffer_bytes);
+        let (tx, rx) = buffer::channel(limits.stream_buffer_messages, limits.stream_buffer_bytes, &self.buffers);
         let shared = self.shared.clone();
         self.tasks.spawn(async move {
             let _permit = permit;

@@ -3,9 +3,10 @@
 use std::{sync::Arc, time::Duration};
 
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tributary_core::Error;
-use tributary_wasm::{registry, Registry};
+use tributary_wasm::{registry, Cancel, Registry};
 
 use crate::{
     api::{convert, status::status},
@@ -17,12 +18,14 @@ pub struct TranslatorsService {
     registry: Arc<Registry>,
     /// Uploads being received or compiled (`translators.max_concurrent_uploads`).
     uploads: Arc<Semaphore>,
+    /// Cancelled when the gateway starts to stop: uploads end at once, their compiles killed.
+    shutdown: CancellationToken,
 }
 
 impl TranslatorsService {
-    pub fn new(registry: Arc<Registry>) -> Self {
+    pub fn new(registry: Arc<Registry>, shutdown: CancellationToken) -> Self {
         let uploads = Arc::new(Semaphore::new(registry.config().max_concurrent_uploads));
-        Self { registry, uploads }
+        Self { registry, uploads, shutdown }
     }
 
     /// Receives an upload within `translators.upload_timeout_ms`.
@@ -118,7 +121,15 @@ impl pb::translators_server::Translators for TranslatorsService {
         })?;
         let (header, bytes) = self.receive_in_time(request.into_inner()).await.map_err(status)?;
         let registry = self.registry.clone();
-        let version = blocking(move || registry.upload(&header.name, &bytes)).await.map_err(status)?;
+        // The compile is killed when this call ends early: the client left (the call is
+        // dropped, and the guard with it) or the gateway stops.
+        let cancel = Cancel::default();
+        let _cancel_on_drop = cancel.guard();
+        let compiled = blocking(move || registry.upload(&header.name, &bytes, &cancel));
+        let version = tokio::select! {
+            version = compiled => version.map_err(status)?,
+            _ = self.shutdown.cancelled() => return Err(status(Error::ShuttingDown { resume: Vec::new() })),
+        };
         Ok(Response::new(convert::version(version)))
     }
 

@@ -214,7 +214,7 @@ async fn switches_from_catch_up_to_the_tail_and_back_without_gap_or_duplicate() 
     f.append(0..20, "k");
     let shared = f.shared();
     // Room for one message: the runner blocks while the client does not read.
-    let (tx, mut rx) = crate::buffer::channel(1, usize::MAX);
+    let (tx, mut rx) = crate::buffer::channel(1, usize::MAX, &crate::buffer::Budget::new(usize::MAX));
     tokio::spawn(run(f.subscription(0, KeyFilter::default(), None), shared.clone(), tx));
 
     let mut seen = Seen::default();
@@ -237,7 +237,7 @@ async fn progress_moves_past_filtered_out_records() {
     let f = Fixture::new(limits(100, 1000));
     f.append(0..10, "other");
     let filter = KeyFilter::new(vec![Bytes::from_static(b"wanted")], vec![], "key_filter").unwrap();
-    let (tx, mut rx) = crate::buffer::channel(16, usize::MAX);
+    let (tx, mut rx) = crate::buffer::channel(16, usize::MAX, &crate::buffer::Budget::new(usize::MAX));
     tokio::spawn(run(f.subscription(0, filter, None), f.shared(), tx));
 
     let mut seen = Seen::default();
@@ -276,7 +276,7 @@ async fn an_error_mid_batch_resumes_from_what_was_sent() {
         skip_errors: false,
         batch_records: 100,
     };
-    let (tx, mut rx) = crate::buffer::channel(16, usize::MAX);
+    let (tx, mut rx) = crate::buffer::channel(16, usize::MAX, &crate::buffer::Budget::new(usize::MAX));
     tokio::spawn(run(f.subscription(0, KeyFilter::default(), Some(translation)), f.shared(), tx));
 
     let mut seen = Seen::default();
@@ -297,7 +297,7 @@ async fn shutdown_ends_the_stream_with_its_resume_position() {
     let f = Fixture::new(limits(100, 1000));
     f.append(0..3, "k");
     let shared = f.shared();
-    let (tx, mut rx) = crate::buffer::channel(16, usize::MAX);
+    let (tx, mut rx) = crate::buffer::channel(16, usize::MAX, &crate::buffer::Budget::new(usize::MAX));
     tokio::spawn(run(f.subscription(0, KeyFilter::default(), None), shared.clone(), tx));
     let mut seen = Seen::default();
     seen.until(&mut rx, 3).await;
