@@ -10,7 +10,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out.join("tributary_descriptor.bin"))
         .bytes(".")
         .compile_protos(
-            &[root.join("tributary/v1/gateway.proto"), root.join("tributary/v1/translators.proto")],
+            &[
+                root.join("tributary/v1/gateway.proto"),
+                root.join("tributary/v1/translators.proto"),
+                root.join("tributary/v1/subscriptions.proto"),
+            ],
             std::slice::from_ref(&root),
         )?;
     println!("cargo:rerun-if-changed={}", root.display());

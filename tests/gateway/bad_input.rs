@@ -104,12 +104,12 @@ async fn bad_requests_get_exact_codes_and_messages() {
         (
             pb::SubscribeRequest {
                 topics: vec![topic.clone()],
-                subscription_name: "orders".into(),
+                subscription_name: unique_topic("never-started"),
                 ..Default::default()
             },
-            Code::Unimplemented,
-            "NOT_IMPLEMENTED",
-            "named durable subscriptions are not served".into(),
+            Code::FailedPrecondition,
+            "NO_COMMITTED_POSITION",
+            "take a snapshot, then subscribe with its offsets and this name".into(),
             None,
         ),
     ];

@@ -8,6 +8,7 @@ use crate::harness::*;
 /// The README's address and demo topic, replaced by the test's.
 const README_ADDR: &str = "127.0.0.1:50051";
 const README_TOPIC: &str = "media-assignments";
+const README_SUBSCRIPTION: &str = "b-media";
 
 fn grpcurl() -> String {
     if let Ok(path) = std::env::var("GRPCURL") {
@@ -60,6 +61,7 @@ async fn readme_grpcurl_commands_work() {
         (0..30).map(|i| Out::kv(&format!("assignment/{i}"), Some(&format!("{{\"id\":{i}}}")))).collect();
     produce(&topic, &records);
     let gateway = Gateway::start(&[&topic]).await;
+    let subscription = unique_topic("b-media");
     // The README's translator examples use the identity translator.
     let mut registry = tributary_server::pb::translators_client::TranslatorsClient::new(
         tonic::transport::Channel::from_shared(format!("http://{}", gateway.addr)).unwrap().connect().await.unwrap(),
@@ -74,7 +76,10 @@ async fn readme_grpcurl_commands_work() {
     let grpcurl = grpcurl();
     let mut seen = Vec::new();
     for line in commands {
-        let line = line.replace(README_ADDR, &gateway.addr.to_string()).replace(README_TOPIC, &topic);
+        let line = line
+            .replace(README_ADDR, &gateway.addr.to_string())
+            .replace(README_TOPIC, &topic)
+            .replace(&format!("\"{README_SUBSCRIPTION}\""), &format!("\"{subscription}\""));
         let args = split(&line);
         let output = Command::new(&grpcurl).args(&args[1..]).output().unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -99,12 +104,20 @@ async fn readme_grpcurl_commands_work() {
             m if m.ends_with("/DescribeTopics") => assert!(stdout.contains(&topic), "{line}: {stdout}"),
             m if m.ends_with("/Check") => assert!(stdout.contains("SERVING"), "{line}: {stdout}"),
             m if m.ends_with("Translators/List") => assert!(stdout.contains("\"identity\""), "{line}: {stdout}"),
+            m if m.ends_with("Subscriptions/Commit") || m.ends_with("Subscriptions/Describe") => {
+                assert!(stdout.contains("\"committedOffset\": \"1\""), "{line}: {stdout}")
+            }
+            m if m.ends_with("Subscriptions/List") => assert!(stdout.contains(&subscription), "{line}: {stdout}"),
+            m if m.ends_with("Subscriptions/Delete") => assert!(stdout.trim() == "{}", "{line}: {stdout}"),
             "list" => assert!(stdout.contains("tributary.v1.Gateway"), "{line}: {stdout}"),
             _ => assert!(stdout.contains("tributary.v1"), "{line}: {stdout}"),
         }
         seen.push(method);
     }
-    for needed in ["list", "/DescribeTopics", "/GetSnapshot", "/Subscribe", "/Check", "Translators/List"] {
+    let needed = ["list", "/DescribeTopics", "/GetSnapshot", "/Subscribe", "/Check", "Translators/List"];
+    let subscriptions =
+        ["Subscriptions/Commit", "Subscriptions/Describe", "Subscriptions/List", "Subscriptions/Delete"];
+    for needed in needed.into_iter().chain(subscriptions) {
         assert!(seen.iter().any(|m| m.ends_with(needed)), "README has a grpcurl example for {needed}: {seen:?}");
     }
 }

@@ -8,6 +8,7 @@ mod handoff;
 mod hardening;
 mod loading;
 mod restart;
+mod subscriptions;
 mod translators;
 
 use tributary_testkit as harness;

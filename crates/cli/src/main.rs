@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use tributary_server::config::{Config, KafkaOverrides, Overrides};
 
+mod subscription;
 mod translator;
 
 #[derive(Parser)]
@@ -41,6 +42,14 @@ enum Command {
         #[command(subcommand)]
         command: TranslatorCommand,
     },
+    /// Manage the durable named subscriptions of a running gateway.
+    Subscription {
+        /// The gateway's gRPC address.
+        #[arg(long, default_value = "http://127.0.0.1:50051", env = "TRIBUTARY_GATEWAY")]
+        gateway: String,
+        #[command(subcommand)]
+        command: SubscriptionCommand,
+    },
     /// Compile one translator component (run by the gateway in a child process under its
     /// compile budget; not for people).
     #[command(name = "compile-translator", hide = true)]
@@ -65,6 +74,22 @@ pub(crate) enum TranslatorCommand {
         #[arg(long)]
         digest: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum SubscriptionCommand {
+    /// List subscriptions with their committed positions and lag.
+    List,
+    /// Show one subscription.
+    Describe { name: String },
+    /// Commit a position: the next offset to deliver per partition, as TOPIC:PARTITION=OFFSET.
+    Commit {
+        name: String,
+        #[arg(required = true)]
+        positions: Vec<String>,
+    },
+    /// Delete a subscription (its consumer group).
+    Delete { name: String },
 }
 
 fn main() -> ExitCode {
@@ -102,15 +127,19 @@ fn main() -> ExitCode {
         Command::CompileTranslator { input, output } => {
             ExitCode::from(tributary_server::compile_translator(&input, &output) as u8)
         }
-        Command::Translator { gateway, command } => {
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match runtime.block_on(translator::run(gateway, command)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("tributary: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Translator { gateway, command } => client(translator::run(gateway, command)),
+        Command::Subscription { gateway, command } => client(subscription::run(gateway, command)),
+    }
+}
+
+/// Runs a client command.
+fn client(command: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tributary: {e}");
+            ExitCode::FAILURE
         }
     }
 }

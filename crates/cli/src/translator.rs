@@ -11,18 +11,26 @@ use super::TranslatorCommand;
 /// Upload chunk size: well under the gateway's 4 MiB request limit.
 const CHUNK: usize = 1 << 20;
 
-pub async fn run(gateway: String, command: TranslatorCommand) -> Result<(), String> {
-    let channel = tonic::transport::Endpoint::from_shared(gateway.clone())
+/// A channel to the gateway at `gateway`.
+pub async fn connect(gateway: &str) -> Result<tonic::transport::Channel, String> {
+    tonic::transport::Endpoint::from_shared(gateway.to_string())
         .map_err(|e| format!("bad gateway address {gateway}: {e}"))?
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
-        .map_err(|e| format!("cannot reach the gateway at {gateway}: {e}"))?;
-    let mut client = TranslatorsClient::new(channel);
-    let status = |s: tonic::Status| match s.code() {
+        .map_err(|e| format!("cannot reach the gateway at {gateway}: {e}"))
+}
+
+/// A failed call, for people.
+pub fn status(s: tonic::Status) -> String {
+    match s.code() {
         Code::Unavailable => format!("the gateway is unavailable: {}", s.message()),
         code => format!("{}: {}", code.description(), s.message()),
-    };
+    }
+}
+
+pub async fn run(gateway: String, command: TranslatorCommand) -> Result<(), String> {
+    let mut client = TranslatorsClient::new(connect(&gateway).await?);
     match command {
         TranslatorCommand::Upload { name, file } => {
             let bytes = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;

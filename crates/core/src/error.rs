@@ -63,6 +63,13 @@ pub enum Error {
         at: Option<Box<(String, i32, i64)>>,
         resume: Vec<PartitionOffset>,
     },
+    /// A durable subscription's state does not allow the call (see [`SubscriptionProblem`]).
+    #[error("subscription '{name}': {message}")]
+    Subscription { name: String, problem: SubscriptionProblem, message: String },
+    /// A newer stream took over this stream's named subscription, or the subscription was
+    /// deleted: this stream ends; `resume` is where it stood.
+    #[error("subscription '{name}' {why}; this stream ended (its position is in the details)")]
+    SubscriptionTakenOver { name: String, why: String, resume: Vec<PartitionOffset> },
     /// A reserved part of the API that this version does not serve yet.
     #[error("{0}")]
     Unimplemented(String),
@@ -85,11 +92,33 @@ impl Error {
         match self {
             Error::Kafka { message, .. } => Error::Kafka { message, resume: position },
             Error::ShuttingDown { .. } => Error::ShuttingDown { resume: position },
+            Error::SubscriptionTakenOver { name, why, .. } => {
+                Error::SubscriptionTakenOver { name, why, resume: position }
+            }
             Error::Translator { name, digest, failure, at, .. } => {
                 Error::Translator { name, digest, failure, at, resume: position }
             }
             other => other,
         }
+    }
+}
+
+/// What is wrong with a durable subscription for a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionProblem {
+    /// No subscription of that name exists (NOT_FOUND).
+    Unknown,
+    /// Nothing is committed under the name: start it with offsets (FAILED_PRECONDITION).
+    NoPosition,
+    /// The request names other topics than the subscription follows (FAILED_PRECONDITION).
+    TopicsChanged,
+    /// The position was committed with another translator or configuration (FAILED_PRECONDITION).
+    TranslatorChanged,
+}
+
+impl Error {
+    pub fn subscription(name: &str, problem: SubscriptionProblem, message: impl Into<String>) -> Self {
+        Error::Subscription { name: name.to_string(), problem, message: message.into() }
     }
 }
 

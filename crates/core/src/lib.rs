@@ -18,6 +18,8 @@
 //!   readers).
 //! - [`watermarks`]: one shared, single-flight watermark lookup for every call that needs Kafka's
 //!   offsets, with the last known answer while Kafka does not respond.
+//! - [`positions`]: the [`Positions`](positions::Positions) port where durable subscriptions'
+//!   committed positions are kept (Kafka consumer groups, in production).
 //! - [`buffer`]: the buffer between a stream and its client, bounded in messages and bytes.
 //! - [`error`]: the domain error every layer returns; the gRPC layer maps it to a status.
 //! - [`limits`]: every bound, with what happens at it.
@@ -34,6 +36,7 @@ pub mod error;
 pub mod filter;
 pub mod limits;
 pub mod logging;
+pub mod positions;
 pub mod record;
 pub mod snapshot;
 pub mod source;
@@ -42,6 +45,6 @@ pub mod translate;
 pub mod view;
 pub mod watermarks;
 
-pub use error::{Error, TranslatorFailure};
+pub use error::{Error, SubscriptionProblem, TranslatorFailure};
 pub use limits::Limits;
 pub use record::{Header, Output, PartitionOffset, Payload, Record};

@@ -8,6 +8,9 @@
 //!   each record to its shard of the core's view.
 //! - [`log`]: [`Kafka`](log::Kafka), the core's [`Log`](tributary_core::source::Log) port:
 //!   watermarks and bounded catch-up readers for subscribers behind the tail buffer.
+//! - [`positions`]: [`GroupPositions`](positions::GroupPositions), the core's
+//!   [`Positions`](tributary_core::positions::Positions) port: named subscriptions' positions as
+//!   consumer-group offsets.
 //!
 //! # What it must not know
 //!
@@ -15,7 +18,9 @@
 
 pub mod ingest;
 pub mod log;
+pub mod positions;
 pub mod settings;
 
 pub use log::Kafka;
+pub use positions::GroupPositions;
 pub use settings::KafkaConfig;

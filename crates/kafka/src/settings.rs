@@ -22,6 +22,9 @@ pub struct KafkaConfig {
     /// librdkafka properties passed through as they are (e.g. `security.protocol`), applied last
     /// so they override the gateway's own settings.
     pub properties: BTreeMap<String, String>,
+    /// Prefix of the consumer groups that keep named subscriptions' positions: subscription N is
+    /// group `<prefix>N`.
+    pub subscription_group_prefix: String,
 }
 
 impl Default for KafkaConfig {
@@ -34,6 +37,7 @@ impl Default for KafkaConfig {
             // keeps metadata requests negligible.
             metadata_refresh_ms: 10_000,
             properties: BTreeMap::new(),
+            subscription_group_prefix: "tributary.subscription.".into(),
         }
     }
 }

@@ -17,12 +17,12 @@ use std::{future::Future, sync::Arc, time::Duration};
 use tokio::{net::TcpListener, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
-use tributary_core::{subscribe::Shared, view::View, watermarks::WatermarkCache, Error};
-use tributary_kafka::{ingest::Ingest, Kafka};
+use tributary_core::{positions::Positions, subscribe::Shared, view::View, watermarks::WatermarkCache, Error};
+use tributary_kafka::{ingest::Ingest, GroupPositions, Kafka};
 use tributary_wasm::{Host, Registry};
 
 use crate::{
-    api::{GatewayService, TranslatorsService},
+    api::{subscriptions::Durable, GatewayService, SubscriptionsService, TranslatorsService},
     config::Config,
     connections, pb,
 };
@@ -40,6 +40,8 @@ pub struct App {
     ingest: Ingest,
     shared: Shared,
     registry: Arc<Registry>,
+    /// Where named subscriptions' positions are kept (consumer groups).
+    positions: Arc<dyn Positions>,
     /// Cancelled when shutdown starts; ingest and every subscription watch it.
     shutdown: CancellationToken,
     /// Every stream task and ingest: "drained" is when the last one has ended.
@@ -65,7 +67,8 @@ impl App {
             catchup_pool: Arc::new(tokio::sync::Semaphore::new(config.limits.max_catchup_readers)),
             shutdown: shutdown.clone(),
         };
-        Ok(Self { config, view, ingest, shared, registry, shutdown, tasks: TaskTracker::new() })
+        let positions = Arc::new(GroupPositions::new(&config.kafka)?);
+        Ok(Self { config, view, ingest, shared, registry, positions, shutdown, tasks: TaskTracker::new() })
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains (see the module docs).
@@ -74,7 +77,7 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
-        let Self { config, view, ingest, shared, registry, shutdown: token, tasks } = self;
+        let Self { config, view, ingest, shared, registry, positions, shutdown: token, tasks } = self;
         tasks.spawn(ingest.run(token.clone()));
         let period = Duration::from_millis(config.kafka.metadata_refresh_ms);
         tasks.spawn(shared.watermarks.clone().run(period, token.clone()));
@@ -119,9 +122,17 @@ impl App {
         let reflection_v1 = reflection().build_v1().map_err(|e| Error::Internal(e.to_string()))?;
         let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| Error::Internal(e.to_string()))?;
 
-        let gateway =
-            pb::gateway_server::GatewayServer::new(GatewayService::new(view, shared, registry.clone(), tasks.clone()))
-                .max_decoding_message_size(config.limits.max_request_bytes);
+        let durable = Durable::new(positions, view.clone(), shared.watermarks.clone());
+        let gateway = pb::gateway_server::GatewayServer::new(GatewayService::new(
+            view,
+            shared,
+            registry.clone(),
+            tasks.clone(),
+            durable.clone(),
+        ))
+        .max_decoding_message_size(config.limits.max_request_bytes);
+        let subscriptions = pb::subscriptions_server::SubscriptionsServer::new(SubscriptionsService::new(durable))
+            .max_decoding_message_size(config.limits.max_request_bytes);
         let translators =
             pb::translators_server::TranslatorsServer::new(TranslatorsService::new(registry, token.clone()))
                 .max_decoding_message_size(config.limits.max_request_bytes);
@@ -147,6 +158,7 @@ impl App {
             .add_service(reflection_v1alpha)
             .add_service(gateway)
             .add_service(translators)
+            .add_service(subscriptions)
             .serve_with_incoming_shutdown(
                 connections::incoming(
                     listener,

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use cursor::Cursor;
 pub use runner::run;
-pub use start::{plan, Plan};
+pub use start::{plan, plan_offsets, Plan};
 
 use crate::{
     error::Error,
@@ -52,6 +52,31 @@ pub struct Subscription {
     pub filter: KeyFilter,
     pub max_batch_records: usize,
     pub translation: Option<Translation>,
+    /// Ends a named subscription's stream from outside.
+    pub stop: Stop,
+}
+
+/// Ends a stream of a named subscription from outside: a newer stream took the name, or the
+/// subscription was deleted. The stream ends ABORTED with its position. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    token: CancellationToken,
+    /// The subscription's name and why it stopped, once stopped.
+    why: Arc<std::sync::OnceLock<(String, String)>>,
+}
+
+impl Stop {
+    pub fn stop(&self, name: &str, why: &str) {
+        let _ = self.why.set((name.to_string(), why.to_string()));
+        self.token.cancel();
+    }
+
+    /// Resolves with the error to end the stream with, once stopped.
+    pub async fn stopped(&self) -> Error {
+        self.token.cancelled().await;
+        let (name, why) = self.why.get().cloned().unwrap_or_default();
+        Error::SubscriptionTakenOver { name, why, resume: Vec::new() }
+    }
 }
 
 /// What a subscription sends.

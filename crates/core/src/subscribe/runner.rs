@@ -113,6 +113,7 @@ impl<'a> Runner<'a> {
         let interval = self.shared.limits.progress_interval();
         let mut next_progress = Instant::now() + interval;
         let shutdown = self.shared.shutdown.clone();
+        let stop = self.sub.stop.clone();
         loop {
             // Mark every signal seen before reading, so an append after the read wakes us.
             for w in &mut watches {
@@ -160,6 +161,7 @@ impl<'a> Runner<'a> {
                     self.open_catchup(permit)?;
                 },
                 _ = shutdown.cancelled() => return Err(Error::ShuttingDown { resume: Vec::new() }),
+                e = stop.stopped() => return Err(e),
                 _ = tx.closed() => return Ok(()),
             }
         }
@@ -186,6 +188,7 @@ impl<'a> Runner<'a> {
             sent = tx.send(Ok(event)) => sent.map_err(|_| ClientLeft)?,
             // A client that does not read cannot be told anything: stop.
             _ = self.shared.shutdown.cancelled() => return Err(ClientLeft),
+            _ = self.sub.stop.stopped() => return Err(ClientLeft),
         }
         self.sent = self.position();
         Ok(())

@@ -28,11 +28,21 @@ pub struct Plan {
 /// Checks the requested topics and offsets; `topics` and `from_offsets` name the request's fields
 /// in errors.
 pub fn plan(view: &View, topics: &[String], from_offsets: &[PartitionOffset]) -> Result<Plan, Error> {
+    plan_offsets(view, topics, from_offsets, "from_offsets")
+}
+
+/// [`plan`], with the offsets' field named `offsets_field` in errors.
+pub fn plan_offsets(
+    view: &View,
+    topics: &[String],
+    from_offsets: &[PartitionOffset],
+    offsets_field: &str,
+) -> Result<Plan, Error> {
     view.check_assigned()?;
     let mut followed = view.requested(topics, "topics")?;
     let mut explicit: HashMap<(String, i32), i64> = HashMap::new();
     for (i, po) in from_offsets.iter().enumerate() {
-        let field = format!("from_offsets[{i}]");
+        let field = format!("{offsets_field}[{i}]");
         if po.topic.is_empty() {
             return Err(Error::invalid(format!("{field}.topic"), "topic name is empty"));
         }

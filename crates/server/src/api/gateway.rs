@@ -11,8 +11,9 @@ use tonic::{metadata::MetadataMap, Request, Response, Status};
 use tributary_core::{
     buffer,
     limits::requested_or_max,
+    positions::Stamp,
     snapshot::{self, SnapshotEvent},
-    subscribe::{self, Shared, Subscription},
+    subscribe::{self, Shared, Stop, Subscription},
     translate::Translation,
     view::View,
     watermarks::Answer,
@@ -21,7 +22,12 @@ use tributary_core::{
 use tributary_wasm::{registry, Registry};
 
 use crate::{
-    api::{chunker::Chunker, convert, status::status},
+    api::{
+        chunker::Chunker,
+        convert,
+        status::status,
+        subscriptions::{self, Durable},
+    },
     pb,
 };
 
@@ -40,13 +46,21 @@ pub struct GatewayService {
     buffers: buffer::Budget,
     /// Every stream's task, so that shutdown knows when the last one ended.
     tasks: TaskTracker,
+    /// Named subscriptions.
+    durable: Arc<Durable>,
 }
 
 impl GatewayService {
-    pub fn new(view: Arc<View>, shared: Shared, registry: Arc<Registry>, tasks: TaskTracker) -> Self {
+    pub fn new(
+        view: Arc<View>,
+        shared: Shared,
+        registry: Arc<Registry>,
+        tasks: TaskTracker,
+        durable: Arc<Durable>,
+    ) -> Self {
         let streams = Arc::new(Semaphore::new(shared.limits.max_streams));
         let buffers = buffer::Budget::new(shared.limits.stream_buffer_total_bytes);
-        Self { view, shared, registry, streams, buffers, tasks }
+        Self { view, shared, registry, streams, buffers, tasks, durable }
     }
 
     /// Resolves the request's translator, instantiating it (and calling `init`) if no other
@@ -140,28 +154,56 @@ impl GatewayService {
         &self,
         request: pb::SubscribeRequest,
     ) -> Result<BoxStream<'static, Result<pb::SubscribeResponse, Status>>, Error> {
-        if !request.subscription_name.is_empty() {
-            return Err(Error::Unimplemented(
-                "named durable subscriptions are not served by this version yet; leave `subscription_name` empty"
-                    .into(),
-            ));
-        }
+        let name = request.subscription_name;
         let from: Vec<_> = request.from_offsets.into_iter().map(convert::from_partition_offset).collect();
-        let plan = subscribe::plan(&self.view, &request.topics, &from)?;
-        let filter = convert::key_filter(request.key_filter, "key_filter")?;
+        let reference = request.translator.clone();
         let translation = self.translation(request.translator, "translator").await?;
+        let request_stamp = subscriptions::stamp(Vec::new(), reference.as_ref(), translation.as_ref());
+        let (topics, from) = match name.is_empty() {
+            true => (request.topics, from),
+            false => {
+                self.durable
+                    .start(&name, request.topics, from, &request_stamp, request.accept_translator_change)
+                    .await?
+            }
+        };
+        if request.auto_commit && name.is_empty() {
+            return Err(Error::invalid("auto_commit", "automatic commits need a `subscription_name` to commit under"));
+        }
+        let plan = subscribe::plan(&self.view, &topics, &from)?;
+        let filter = convert::key_filter(request.key_filter, "key_filter")?;
         let limits = &self.shared.limits;
         let max_batch_records = requested_or_max(request.max_batch_records as usize, limits.max_batch_records);
         let cursors = plan.cursors(&self.shared.watermarks).await?;
         let permit = self.stream_permit()?;
-        let subscription = Subscription { topics: plan.topics, cursors, filter, max_batch_records, translation };
+        let stamp = Stamp { topics: plan.topics.iter().map(|t| t.name.to_string()).collect(), ..request_stamp };
+        let (stop, hold) = match name.is_empty() {
+            true => (Stop::default(), None),
+            false => {
+                let (stop, hold) = self.durable.begin(&name, &cursors, stamp.clone()).await?;
+                (stop, Some(hold))
+            }
+        };
+        let subscription = Subscription { topics: plan.topics, cursors, filter, max_batch_records, translation, stop };
         let (tx, rx) = buffer::channel(limits.stream_buffer_messages, limits.stream_buffer_bytes, &self.buffers);
         let shared = self.shared.clone();
         self.tasks.spawn(async move {
             let _permit = permit;
+            let _hold = hold;
             subscribe::run(subscription, shared, tx).await;
         });
-        Ok(rx.into_stream().map(|event| event.map(convert::event).map_err(status)).boxed())
+        let auto = (request.auto_commit && !name.is_empty())
+            .then(|| (self.durable.clone(), name, stamp, Arc::new(std::sync::atomic::AtomicBool::new(false))));
+        Ok(rx
+            .into_stream()
+            .map(move |event| {
+                if let (Some((durable, name, stamp, busy)), Ok(subscribe::Event::Progress(p))) = (&auto, &event) {
+                    // Everything before this progress has been handed to the client.
+                    durable.auto_commit(name, p.offsets.clone(), stamp, busy);
+                }
+                event.map(convert::event).map_err(status)
+            })
+            .boxed())
     }
 }
 

@@ -1,6 +1,8 @@
 //! The gRPC services and the one place protobuf meets the core.
 //!
 //! - [`gateway`]: `tributary.v1.Gateway` (DescribeTopics, GetSnapshot, Subscribe).
+//! - [`subscriptions`]: `tributary.v1.Subscriptions` (Commit, List, Describe, Delete) and named
+//!   `Subscribe` streams: positions in Kafka, one stream per name.
 //! - [`translators`]: `tributary.v1.Translators` (Upload, List, Describe, Delete).
 //! - [`convert`]: every mapping between protobuf messages and the core's types.
 //! - [`chunker`]: packs snapshot entries into chunks under an encoded-size bound.
@@ -10,7 +12,9 @@ pub mod chunker;
 pub mod convert;
 pub mod gateway;
 pub mod status;
+pub mod subscriptions;
 pub mod translators;
 
 pub use gateway::GatewayService;
+pub use subscriptions::SubscriptionsService;
 pub use translators::TranslatorsService;

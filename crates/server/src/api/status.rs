@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use prost::Message;
 use tonic::{Code, Status};
 use tonic_types::pb as rpc;
-use tributary_core::{Error, TranslatorFailure};
+use tributary_core::{Error, SubscriptionProblem, TranslatorFailure};
 
 use crate::{
     api::convert,
@@ -34,6 +34,11 @@ pub fn code(error: &Error) -> Code {
             TranslatorFailure::Trap(_) | TranslatorFailure::Error(_) => Code::FailedPrecondition,
         },
         Error::TranslatorUnavailable { .. } => Code::DataLoss,
+        Error::Subscription { problem, .. } => match problem {
+            SubscriptionProblem::Unknown => Code::NotFound,
+            _ => Code::FailedPrecondition,
+        },
+        Error::SubscriptionTakenOver { .. } => Code::Aborted,
         Error::Internal(_) => Code::Internal,
     }
 }
@@ -62,6 +67,13 @@ pub fn reason_of(error: &Error) -> &'static str {
             TranslatorFailure::Instances(_) => "TRANSLATOR_INSTANCES",
         },
         Error::TranslatorUnavailable { .. } => "TRANSLATOR_DAMAGED",
+        Error::Subscription { problem, .. } => match problem {
+            SubscriptionProblem::Unknown => "UNKNOWN_SUBSCRIPTION",
+            SubscriptionProblem::NoPosition => "NO_COMMITTED_POSITION",
+            SubscriptionProblem::TopicsChanged => "SUBSCRIPTION_TOPICS_CHANGED",
+            SubscriptionProblem::TranslatorChanged => "SUBSCRIPTION_TRANSLATOR_CHANGED",
+        },
+        Error::SubscriptionTakenOver { .. } => "SUBSCRIPTION_TAKEN_OVER",
         Error::Internal(_) => "INTERNAL",
     }
 }
@@ -86,6 +98,9 @@ fn metadata(error: &Error) -> HashMap<String, String> {
         }
         Error::UnknownTranslator { name, .. } => {
             m.insert("translator".into(), name.clone());
+        }
+        Error::Subscription { name, .. } | Error::SubscriptionTakenOver { name, .. } => {
+            m.insert("subscription".into(), name.clone());
         }
         _ => {}
     }
@@ -113,7 +128,10 @@ fn details(error: &Error) -> Vec<prost_types::Any> {
         )],
         Error::TooOld { earliest_offsets, .. } => vec![offsets(Kind::Earliest, earliest_offsets)],
         Error::BeyondEnd { latest_offsets, .. } => vec![offsets(Kind::Latest, latest_offsets)],
-        Error::Kafka { resume, .. } | Error::ShuttingDown { resume } | Error::Translator { resume, .. }
+        Error::Kafka { resume, .. }
+        | Error::ShuttingDown { resume }
+        | Error::Translator { resume, .. }
+        | Error::SubscriptionTakenOver { resume, .. }
             if !resume.is_empty() =>
         {
             vec![offsets(Kind::Resume, resume)]

@@ -169,6 +169,7 @@ impl Fixture {
             filter,
             max_batch_records: self.limits.max_batch_records,
             translation,
+            stop: Default::default(),
         }
     }
 }
