@@ -8,6 +8,7 @@ mod handoff;
 mod hardening;
 mod loading;
 mod restart;
+mod security;
 mod subscriptions;
 mod translators;
 

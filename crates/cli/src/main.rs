@@ -36,17 +36,15 @@ enum Command {
     },
     /// Manage the translators of a running gateway.
     Translator {
-        /// The gateway's gRPC address.
-        #[arg(long, default_value = "http://127.0.0.1:50051", env = "TRIBUTARY_GATEWAY")]
-        gateway: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
         #[command(subcommand)]
         command: TranslatorCommand,
     },
     /// Manage the durable named subscriptions of a running gateway.
     Subscription {
-        /// The gateway's gRPC address.
-        #[arg(long, default_value = "http://127.0.0.1:50051", env = "TRIBUTARY_GATEWAY")]
-        gateway: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
         #[command(subcommand)]
         command: SubscriptionCommand,
     },
@@ -54,6 +52,23 @@ enum Command {
     /// compile budget; not for people).
     #[command(name = "compile-translator", hide = true)]
     CompileTranslator { input: PathBuf, output: PathBuf },
+}
+
+/// How to reach a running gateway.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct GatewayArgs {
+    /// The gateway's gRPC address (https:// for TLS).
+    #[arg(long, default_value = "http://127.0.0.1:50051", env = "TRIBUTARY_GATEWAY")]
+    gateway: String,
+    /// CA certificate (PEM) to trust for an https:// gateway.
+    #[arg(long, env = "TRIBUTARY_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS, with --key.
+    #[arg(long, env = "TRIBUTARY_CERT", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS, with --cert.
+    #[arg(long, env = "TRIBUTARY_KEY", requires = "cert")]
+    key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]

@@ -2,7 +2,7 @@
 
 use tributary_server::pb::{self, subscriptions_client::SubscriptionsClient};
 
-use super::SubscriptionCommand;
+use super::{GatewayArgs, SubscriptionCommand};
 use crate::translator::{connect, status};
 
 /// Parses `TOPIC:PARTITION=OFFSET`.
@@ -33,7 +33,7 @@ fn print(s: &pb::SubscriptionInfo) {
     }
 }
 
-pub async fn run(gateway: String, command: SubscriptionCommand) -> Result<(), String> {
+pub async fn run(gateway: GatewayArgs, command: SubscriptionCommand) -> Result<(), String> {
     let mut client = SubscriptionsClient::new(connect(&gateway).await?);
     match command {
         SubscriptionCommand::List => {

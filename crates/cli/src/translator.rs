@@ -3,22 +3,35 @@
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use tonic::Code;
+use tonic::{
+    transport::{Certificate, ClientTlsConfig, Identity},
+    Code,
+};
 use tributary_server::pb::{self, translators_client::TranslatorsClient};
 
-use super::TranslatorCommand;
+use super::{GatewayArgs, TranslatorCommand};
 
 /// Upload chunk size: well under the gateway's 4 MiB request limit.
 const CHUNK: usize = 1 << 20;
 
-/// A channel to the gateway at `gateway`.
-pub async fn connect(gateway: &str) -> Result<tonic::transport::Channel, String> {
-    tonic::transport::Endpoint::from_shared(gateway.to_string())
+/// A channel to the gateway, over TLS for an https:// address.
+pub async fn connect(args: &GatewayArgs) -> Result<tonic::transport::Channel, String> {
+    let gateway = &args.gateway;
+    let mut endpoint = tonic::transport::Endpoint::from_shared(gateway.to_string())
         .map_err(|e| format!("bad gateway address {gateway}: {e}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach the gateway at {gateway}: {e}"))
+        .connect_timeout(Duration::from_secs(5));
+    if gateway.starts_with("https://") {
+        let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+        let mut tls = ClientTlsConfig::new().with_enabled_roots();
+        if let Some(ca) = &args.ca_cert {
+            tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS settings: {e}"))?;
+    }
+    endpoint.connect().await.map_err(|e| format!("cannot reach the gateway at {gateway}: {e:?}"))
 }
 
 /// A failed call, for people.
@@ -29,7 +42,7 @@ pub fn status(s: tonic::Status) -> String {
     }
 }
 
-pub async fn run(gateway: String, command: TranslatorCommand) -> Result<(), String> {
+pub async fn run(gateway: GatewayArgs, command: TranslatorCommand) -> Result<(), String> {
     let mut client = TranslatorsClient::new(connect(&gateway).await?);
     match command {
         TranslatorCommand::Upload { name, file } => {

@@ -25,6 +25,7 @@ use crate::{
     api::{subscriptions::Durable, GatewayService, SubscriptionsService, TranslatorsService},
     config::Config,
     connections, pb,
+    tls::Tls,
 };
 
 /// The health service name whose status is whether Kafka answered the gateway's last request.
@@ -82,6 +83,19 @@ impl App {
         let period = Duration::from_millis(config.kafka.metadata_refresh_ms);
         tasks.spawn(shared.watermarks.clone().run(period, token.clone()));
 
+        let tls = match config.tls.enabled() {
+            true => {
+                let tls = Tls::load(&config.tls).map_err(|e| Error::invalid("tls", e))?;
+                tokio::spawn(tls.clone().watch(token.clone()));
+                info!(mutual = config.tls.client_ca_file.is_some(), "serving TLS");
+                Some(tls)
+            }
+            false if !config.listen.ip().is_loopback() => {
+                warn!(listen = %config.listen, "serving PLAIN TCP on a non-loopback address (allow_plaintext): anyone who reaches this port can read every exposed topic");
+                None
+            }
+            false => None,
+        };
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_not_serving::<pb::gateway_server::GatewayServer<GatewayService>>().await;
         health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
@@ -165,6 +179,7 @@ impl App {
                     config.limits.max_connections,
                     config.limits.handshake_timeout(),
                     config.limits.idle_timeout(),
+                    tls,
                 ),
                 signal,
             );

@@ -14,6 +14,8 @@ pub use tributary_core::Limits;
 pub use tributary_kafka::KafkaConfig;
 pub use tributary_wasm::TranslatorsConfig;
 
+pub use crate::tls::{ClientAuth, TlsConfig};
+
 /// The whole configuration of one gateway.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -26,6 +28,12 @@ pub struct Config {
     pub limits: Limits,
     /// B's WebAssembly translators: where they are stored and the limits they run under.
     pub translators: TranslatorsConfig,
+    /// TLS and mutual TLS on the gRPC port.
+    pub tls: TlsConfig,
+    /// Serve plain TCP on an address other than loopback. Without TLS anyone who reaches the
+    /// port reads every exposed topic; the gateway refuses to do that unless this says it is
+    /// intended (e.g. TLS ends at a proxy on the same host).
+    pub allow_plaintext: bool,
 }
 
 /// Fallbacks when nothing is configured: a local broker as `scripts/kafka.sh` starts it.
@@ -40,6 +48,8 @@ impl Default for Config {
             kafka: KafkaConfig::default(),
             limits: Limits::default(),
             translators: TranslatorsConfig::default(),
+            tls: TlsConfig::default(),
+            allow_plaintext: false,
         }
     }
 }
@@ -120,6 +130,22 @@ impl Config {
         // The compiler process itself (an engine, a few threads) needs some tens of MiB.
         if t.compile_memory_bytes < 64 << 20 {
             return fail("translators.compile_memory_bytes", "must be at least 67108864 (64 MiB)");
+        }
+        let tls = &self.tls;
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            return fail("tls.cert_file", "and `tls.key_file` go together: set both to serve TLS");
+        }
+        if tls.client_ca_file.is_some() && !tls.enabled() {
+            return fail("tls.client_ca_file", "needs `tls.cert_file` and `tls.key_file`: mutual TLS is TLS first");
+        }
+        if !tls.enabled() && !self.listen.ip().is_loopback() && !self.allow_plaintext {
+            return fail(
+                "listen",
+                &format!(
+                    "is {}, not loopback, and TLS is off: set `tls.cert_file` and `tls.key_file`, or `allow_plaintext = true` if plain TCP there is intended",
+                    self.listen
+                ),
+            );
         }
         if l.progress_interval_ms == 0 {
             return fail("limits.progress_interval_ms", "must be greater than 0");
@@ -224,6 +250,24 @@ mod tests {
             let file = write("[kafka]\ntopics = [\"a\"]\n[translators]\ncompile_memory_bytes = 1000\n");
             let err = Config::load(Some(file.path()), &Overrides::default()).unwrap_err().to_string();
             assert!(err.contains("`translators.compile_memory_bytes` must be at least"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn plaintext_off_loopback_and_half_tls_are_rejected() {
+        figment::Jail::expect_with(|_| {
+            let load = |toml: &str| {
+                let file = write(&format!("{toml}\n[kafka]\ntopics = [\"a\"]\n"));
+                Config::load(Some(file.path()), &Overrides::default()).map(|_| ()).map_err(|e| e.to_string())
+            };
+            let err = load("listen = \"0.0.0.0:50051\"\n").unwrap_err();
+            assert!(err.contains("`listen`") && err.contains("allow_plaintext"), "{err}");
+            assert!(load("listen = \"0.0.0.0:50051\"\nallow_plaintext = true\n").is_ok());
+            let err = load("[tls]\ncert_file = \"c.pem\"\n").unwrap_err();
+            assert!(err.contains("`tls.cert_file` and `tls.key_file` go together"), "{err}");
+            let err = load("[tls]\nclient_ca_file = \"ca.pem\"\n").unwrap_err();
+            assert!(err.contains("`tls.client_ca_file`"), "{err}");
             Ok(())
         });
     }

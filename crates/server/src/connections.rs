@@ -26,6 +26,8 @@ use tokio::{
     time::{Instant, Sleep},
 };
 use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use crate::tls::{certificate_identity, Tls};
 use tracing::warn;
 use tributary_core::logging::ErrorLog;
 
@@ -76,12 +78,22 @@ impl Drop for CallGuard {
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
     pub tcp: TcpConnectInfo,
+    /// With mutual TLS: the identity in the client's verified certificate.
+    pub certificate: Option<Arc<str>>,
     calls: Arc<Calls>,
+}
+
+/// The bytes of a connection: plain TCP or TLS over it.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
 /// An accepted connection: it holds its slot of the connection budget until dropped.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Io,
+    tcp: TcpConnectInfo,
+    certificate: Option<Arc<str>>,
     _slot: OwnedSemaphorePermit,
     /// Until the preface has arrived: the deadline, and the bytes still to come.
     handshake: Option<(Pin<Box<Sleep>>, usize)>,
@@ -95,7 +107,7 @@ impl Connected for Connection {
     type ConnectInfo = ConnectionInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        ConnectionInfo { tcp: self.stream.connect_info(), calls: self.calls.clone() }
+        ConnectionInfo { tcp: self.tcp.clone(), certificate: self.certificate.clone(), calls: self.calls.clone() }
     }
 }
 
@@ -214,6 +226,56 @@ impl http_body::Body for GuardedBody {
     }
 }
 
+impl AsyncRead for Io {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 impl AsyncWrite for Connection {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
@@ -242,40 +304,81 @@ impl AsyncWrite for Connection {
 
 /// Connections accepted on `listener`, at most `max` open at once, with Nagle's algorithm off: a
 /// stream's small messages (the first progress, a record at the head) would otherwise wait for
-/// the client's delayed ACK (~40 ms on Linux).
+/// the client's delayed ACK (~40 ms on Linux). With `tls`, each connection's TLS handshake runs on
+/// its own task within `handshake_timeout`, so a slow or silent client delays no other.
 pub fn incoming(
     listener: TcpListener,
     max: usize,
     handshake_timeout: Duration,
     idle_timeout: Duration,
+    tls: Option<Arc<Tls>>,
 ) -> impl Stream<Item = io::Result<Connection>> + Send + 'static {
-    let slots = Arc::new(Semaphore::new(max));
-    let state = (listener, slots, ErrorLog::new("listener"));
-    futures::stream::unfold(state, move |(listener, slots, mut errors)| async move {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Connection>(64);
+    tokio::spawn(async move {
+        let slots = Arc::new(Semaphore::new(max));
+        let (mut errors, handshakes) =
+            (ErrorLog::new("listener"), Arc::new(Mutex::new(ErrorLog::new("tls handshake"))));
         loop {
             // At the cap, wait here: the kernel's backlog holds new connections meanwhile.
-            let slot = slots.clone().acquire_owned().await.ok()?;
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    if let Err(e) = stream.set_nodelay(true) {
-                        warn!(error = %e, "cannot set TCP_NODELAY on a connection");
-                    }
-                    let deadline = Box::pin(tokio::time::sleep(handshake_timeout));
-                    let connection = Connection {
-                        stream,
-                        _slot: slot,
-                        handshake: Some((deadline, PREFACE_BYTES)),
-                        calls: Calls::new(),
-                        idle_timeout,
-                        idle_check: Box::pin(tokio::time::sleep(idle_timeout)),
-                    };
-                    return Some((Ok(connection), (listener, slots, errors)));
-                }
+            let slot = tokio::select! {
+                slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+                _ = tx.closed() => return,
+            };
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = tx.closed() => return,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
                 Err(e) => {
                     errors.log(&format!("accepting a connection failed (retrying in {ACCEPT_BACKOFF:?}): {e}"));
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            if let Err(e) = stream.set_nodelay(true) {
+                warn!(error = %e, "cannot set TCP_NODELAY on a connection");
+            }
+            let tcp = stream.connect_info();
+            let connection = move |stream, certificate| Connection {
+                stream,
+                tcp,
+                certificate,
+                _slot: slot,
+                handshake: Some((Box::pin(tokio::time::sleep(handshake_timeout)), PREFACE_BYTES)),
+                calls: Calls::new(),
+                idle_timeout,
+                idle_check: Box::pin(tokio::time::sleep(idle_timeout)),
+            };
+            match &tls {
+                None => {
+                    if tx.send(connection(Io::Plain(stream), None)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(tls) => {
+                    let (acceptor, tx, handshakes) = (tls.acceptor(), tx.clone(), handshakes.clone());
+                    tokio::spawn(async move {
+                        let failed = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => {
+                                let certificate = stream
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|chain| chain.first())
+                                    .and_then(|leaf| certificate_identity(leaf))
+                                    .map(Arc::from);
+                                let _ = tx.send(connection(Io::Tls(Box::new(stream)), certificate)).await;
+                                return;
+                            }
+                            Ok(Err(e)) => format!("TLS handshake failed: {e}"),
+                            Err(_) => "no TLS handshake within limits.handshake_timeout_ms".to_string(),
+                        };
+                        handshakes.lock().unwrap_or_else(|e| e.into_inner()).log(&failed);
+                    });
                 }
             }
         }
-    })
+    });
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (Ok(c), rx)) })
 }

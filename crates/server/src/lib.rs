@@ -8,6 +8,8 @@
 //!   status with details, in one exhaustive match.
 //! - [`config`]: the whole configuration (file, then environment, then flags), validated at start;
 //!   each section belongs to the crate it configures.
+//! - [`connections`] and [`tls`]: accepted connections within budgets, plain or TLS with
+//!   reloaded certificates; a client certificate's identity.
 //! - [`app`]: build, then serve: ingest, the services, health and reflection on one port, and the
 //!   shutdown protocol.
 //!
@@ -20,6 +22,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod connections;
+pub mod tls;
 
 pub use app::serve;
 pub use tributary_wasm::{compile::child_main as compile_translator, sha256_hex};
