@@ -153,3 +153,197 @@ async fn rotated_certificates_are_used_by_new_connections_while_streams_go_on() 
     follower.until(&ends(&topic), Duration::from_secs(30)).await.expect("the open stream keeps flowing");
     assert_eq!(follower.records.len(), 100);
 }
+
+/// A request with a bearer token, if any.
+fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        request.metadata_mut().insert("authorization", token.parse().unwrap());
+    }
+    request
+}
+
+/// Identities from client certificates and bearer tokens, and the policy's answer to each of
+/// them for every kind of call, with the exact code; the policy is reloaded without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identities_get_exactly_what_the_policy_grants() {
+    use pb::{subscriptions_client::SubscriptionsClient, translators_client::TranslatorsClient};
+    use tonic::Code;
+    let (mine, theirs) = (unique_topic("authz-mine"), unique_topic("authz-theirs"));
+    create_topic(&mine, 1).await;
+    create_topic(&theirs, 1).await;
+    produce(&mine, &[Out::kv("k", Some("v"))]);
+    let pki = certs("pki-authz", &["alice"]);
+    let dir = scratch_dir("auth");
+    let bob_token = "bob-s3cret-token";
+    std::fs::write(
+        dir.join("tokens.toml"),
+        format!(
+            "[[token]]\nidentity = \"bob\"\nsha256 = \"{}\"\ngroups = [\"uploaders\"]\n",
+            tributary_server::sha256_hex(bob_token.as_bytes())
+        ),
+    )
+    .unwrap();
+    let policy = |alice_topics: &str| {
+        format!(
+            "[[grant]]\nidentities = [\"alice\"]\nread_topics = [{alice_topics}]\nuse_translators = [\"bob-*\"]\nown_subscriptions = [\"alice-*\"]\n\n\
+             [[grant]]\ngroups = [\"uploaders\"]\nread_topics = [\"{mine}\", \"{theirs}\"]\nmanage_translators = [\"bob-*\"]\n"
+        )
+    };
+    std::fs::write(dir.join("policy.toml"), policy(&format!("\"{mine}\""))).unwrap();
+
+    let mut config = config(&[&mine, &theirs], Limits::default());
+    config.tls.cert_file = Some(pki.join("server.pem"));
+    config.tls.key_file = Some(pki.join("server.key"));
+    config.tls.client_ca_file = Some(pki.join("ca.pem"));
+    config.tls.client_auth = ClientAuth::Optional;
+    config.auth.tokens_file = Some(dir.join("tokens.toml"));
+    config.auth.policy_file = Some(dir.join("policy.toml"));
+    config.auth.reload_interval_ms = 200;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(tributary_server::serve(config, listener, async {
+        let _ = stopped.await;
+    }));
+
+    let channel = |cert: bool| {
+        let pki = pki.clone();
+        async move {
+            let mut tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(read(&pki.join("ca.pem"))))
+                .domain_name("localhost");
+            if cert {
+                tls = tls.identity(Identity::from_pem(read(&pki.join("alice.pem")), read(&pki.join("alice.key"))));
+            }
+            let endpoint = Channel::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap();
+            loop {
+                if let Ok(c) = endpoint.connect().await {
+                    return c;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let (alice, nobody) = (channel(true).await, channel(false).await);
+    let bob = Some(format!("Bearer {bob_token}"));
+    let bob = bob.as_deref();
+
+    // Health and reflection are open to everyone.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(nobody.clone());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
+        if status.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never SERVING");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let describe = |channel: &Channel, token: Option<&str>, topics: Vec<String>| {
+        let mut client = GatewayClient::new(channel.clone());
+        let request = with_token(pb::DescribeTopicsRequest { topics }, token);
+        async move { client.describe_topics(request).await.map(|r| r.into_inner()) }
+    };
+    let code = |r: Result<pb::DescribeTopicsResponse, tonic::Status>| r.map(|_| Code::Ok).unwrap_or_else(|s| s.code());
+
+    // Authentication: none, malformed, unknown → UNAUTHENTICATED.
+    for (token, what) in [
+        (None, "no identity"),
+        (Some("Basic Ym9iOmJvYg=="), "not a bearer token"),
+        (Some("Bearer wrong"), "unknown token"),
+    ] {
+        let status = describe(&nobody, token, vec![mine.clone()]).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
+    }
+    let status = describe(&alice, Some("Bearer wrong"), vec![mine.clone()]).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "a bad token is refused even with a good certificate");
+
+    // Reading topics.
+    assert_eq!(code(describe(&alice, None, vec![mine.clone()]).await), Code::Ok);
+    let status = describe(&alice, None, vec![theirs.clone()]).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains(&format!("read_topics for topic '{theirs}'")), "{}", status.message());
+    let all = describe(&alice, None, Vec::new()).await.unwrap();
+    assert_eq!(
+        all.topics.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
+        vec![mine.clone()],
+        "only what alice may read"
+    );
+    assert_eq!(code(describe(&nobody, bob, vec![mine.clone(), theirs.clone()]).await), Code::Ok);
+    let mut gateway = GatewayClient::new(alice.clone());
+    let snapshot_of = |topic: &str, translator: Option<&str>| pb::GetSnapshotRequest {
+        translator: translator.map(|name| pb::TranslatorRef { name: name.into(), ..Default::default() }),
+        ..topic_snapshot(topic)
+    };
+    let snapshot_code = |r: Result<Snapshot, tonic::Status>| r.map(|_| Code::Ok).unwrap_or_else(|s| s.code());
+    assert_eq!(snapshot_code(snapshot(&mut gateway, snapshot_of(&mine, None)).await), Code::Ok);
+    assert_eq!(snapshot_code(snapshot(&mut gateway, snapshot_of(&theirs, None)).await), Code::PermissionDenied);
+
+    // Translators: bob (group uploaders) manages bob-*; alice uses them.
+    let mut bob_translators = TranslatorsClient::new(nobody.clone());
+    let upload = |name: &str| {
+        let header = pb::UploadTranslatorRequest {
+            part: Some(pb::upload_translator_request::Part::Header(pb::UploadHeader {
+                name: name.into(),
+                ..Default::default()
+            })),
+        };
+        let chunk = pb::UploadTranslatorRequest {
+            part: Some(pb::upload_translator_request::Part::Chunk(
+                crate::translators::artifact("identity.wasm").into(),
+            )),
+        };
+        tokio_stream::iter(vec![header, chunk])
+    };
+    bob_translators.upload(with_token(upload("bob-ident"), bob)).await.expect("bob manages bob-*");
+    let status = bob_translators.upload(with_token(upload("ident"), bob)).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let mut alice_translators = TranslatorsClient::new(alice.clone());
+    let status = alice_translators.upload(upload("bob-other")).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "alice may use, not upload: {status:?}");
+    assert!(status.message().contains("manage_translators for translator 'bob-other'"), "{}", status.message());
+    assert_eq!(snapshot_code(snapshot(&mut gateway, snapshot_of(&mine, Some("bob-ident"))).await), Code::Ok);
+    assert_eq!(snapshot_code(snapshot(&mut gateway, snapshot_of(&mine, Some("ident"))).await), Code::PermissionDenied);
+    let listed = alice_translators.list(pb::ListTranslatorsRequest {}).await.unwrap().into_inner();
+    assert!(listed.translators.iter().all(|t| t.name.starts_with("bob-")), "only usable translators are listed");
+    let status = alice_translators
+        .delete(pb::DeleteTranslatorRequest { name: "bob-ident".into(), digest: String::new() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+
+    // Subscription names: alice owns alice-*.
+    let start = vec![pb::PartitionOffset { topic: mine.clone(), partition: 0, offset: 0 }];
+    let named = |name: String| pb::SubscribeRequest {
+        subscription_name: name,
+        from_offsets: start.clone(),
+        ..Default::default()
+    };
+    let own = format!("alice-{}", unique_topic("s"));
+    Follower::start(&mut gateway, named(own.clone())).await.unwrap().next().await.unwrap().unwrap();
+    let status = Follower::start(&mut gateway, named(unique_topic("bob-s"))).await.err().unwrap();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let mut alice_subs = SubscriptionsClient::new(alice.clone());
+    alice_subs.describe(pb::DescribeSubscriptionRequest { name: own.clone() }).await.expect("alice's own");
+    let mut bob_subs = SubscriptionsClient::new(nobody.clone());
+    let status =
+        bob_subs.describe(with_token(pb::DescribeSubscriptionRequest { name: own.clone() }, bob)).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let bobs = bob_subs.list(with_token(pb::ListSubscriptionsRequest {}, bob)).await.unwrap().into_inner();
+    assert!(!bobs.subscriptions.iter().any(|s| s.name == own), "other callers' names are not listed");
+    let status = bob_subs
+        .commit(with_token(pb::CommitRequest { name: own.clone(), offsets: start.clone() }, bob))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+
+    // The policy is reloaded: alice may now read the other topic too.
+    std::fs::write(dir.join("policy.toml"), policy(&format!("\"{mine}\", \"{theirs}\""))).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while code(describe(&alice, None, vec![theirs.clone()]).await) != Code::Ok {
+        assert!(std::time::Instant::now() < deadline, "the new policy was not picked up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

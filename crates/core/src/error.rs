@@ -70,6 +70,12 @@ pub enum Error {
     /// deleted: this stream ends; `resume` is where it stood.
     #[error("subscription '{name}' {why}; this stream ended (its position is in the details)")]
     SubscriptionTakenOver { name: String, why: String, resume: Vec<PartitionOffset> },
+    /// The call has no valid identity (a bad token, or none where one is needed).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller's identity lacks a permission; the message names it.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// A reserved part of the API that this version does not serve yet.
     #[error("{0}")]
     Unimplemented(String),

@@ -23,6 +23,7 @@ use tributary_wasm::{Host, Registry};
 
 use crate::{
     api::{subscriptions::Durable, GatewayService, SubscriptionsService, TranslatorsService},
+    auth::Auth,
     config::Config,
     connections, pb,
     tls::Tls,
@@ -83,6 +84,8 @@ impl App {
         let period = Duration::from_millis(config.kafka.metadata_refresh_ms);
         tasks.spawn(shared.watermarks.clone().run(period, token.clone()));
 
+        let auth = Auth::load(&config.auth).map_err(|e| Error::invalid("auth", e))?;
+        tokio::spawn(auth.clone().watch(token.clone()));
         let tls = match config.tls.enabled() {
             true => {
                 let tls = Tls::load(&config.tls).map_err(|e| Error::invalid("tls", e))?;
@@ -143,13 +146,18 @@ impl App {
             registry.clone(),
             tasks.clone(),
             durable.clone(),
+            auth.clone(),
         ))
         .max_decoding_message_size(config.limits.max_request_bytes);
-        let subscriptions = pb::subscriptions_server::SubscriptionsServer::new(SubscriptionsService::new(durable))
-            .max_decoding_message_size(config.limits.max_request_bytes);
-        let translators =
-            pb::translators_server::TranslatorsServer::new(TranslatorsService::new(registry, token.clone()))
+        let subscriptions =
+            pb::subscriptions_server::SubscriptionsServer::new(SubscriptionsService::new(durable, auth.clone()))
                 .max_decoding_message_size(config.limits.max_request_bytes);
+        let translators = pb::translators_server::TranslatorsServer::new(TranslatorsService::new(
+            registry,
+            token.clone(),
+            auth.clone(),
+        ))
+        .max_decoding_message_size(config.limits.max_request_bytes);
 
         let signal = {
             let token = token.clone();
@@ -166,7 +174,7 @@ impl App {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .max_concurrent_streams(Some(config.limits.max_streams_per_connection))
-            .layer(connections::TrackCallsLayer)
+            .layer(connections::CallsLayer(auth))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

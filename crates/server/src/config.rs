@@ -14,7 +14,10 @@ pub use tributary_core::Limits;
 pub use tributary_kafka::KafkaConfig;
 pub use tributary_wasm::TranslatorsConfig;
 
-pub use crate::tls::{ClientAuth, TlsConfig};
+pub use crate::{
+    auth::AuthConfig,
+    tls::{ClientAuth, TlsConfig},
+};
 
 /// The whole configuration of one gateway.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,6 +33,8 @@ pub struct Config {
     pub translators: TranslatorsConfig,
     /// TLS and mutual TLS on the gRPC port.
     pub tls: TlsConfig,
+    /// Bearer tokens and the authorization policy.
+    pub auth: AuthConfig,
     /// Serve plain TCP on an address other than loopback. Without TLS anyone who reaches the
     /// port reads every exposed topic; the gateway refuses to do that unless this says it is
     /// intended (e.g. TLS ends at a proxy on the same host).
@@ -49,6 +54,7 @@ impl Default for Config {
             limits: Limits::default(),
             translators: TranslatorsConfig::default(),
             tls: TlsConfig::default(),
+            auth: AuthConfig::default(),
             allow_plaintext: false,
         }
     }

@@ -2,7 +2,7 @@
 //! the gateway stops accepting, so new connections wait in the kernel's backlog instead of using
 //! file descriptors), a connection that has not sent the HTTP/2 preface within
 //! `limits.handshake_timeout_ms` is closed, and so is one without a call for
-//! `limits.idle_timeout_ms` ([`TrackCalls`] counts each connection's calls; gRPC clients
+//! `limits.idle_timeout_ms` ([`CallsLayer`] counts each connection's calls; gRPC clients
 //! reconnect by themselves on their next call). Accept errors (e.g. the process is out of file
 //! descriptors) back off instead of spinning.
 
@@ -27,7 +27,10 @@ use tokio::{
 };
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::tls::{certificate_identity, Tls};
+use crate::{
+    auth::Auth,
+    tls::{certificate_identity, Tls},
+};
 use tracing::warn;
 use tributary_core::logging::ErrorLog;
 
@@ -156,24 +159,26 @@ impl AsyncRead for Connection {
     }
 }
 
-/// A tower layer that counts each connection's open calls, for the idle timeout.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TrackCallsLayer;
+/// A tower layer in front of every service that admits each call: counts it among its
+/// connection's open calls (for the idle timeout) and authenticates it ([`Auth::admit`]).
+#[derive(Clone)]
+pub struct CallsLayer(pub Arc<Auth>);
 
-impl<S> tower::Layer<S> for TrackCallsLayer {
-    type Service = TrackCalls<S>;
+impl<S> tower::Layer<S> for CallsLayer {
+    type Service = Admit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        TrackCalls { inner }
+        Admit { inner, auth: self.0.clone() }
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct TrackCalls<S> {
+#[derive(Clone)]
+pub struct Admit<S> {
     inner: S,
+    auth: Arc<Auth>,
 }
 
-impl<S, B> tower::Service<http::Request<B>> for TrackCalls<S>
+impl<S, B> tower::Service<http::Request<B>> for Admit<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
     S::Future: Send + 'static,
@@ -186,8 +191,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let guard = request.extensions().get::<ConnectionInfo>().map(|info| CallGuard::open(info.calls.clone()));
+        if let Some(refused) = self.auth.admit(&mut request) {
+            return async move { Ok(refused) }.boxed();
+        }
         let response = self.inner.call(request);
         async move {
             let response = response.await?;

@@ -10,6 +10,8 @@
 //!   each section belongs to the crate it configures.
 //! - [`connections`] and [`tls`]: accepted connections within budgets, plain or TLS with
 //!   reloaded certificates; a client certificate's identity.
+//! - [`auth`]: who is calling (bearer tokens, client certificates) and what they may do (the
+//!   policy), with an audit log.
 //! - [`app`]: build, then serve: ingest, the services, health and reflection on one port, and the
 //!   shutdown protocol.
 //!
@@ -20,6 +22,7 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod connections;
 pub mod tls;

@@ -73,11 +73,18 @@ impl TlsConfig {
     }
 }
 
-/// What identifies the files as loaded: each one's modification time and length.
-type Stamps = Vec<Option<(SystemTime, u64)>>;
+/// What identifies a file as loaded: its modification time and length (`None`: unreadable).
+pub(crate) type FileStamp = Option<(SystemTime, u64)>;
+
+pub(crate) fn file_stamp(path: &Path) -> FileStamp {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+type Stamps = Vec<FileStamp>;
 
 fn stamps(files: &[&Path]) -> Stamps {
-    files.iter().map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len())))).collect()
+    files.iter().map(|f| file_stamp(f)).collect()
 }
 
 /// The TLS acceptor of the gateway, with its certificates reloaded when their files change.

@@ -11,7 +11,7 @@ use tonic::{metadata::MetadataMap, Request, Response, Status};
 use tributary_core::{
     buffer,
     limits::requested_or_max,
-    positions::Stamp,
+    positions::{check_name, Stamp},
     snapshot::{self, SnapshotEvent},
     subscribe::{self, Shared, Stop, Subscription},
     translate::Translation,
@@ -28,6 +28,7 @@ use crate::{
         status::status,
         subscriptions::{self, Durable},
     },
+    auth::{Auth, Caller, Permission},
     pb,
 };
 
@@ -48,6 +49,8 @@ pub struct GatewayService {
     tasks: TaskTracker,
     /// Named subscriptions.
     durable: Arc<Durable>,
+    /// Who may read which topics and use which translators.
+    auth: Arc<Auth>,
 }
 
 impl GatewayService {
@@ -57,16 +60,18 @@ impl GatewayService {
         registry: Arc<Registry>,
         tasks: TaskTracker,
         durable: Arc<Durable>,
+        auth: Arc<Auth>,
     ) -> Self {
         let streams = Arc::new(Semaphore::new(shared.limits.max_streams));
         let buffers = buffer::Budget::new(shared.limits.stream_buffer_total_bytes);
-        Self { view, shared, registry, streams, buffers, tasks, durable }
+        Self { view, shared, registry, streams, buffers, tasks, durable, auth }
     }
 
     /// Resolves the request's translator, instantiating it (and calling `init`) if no other
     /// call uses the same (digest, configuration).
     async fn translation(
         &self,
+        caller: &Caller,
         reference: Option<pb::TranslatorRef>,
         field: &str,
     ) -> Result<Option<Translation>, Error> {
@@ -79,11 +84,17 @@ impl GatewayService {
         }
         registry::check_name(&reference.name).map_err(|m| Error::invalid(format!("{field}.name"), m))?;
         registry::check_digest(&reference.digest).map_err(|m| Error::invalid(format!("{field}.digest"), m))?;
+        self.auth.check(caller, Permission::UseTranslator(&reference.name))?;
         let (registry, reference) = (self.registry.clone(), convert::translator_ref(reference));
         let translation = tokio::task::spawn_blocking(move || registry.resolve(&reference))
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
         Ok(Some(translation))
+    }
+
+    /// Checks that `caller` may read every topic of `topics`.
+    fn check_read<'a>(&self, caller: &Caller, topics: impl IntoIterator<Item = &'a str>) -> Result<(), Error> {
+        topics.into_iter().try_for_each(|t| self.auth.check(caller, Permission::ReadTopic(t)))
     }
 
     fn stream_permit(&self) -> Result<OwnedSemaphorePermit, Error> {
@@ -95,11 +106,18 @@ impl GatewayService {
         })
     }
 
-    async fn describe(&self, request: pb::DescribeTopicsRequest) -> Result<pb::DescribeTopicsResponse, Error> {
-        let topics = if request.topics.is_empty() {
-            self.view.topics().cloned().collect()
+    async fn describe(
+        &self,
+        caller: &Caller,
+        request: pb::DescribeTopicsRequest,
+    ) -> Result<pb::DescribeTopicsResponse, Error> {
+        let topics: Vec<_> = if request.topics.is_empty() {
+            // Every exposed topic the caller may read.
+            self.view.topics().filter(|t| self.auth.allows(caller, Permission::ReadTopic(&t.name))).cloned().collect()
         } else {
-            self.view.requested(&request.topics, "topics")?
+            let topics = self.view.requested(&request.topics, "topics")?;
+            self.check_read(caller, topics.iter().map(|t| &*t.name))?;
+            topics
         };
         self.view.check_assigned()?;
         let shards: Vec<_> = topics.iter().flat_map(|t| t.shards()).collect();
@@ -127,6 +145,7 @@ impl GatewayService {
 
     async fn snapshot(
         &self,
+        caller: &Caller,
         request: pb::GetSnapshotRequest,
         wait: Duration,
     ) -> Result<BoxStream<'static, Result<pb::SnapshotChunk, Status>>, Error> {
@@ -134,10 +153,11 @@ impl GatewayService {
             return Err(Error::invalid("topics", "name at least one topic to snapshot"));
         }
         let topics = self.view.requested(&request.topics, "topics")?;
+        self.check_read(caller, topics.iter().map(|t| &*t.name))?;
         let filter = convert::key_filter(request.key_filter, "key_filter")?;
         let limits = &self.shared.limits;
         let max_chunk_bytes = requested_or_max(request.max_chunk_bytes as usize, limits.max_chunk_bytes);
-        let translation = self.translation(request.translator, "translator").await?;
+        let translation = self.translation(caller, request.translator, "translator").await?;
         let permit = self.stream_permit()?;
         snapshot::wait_ready(&self.view, wait).await?;
         let taken = snapshot::take(&topics);
@@ -152,12 +172,17 @@ impl GatewayService {
 
     async fn subscribe(
         &self,
+        caller: &Caller,
         request: pb::SubscribeRequest,
     ) -> Result<BoxStream<'static, Result<pb::SubscribeResponse, Status>>, Error> {
         let name = request.subscription_name;
+        if !name.is_empty() {
+            check_name(&name, "subscription_name")?;
+            self.auth.check(caller, Permission::OwnSubscription(&name))?;
+        }
         let from: Vec<_> = request.from_offsets.into_iter().map(convert::from_partition_offset).collect();
         let reference = request.translator.clone();
-        let translation = self.translation(request.translator, "translator").await?;
+        let translation = self.translation(caller, request.translator, "translator").await?;
         let request_stamp = subscriptions::stamp(Vec::new(), reference.as_ref(), translation.as_ref());
         let (topics, from) = match name.is_empty() {
             true => (request.topics, from),
@@ -171,6 +196,7 @@ impl GatewayService {
             return Err(Error::invalid("auto_commit", "automatic commits need a `subscription_name` to commit under"));
         }
         let plan = subscribe::plan(&self.view, &topics, &from)?;
+        self.check_read(caller, plan.topics.iter().map(|t| &*t.name))?;
         let filter = convert::key_filter(request.key_filter, "key_filter")?;
         let limits = &self.shared.limits;
         let max_batch_records = requested_or_max(request.max_batch_records as usize, limits.max_batch_records);
@@ -262,7 +288,8 @@ impl pb::gateway_server::Gateway for GatewayService {
         &self,
         request: Request<pb::DescribeTopicsRequest>,
     ) -> Result<Response<pb::DescribeTopicsResponse>, Status> {
-        self.describe(request.into_inner()).await.map(Response::new).map_err(status)
+        let caller = Caller::of(&request);
+        self.describe(&caller, request.into_inner()).await.map(Response::new).map_err(status)
     }
 
     type GetSnapshotStream = BoxStream<'static, Result<pb::SnapshotChunk, Status>>;
@@ -275,7 +302,8 @@ impl pb::gateway_server::Gateway for GatewayService {
             // Answer UNAVAILABLE a little before the client gives up, so it learns why.
             .map(|d| d.mul_f64(0.9))
             .unwrap_or(Duration::from_millis(self.shared.limits.ready_wait_ms));
-        self.snapshot(request.into_inner(), wait).await.map(Response::new).map_err(status)
+        let caller = Caller::of(&request);
+        self.snapshot(&caller, request.into_inner(), wait).await.map(Response::new).map_err(status)
     }
 
     type SubscribeStream = BoxStream<'static, Result<pb::SubscribeResponse, Status>>;
@@ -284,7 +312,8 @@ impl pb::gateway_server::Gateway for GatewayService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        GatewayService::subscribe(self, request.into_inner()).await.map(Response::new).map_err(status)
+        let caller = Caller::of(&request);
+        GatewayService::subscribe(self, &caller, request.into_inner()).await.map(Response::new).map_err(status)
     }
 }
 

@@ -39,6 +39,8 @@ pub fn code(error: &Error) -> Code {
             _ => Code::FailedPrecondition,
         },
         Error::SubscriptionTakenOver { .. } => Code::Aborted,
+        Error::Unauthenticated(_) => Code::Unauthenticated,
+        Error::PermissionDenied(_) => Code::PermissionDenied,
         Error::Internal(_) => Code::Internal,
     }
 }
@@ -74,6 +76,8 @@ pub fn reason_of(error: &Error) -> &'static str {
             SubscriptionProblem::TranslatorChanged => "SUBSCRIPTION_TRANSLATOR_CHANGED",
         },
         Error::SubscriptionTakenOver { .. } => "SUBSCRIPTION_TAKEN_OVER",
+        Error::Unauthenticated(_) => "UNAUTHENTICATED",
+        Error::PermissionDenied(_) => "PERMISSION_DENIED",
         Error::Internal(_) => "INTERNAL",
     }
 }

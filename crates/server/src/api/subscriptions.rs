@@ -30,6 +30,7 @@ use tributary_core::{
 
 use crate::{
     api::{convert, status::status},
+    auth::{audit, Auth, Caller, Permission},
     pb,
 };
 
@@ -293,31 +294,45 @@ impl Durable {
 #[derive(Clone)]
 pub struct SubscriptionsService {
     durable: Arc<Durable>,
+    /// Who owns which subscription names.
+    auth: Arc<Auth>,
 }
 
 impl SubscriptionsService {
-    pub fn new(durable: Arc<Durable>) -> Self {
-        Self { durable }
+    pub fn new(durable: Arc<Durable>, auth: Arc<Auth>) -> Self {
+        Self { durable, auth }
+    }
+
+    /// Checks the name, then that the caller owns it.
+    fn owns(&self, caller: &Caller, name: &str) -> Result<(), Status> {
+        check_name(name, "name").map_err(status)?;
+        self.auth.check(caller, Permission::OwnSubscription(name)).map_err(status)
     }
 }
 
 #[tonic::async_trait]
 impl pb::subscriptions_server::Subscriptions for SubscriptionsService {
     async fn commit(&self, request: Request<pb::CommitRequest>) -> Result<Response<pb::CommitResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
+        self.owns(&caller, &request.name)?;
         let offsets = request.offsets.into_iter().map(convert::from_partition_offset).collect();
+        let what = format!("{} {offsets:?}", request.name);
         self.durable.commit(&request.name, offsets).await.map_err(status)?;
+        audit(&caller, "commit subscription", &what);
         let described = self.durable.describe(&request.name).await.map_err(status)?;
         Ok(Response::new(pb::CommitResponse { subscription: Some(self.durable.info(described)) }))
     }
 
     async fn list(
         &self,
-        _: Request<pb::ListSubscriptionsRequest>,
+        request: Request<pb::ListSubscriptionsRequest>,
     ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
+        let caller = Caller::of(&request);
         let names = self.durable.call(|p| p.names()).await.map_err(status)?;
         let mut subscriptions = Vec::new();
-        for name in names {
+        // Only the names the caller owns.
+        for name in names.into_iter().filter(|n| self.auth.allows(&caller, Permission::OwnSubscription(n))) {
             match self.durable.describe(&name).await {
                 Ok(d) => subscriptions.push(self.durable.info(d)),
                 // A group of the prefix with no offset of an exposed topic is not one of ours.
@@ -332,7 +347,10 @@ impl pb::subscriptions_server::Subscriptions for SubscriptionsService {
         &self,
         request: Request<pb::DescribeSubscriptionRequest>,
     ) -> Result<Response<pb::SubscriptionInfo>, Status> {
-        let described = self.durable.describe(&request.into_inner().name).await.map_err(status)?;
+        let caller = Caller::of(&request);
+        let name = request.into_inner().name;
+        self.owns(&caller, &name)?;
+        let described = self.durable.describe(&name).await.map_err(status)?;
         Ok(Response::new(self.durable.info(described)))
     }
 
@@ -340,7 +358,11 @@ impl pb::subscriptions_server::Subscriptions for SubscriptionsService {
         &self,
         request: Request<pb::DeleteSubscriptionRequest>,
     ) -> Result<Response<pb::DeleteSubscriptionResponse>, Status> {
-        self.durable.delete(&request.into_inner().name).await.map_err(status)?;
+        let caller = Caller::of(&request);
+        let name = request.into_inner().name;
+        self.owns(&caller, &name)?;
+        self.durable.delete(&name).await.map_err(status)?;
+        audit(&caller, "delete subscription", &name);
         Ok(Response::new(pb::DeleteSubscriptionResponse {}))
     }
 }

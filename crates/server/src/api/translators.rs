@@ -10,6 +10,7 @@ use tributary_wasm::{registry, Cancel, Registry};
 
 use crate::{
     api::{convert, status::status},
+    auth::{audit, Auth, Caller, Permission},
     pb,
 };
 
@@ -20,21 +21,24 @@ pub struct TranslatorsService {
     uploads: Arc<Semaphore>,
     /// Cancelled when the gateway starts to stop: uploads end at once, their compiles killed.
     shutdown: CancellationToken,
+    /// Who may upload, delete and see which translators.
+    auth: Arc<Auth>,
 }
 
 impl TranslatorsService {
-    pub fn new(registry: Arc<Registry>, shutdown: CancellationToken) -> Self {
+    pub fn new(registry: Arc<Registry>, shutdown: CancellationToken, auth: Arc<Auth>) -> Self {
         let uploads = Arc::new(Semaphore::new(registry.config().max_concurrent_uploads));
-        Self { registry, uploads, shutdown }
+        Self { registry, uploads, shutdown, auth }
     }
 
     /// Receives an upload within `translators.upload_timeout_ms`.
     async fn receive_in_time(
         &self,
+        caller: &Caller,
         stream: Streaming<pb::UploadTranslatorRequest>,
     ) -> Result<(pb::UploadHeader, Vec<u8>), Error> {
         let limit = Duration::from_millis(self.registry.config().upload_timeout_ms);
-        tokio::time::timeout(limit, self.receive(stream)).await.map_err(|_| {
+        tokio::time::timeout(limit, self.receive(caller, stream)).await.map_err(|_| {
             Error::ResourceExhausted(format!(
                 "the upload did not finish within {limit:?} (translators.upload_timeout_ms); send the whole component, then close the stream"
             ))
@@ -44,6 +48,7 @@ impl TranslatorsService {
     /// Reads the header and every chunk, within the size limit.
     async fn receive(
         &self,
+        caller: &Caller,
         mut stream: Streaming<pb::UploadTranslatorRequest>,
     ) -> Result<(pb::UploadHeader, Vec<u8>), Error> {
         use pb::upload_translator_request::Part;
@@ -58,6 +63,8 @@ impl TranslatorsService {
             }
         };
         registry::check_name(&header.name).map_err(|m| Error::invalid("header.name", m))?;
+        // Before any byte of the component is received.
+        self.auth.check(caller, Permission::ManageTranslator(&header.name))?;
         let too_large = |size: u64| {
             Error::ResourceExhausted(format!(
                 "the component is {size} bytes; this gateway accepts at most {max} (translators.max_component_bytes)"
@@ -119,7 +126,8 @@ impl pb::translators_server::Translators for TranslatorsService {
                 self.registry.config().max_concurrent_uploads
             )))
         })?;
-        let (header, bytes) = self.receive_in_time(request.into_inner()).await.map_err(status)?;
+        let caller = Caller::of(&request);
+        let (header, bytes) = self.receive_in_time(&caller, request.into_inner()).await.map_err(status)?;
         let registry = self.registry.clone();
         // The compile is killed when this call ends early: the client left (the call is
         // dropped, and the guard with it) or the gateway stops.
@@ -130,14 +138,23 @@ impl pb::translators_server::Translators for TranslatorsService {
             version = compiled => version.map_err(status)?,
             _ = self.shutdown.cancelled() => return Err(status(Error::ShuttingDown { resume: Vec::new() })),
         };
+        audit(&caller, "upload translator", &format!("{} {}", version.name, version.digest));
         Ok(Response::new(convert::version(version)))
     }
 
     async fn list(
         &self,
-        _: Request<pb::ListTranslatorsRequest>,
+        request: Request<pb::ListTranslatorsRequest>,
     ) -> Result<Response<pb::ListTranslatorsResponse>, Status> {
-        let translators = self.registry.list().into_iter().map(convert::translator_info).collect();
+        let caller = Caller::of(&request);
+        // Only the translators the caller may use (or manage).
+        let translators = self
+            .registry
+            .list()
+            .into_iter()
+            .filter(|t| self.auth.allows(&caller, Permission::UseTranslator(&t.name)))
+            .map(convert::translator_info)
+            .collect();
         Ok(Response::new(pb::ListTranslatorsResponse { translators }))
     }
 
@@ -145,8 +162,10 @@ impl pb::translators_server::Translators for TranslatorsService {
         &self,
         request: Request<pb::DescribeTranslatorRequest>,
     ) -> Result<Response<pb::TranslatorInfo>, Status> {
+        let caller = Caller::of(&request);
         let name = request.into_inner().name;
         registry::check_name(&name).map_err(|m| status(Error::invalid("name", m)))?;
+        self.auth.check(&caller, Permission::UseTranslator(&name)).map_err(status)?;
         let info = self.registry.describe(&name).map_err(status)?;
         Ok(Response::new(convert::translator_info(info)))
     }
@@ -155,11 +174,15 @@ impl pb::translators_server::Translators for TranslatorsService {
         &self,
         request: Request<pb::DeleteTranslatorRequest>,
     ) -> Result<Response<pb::DeleteTranslatorResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         registry::check_name(&request.name).map_err(|m| status(Error::invalid("name", m)))?;
         registry::check_digest(&request.digest).map_err(|m| status(Error::invalid("digest", m)))?;
+        self.auth.check(&caller, Permission::ManageTranslator(&request.name)).map_err(status)?;
+        let what = format!("{} {}", request.name, request.digest);
         let registry = self.registry.clone();
         let deleted = blocking(move || registry.delete(&request.name, &request.digest)).await.map_err(status)?;
+        audit(&caller, "delete translator", what.trim_end());
         Ok(Response::new(pb::DeleteTranslatorResponse { deleted: deleted.into_iter().map(convert::version).collect() }))
     }
 }
