@@ -347,3 +347,100 @@ async fn identities_get_exactly_what_the_policy_grants() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// JWT bearer tokens: verified against the issuer's public key or a key set, with expiry,
+/// audience and issuer enforced; the `sub` claim is the identity and `groups` its groups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_bearer_tokens_are_verified() {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    use tonic::Code;
+    let topic = unique_topic("jwt");
+    create_topic(&topic, 1).await;
+    let dir = scratch_dir("jwt");
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(&dir).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    for name in ["issuer", "forger"] {
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            &format!("{name}.key"),
+        ]);
+        openssl(&["pkey", "-in", &format!("{name}.key"), "-pubout", "-out", &format!("{name}.pub")]);
+    }
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!("[[grant]]\nidentities = [\"carol\"]\nread_topics = [\"{topic}\"]\n\n[[grant]]\ngroups = [\"readers\"]\nread_topics = [\"{topic}\"]\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("jwks.json"),
+        r#"{"keys":[{"kty":"oct","kid":"k1","alg":"HS256","k":"c2VjcmV0LWtleS1mb3ItdGVzdHMtMzItYnl0ZXMtbG9uZw"}]}"#,
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let claims = |sub: &str, exp: i64, aud: &str| serde_json::json!({"sub": sub, "exp": exp, "iss": "test-issuer", "aud": aud, "groups": if sub == "dave" { vec!["readers"] } else { vec![] }});
+    let es256 = |key: &str, claims: serde_json::Value| {
+        let pem = read(&dir.join(format!("{key}.key")));
+        encode(&Header::new(Algorithm::ES256), &claims, &EncodingKey::from_ec_pem(&pem).unwrap()).unwrap()
+    };
+    let hs256 = |kid: &str, claims: serde_json::Value| {
+        let header = Header { kid: Some(kid.into()), ..Header::new(Algorithm::HS256) };
+        encode(&header, &claims, &EncodingKey::from_secret(b"secret-key-for-tests-32-bytes-long")).unwrap()
+    };
+
+    let start = |jwks: bool| {
+        let mut config = config(&[&topic], Limits::default());
+        config.auth.policy_file = Some(dir.join("policy.toml"));
+        config.auth.jwt.issuer = Some("test-issuer".into());
+        config.auth.jwt.audience = Some("tributary".into());
+        match jwks {
+            true => config.auth.jwt.jwks_file = Some(dir.join("jwks.json")),
+            false => config.auth.jwt.public_key_file = Some(dir.join("issuer.pub")),
+        }
+        Gateway::start_with(config)
+    };
+    let describe = |gateway_addr: SocketAddr, token: String| {
+        let topic = topic.clone();
+        async move {
+            let mut client = connect(gateway_addr).await;
+            let request =
+                with_token(pb::DescribeTopicsRequest { topics: vec![topic] }, Some(&format!("Bearer {token}")));
+            client.describe_topics(request).await.map(|_| ()).map_err(|s| (s.code(), s.message().to_string()))
+        }
+    };
+
+    let gateway = start(false).await;
+    describe(gateway.addr, es256("issuer", claims("carol", now + 600, "tributary")))
+        .await
+        .expect("a valid JWT is served");
+    describe(gateway.addr, es256("issuer", claims("dave", now + 600, "tributary")))
+        .await
+        .expect("granted through its group");
+    for (token, why) in [
+        (es256("issuer", claims("carol", now - 600, "tributary")), "ExpiredSignature"),
+        (es256("forger", claims("carol", now + 600, "tributary")), "InvalidSignature"),
+        (es256("issuer", claims("carol", now + 600, "someone-else")), "InvalidAudience"),
+        ("e30.e30.c2ln".to_string(), "refused"),
+        (hs256("k1", claims("carol", now + 600, "tributary")), "InvalidAlgorithm"),
+    ] {
+        let (code, message) = describe(gateway.addr, token).await.unwrap_err();
+        assert_eq!(code, Code::Unauthenticated, "{why}: {message}");
+        assert!(message.contains(why), "{why}: {message}");
+    }
+    let (code, _) = describe(gateway.addr, es256("issuer", claims("eve", now + 600, "tributary"))).await.unwrap_err();
+    assert_eq!(code, Code::PermissionDenied, "authenticated, but granted nothing");
+    gateway.stop().await;
+
+    let gateway = start(true).await;
+    describe(gateway.addr, hs256("k1", claims("carol", now + 600, "tributary"))).await.expect("a key of the set");
+    let (code, message) =
+        describe(gateway.addr, hs256("k2", claims("carol", now + 600, "tributary"))).await.unwrap_err();
+    assert_eq!(code, Code::Unauthenticated);
+    assert!(message.contains("no key 'k2'"), "{message}");
+}

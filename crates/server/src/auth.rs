@@ -43,14 +43,77 @@ pub struct AuthConfig {
     pub tokens_file: Option<PathBuf>,
     /// Who may do what; without it every caller may do everything.
     pub policy_file: Option<PathBuf>,
+    /// JWT bearer tokens.
+    pub jwt: JwtConfig,
     /// How often the files are checked for changes, in milliseconds.
     pub reload_interval_ms: u64,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { tokens_file: None, policy_file: None, reload_interval_ms: 2_000 }
+        Self { tokens_file: None, policy_file: None, jwt: JwtConfig::default(), reload_interval_ms: 2_000 }
     }
+}
+
+/// The `[auth.jwt]` configuration: JWTs are accepted when a key source is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtConfig {
+    /// A JSON Web Key Set (the issuer's `jwks_uri` document, saved): keys chosen by the token's `kid`.
+    pub jwks_file: Option<PathBuf>,
+    /// Or one public key (PEM: RSA, EC or Ed25519).
+    pub public_key_file: Option<PathBuf>,
+    /// Required `iss` claim, if set.
+    pub issuer: Option<String>,
+    /// Required `aud` claim, if set.
+    pub audience: Option<String>,
+    /// The claim that names the identity.
+    pub identity_claim: String,
+    /// The claim that lists the identity's groups (an array of strings), if present.
+    pub groups_claim: String,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub leeway_s: u64,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            jwks_file: None,
+            public_key_file: None,
+            issuer: None,
+            audience: None,
+            identity_claim: "sub".into(),
+            groups_claim: "groups".into(),
+            leeway_s: 30,
+        }
+    }
+}
+
+/// The keys JWTs are verified with.
+enum JwtKeys {
+    None,
+    Set(jsonwebtoken::jwk::JwkSet),
+    One(jsonwebtoken::DecodingKey),
+}
+
+fn load_jwt_keys(config: &JwtConfig) -> Result<JwtKeys, String> {
+    if let Some(path) = &config.jwks_file {
+        let bytes = std::fs::read(path).map_err(|e| format!("auth.jwt.jwks_file {}: {e}", path.display()))?;
+        let set = serde_json::from_slice(&bytes).map_err(|e| format!("auth.jwt.jwks_file {}: {e}", path.display()))?;
+        return Ok(JwtKeys::Set(set));
+    }
+    if let Some(path) = &config.public_key_file {
+        let pem = std::fs::read(path).map_err(|e| format!("auth.jwt.public_key_file {}: {e}", path.display()))?;
+        use jsonwebtoken::DecodingKey;
+        let key = DecodingKey::from_rsa_pem(&pem)
+            .or_else(|_| DecodingKey::from_ec_pem(&pem))
+            .or_else(|_| DecodingKey::from_ed_pem(&pem))
+            .map_err(|e| {
+                format!("auth.jwt.public_key_file {}: not an RSA, EC or Ed25519 public key: {e}", path.display())
+            })?;
+        return Ok(JwtKeys::One(key));
+    }
+    Ok(JwtKeys::None)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,6 +228,11 @@ fn stamp(path: &Option<PathBuf>) -> FileStamp {
     file_stamp(path.as_ref()?)
 }
 
+fn stamps(config: &AuthConfig) -> [FileStamp; 3] {
+    let jwt = config.jwt.jwks_file.as_ref().or(config.jwt.public_key_file.as_ref()).cloned();
+    [stamp(&config.tokens_file), stamp(&config.policy_file), stamp(&jwt)]
+}
+
 fn read_toml<T: serde::de::DeserializeOwned>(path: &PathBuf, key: &str) -> Result<T, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{key} {}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| format!("{key} {}: {e}", path.display()))
@@ -194,19 +262,20 @@ pub struct Auth {
     /// SHA-256 (hex) of a token → its entry.
     tokens: RwLock<HashMap<String, TokenEntry>>,
     policy: RwLock<Option<Policy>>,
-    /// The tokens file and the policy file as last loaded.
-    loaded: Mutex<(FileStamp, FileStamp)>,
+    jwt_keys: RwLock<JwtKeys>,
+    /// The tokens file, the policy file and the JWT key file as last loaded.
+    loaded: Mutex<[FileStamp; 3]>,
 }
 
 impl Auth {
     /// Loads the files; an error names the file and what is wrong.
     pub fn load(config: &AuthConfig) -> Result<Arc<Self>, String> {
-        let loaded = (stamp(&config.tokens_file), stamp(&config.policy_file));
         Ok(Arc::new(Self {
             config: config.clone(),
             tokens: RwLock::new(load_tokens(config)?),
             policy: RwLock::new(load_policy(config)?),
-            loaded: Mutex::new(loaded),
+            jwt_keys: RwLock::new(load_jwt_keys(&config.jwt)?),
+            loaded: Mutex::new(stamps(config)),
         }))
     }
 
@@ -217,8 +286,17 @@ impl Auth {
 
     fn reload(&self) {
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        let now = (stamp(&self.config.tokens_file), stamp(&self.config.policy_file));
-        if now.0 != loaded.0 {
+        let now = stamps(&self.config);
+        if now[2] != loaded[2] {
+            match load_jwt_keys(&self.config.jwt) {
+                Ok(keys) => {
+                    *self.jwt_keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
+                    info!("auth.jwt keys reloaded");
+                }
+                Err(e) => warn!(error = %e, "auth.jwt keys not reloaded; the previous keys stay in use"),
+            }
+        }
+        if now[0] != loaded[0] {
             match load_tokens(&self.config) {
                 Ok(tokens) => {
                     *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = tokens;
@@ -227,7 +305,7 @@ impl Auth {
                 Err(e) => warn!(error = %e, "auth.tokens_file not reloaded; the previous tokens stay in use"),
             }
         }
-        if now.1 != loaded.1 {
+        if now[1] != loaded[1] {
             match load_policy(&self.config) {
                 Ok(policy) => {
                     *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
@@ -270,6 +348,11 @@ impl Auth {
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| Error::Unauthenticated("the authorization header must be `Bearer <token>`".into()))?;
+            if token.split('.').count() == 3
+                && !matches!(*self.jwt_keys.read().unwrap_or_else(|e| e.into_inner()), JwtKeys::None)
+            {
+                return self.verify_jwt(token);
+            }
             let hash = tributary_wasm::sha256_hex(token.as_bytes());
             let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
             let entry =
@@ -283,6 +366,44 @@ impl Auth {
             ));
         }
         Ok(Caller { identity, groups: Vec::new() })
+    }
+
+    /// The caller of a verified JWT: signature, `exp`, `nbf` and the configured `iss`/`aud`.
+    fn verify_jwt(&self, token: &str) -> Result<Caller, Error> {
+        use jsonwebtoken::{decode, decode_header, DecodingKey, Validation};
+        let refused = |why: String| Error::Unauthenticated(format!("the bearer JWT was refused: {why}"));
+        let header = decode_header(token).map_err(|e| refused(e.to_string()))?;
+        let key = match &*self.jwt_keys.read().unwrap_or_else(|e| e.into_inner()) {
+            JwtKeys::Set(set) => {
+                let kid = header.kid.as_deref().ok_or_else(|| refused("it names no key (`kid`)".into()))?;
+                let jwk = set.find(kid).ok_or_else(|| refused(format!("no key '{kid}' in the key set")))?;
+                DecodingKey::from_jwk(jwk).map_err(|e| refused(e.to_string()))?
+            }
+            JwtKeys::One(key) => key.clone(),
+            JwtKeys::None => return Err(refused("no JWT keys are configured".into())),
+        };
+        let jwt = &self.config.jwt;
+        // The key's type must fit the token's algorithm (checked by decode): no algorithm confusion.
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = jwt.leeway_s;
+        validation.validate_nbf = true;
+        match &jwt.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &jwt.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        let data = decode::<serde_json::Value>(token, &key, &validation).map_err(|e| refused(e.to_string()))?;
+        let identity = data.claims[&jwt.identity_claim]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| refused(format!("no `{}` claim names the caller", jwt.identity_claim)))?;
+        let groups = data.claims[&jwt.groups_claim]
+            .as_array()
+            .map(|g| g.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        Ok(Caller { identity: Some(identity.to_string()), groups })
     }
 
     /// Whether `caller` has `permission` (always, without a policy).
