@@ -28,6 +28,11 @@ readonly SCRIPT_NAME="${0##*/}"
 KAFKA_VERSION="${KAFKA_VERSION:-$DEFAULT_KAFKA_VERSION}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+# Optional SASL_SSL listener (off when empty): TLS with a certificate of a CA made by
+# scripts/certs.sh in the data dir (tls/ca.pem for clients), SASL PLAIN and SCRAM-SHA-512 with
+# the user `gateway` / `gateway-secret`.
+KAFKA_SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-}"
+readonly SASL_USER=gateway SASL_PASSWORD=gateway-secret KEYSTORE_PASSWORD=tributary-test
 # Small on purpose: the machines have 2 cores and the test suites run next to
 # the broker. A single-node test broker is happy with far less than 1 GiB.
 KAFKA_HEAP="${KAFKA_HEAP:--Xms128m -Xmx1g}"
@@ -94,6 +99,9 @@ Commands:
 Environment (defaults in brackets):
   KAFKA_PORT             client listener port [9092]
   KAFKA_CONTROLLER_PORT  KRaft controller listener port [9093]
+  KAFKA_SASL_SSL_PORT    also listen with SASL_SSL on this port [off]: the broker's
+                         certificate is signed by \$KAFKA_DATA_DIR/tls/ca.pem; user
+                         gateway, password gateway-secret (PLAIN, SCRAM-SHA-512)
   KAFKA_DATA_DIR         data, config, log and pid of this broker
                          [\$TRIBUTARY_CACHE/kafka-data-\$KAFKA_PORT]
   KAFKA_VERSION          Kafka version from Maven Central [$DEFAULT_KAFKA_VERSION]
@@ -308,10 +316,10 @@ node.id=1
 controller.quorum.bootstrap.servers=$HOST:$KAFKA_CONTROLLER_PORT
 controller.listener.names=CONTROLLER
 # Loopback only: a dev/test broker must not be reachable from elsewhere.
-listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT${KAFKA_SASL_SSL_PORT:+,SASL_SSL://$HOST:$KAFKA_SASL_SSL_PORT}
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT${KAFKA_SASL_SSL_PORT:+,SASL_SSL://$HOST:$KAFKA_SASL_SSL_PORT}
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT${KAFKA_SASL_SSL_PORT:+,SASL_SSL:SASL_SSL}
 log.dirs=$LOG_DIRS
 
 # One broker, so every replication factor and ISR minimum is 1.
@@ -343,6 +351,9 @@ num.recovery.threads.per.data.dir=1
 log.cleaner.threads=1
 log.cleaner.dedupe.buffer.size=33554432
 EOF
+  if [[ -n "$KAFKA_SASL_SSL_PORT" ]]; then
+    write_sasl_ssl_config
+  fi
 
   # All broker logging goes to stdout, which start redirects to $LOG_FILE
   # (one file per run; the previous run's is kept as kafka.log.1).
@@ -362,6 +373,27 @@ rootLogger.appenderRef.out.ref = STDOUT
 # One line per request at DEBUG/TRACE: far too chatty for a test broker.
 logger.request.name = kafka.request.logger
 logger.request.level = WARN
+EOF
+}
+
+# The SASL_SSL listener: a PKCS#12 keystore made from a certs.sh server certificate, and the
+# JAAS settings of its two mechanisms (SCRAM credentials are added when storage is formatted).
+write_sasl_ssl_config() {
+  local tls="$DATA_DIR/tls"
+  if [[ ! -f "$tls/broker.p12" ]]; then
+    "$(dirname "$0")/certs.sh" "$tls" >/dev/null
+    openssl pkcs12 -export -in "$tls/server.pem" -inkey "$tls/server.key" -name broker \
+      -out "$tls/broker.p12" -passout "pass:$KEYSTORE_PASSWORD"
+  fi
+  cat >>"$SERVER_PROPS" <<EOF
+
+# SASL_SSL listener (KAFKA_SASL_SSL_PORT).
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512
+listener.name.sasl_ssl.ssl.keystore.location=$tls/broker.p12
+listener.name.sasl_ssl.ssl.keystore.password=$KEYSTORE_PASSWORD
+listener.name.sasl_ssl.ssl.keystore.type=PKCS12
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USER="$SASL_PASSWORD";
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 EOF
 }
 
@@ -395,6 +427,7 @@ format_storage_if_needed() {
   if ! out="$("$JAVA" -Xshare:auto -Xmx256m -cp "$LIBS_DIR/*" \
     -Dlog4j2.configurationFile="$LOG4J_PROPS" \
     kafka.tools.StorageTool format --standalone \
+    ${KAFKA_SASL_SSL_PORT:+--add-scram "SCRAM-SHA-512=[name=$SASL_USER,password=$SASL_PASSWORD]"} \
     --cluster-id "$cluster_id" --config "$SERVER_PROPS" 2>&1)"; then
     printf '%s\n' "$out" >&2
     die "formatting storage failed"
@@ -448,7 +481,7 @@ cmd_start() {
   require_java
   cmd_install
   local port
-  for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+  for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" ${KAFKA_SASL_SSL_PORT:+"$KAFKA_SASL_SSL_PORT"}; do
     if port_open "$port"; then
       die "port $port on $HOST is already in use by another process; pick other ports with KAFKA_PORT / KAFKA_CONTROLLER_PORT"
     fi

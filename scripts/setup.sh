@@ -5,10 +5,10 @@ set -euo pipefail
 
 step() { printf '==> %s\n' "$*" >&2; }
 
-# Debian packages: protoc for the gRPC code generation, cmake and the curl/zlib headers for
-# librdkafka (built from source by rdkafka's cmake-build), Java and Maven for Kafka, shellcheck for
+# Debian packages: protoc for the gRPC code generation, cmake and the curl/zlib/OpenSSL headers
+# for librdkafka (built from source by rdkafka's cmake-build, with SSL and SASL SCRAM), Java and Maven for Kafka, shellcheck for
 # the scripts, openssl for scripts/certs.sh (TLS tests).
-packages=(protobuf-compiler cmake libcurl4-openssl-dev zlib1g-dev openjdk-17-jre-headless maven shellcheck openssl)
+packages=(protobuf-compiler cmake libcurl4-openssl-dev zlib1g-dev libssl-dev pkg-config openjdk-17-jre-headless maven shellcheck openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

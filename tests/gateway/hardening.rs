@@ -449,24 +449,36 @@ async fn connections_without_calls_are_closed_after_the_idle_timeout() {
 
 /// A broker of the test's own (scripts/kafka.sh on other ports), so that stopping it disturbs no
 /// other test. Stopped on drop.
-struct OwnBroker {
+pub(crate) struct OwnBroker {
     port: u16,
+    /// With a SASL_SSL listener on `port + 2`: the broker's data directory (its CA is in `tls/`).
+    sasl_ssl: Option<std::path::PathBuf>,
 }
 
 impl OwnBroker {
     fn kafka_sh(&self, command: &str) -> String {
-        let out = std::process::Command::new(repo_root().join("scripts/kafka.sh"))
+        let mut kafka = std::process::Command::new(repo_root().join("scripts/kafka.sh"));
+        kafka
             .arg(command)
             .env("KAFKA_PORT", self.port.to_string())
-            .env("KAFKA_CONTROLLER_PORT", (self.port + 1).to_string())
-            .output()
-            .unwrap();
+            .env("KAFKA_CONTROLLER_PORT", (self.port + 1).to_string());
+        if let Some(dir) = &self.sasl_ssl {
+            kafka.env("KAFKA_SASL_SSL_PORT", (self.port + 2).to_string()).env("KAFKA_DATA_DIR", dir);
+        }
+        let out = kafka.output().unwrap();
         assert!(out.status.success(), "kafka.sh {command}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     fn start(port: u16) -> (Self, String) {
-        let broker = OwnBroker { port };
+        let broker = OwnBroker { port, sasl_ssl: None };
+        let bootstrap = broker.kafka_sh("start");
+        (broker, bootstrap)
+    }
+
+    /// A fresh broker that also listens with SASL_SSL on `port + 2`; returns its plain bootstrap.
+    pub(crate) fn start_with_sasl_ssl(port: u16, data_dir: std::path::PathBuf) -> (Self, String) {
+        let broker = OwnBroker { port, sasl_ssl: Some(data_dir) };
         let bootstrap = broker.kafka_sh("start");
         (broker, bootstrap)
     }

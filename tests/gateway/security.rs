@@ -444,3 +444,79 @@ async fn jwt_bearer_tokens_are_verified() {
     assert_eq!(code, Code::Unauthenticated);
     assert!(message.contains("no key 'k2'"), "{message}");
 }
+
+/// The gateway reads A's topics, and keeps named subscriptions' positions, through a SASL_SSL
+/// listener of a real broker (SCRAM-SHA-512 and PLAIN over TLS); a wrong password keeps it
+/// unready and says Kafka is unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_reads_kafka_through_a_sasl_ssl_listener() {
+    use tonic::Code;
+    let data = scratch_dir("kafka-sasl-ssl");
+    let (_broker, plain) = crate::hardening::OwnBroker::start_with_sasl_ssl(19592, data.clone());
+    let topic = unique_topic("sasl");
+    create_topic_at(&plain, &topic, 2).await;
+    let writer = Writer::new_at(&plain, &topic);
+    for i in 0..100 {
+        writer.send(&Out::kv(&format!("k{i}"), Some("v")));
+    }
+    writer.flush();
+    let secured = |mechanism: &str, password: &str| {
+        let mut config = config(&[&topic], Limits::default());
+        config.kafka.bootstrap_servers = "127.0.0.1:19594".into();
+        for (k, v) in [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", mechanism),
+            ("sasl.username", "gateway"),
+            ("sasl.password", password),
+            ("ssl.ca.location", data.join("tls/ca.pem").to_str().unwrap()),
+        ] {
+            config.kafka.properties.insert(k.into(), v.into());
+        }
+        config
+    };
+    for mechanism in ["SCRAM-SHA-512", "PLAIN"] {
+        let gateway = Gateway::start_with(secured(mechanism, "gateway-secret")).await;
+        let mut client = gateway.client().await;
+        let snap = snapshot(&mut client, topic_snapshot(&topic)).await.unwrap();
+        assert_eq!(snap.entries.len(), 100, "{mechanism}");
+        // Named subscriptions commit and read their positions through the same listener.
+        let name = unique_topic("sasl-sub");
+        let request = pb::SubscribeRequest {
+            subscription_name: name.clone(),
+            from_offsets: snap.offsets.clone(),
+            ..Default::default()
+        };
+        let mut follower = Follower::start(&mut client, request).await.unwrap();
+        follower.next().await.unwrap().unwrap();
+        let channel = Channel::from_shared(format!("http://{}", gateway.addr)).unwrap().connect().await.unwrap();
+        let mut subs = pb::subscriptions_client::SubscriptionsClient::new(channel);
+        let info = subs.describe(pb::DescribeSubscriptionRequest { name }).await.unwrap().into_inner();
+        assert_eq!(
+            offset_map(
+                &info
+                    .partitions
+                    .iter()
+                    .map(|p| pb::PartitionOffset {
+                        topic: p.topic.clone(),
+                        partition: p.partition,
+                        offset: p.committed_offset
+                    })
+                    .collect::<Vec<_>>()
+            ),
+            offset_map(&snap.offsets)
+        );
+        gateway.stop().await;
+    }
+
+    // A wrong password: not ready, and every call that needs Kafka says so at once.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(tributary_server::serve(secured("SCRAM-SHA-512", "wrong"), listener, async {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut client = connect(addr).await;
+    let status = client.describe_topics(pb::DescribeTopicsRequest { topics: vec![topic] }).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+}
