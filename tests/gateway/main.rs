@@ -7,6 +7,7 @@ mod grpcurl;
 mod handoff;
 mod hardening;
 mod loading;
+mod observability;
 mod restart;
 mod security;
 mod subscriptions;

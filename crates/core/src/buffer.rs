@@ -63,6 +63,11 @@ impl Budget {
     pub fn available(&self) -> usize {
         self.bytes.available_permits()
     }
+
+    /// Bytes held by queued messages now.
+    pub fn used(&self) -> usize {
+        self.max - self.available()
+    }
 }
 
 fn clamp_permits(bytes: usize) -> usize {

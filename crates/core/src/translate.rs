@@ -67,9 +67,20 @@ impl Translation {
     /// Translates `records` synchronously, in calls of `batch_records`.
     pub fn translate_blocking(&self, records: &[Arc<Record>]) -> Result<Translated, Error> {
         let mut translated = Translated::default();
+        let label = ("translator", self.name.clone());
         for chunk in records.chunks(self.batch_records.max(1)) {
-            let outcomes =
-                self.translator.translate(chunk).map_err(|f| self.failure(f, chunk.first().map(|r| &**r)))?;
+            let started = std::time::Instant::now();
+            let result = self.translator.translate(chunk);
+            metrics::histogram!("tributary_translator_call_duration_seconds", std::slice::from_ref(&label))
+                .record(started.elapsed().as_secs_f64());
+            metrics::counter!("tributary_translator_calls_total", std::slice::from_ref(&label)).increment(1);
+            metrics::counter!("tributary_translator_records_total", std::slice::from_ref(&label))
+                .increment(chunk.len() as u64);
+            if let Err(failure) = &result {
+                metrics::counter!("tributary_translator_errors_total", "translator" => self.name.clone(), "reason" => failure.reason())
+                    .increment(1);
+            }
+            let outcomes = result.map_err(|f| self.failure(f, chunk.first().map(|r| &**r)))?;
             if outcomes.len() != chunk.len() {
                 // The same bug the SDK reports as an error value of the call: the same status
                 // (FAILED_PRECONDITION, TRANSLATOR_ERROR) whichever side finds it, never skipped.

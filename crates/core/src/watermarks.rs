@@ -110,8 +110,16 @@ impl WatermarkCache {
                     for ((topic, partition), m) in partitions.iter().zip(&marks) {
                         if let Some(shard) = self.view.topic(topic).ok().and_then(|t| t.shard(*partition)) {
                             shard.trim_below(m.earliest);
+                            let labels = [("topic", topic.to_string()), ("partition", partition.to_string())];
+                            let view = shard.next_offset();
+                            metrics::gauge!("tributary_view_offset", &labels).set(view as f64);
+                            metrics::gauge!("tributary_kafka_earliest_offset", &labels).set(m.earliest as f64);
+                            metrics::gauge!("tributary_kafka_latest_offset", &labels).set(m.latest as f64);
+                            metrics::gauge!("tributary_view_lag_records", &labels).set((m.latest - view).max(0) as f64);
+                            metrics::gauge!("tributary_view_keys", &labels).set(shard.keys() as f64);
                         }
                     }
+                    metrics::gauge!("tributary_kafka_reachable").set(1.0);
                     let mut s = self.lock();
                     s.marks.extend(partitions.into_iter().zip(marks));
                     s.fetched = Some(started);
@@ -129,6 +137,7 @@ impl WatermarkCache {
     }
 
     fn finish_failed(&self, why: String) {
+        metrics::gauge!("tributary_kafka_reachable").set(0.0);
         self.lock().failure = Some(why);
         self.reachable.send_if_modified(|r| std::mem::replace(r, false));
         self.finished.send_modify(|n| *n += 1);

@@ -25,7 +25,7 @@ use crate::{
     api::{subscriptions::Durable, GatewayService, SubscriptionsService, TranslatorsService},
     auth::Auth,
     config::Config,
-    connections, pb,
+    connections, pb, telemetry,
     tls::Tls,
 };
 
@@ -84,6 +84,17 @@ impl App {
         let period = Duration::from_millis(config.kafka.metadata_refresh_ms);
         tasks.spawn(shared.watermarks.clone().run(period, token.clone()));
 
+        if let Some(listen) = config.metrics.listen {
+            telemetry::install(listen).map_err(|e| Error::invalid("metrics.listen", e))?;
+        }
+        let buffers = tributary_core::buffer::Budget::new(config.limits.stream_buffer_total_bytes);
+        tokio::spawn(telemetry::gauges(
+            view.clone(),
+            shared.catchup_pool.clone(),
+            config.limits.max_catchup_readers,
+            buffers.clone(),
+            token.clone(),
+        ));
         let auth = Auth::load(&config.auth).map_err(|e| Error::invalid("auth", e))?;
         tokio::spawn(auth.clone().watch(token.clone()));
         let tls = match config.tls.enabled() {
@@ -147,6 +158,7 @@ impl App {
             tasks.clone(),
             durable.clone(),
             auth.clone(),
+            buffers,
         ))
         .max_decoding_message_size(config.limits.max_request_bytes);
         let subscriptions =

@@ -16,6 +16,7 @@ pub use tributary_wasm::TranslatorsConfig;
 
 pub use crate::{
     auth::AuthConfig,
+    telemetry::MetricsConfig,
     tls::{ClientAuth, TlsConfig},
 };
 
@@ -35,6 +36,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Bearer tokens and the authorization policy.
     pub auth: AuthConfig,
+    /// The Prometheus metrics listener.
+    pub metrics: MetricsConfig,
     /// Serve plain TCP on an address other than loopback. Without TLS anyone who reaches the
     /// port reads every exposed topic; the gateway refuses to do that unless this says it is
     /// intended (e.g. TLS ends at a proxy on the same host).
@@ -55,6 +58,7 @@ impl Default for Config {
             translators: TranslatorsConfig::default(),
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
+            metrics: MetricsConfig::default(),
             allow_plaintext: false,
         }
     }
@@ -152,6 +156,14 @@ impl Config {
                     self.listen
                 ),
             );
+        }
+        if let Some(listen) = self.metrics.listen {
+            if !listen.ip().is_loopback() && !self.allow_plaintext {
+                return fail(
+                    "metrics.listen",
+                    &format!("is {listen}, not loopback: metrics are plain HTTP; set `allow_plaintext = true` if that is intended"),
+                );
+            }
         }
         if l.progress_interval_ms == 0 {
             return fail("limits.progress_interval_ms", "must be greater than 0");
@@ -272,6 +284,8 @@ mod tests {
             assert!(load("listen = \"0.0.0.0:50051\"\nallow_plaintext = true\n").is_ok());
             let err = load("[tls]\ncert_file = \"c.pem\"\n").unwrap_err();
             assert!(err.contains("`tls.cert_file` and `tls.key_file` go together"), "{err}");
+            let err = load("[metrics]\nlisten = \"0.0.0.0:9464\"\n").unwrap_err();
+            assert!(err.contains("`metrics.listen`"), "{err}");
             let err = load("[tls]\nclient_ca_file = \"ca.pem\"\n").unwrap_err();
             assert!(err.contains("`tls.client_ca_file`"), "{err}");
             Ok(())

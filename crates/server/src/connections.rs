@@ -193,25 +193,80 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let guard = request.extensions().get::<ConnectionInfo>().map(|info| CallGuard::open(info.calls.clone()));
+        let mut record = CallRecord::new(request.uri().path());
         if let Some(refused) = self.auth.admit(&mut request) {
+            record.code = grpc_status(refused.headers());
             return async move { Ok(refused) }.boxed();
         }
         let response = self.inner.call(request);
         async move {
             let response = response.await?;
+            // A status in the headers is a trailers-only response: the call failed at once.
+            record.code = grpc_status(response.headers());
             // The call lasts as long as its response body: a stream ends when its body does.
-            Ok(match guard {
-                Some(guard) => response.map(|body| tonic::body::Body::new(GuardedBody { body, _guard: guard })),
-                None => response,
-            })
+            Ok(response.map(|body| tonic::body::Body::new(GuardedBody { body, _guard: guard, record })))
         }
         .boxed()
     }
 }
 
+/// The `grpc-status` in headers or trailers, if any.
+fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// One call's method, start and status; counted in the gRPC metrics when it ends.
+struct CallRecord {
+    method: &'static str,
+    started: std::time::Instant,
+    code: Option<i32>,
+}
+
+impl CallRecord {
+    fn new(path: &str) -> Self {
+        Self { method: method_label(path), started: std::time::Instant::now(), code: None }
+    }
+}
+
+/// The method label of a path: known methods only, so hostile paths cannot add label values.
+fn method_label(path: &str) -> &'static str {
+    const METHODS: &[&str] = &[
+        "/tributary.v1.Gateway/DescribeTopics",
+        "/tributary.v1.Gateway/GetSnapshot",
+        "/tributary.v1.Gateway/Subscribe",
+        "/tributary.v1.Translators/Upload",
+        "/tributary.v1.Translators/List",
+        "/tributary.v1.Translators/Describe",
+        "/tributary.v1.Translators/Delete",
+        "/tributary.v1.Subscriptions/Commit",
+        "/tributary.v1.Subscriptions/List",
+        "/tributary.v1.Subscriptions/Describe",
+        "/tributary.v1.Subscriptions/Delete",
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+    ];
+    match METHODS.iter().find(|m| **m == path) {
+        Some(m) => &m[1..],
+        None if path.starts_with("/grpc.reflection.") => "reflection",
+        None => "other",
+    }
+}
+
+impl Drop for CallRecord {
+    fn drop(&mut self) {
+        // No status at all: the client went away first.
+        let code = self.code.map_or(tonic::Code::Cancelled, tonic::Code::from_i32);
+        metrics::counter!("tributary_grpc_requests_total", "method" => self.method, "code" => format!("{code:?}"))
+            .increment(1);
+        metrics::histogram!("tributary_grpc_request_duration_seconds", "method" => self.method)
+            .record(self.started.elapsed().as_secs_f64());
+    }
+}
+
 struct GuardedBody {
     body: tonic::body::Body,
-    _guard: CallGuard,
+    _guard: Option<CallGuard>,
+    record: CallRecord,
 }
 
 impl http_body::Body for GuardedBody {
@@ -222,7 +277,14 @@ impl http_body::Body for GuardedBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &frame {
+            if let Some(code) = f.trailers_ref().and_then(grpc_status) {
+                this.record.code = Some(code);
+            }
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

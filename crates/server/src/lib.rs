@@ -12,6 +12,7 @@
 //!   reloaded certificates; a client certificate's identity.
 //! - [`auth`]: who is calling (bearer tokens, client certificates) and what they may do (the
 //!   policy), with an audit log.
+//! - [`telemetry`]: the Prometheus metrics listener and the metrics' descriptions.
 //! - [`app`]: build, then serve: ingest, the services, health and reflection on one port, and the
 //!   shutdown protocol.
 //!
@@ -25,6 +26,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod connections;
+pub mod telemetry;
 pub mod tls;
 
 pub use app::serve;

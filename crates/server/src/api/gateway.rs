@@ -61,9 +61,9 @@ impl GatewayService {
         tasks: TaskTracker,
         durable: Arc<Durable>,
         auth: Arc<Auth>,
+        buffers: buffer::Budget,
     ) -> Self {
         let streams = Arc::new(Semaphore::new(shared.limits.max_streams));
-        let buffers = buffer::Budget::new(shared.limits.stream_buffer_total_bytes);
         Self { view, shared, registry, streams, buffers, tasks, durable, auth }
     }
 
@@ -97,13 +97,15 @@ impl GatewayService {
         topics.into_iter().try_for_each(|t| self.auth.check(caller, Permission::ReadTopic(t)))
     }
 
-    fn stream_permit(&self) -> Result<OwnedSemaphorePermit, Error> {
-        self.streams.clone().try_acquire_owned().map_err(|_| {
+    fn stream_permit(&self, kind: &'static str) -> Result<StreamSlot, Error> {
+        let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
             Error::ResourceExhausted(format!(
                 "this gateway serves at most {} streams at once (limits.max_streams); retry later or use another replica",
                 self.shared.limits.max_streams
             ))
-        })
+        })?;
+        metrics::gauge!("tributary_streams_open", "kind" => kind).increment(1.0);
+        Ok(StreamSlot { _permit: permit, kind })
     }
 
     async fn describe(
@@ -158,7 +160,7 @@ impl GatewayService {
         let limits = &self.shared.limits;
         let max_chunk_bytes = requested_or_max(request.max_chunk_bytes as usize, limits.max_chunk_bytes);
         let translation = self.translation(caller, request.translator, "translator").await?;
-        let permit = self.stream_permit()?;
+        let permit = self.stream_permit("snapshot")?;
         snapshot::wait_ready(&self.view, wait).await?;
         let taken = snapshot::take(&topics);
         let offsets = convert::offsets(&taken.offsets);
@@ -201,7 +203,7 @@ impl GatewayService {
         let limits = &self.shared.limits;
         let max_batch_records = requested_or_max(request.max_batch_records as usize, limits.max_batch_records);
         let cursors = plan.cursors(&self.shared.watermarks).await?;
-        let permit = self.stream_permit()?;
+        let permit = self.stream_permit("subscribe")?;
         let stamp = Stamp { topics: plan.topics.iter().map(|t| t.name.to_string()).collect(), ..request_stamp };
         let (stop, hold) = match name.is_empty() {
             true => (Stop::default(), None),
@@ -223,6 +225,10 @@ impl GatewayService {
         Ok(rx
             .into_stream()
             .map(move |event| {
+                if let Ok(subscribe::Event::Records(records)) = &event {
+                    metrics::counter!("tributary_records_delivered_total", "kind" => "subscribe")
+                        .increment(records.len() as u64);
+                }
                 if let (Some((durable, name, stamp, busy)), Ok(subscribe::Event::Progress(p))) = (&auto, &event) {
                     // Everything before this progress has been handed to the client.
                     durable.auto_commit(name, p.offsets.clone(), stamp, busy);
@@ -230,6 +236,18 @@ impl GatewayService {
                 event.map(convert::event).map_err(status)
             })
             .boxed())
+    }
+}
+
+/// A stream's slot of `limits.max_streams`, counted in `tributary_streams_open`.
+struct StreamSlot {
+    _permit: OwnedSemaphorePermit,
+    kind: &'static str,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        metrics::gauge!("tributary_streams_open", "kind" => self.kind).decrement(1.0);
     }
 }
 
@@ -247,6 +265,8 @@ fn chunks(
             let packing = chunker.as_mut()?;
             match rx.recv().await {
                 Some(Ok(SnapshotEvent::Entries(outputs))) => {
+                    metrics::counter!("tributary_records_delivered_total", "kind" => "snapshot")
+                        .increment(outputs.len() as u64);
                     ready.extend(outputs.into_iter().filter_map(|o| packing.push(convert::entry(o))).map(Ok))
                 }
                 Some(Ok(SnapshotEvent::End { skipped })) => {

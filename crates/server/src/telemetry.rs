@@ -1,0 +1,128 @@
+//! Prometheus metrics on their own HTTP listener (`metrics.listen`, off by default): every crate
+//! records through the `metrics` facade; this module installs the Prometheus exporter
+//! (`metrics-exporter-prometheus`, chosen because the facade keeps the core free of any exporter
+//! and the exporter brings its own listener) and describes every metric. The README lists them.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use tributary_core::{buffer::Budget, view::View};
+
+/// The `[metrics]` configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where `GET /metrics` is served (Prometheus text format); unset: no metrics listener.
+    pub listen: Option<SocketAddr>,
+}
+
+/// Buckets of the latency histograms, in seconds.
+const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+/// Installs the exporter and its listener once per process (later calls, e.g. a second gateway
+/// in the same test process, share it).
+pub fn install(listen: SocketAddr) -> Result<(), String> {
+    static INSTALLED: OnceLock<Result<SocketAddr, String>> = OnceLock::new();
+    let installed = INSTALLED.get_or_init(|| {
+        PrometheusBuilder::new()
+            .with_http_listener(listen)
+            .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), LATENCY_BUCKETS)
+            .and_then(|b| b.install())
+            .map(|()| listen)
+            .map_err(|e| format!("metrics listener on {listen}: {e}"))
+    });
+    match installed {
+        Ok(at) if *at == listen => {
+            describe();
+            info!(%listen, "metrics served at /metrics");
+            Ok(())
+        }
+        Ok(at) => {
+            warn!(%listen, already = %at, "metrics are already served by this process elsewhere");
+            Ok(())
+        }
+        Err(e) => Err(e.clone()),
+    }
+}
+
+fn describe() {
+    describe_counter!(
+        "tributary_ingest_records_total",
+        Unit::Count,
+        "Records applied to the view, per topic and partition."
+    );
+    describe_counter!("tributary_ingest_bytes_total", Unit::Bytes, "Key, value and header bytes applied to the view.");
+    describe_gauge!(
+        "tributary_view_offset",
+        "Next offset the view applies, per partition (at the last watermark refresh)."
+    );
+    describe_gauge!("tributary_kafka_earliest_offset", "Earliest offset Kafka retains, per partition.");
+    describe_gauge!("tributary_kafka_latest_offset", "High watermark, per partition.");
+    describe_gauge!("tributary_view_lag_records", Unit::Count, "Records Kafka has that the view has not applied yet.");
+    describe_gauge!("tributary_view_keys", Unit::Count, "Keys in the view's state, per partition.");
+    describe_gauge!("tributary_view_ready", "1 once the view has caught up after start (snapshots are served).");
+    describe_gauge!("tributary_kafka_reachable", "1 if Kafka answered the last watermark refresh, else 0.");
+    describe_gauge!("tributary_streams_open", Unit::Count, "Open Subscribe and GetSnapshot streams, by kind.");
+    describe_counter!(
+        "tributary_records_delivered_total",
+        Unit::Count,
+        "Records (or snapshot entries) handed to clients, by kind."
+    );
+    describe_gauge!(
+        "tributary_catchup_readers_in_use",
+        Unit::Count,
+        "Catch-up readers (Kafka consumers) in use, of limits.max_catchup_readers."
+    );
+    describe_gauge!(
+        "tributary_stream_buffer_bytes",
+        Unit::Bytes,
+        "Bytes held by stream buffers from the shared budget (limits.stream_buffer_total_bytes)."
+    );
+    describe_counter!("tributary_grpc_requests_total", Unit::Count, "Finished gRPC calls by method and status code.");
+    describe_histogram!(
+        "tributary_grpc_request_duration_seconds",
+        Unit::Seconds,
+        "Duration of gRPC calls (streams: until they end), by method."
+    );
+    describe_counter!("tributary_translator_calls_total", Unit::Count, "Translator calls (batches), by translator.");
+    describe_counter!("tributary_translator_records_total", Unit::Count, "Records passed to translators.");
+    describe_counter!(
+        "tributary_translator_errors_total",
+        Unit::Count,
+        "Failed translator calls by reason (trap, deadline, memory, output, error, instances)."
+    );
+    describe_histogram!(
+        "tributary_translator_call_duration_seconds",
+        Unit::Seconds,
+        "Duration of one translator call."
+    );
+}
+
+/// Sets the gauges no event updates, every second until `shutdown`.
+pub async fn gauges(
+    view: Arc<View>,
+    catchup_pool: Arc<Semaphore>,
+    max_catchup_readers: usize,
+    buffers: Budget,
+    shutdown: CancellationToken,
+) {
+    loop {
+        metrics::gauge!("tributary_view_ready").set(if view.is_ready() { 1.0 } else { 0.0 });
+        let readers = max_catchup_readers.saturating_sub(catchup_pool.available_permits());
+        metrics::gauge!("tributary_catchup_readers_in_use").set(readers as f64);
+        metrics::gauge!("tributary_stream_buffer_bytes").set(buffers.used() as f64);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
