@@ -4,8 +4,8 @@
 #
 #   rdkafka   only tributary-kafka (and the test harness, whose raw consumer is the reference)
 #   wasmtime  only tributary-wasm
-#   tonic*    only tributary-server, tributary-cli and the test harness
-#   prost*    only tributary-server (the gRPC layer owns every protobuf mapping)
+#   tonic*    only tributary-server, tributary-client (clients/rust), tributary-cli, the test harness
+#   prost*    only tributary-server (the gRPC layer owns every protobuf mapping) and tributary-client
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,13 +18,13 @@ import json, sys
 allowed = {
     "rdkafka": {"tributary-kafka", "tributary-testkit"},
     "wasmtime": {"tributary-wasm"},
-    "tonic": {"tributary-server", "tributary-cli", "tributary-testkit"},
+    "tonic": {"tributary-server", "tributary-cli", "tributary-testkit", "tributary-client"},
     "tonic-health": {"tributary-server", "tributary-testkit"},
     "tonic-reflection": {"tributary-server"},
-    "tonic-prost": {"tributary-server"},
-    "tonic-types": {"tributary-server"},
-    "prost": {"tributary-server"},
-    "prost-types": {"tributary-server"},
+    "tonic-prost": {"tributary-server", "tributary-client"},
+    "tonic-types": {"tributary-server", "tributary-client"},
+    "prost": {"tributary-server", "tributary-client"},
+    "prost-types": {"tributary-server", "tributary-client"},
 }
 metadata = json.load(open(sys.argv[1]))
 failures = []

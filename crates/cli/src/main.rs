@@ -69,6 +69,9 @@ pub(crate) struct GatewayArgs {
     /// Client private key (PEM) for mutual TLS, with --cert.
     #[arg(long, env = "TRIBUTARY_KEY", requires = "cert")]
     key: Option<PathBuf>,
+    /// Bearer token sent on every call (`authorization: Bearer <token>`).
+    #[arg(long, env = "TRIBUTARY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Subcommand)]

@@ -1,6 +1,6 @@
 //! The `tributary subscription` commands: a gRPC client of the gateway's Subscriptions service.
 
-use tributary_server::pb::{self, subscriptions_client::SubscriptionsClient};
+use tributary_client::pb;
 
 use super::{GatewayArgs, SubscriptionCommand};
 use crate::translator::{connect, status};
@@ -34,7 +34,7 @@ fn print(s: &pb::SubscriptionInfo) {
 }
 
 pub async fn run(gateway: GatewayArgs, command: SubscriptionCommand) -> Result<(), String> {
-    let mut client = SubscriptionsClient::new(connect(&gateway).await?);
+    let mut client = connect(&gateway).await?.subscriptions;
     match command {
         SubscriptionCommand::List => {
             let list = client.list(pb::ListSubscriptionsRequest {}).await.map_err(status)?.into_inner();

@@ -3,35 +3,28 @@
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use tonic::{
-    transport::{Certificate, ClientTlsConfig, Identity},
-    Code,
-};
-use tributary_server::pb::{self, translators_client::TranslatorsClient};
+use tonic::Code;
+use tributary_client::{pb, Client};
 
 use super::{GatewayArgs, TranslatorCommand};
 
 /// Upload chunk size: well under the gateway's 4 MiB request limit.
 const CHUNK: usize = 1 << 20;
 
-/// A channel to the gateway, over TLS for an https:// address.
-pub async fn connect(args: &GatewayArgs) -> Result<tonic::transport::Channel, String> {
-    let gateway = &args.gateway;
-    let mut endpoint = tonic::transport::Endpoint::from_shared(gateway.to_string())
-        .map_err(|e| format!("bad gateway address {gateway}: {e}"))?
-        .connect_timeout(Duration::from_secs(5));
-    if gateway.starts_with("https://") {
-        let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
-        let mut tls = ClientTlsConfig::new().with_enabled_roots();
-        if let Some(ca) = &args.ca_cert {
-            tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
-        }
-        if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
-            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
-        }
-        endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS settings: {e}"))?;
+/// A client of the gateway, over TLS for an https:// address, with the bearer token if given.
+pub async fn connect(args: &GatewayArgs) -> Result<Client, String> {
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let mut builder = Client::builder(args.gateway.clone()).connect_timeout(Duration::from_secs(5));
+    if let Some(ca) = &args.ca_cert {
+        builder = builder.ca_pem(read(ca)?);
     }
-    endpoint.connect().await.map_err(|e| format!("cannot reach the gateway at {gateway}: {e:?}"))
+    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        builder = builder.identity(read(cert)?, read(key)?);
+    }
+    if let Some(token) = &args.token {
+        builder = builder.token(token.clone());
+    }
+    builder.connect().await.map_err(|e| e.message)
 }
 
 /// A failed call, for people.
@@ -43,7 +36,7 @@ pub fn status(s: tonic::Status) -> String {
 }
 
 pub async fn run(gateway: GatewayArgs, command: TranslatorCommand) -> Result<(), String> {
-    let mut client = TranslatorsClient::new(connect(&gateway).await?);
+    let mut client = connect(&gateway).await?.translators;
     match command {
         TranslatorCommand::Upload { name, file } => {
             let bytes = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;

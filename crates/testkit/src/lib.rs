@@ -305,7 +305,12 @@ impl Gateway {
     }
 
     pub async fn start_with(config: Config) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(config, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Serves on `addr` (a restarted gateway takes its predecessor's address).
+    pub async fn start_on(config: Config, addr: std::net::SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(tributary_server::serve(config, listener, async {
