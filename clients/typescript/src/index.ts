@@ -1,0 +1,16 @@
+export { createClient, type ClientOptions, type TributaryClient } from "./client.js";
+export {
+  follow,
+  type Change,
+  type ChangeHeader,
+  type FollowOptions,
+  type Handler,
+  type KeyFilterOption,
+  type TranslatorOption,
+} from "./follow.js";
+export { Position, type PartitionOffsetInit, type PartitionOffsetValue } from "./position.js";
+export { FileStore, MemoryStore, type Store } from "./store.js";
+export { Code, TributaryError, codeName, toTributaryError, type FieldViolation, type OffsetsKind } from "./errors.js";
+export * from "./gen/tributary/v1/gateway_pb.js";
+export * from "./gen/tributary/v1/subscriptions_pb.js";
+export * from "./gen/tributary/v1/translators_pb.js";

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs (when needed), checks the generated code is current, type-checks and runs the tests of
+# the TypeScript client against the real gateway binary and a real Kafka.
+#
+#   TRIBUTARY_BIN=target/debug/tributary TRIBUTARY_TEST_BOOTSTRAP=127.0.0.1:9092 clients/typescript/test.sh
+set -euo pipefail
+cd "$(dirname "$0")"
+here=$(pwd)
+repo=$(cd ../.. && pwd)
+
+# npm ci only when node_modules is missing or was installed from another package-lock.json.
+stamp=node_modules/.tributary-lock.sha256
+want=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+  npm ci --no-audit --no-fund
+  echo "$want" > "$stamp"
+fi
+
+# The committed src/gen must be what the protos generate.
+gen=$(mktemp -d)
+trap 'rm -rf "$gen"' EXIT
+bash scripts/generate.sh "$gen"
+if ! diff -r "$gen" src/gen > "$gen.diff" 2>&1; then
+  cat "$gen.diff" >&2
+  rm -f "$gen.diff"
+  echo "test.sh: src/gen is stale: the protos changed; run 'npm run generate' in clients/typescript and commit src/gen" >&2
+  exit 1
+fi
+rm -f "$gen.diff"
+
+npx --no-install tsc --noEmit
+
+export TRIBUTARY_BIN=${TRIBUTARY_BIN:-$repo/target/debug/tributary}
+if [[ ! -x $TRIBUTARY_BIN ]]; then
+  echo "test.sh: no gateway binary at $TRIBUTARY_BIN (build it, or set TRIBUTARY_BIN)" >&2
+  exit 1
+fi
+export TRIBUTARY_TEST_BOOTSTRAP=${TRIBUTARY_TEST_BOOTSTRAP:-127.0.0.1:9092}
+if [[ ! -f $repo/translators/dist/field-mapper.wasm ]]; then
+  echo "test.sh: translators/dist/field-mapper.wasm is missing: run scripts/build-translators.sh" >&2
+  exit 1
+fi
+
+cd "$here"
+node --import tsx --test --test-concurrency=1 --test-timeout=120000 test/*.test.ts
