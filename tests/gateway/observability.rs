@@ -114,4 +114,117 @@ async fn metrics_follow_what_the_gateway_does() {
             ) >= 1.0
     })
     .await;
+
+    // A stalled subscriber: it never reads, so its lag grows as A writes.
+    let behind = |m: &str| {
+        metric(m, "tributary_stream_lag_records_bucket", &[("le", "+Inf")])
+            - metric(m, "tributary_stream_lag_records_bucket", &[("le", "100")])
+    };
+    let before = behind(&scrape(metrics_addr).await);
+    let from = vec![pb::PartitionOffset { topic: topic.clone(), partition: 0, offset: 0 }];
+    let stalled = client.subscribe(pb::SubscribeRequest { from_offsets: from, ..Default::default() }).await.unwrap();
+    // More than HTTP/2 flow control and the socket buffers hold for a client that reads nothing.
+    let big = "x".repeat(10_000);
+    let records: Vec<Out> =
+        (0..2000).map(|i| Out { partition: Some(0), ..Out::kv(&format!("big{i}"), Some(&big)) }).collect();
+    produce(&topic, &records);
+    eventually(metrics_addr, "the stalled stream is sampled more than 100 records behind", |m| {
+        behind(m) >= before + 2.0
+    })
+    .await;
+    drop(stalled);
+
+    // A durable subscription started at offset 0: its committed lag is the whole topic, until
+    // it commits the end.
+    let name = unique_topic("metrics-sub");
+    let from: Vec<_> = (0..2).map(|p| pb::PartitionOffset { topic: topic.clone(), partition: p, offset: 0 }).collect();
+    let named = pb::SubscribeRequest { from_offsets: from, subscription_name: name.clone(), ..Default::default() };
+    let named = client.subscribe(named).await.unwrap();
+    let lag = [("subscription", name.as_str())];
+    let total: i64 = ends(&topic).values().sum();
+    eventually(metrics_addr, "the committed lag is every record", |m| {
+        metric(m, "tributary_subscription_committed_lag_records", &lag) == total as f64
+    })
+    .await;
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", gateway.addr)).unwrap().connect().await.unwrap();
+    let mut subscriptions = pb::subscriptions_client::SubscriptionsClient::new(channel.clone());
+    let end =
+        ends(&topic).into_iter().map(|((topic, partition), offset)| pb::PartitionOffset { topic, partition, offset });
+    subscriptions.commit(pb::CommitRequest { name: name.clone(), offsets: end.collect() }).await.unwrap();
+    eventually(metrics_addr, "the committed lag is 0 after committing the end", |m| {
+        metric(m, "tributary_subscription_committed_lag_records", &lag) == 0.0
+    })
+    .await;
+    drop(named);
+
+    // A failing translator counts under its reason.
+    let mut translators = pb::translators_client::TranslatorsClient::new(channel);
+    let panic = std::fs::read(repo_root().join("translators/dist/panic.wasm")).expect("scripts/build-translators.sh");
+    crate::translators::upload_bytes(&mut translators, "metrics-panic", &panic).await.unwrap();
+    let translator = Some(pb::TranslatorRef { name: "metrics-panic".into(), ..Default::default() });
+    let request = pb::GetSnapshotRequest { topics: vec![topic.clone()], translator, ..Default::default() };
+    let status = match client.get_snapshot(request).await {
+        Ok(mut s) => loop {
+            match s.get_mut().message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("a panicking translator produced a snapshot"),
+                Err(status) => break status,
+            }
+        },
+        Err(status) => status,
+    };
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    eventually(metrics_addr, "the trap counted under its translator and reason", |m| {
+        metric(m, "tributary_translator_errors_total", &[("translator", "metrics-panic"), ("reason", "trap")]) >= 1.0
+    })
+    .await;
+
+    // Every metric the shipped Grafana dashboard and alert rules query exists on this gateway.
+    let text = scrape(metrics_addr).await;
+    let exported: std::collections::BTreeSet<&str> =
+        text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
+    let dashboard = std::fs::read_to_string(repo_root().join("ops/grafana/tributary.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    let mut exprs = Vec::new();
+    collect_exprs(&dashboard, &mut exprs);
+    assert!(exprs.len() >= 10, "the dashboard has panels with queries");
+    let alerts = std::fs::read_to_string(repo_root().join("ops/prometheus/alerts.yml")).unwrap();
+    let rules: Vec<String> =
+        alerts.lines().filter_map(|l| l.trim().strip_prefix("expr:")).map(str::to_string).collect();
+    assert!(rules.len() >= 5 && rules.iter().all(|r| r.contains("tributary_")), "one-line rule expressions");
+    exprs.extend(rules);
+    let mut missing = std::collections::BTreeSet::new();
+    for expr in &exprs {
+        for name in metric_names(expr) {
+            if !exported.contains(name.as_str()) {
+                missing.insert(name);
+            }
+        }
+    }
+    assert!(missing.is_empty(), "queried but not exported: {missing:?}");
+}
+
+/// Every `expr` string in a Grafana dashboard.
+fn collect_exprs(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("expr", serde_json::Value::String(e)) => out.push(e.clone()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
+}
+
+/// The `tributary_*` series names a PromQL expression reads.
+fn metric_names(expr: &str) -> Vec<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("tributary_"))
+        .map(str::to_string)
+        .collect()
 }

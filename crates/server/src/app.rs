@@ -22,7 +22,7 @@ use tributary_kafka::{ingest::Ingest, GroupPositions, Kafka};
 use tributary_wasm::{Host, Registry};
 
 use crate::{
-    api::{subscriptions::Durable, GatewayService, SubscriptionsService, TranslatorsService},
+    api::{lag::StreamLags, subscriptions::Durable, GatewayService, SubscriptionsService, TranslatorsService},
     auth::Auth,
     config::Config,
     connections, pb, telemetry,
@@ -151,15 +151,12 @@ impl App {
         let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| Error::Internal(e.to_string()))?;
 
         let durable = Durable::new(positions, view.clone(), shared.watermarks.clone());
-        let gateway = pb::gateway_server::GatewayServer::new(GatewayService::new(
-            view,
-            shared,
-            registry.clone(),
-            tasks.clone(),
-            durable.clone(),
-            auth.clone(),
-            buffers,
-        ))
+        let lags = StreamLags::default();
+        tokio::spawn(telemetry::lags(durable.clone(), lags.clone(), token.clone()));
+        let gateway = pb::gateway_server::GatewayServer::new(
+            GatewayService::new(view, shared, registry.clone(), tasks.clone(), durable.clone(), auth.clone(), buffers)
+                .with_lags(lags),
+        )
         .max_decoding_message_size(config.limits.max_request_bytes);
         let subscriptions =
             pb::subscriptions_server::SubscriptionsServer::new(SubscriptionsService::new(durable, auth.clone()))

@@ -28,6 +28,9 @@ pub struct MetricsConfig {
 /// Buckets of the latency histograms, in seconds.
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
+/// Buckets of the stream lag histogram, in records behind the view's head.
+const LAG_BUCKETS: &[f64] = &[0.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0, 1_000_000.0, 10_000_000.0];
+
 /// Installs the exporter and its listener once per process (later calls, e.g. a second gateway
 /// in the same test process, share it).
 pub fn install(listen: SocketAddr) -> Result<(), String> {
@@ -36,6 +39,7 @@ pub fn install(listen: SocketAddr) -> Result<(), String> {
         PrometheusBuilder::new()
             .with_http_listener(listen)
             .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), LATENCY_BUCKETS)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full("tributary_stream_lag_records".into()), LAG_BUCKETS))
             .and_then(|b| b.install())
             .map(|()| listen)
             .map_err(|e| format!("metrics listener on {listen}: {e}"))
@@ -93,6 +97,16 @@ fn describe() {
         Unit::Seconds,
         "Duration of gRPC calls (streams: until they end), by method."
     );
+    describe_gauge!(
+        "tributary_subscription_committed_lag_records",
+        Unit::Count,
+        "Records between a durable subscription's committed position and the view's head."
+    );
+    describe_histogram!(
+        "tributary_stream_lag_records",
+        Unit::Count,
+        "Records between the view's head and each open Subscribe stream's last progress taken by its client, sampled every second."
+    );
     describe_counter!("tributary_translator_calls_total", Unit::Count, "Translator calls (batches), by translator.");
     describe_counter!("tributary_translator_records_total", Unit::Count, "Records passed to translators.");
     describe_counter!(
@@ -105,6 +119,23 @@ fn describe() {
         Unit::Seconds,
         "Duration of one translator call."
     );
+}
+
+/// Samples the lag of every open Subscribe stream and sets the committed lag of durable
+/// subscriptions, every second until `shutdown`.
+pub async fn lags(
+    durable: Arc<crate::api::subscriptions::Durable>,
+    streams: crate::api::lag::StreamLags,
+    shutdown: CancellationToken,
+) {
+    loop {
+        durable.record_committed_lag();
+        streams.sample();
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// Sets the gauges no event updates, every second until `shutdown`.

@@ -25,6 +25,7 @@ use crate::{
     api::{
         chunker::Chunker,
         convert,
+        lag::StreamLags,
         status::status,
         subscriptions::{self, Durable},
     },
@@ -51,6 +52,8 @@ pub struct GatewayService {
     durable: Arc<Durable>,
     /// Who may read which topics and use which translators.
     auth: Arc<Auth>,
+    /// Where each open Subscribe stream's client stands.
+    lags: StreamLags,
 }
 
 impl GatewayService {
@@ -64,7 +67,13 @@ impl GatewayService {
         buffers: buffer::Budget,
     ) -> Self {
         let streams = Arc::new(Semaphore::new(shared.limits.max_streams));
-        Self { view, shared, registry, streams, buffers, tasks, durable, auth }
+        Self { view, shared, registry, streams, buffers, tasks, durable, auth, lags: StreamLags::default() }
+    }
+
+    /// Registers every Subscribe stream's delivered position in `lags` (sampled into metrics).
+    pub fn with_lags(mut self, lags: StreamLags) -> Self {
+        self.lags = lags;
+        self
     }
 
     /// Resolves the request's translator, instantiating it (and calling `init`) if no other
@@ -212,6 +221,7 @@ impl GatewayService {
                 (stop, Some(hold))
             }
         };
+        let registration = self.lags.register(&cursors);
         let subscription = Subscription { topics: plan.topics, cursors, filter, max_batch_records, translation, stop };
         let (tx, rx) = buffer::channel(limits.stream_buffer_messages, limits.stream_buffer_bytes, &self.buffers);
         let shared = self.shared.clone();
@@ -228,6 +238,9 @@ impl GatewayService {
                 if let Ok(subscribe::Event::Records(records)) = &event {
                     metrics::counter!("tributary_records_delivered_total", "kind" => "subscribe")
                         .increment(records.len() as u64);
+                }
+                if let Ok(subscribe::Event::Progress(p)) = &event {
+                    registration.delivered.progressed(&p.offsets);
                 }
                 if let (Some((durable, name, stamp, busy)), Ok(subscribe::Event::Progress(p))) = (&auto, &event) {
                     // Everything before this progress has been handed to the client.

@@ -4,6 +4,7 @@
 //! - [`subscriptions`]: `tributary.v1.Subscriptions` (Commit, List, Describe, Delete) and named
 //!   `Subscribe` streams: positions in Kafka, one stream per name.
 //! - [`translators`]: `tributary.v1.Translators` (Upload, List, Describe, Delete).
+//! - [`lag`]: how far behind the view's head each Subscribe stream's client is.
 //! - [`convert`]: every mapping between protobuf messages and the core's types.
 //! - [`chunker`]: packs snapshot entries into chunks under an encoded-size bound.
 //! - [`status`]: the core's error as a gRPC status with details.
@@ -11,6 +12,7 @@
 pub mod chunker;
 pub mod convert;
 pub mod gateway;
+pub mod lag;
 pub mod status;
 pub mod subscriptions;
 pub mod translators;

@@ -45,7 +45,13 @@ pub struct Durable {
     /// Name → the stream that holds it on this gateway (its id and its stop signal).
     active: DashMap<String, (u64, Stop)>,
     next_id: AtomicU64,
+    /// Name → the position last committed through this gateway, for the committed-lag metric
+    /// (at most `LAG_SERIES` names, so the metric's series stay bounded).
+    committed_here: DashMap<String, Vec<PartitionOffset>>,
 }
+
+/// Subscriptions whose committed lag one gateway reports.
+const LAG_SERIES: usize = 1000;
 
 /// A stream's hold on its subscription's name, released when the stream ends (unless a newer
 /// stream has taken the name since).
@@ -93,7 +99,14 @@ fn describe_translator(stamp: &Stamp) -> String {
 
 impl Durable {
     pub fn new(positions: Arc<dyn Positions>, view: Arc<View>, watermarks: Arc<WatermarkCache>) -> Arc<Self> {
-        Arc::new(Self { positions, view, watermarks, active: DashMap::new(), next_id: AtomicU64::new(1) })
+        Arc::new(Self {
+            positions,
+            view,
+            watermarks,
+            active: DashMap::new(),
+            next_id: AtomicU64::new(1),
+            committed_here: DashMap::new(),
+        })
     }
 
     /// Runs a blocking call of the positions port off the async threads.
@@ -183,8 +196,29 @@ impl Durable {
 
     async fn commit_stamped(&self, name: &str, offsets: Vec<PartitionOffset>, stamp: Stamp) -> Result<(), Error> {
         let stamp = Stamp { committed_at_ms: now_ms(), ..stamp };
-        let owned = name.to_string();
-        self.call(move |p| p.commit(&owned, &offsets, &stamp)).await
+        let (owned, kept) = (name.to_string(), offsets.clone());
+        self.call(move |p| p.commit(&owned, &offsets, &stamp)).await?;
+        if self.committed_here.len() < LAG_SERIES || self.committed_here.contains_key(name) {
+            self.committed_here.insert(name.to_string(), kept);
+        }
+        Ok(())
+    }
+
+    /// Sets `tributary_subscription_committed_lag_records` for every subscription committed
+    /// through this gateway: records between its committed position and the view's head.
+    pub fn record_committed_lag(&self) {
+        for entry in self.committed_here.iter() {
+            let lag: i64 = entry
+                .value()
+                .iter()
+                .filter_map(|o| {
+                    let shard = self.view.topic(&o.topic).ok()?.shard(o.partition)?;
+                    Some((shard.next_offset() - o.offset).max(0))
+                })
+                .sum();
+            metrics::gauge!("tributary_subscription_committed_lag_records", "subscription" => entry.key().clone())
+                .set(lag as f64);
+        }
     }
 
     /// Commits what B applied: offsets of the subscription's topics, within the retained range.
@@ -277,6 +311,10 @@ impl Durable {
         check_name(name, "name")?;
         if let Some((_, (_, stop))) = self.active.remove(name) {
             stop.stop(name, "was deleted");
+        }
+        if self.committed_here.remove(name).is_some() {
+            metrics::gauge!("tributary_subscription_committed_lag_records", "subscription" => name.to_string())
+                .set(0.0);
         }
         let owned = name.to_string();
         match self.call(move |p| p.delete(&owned)).await? {
