@@ -2,6 +2,7 @@
 # Builds B's example translators and the gateway's test fixtures into translators/dist/:
 #
 #   identity.wasm field-mapper.wasm filter.wasm js-uppercase.wasm      examples (components)
+#   x-model.wasm                                                       the main demo's (scripts/demo.sh)
 #   busy-loop.wasm memory-bomb.wasm panic.wasm huge-output.wasm        fixtures (components)
 #   error-value.wasm wrong-world.wasm
 #   core-module.wasm garbage.bin                                       fixtures (not components)
@@ -72,6 +73,7 @@ rust_artifacts=(
     translator_identity:identity
     translator_field_mapper:field-mapper
     translator_filter:filter
+    translator_x_model:x-model
     fixture_busy_loop:busy-loop
     fixture_memory_bomb:memory-bomb
     fixture_panic:panic
@@ -126,7 +128,7 @@ fi
 expected_exports='export init: func(config: string) -> result<_, string>;
 export translate: func(batch: list<source-record>) -> result<list<outcome>, string>;'
 
-components=(identity field-mapper filter js-uppercase busy-loop memory-bomb panic huge-output
+components=(identity field-mapper filter x-model js-uppercase busy-loop memory-bomb panic huge-output
     error-value wrong-world)
 for name in "${components[@]}"; do
     file="$dist/$name.wasm"

@@ -18,8 +18,8 @@ cargo fmt --all -- --check
 step "Crate boundaries (scripts/check-deps.sh)"
 scripts/check-deps.sh
 
-step "shellcheck scripts/ .ci/run"
-shellcheck scripts/*.sh .ci/run
+step "shellcheck scripts/, the clients' and the demo's scripts, .ci/run"
+shellcheck scripts/*.sh clients/*/test.sh clients/*/generate.sh clients/typescript/scripts/*.sh demo/*.sh .ci/run
 
 step "buf lint and buf breaking (against the previous commit) on proto/"
 (cd proto && buf lint)
@@ -50,13 +50,33 @@ cargo test --workspace --lib --tests -- --test-threads 2 2>&1 | tee -a "$log"
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1) } }
      END { printf "rust: %d passed, %d failed\n", p, f }' "$log"
 
-step "Quickstart demo smoke test"
-out=$(DEMO_SECONDS=8 TRIBUTARY_LISTEN=127.0.0.1:50151 scripts/demo.sh 2>&1) || { echo "$out"; exit 1; }
-if ! grep -q '^B snapshot: ' <<<"$out" || ! grep -q '^B live: ' <<<"$out"; then
+# The clients run against the gateway binary cargo test just built, and the same Kafka.
+export TRIBUTARY_BIN="$PWD/target/debug/tributary"
+clients_log=$(mktemp)
+for client in python go typescript; do
+  step "Client: clients/$client/test.sh"
+  "clients/$client/test.sh" 2>&1 | tee -a "$clients_log"
+done
+# One count per client suite, in the form each runner prints.
+python_passed=$(grep -E '^=+ .*[0-9]+ passed' "$clients_log" | tail -1 | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+')
+go_passed=$(sed -n 's/^go client: \([0-9]*\) passed.*/\1/p' "$clients_log" | tail -1)
+ts_passed=$(sed -n 's/^. pass \([0-9]*\)$/\1/p' "$clients_log" | tail -1)
+echo "clients: python ${python_passed:-?}, go ${go_passed:-?}, typescript ${ts_passed:-?} passed (rust: in the cargo run above)"
+
+step "Quickstart demo smoke test (scripts/demo.sh, then scripts/demo-check.sh)"
+# X's output when not on a terminal: one snapshot line, then a line per live change.
+out=$(DEMO_FRESH=1 DEMO_SECONDS=8 TRIBUTARY_LISTEN=127.0.0.1:50151 scripts/demo.sh 2>&1) || { echo "$out"; exit 1; }
+if [ "$(grep -c '^X snapshot: ' <<<"$out")" != 1 ] ||
+  ! awk '/^X snapshot: /{s=1} s && /^X live: /{live=1} END{exit !live}' <<<"$out"; then
   echo "$out"
   echo "the demo did not show a snapshot followed by live changes" >&2
   exit 1
 fi
-echo "demo: $(grep -c '^B live: ' <<<"$out") live changes after the snapshot"
+echo "demo: $(grep -c '^X live: ' <<<"$out") live changes after the snapshot"
+# The same scenario as a proof: X and the gateway restarted mid-stream, X's model equal to a
+# rebuild from Kafka.
+TRIBUTARY_LISTEN=127.0.0.1:50152 scripts/demo-check.sh
 echo "all tests passed"
-awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i) ~ /^passed/) p += $(i-1) } END { printf "%d passed, 0 failed\n", p + 1 }' "$log"
+clients=$((${python_passed:-0} + ${go_passed:-0} + ${ts_passed:-0}))
+awk -v clients="$clients" '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i) ~ /^passed/) p += $(i-1) }
+  END { printf "%d passed, 0 failed\n", p + clients + 2 }' "$log"
