@@ -228,3 +228,59 @@ fn metric_names(expr: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Named events count every time and log once per quiet period, as JSON lines with their event
+/// name; calls log in their span with the method.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_count_every_time_and_log_once_as_json() {
+    let topic = unique_topic("events");
+    create_topic(&topic, 1).await;
+    let dir = scratch_dir("events");
+    let tokens = dir.join("tokens.toml");
+    let sha = tributary_server::sha256_hex(b"a-token");
+    std::fs::write(&tokens, format!("[[token]]\nidentity = \"b\"\nsha256 = \"{sha}\"\n")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (listen, tokens_file) = (metrics_addr.to_string(), tokens.display().to_string());
+    let env = [
+        ("TRIBUTARY__METRICS__LISTEN", listen.as_str()),
+        ("TRIBUTARY__AUTH__TOKENS_FILE", tokens_file.as_str()),
+        ("TRIBUTARY__AUTH__RELOAD_INTERVAL_MS", "100"),
+        ("TRIBUTARY_LOG_FORMAT", "json"),
+        ("RUST_LOG", "info,tributary_server::connections=debug"),
+    ];
+    let log = dir.join("gateway.log");
+    let gateway = Process::spawn_logging_to(&[&topic], &env, std::fs::File::create(&log).unwrap().into()).await;
+    let mut client = connect(gateway.addr).await;
+    client.describe_topics(pb::DescribeTopicsRequest { topics: vec![topic.clone()] }).await.unwrap();
+
+    // Three broken versions of the tokens file, each read and refused within the quiet period.
+    for attempt in 1..=3 {
+        std::fs::write(&tokens, format!("this is not TOML {attempt} [[[")).unwrap();
+        eventually(metrics_addr, "the failed reload counted", |m| {
+            metric(m, "tributary_events_total", &[("event", "auth_reload_failed")]) == attempt as f64
+        })
+        .await;
+    }
+    drop(gateway);
+
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+        .collect();
+    let field = |l: &serde_json::Value, f: &str| l["fields"][f].as_str().map(str::to_string);
+    let reloads: Vec<_> = lines.iter().filter(|l| field(l, "event").as_deref() == Some("auth_reload_failed")).collect();
+    assert_eq!(reloads.len(), 1, "logged once in its quiet period: {reloads:?}");
+    assert_eq!(field(reloads[0], "file").as_deref(), Some("auth.tokens_file"));
+    assert_eq!(reloads[0]["level"], "WARN");
+    let call = lines
+        .iter()
+        .find(|l| {
+            field(l, "message").as_deref() == Some("call ended")
+                && l["span"]["name"] == "call"
+                && l["span"]["method"] == "tributary.v1.Gateway/DescribeTopics"
+        })
+        .expect("the DescribeTopics call's end is logged in its span");
+    assert_eq!(field(call, "code").as_deref(), Some("Ok"));
+}

@@ -13,8 +13,17 @@ mod translator;
 #[derive(Parser)]
 #[command(version, about = "A gRPC gateway that lets one system follow another system's state through Kafka")]
 struct Cli {
+    /// Log lines as text, or as one JSON object per line (with the event, span and call fields).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TRIBUTARY_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -111,11 +120,15 @@ pub(crate) enum SubscriptionCommand {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // Logs go to stderr, filtered by RUST_LOG (default info).
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().with_current_span(true).with_span_list(true).init(),
+    }
     match cli.command {
         Command::Serve { config, listen, bootstrap_servers, topics } => {
             let overrides = Overrides {

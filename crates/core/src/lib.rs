@@ -33,9 +33,9 @@
 
 pub mod buffer;
 pub mod error;
+pub mod events;
 pub mod filter;
 pub mod limits;
-pub mod logging;
 pub mod positions;
 pub mod record;
 pub mod snapshot;

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     error::Error,
-    logging::ErrorLog,
+    events,
     source::{self, Log, Partition, Watermarks},
     view::View,
 };
@@ -80,7 +80,6 @@ impl WatermarkCache {
     /// Refreshes when asked, and every `period` to keep [`Self::reachable`] current, until
     /// `shutdown`.
     pub async fn run(self: Arc<Self>, period: Duration, shutdown: CancellationToken) {
-        let mut errors = ErrorLog::new("kafka watermarks");
         loop {
             // Until the first answer, ask often: health reports Kafka unreachable until then.
             let wait = if self.lock().fetched.is_none() { period.min(FIRST_ANSWER_RETRY) } else { period };
@@ -129,7 +128,7 @@ impl WatermarkCache {
                     self.finished.send_modify(|n| *n += 1);
                 }
                 Err(e) => {
-                    errors.log(&e.to_string());
+                    events::emit(&events::KafkaWatermarksError { error: e.to_string() });
                     self.finish_failed(e.to_string());
                 }
             }

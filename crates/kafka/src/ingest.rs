@@ -12,9 +12,9 @@ use rdkafka::{
     message::{Headers, Message},
 };
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{info, Instrument};
 use tributary_core::{
-    logging::ErrorLog,
+    events,
     view::{Shard, TopicView, View},
     Error, Limits, Record,
 };
@@ -71,10 +71,14 @@ impl Ingest {
         // shutdown (a runtime shutting down waits for its blocking threads).
         let shutdown = shutdown.child_token();
         let _stop_on_drop = shutdown.clone().drop_guard();
-        let refresher = tokio::spawn(refresh_partitions(consumer.clone(), view.clone(), refresh, shutdown.clone()));
-        let polling = tokio::task::spawn_blocking(move || poll_loop(&consumer, &view, &limits, &shutdown));
+        let refresher = tokio::spawn(
+            refresh_partitions(consumer.clone(), view.clone(), refresh, shutdown.clone()).in_current_span(),
+        );
+        let span = tracing::Span::current();
+        let polling =
+            tokio::task::spawn_blocking(move || span.in_scope(|| poll_loop(&consumer, &view, &limits, &shutdown)));
         if let Err(e) = polling.await {
-            warn!(error = %e, "ingest poll loop ended abnormally");
+            events::emit(&events::IngestStoppedAbnormally { error: e.to_string() });
         }
         let _ = refresher.await;
         info!("ingest stopped");
@@ -101,7 +105,11 @@ async fn assign_at_start(consumer: &Arc<BaseConsumer>, view: &Arc<View>, shutdow
             }
             Err(e) => {
                 // Every attempt is logged: at start nothing else tells the operator what is wrong.
-                warn!(error = %e, attempt, retry_in = ?backoff, "cannot start ingest yet; retrying");
+                events::emit(&events::IngestStartRetry {
+                    error: e.to_string(),
+                    attempt,
+                    retry_in: format!("{backoff:?}"),
+                });
             }
         }
         tokio::select! {
@@ -120,18 +128,17 @@ fn poll_loop(consumer: &BaseConsumer, view: &View, limits: &Limits, shutdown: &C
     let mut last_log = (Instant::now(), 0u64);
     let mut next_sync = Instant::now();
     let mut applied: u64 = 0;
-    let mut errors = ErrorLog::default();
     let mut batch = Batch::default();
     while !shutdown.is_cancelled() {
         match consumer.poll(POLL_WAIT) {
             Some(Ok(m)) => batch.push(view, &m),
-            Some(Err(e)) => errors.log(&e.to_string()),
+            Some(Err(e)) => events::emit(&events::KafkaIngestError { error: e.to_string() }),
             None => {}
         }
         while batch.len < MAX_BATCH {
             match consumer.poll(Duration::ZERO) {
                 Some(Ok(m)) => batch.push(view, &m),
-                Some(Err(e)) => errors.log(&e.to_string()),
+                Some(Err(e)) => events::emit(&events::KafkaIngestError { error: e.to_string() }),
                 None => break,
             }
         }
@@ -171,7 +178,7 @@ async fn refresh_partitions(
     refresh: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut errors = ErrorLog::default();
+    let refresh_failed = |error: String| events::emit(&events::KafkaPartitionsRefreshError { error });
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -180,8 +187,8 @@ async fn refresh_partitions(
         let (consumer, view) = (consumer.clone(), view.clone());
         match tokio::task::spawn_blocking(move || add_new_partitions(&*consumer, &view, false)).await {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => errors.log(&e.to_string()),
-            Err(e) => errors.log(&e.to_string()),
+            Ok(Err(e)) => refresh_failed(e.to_string()),
+            Err(e) => refresh_failed(e.to_string()),
         }
     }
 }

@@ -16,8 +16,8 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{info, warn};
-use tributary_core::{positions::Positions, subscribe::Shared, view::View, watermarks::WatermarkCache, Error};
+use tracing::{info, Instrument};
+use tributary_core::{events, positions::Positions, subscribe::Shared, view::View, watermarks::WatermarkCache, Error};
 use tributary_kafka::{ingest::Ingest, GroupPositions, Kafka};
 use tributary_wasm::{Host, Registry};
 
@@ -80,9 +80,9 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
         let Self { config, view, ingest, shared, registry, positions, shutdown: token, tasks } = self;
-        tasks.spawn(ingest.run(token.clone()));
+        tasks.spawn(ingest.run(token.clone()).instrument(tracing::info_span!("ingest")));
         let period = Duration::from_millis(config.kafka.metadata_refresh_ms);
-        tasks.spawn(shared.watermarks.clone().run(period, token.clone()));
+        tasks.spawn(shared.watermarks.clone().run(period, token.clone()).instrument(tracing::info_span!("watermarks")));
 
         if let Some(listen) = config.metrics.listen {
             telemetry::install(listen).map_err(|e| Error::invalid("metrics.listen", e))?;
@@ -96,16 +96,16 @@ impl App {
             token.clone(),
         ));
         let auth = Auth::load(&config.auth).map_err(|e| Error::invalid("auth", e))?;
-        tokio::spawn(auth.clone().watch(token.clone()));
+        tokio::spawn(auth.clone().watch(token.clone()).instrument(tracing::info_span!("auth")));
         let tls = match config.tls.enabled() {
             true => {
                 let tls = Tls::load(&config.tls).map_err(|e| Error::invalid("tls", e))?;
-                tokio::spawn(tls.clone().watch(token.clone()));
+                tokio::spawn(tls.clone().watch(token.clone()).instrument(tracing::info_span!("tls")));
                 info!(mutual = config.tls.client_ca_file.is_some(), "serving TLS");
                 Some(tls)
             }
             false if !config.listen.ip().is_loopback() => {
-                warn!(listen = %config.listen, "serving PLAIN TCP on a non-loopback address (allow_plaintext): anyone who reaches this port can read every exposed topic");
+                events::emit(&events::PlaintextOnNetwork { listen: config.listen.to_string() });
                 None
             }
             false => None,
@@ -210,7 +210,7 @@ impl App {
                 match tokio::time::timeout_at(at, &mut server).await {
                     Ok(r) => r.map_err(|e| Error::Internal(format!("grpc server: {e}"))),
                     Err(_) => {
-                        warn!("in-flight calls did not finish within {DRAIN:?}; stopping anyway");
+                        events::emit(&events::DrainTimeout { what: "in-flight calls", open: 0 });
                         Ok(())
                     }
                 }
@@ -222,7 +222,7 @@ impl App {
         tasks.close();
         let deadline = deadline.unwrap_or_else(|| Instant::now() + DRAIN);
         if tokio::time::timeout_at(deadline, tasks.wait()).await.is_err() {
-            warn!(open = tasks.len(), "stream tasks still running at the drain deadline; stopping anyway");
+            events::emit(&events::DrainTimeout { what: "stream tasks", open: tasks.len() });
         }
         result
     }

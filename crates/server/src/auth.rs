@@ -26,8 +26,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
-use tributary_core::Error;
+use tracing::info;
+use tributary_core::{events, Error};
 
 use crate::{
     connections::ConnectionInfo,
@@ -293,7 +293,7 @@ impl Auth {
                     *self.jwt_keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
                     info!("auth.jwt keys reloaded");
                 }
-                Err(e) => warn!(error = %e, "auth.jwt keys not reloaded; the previous keys stay in use"),
+                Err(e) => events::emit(&events::AuthReloadFailed { file: "auth.jwt", error: e.to_string() }),
             }
         }
         if now[0] != loaded[0] {
@@ -302,7 +302,7 @@ impl Auth {
                     *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = tokens;
                     info!("auth.tokens_file reloaded");
                 }
-                Err(e) => warn!(error = %e, "auth.tokens_file not reloaded; the previous tokens stay in use"),
+                Err(e) => events::emit(&events::AuthReloadFailed { file: "auth.tokens_file", error: e.to_string() }),
             }
         }
         if now[1] != loaded[1] {
@@ -311,7 +311,7 @@ impl Auth {
                     *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
                     info!("auth.policy_file reloaded");
                 }
-                Err(e) => warn!(error = %e, "auth.policy_file not reloaded; the previous policy stays in use"),
+                Err(e) => events::emit(&events::AuthReloadFailed { file: "auth.policy_file", error: e.to_string() }),
             }
         }
         *loaded = now;

@@ -26,13 +26,13 @@ use tokio::{
     time::{Instant, Sleep},
 };
 use tonic::transport::server::{Connected, TcpConnectInfo};
+use tracing::Instrument;
 
 use crate::{
     auth::Auth,
     tls::{certificate_identity, Tls},
 };
-use tracing::warn;
-use tributary_core::logging::ErrorLog;
+use tributary_core::events;
 
 /// Bytes of the HTTP/2 client preface (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`).
 const PREFACE_BYTES: usize = 24;
@@ -194,11 +194,17 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let guard = request.extensions().get::<ConnectionInfo>().map(|info| CallGuard::open(info.calls.clone()));
         let mut record = CallRecord::new(request.uri().path());
+        let peer = request.extensions().get::<ConnectionInfo>().and_then(|info| info.tcp.remote_addr());
+        // Everything the call does is in its span: its log lines, its stream's task.
+        let span = tracing::info_span!("call", method = record.method, peer = ?peer);
+        record.span = span.clone();
+        let _entered = span.enter();
         if let Some(refused) = self.auth.admit(&mut request) {
             record.code = grpc_status(refused.headers());
             return async move { Ok(refused) }.boxed();
         }
         let response = self.inner.call(request);
+        drop(_entered);
         async move {
             let response = response.await?;
             // A status in the headers is a trailers-only response: the call failed at once.
@@ -206,6 +212,7 @@ where
             // The call lasts as long as its response body: a stream ends when its body does.
             Ok(response.map(|body| tonic::body::Body::new(GuardedBody { body, _guard: guard, record })))
         }
+        .instrument(span)
         .boxed()
     }
 }
@@ -220,11 +227,13 @@ struct CallRecord {
     method: &'static str,
     started: std::time::Instant,
     code: Option<i32>,
+    /// The call's span: its stream's work and its end are logged in it.
+    span: tracing::Span,
 }
 
 impl CallRecord {
     fn new(path: &str) -> Self {
-        Self { method: method_label(path), started: std::time::Instant::now(), code: None }
+        Self { method: method_label(path), started: std::time::Instant::now(), code: None, span: tracing::Span::none() }
     }
 }
 
@@ -256,6 +265,8 @@ impl Drop for CallRecord {
     fn drop(&mut self) {
         // No status at all: the client went away first.
         let code = self.code.map_or(tonic::Code::Cancelled, tonic::Code::from_i32);
+        let _entered = self.span.enter();
+        tracing::debug!(code = ?code, seconds = self.started.elapsed().as_secs_f64(), "call ended");
         metrics::counter!("tributary_grpc_requests_total", "method" => self.method, "code" => format!("{code:?}"))
             .increment(1);
         metrics::histogram!("tributary_grpc_request_duration_seconds", "method" => self.method)
@@ -278,6 +289,7 @@ impl http_body::Body for GuardedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
+        let _entered = this.record.span.enter();
         let frame = Pin::new(&mut this.body).poll_frame(cx);
         if let Poll::Ready(Some(Ok(f))) = &frame {
             if let Some(code) = f.trailers_ref().and_then(grpc_status) {
@@ -386,8 +398,6 @@ pub fn incoming(
     let (tx, rx) = tokio::sync::mpsc::channel::<Connection>(64);
     tokio::spawn(async move {
         let slots = Arc::new(Semaphore::new(max));
-        let (mut errors, handshakes) =
-            (ErrorLog::new("listener"), Arc::new(Mutex::new(ErrorLog::new("tls handshake"))));
         loop {
             // At the cap, wait here: the kernel's backlog holds new connections meanwhile.
             let slot = tokio::select! {
@@ -401,13 +411,13 @@ pub fn incoming(
             let stream = match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
-                    errors.log(&format!("accepting a connection failed (retrying in {ACCEPT_BACKOFF:?}): {e}"));
+                    events::emit(&events::AcceptFailed { error: e.to_string() });
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             };
             if let Err(e) = stream.set_nodelay(true) {
-                warn!(error = %e, "cannot set TCP_NODELAY on a connection");
+                events::emit(&events::TcpNodelayFailed { error: e.to_string() });
             }
             let tcp = stream.connect_info();
             let connection = move |stream, certificate| Connection {
@@ -427,7 +437,7 @@ pub fn incoming(
                     }
                 }
                 Some(tls) => {
-                    let (acceptor, tx, handshakes) = (tls.acceptor(), tx.clone(), handshakes.clone());
+                    let (acceptor, tx) = (tls.acceptor(), tx.clone());
                     tokio::spawn(async move {
                         let failed = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                             Ok(Ok(stream)) => {
@@ -444,7 +454,7 @@ pub fn incoming(
                             Ok(Err(e)) => format!("TLS handshake failed: {e}"),
                             Err(_) => "no TLS handshake within limits.handshake_timeout_ms".to_string(),
                         };
-                        handshakes.lock().unwrap_or_else(|e| e.into_inner()).log(&failed);
+                        events::emit(&events::TlsHandshakeFailed { error: failed });
                     });
                 }
             }

@@ -14,8 +14,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
-use tributary_core::{buffer::Budget, view::View};
+use tracing::info;
+use tributary_core::{buffer::Budget, events, view::View};
 
 /// The `[metrics]` configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -51,7 +51,7 @@ pub fn install(listen: SocketAddr) -> Result<(), String> {
             Ok(())
         }
         Ok(at) => {
-            warn!(%listen, already = %at, "metrics are already served by this process elsewhere");
+            events::emit(&events::MetricsListenerConflict { listen: listen.to_string(), already: at.to_string() });
             Ok(())
         }
         Err(e) => Err(e.clone()),

@@ -21,7 +21,8 @@ use tokio_rustls::rustls::{
     RootCertStore,
 };
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
+use tributary_core::events;
 
 /// Whether a client must present a certificate (with `client_ca_file`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,7 +128,7 @@ impl Tls {
             Err(e) => {
                 // Retried at the next change only: a half-written file is common during rotation.
                 *loaded = now;
-                warn!(error = %e, "TLS certificates not reloaded; the previous ones stay in use");
+                events::emit(&events::TlsReloadFailed { error: e.to_string() });
             }
         }
     }

@@ -385,6 +385,11 @@ pub struct Process {
 
 impl Process {
     pub async fn spawn(topics: &[&str], extra_env: &[(&str, &str)]) -> Self {
+        Self::spawn_logging_to(topics, extra_env, Stdio::inherit()).await
+    }
+
+    /// Like [`Process::spawn`], with the gateway's log (stderr) going to `log`.
+    pub async fn spawn_logging_to(topics: &[&str], extra_env: &[(&str, &str)], log: Stdio) -> Self {
         let mut cmd = Command::new(binary());
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--bootstrap-servers", &bootstrap()]);
         for t in topics {
@@ -397,7 +402,7 @@ impl Process {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn tributary");
+        let mut child = cmd.stdout(Stdio::piped()).stderr(log).spawn().expect("spawn tributary");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let addr =

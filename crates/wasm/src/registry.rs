@@ -25,10 +25,10 @@ use std::{
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tracing::{error, info, warn};
+use tracing::info;
 use wasmtime::component::Component;
 
-use tributary_core::{translate::Translation, Error, TranslatorFailure};
+use tributary_core::{events, translate::Translation, Error, TranslatorFailure};
 
 use crate::{
     compile::{Cancel, CompileError},
@@ -197,13 +197,16 @@ impl Registry {
         };
         for (name, versions) in index.names {
             if let Err(problem) = check_name(&name) {
-                error!(%problem, "translator index entry skipped: its name is invalid");
+                events::emit(&events::TranslatorIndexInvalid { detail: format!("invalid name: {problem}") });
                 continue;
             }
             let mut kept = Vec::with_capacity(versions.len());
             for v in versions {
                 if v.digest.is_empty() || check_digest(&v.digest).is_err() {
-                    error!(name, digest = %v.digest.chars().take(80).collect::<String>(), "translator version skipped: its digest in the index is invalid");
+                    let digest: String = v.digest.chars().take(80).collect();
+                    events::emit(&events::TranslatorIndexInvalid {
+                        detail: format!("{name}: invalid digest {digest:?}"),
+                    });
                     continue;
                 }
                 if !registry.components.contains_key(&v.digest) && !registry.broken.contains_key(&v.digest) {
@@ -212,7 +215,11 @@ impl Registry {
                             registry.components.insert(v.digest.clone(), component);
                         }
                         Err(reason) => {
-                            error!(name, digest = v.digest, %reason, "translator version disabled until it is uploaded again");
+                            events::emit(&events::TranslatorVersionDisabled {
+                                name: name.clone(),
+                                digest: v.digest.clone(),
+                                reason: reason.clone(),
+                            });
                             registry.broken.insert(v.digest.clone(), reason);
                         }
                     }
@@ -244,16 +251,14 @@ impl Registry {
             Ok(file) => match unseal(&file) {
                 Some(compiled) => match self.host.deserialize(compiled) {
                     Some(component) => return Ok(component),
-                    None => warn!(digest, "compiled translator was written by another wasmtime build; recompiling"),
+                    None => recompiled(digest, "written by another wasmtime build".into()),
                 },
-                None => warn!(
-                    digest,
-                    path = %compiled_path.display(),
-                    "compiled translator fails its checksum (corrupt or truncated); recompiling it from the component"
-                ),
+                None => {
+                    recompiled(digest, format!("{} fails its checksum (corrupt or truncated)", compiled_path.display()))
+                }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => warn!(digest, error = %e, "compiled translator unreadable; recompiling"),
+            Err(e) => recompiled(digest, format!("unreadable: {e}")),
         }
         let path = self.component_path(digest);
         let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -265,7 +270,7 @@ impl Registry {
             .compile(&bytes, &Cancel::never())
             .map_err(|e| format!("the stored component does not compile: {e}"))?;
         if let Err(e) = write_atomic(&compiled_path, &seal(&compiled)) {
-            warn!(digest, error = %e, "could not store the compiled translator; it is compiled again at the next start");
+            events::emit(&events::TranslatorArtifactNotStored { digest: digest.to_string(), error: e.to_string() });
         }
         Ok(component)
     }
@@ -459,6 +464,11 @@ fn info_of(name: &str, versions: &[Version]) -> TranslatorInfo {
         name: name.to_string(),
         versions: versions.iter().enumerate().map(|(i, v)| version_info(name, i as u32 + 1, v)).collect(),
     }
+}
+
+/// A compiled artifact that cannot be used: it is compiled again from the component.
+fn recompiled(digest: &str, reason: String) {
+    events::emit(&events::TranslatorRecompiled { digest: digest.to_string(), reason });
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use tracing::debug;
 use super::{Cursor, Event, EventSender, Progress, Shared, Subscription};
 use crate::{
     error::Error,
-    logging::ErrorLog,
+    events,
     record::{Output, PartitionOffset, Record},
     source::{CatchUpReader, Position, Read},
     view::TailRead,
@@ -51,7 +51,6 @@ struct Runner<'a> {
     /// Cursor index per (topic, partition).
     index: HashMap<(Arc<str>, i32), usize>,
     catchup: Option<CatchUp>,
-    errors: ErrorLog,
     round_robin: usize,
     batch: Vec<Arc<Record>>,
     batch_bytes: usize,
@@ -74,7 +73,6 @@ impl<'a> Runner<'a> {
             shared,
             index,
             catchup: None,
-            errors: ErrorLog::default(),
             round_robin: 0,
             batch: Vec::new(),
             batch_bytes: 0,
@@ -243,7 +241,7 @@ impl<'a> Runner<'a> {
                     self.sub.cursors[at].behind = true;
                     if let Some(c) = &self.catchup {
                         if let Err(e) = c.reader.assign(&[position]) {
-                            self.errors.log(&e.to_string());
+                            events::emit(&events::KafkaCatchupError { error: e.to_string() });
                             self.catchup = None; // reopened with every behind cursor
                         }
                     }
@@ -297,7 +295,7 @@ impl<'a> Runner<'a> {
             self.catchup = None;
         } else if !switched.is_empty() {
             if let Err(e) = catchup.reader.unassign(&switched) {
-                self.errors.log(&e.to_string());
+                events::emit(&events::KafkaCatchupError { error: e.to_string() });
             }
         }
         Ok(())
@@ -319,7 +317,7 @@ impl<'a> Runner<'a> {
             }
             Read::OutOfRange => self.check_retained().await,
             Read::Error(message) => {
-                self.errors.log(&message);
+                events::emit(&events::KafkaCatchupError { error: message });
                 Ok(())
             }
         }

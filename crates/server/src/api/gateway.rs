@@ -8,6 +8,7 @@ use futures::{stream::BoxStream, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 use tonic::{metadata::MetadataMap, Request, Response, Status};
+use tracing::Instrument;
 use tributary_core::{
     buffer,
     limits::requested_or_max,
@@ -174,10 +175,13 @@ impl GatewayService {
         let taken = snapshot::take(&topics);
         let offsets = convert::offsets(&taken.offsets);
         let (tx, rx) = buffer::channel(limits.stream_buffer_messages, limits.stream_buffer_bytes, &self.buffers);
-        self.tasks.spawn(async move {
-            let _permit = permit;
-            snapshot::stream(taken, filter, translation, max_chunk_bytes, tx).await;
-        });
+        self.tasks.spawn(
+            async move {
+                let _permit = permit;
+                snapshot::stream(taken, filter, translation, max_chunk_bytes, tx).await;
+            }
+            .in_current_span(),
+        );
         Ok(chunks(rx, Chunker::new(max_chunk_bytes, offsets)))
     }
 
@@ -225,11 +229,14 @@ impl GatewayService {
         let subscription = Subscription { topics: plan.topics, cursors, filter, max_batch_records, translation, stop };
         let (tx, rx) = buffer::channel(limits.stream_buffer_messages, limits.stream_buffer_bytes, &self.buffers);
         let shared = self.shared.clone();
-        self.tasks.spawn(async move {
-            let _permit = permit;
-            let _hold = hold;
-            subscribe::run(subscription, shared, tx).await;
-        });
+        self.tasks.spawn(
+            async move {
+                let _permit = permit;
+                let _hold = hold;
+                subscribe::run(subscription, shared, tx).await;
+            }
+            .in_current_span(),
+        );
         let auto = (request.auto_commit && !name.is_empty())
             .then(|| (self.durable.clone(), name, stamp, Arc::new(std::sync::atomic::AtomicBool::new(false))));
         Ok(rx

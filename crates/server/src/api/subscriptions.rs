@@ -19,6 +19,7 @@ use std::{
 use dashmap::DashMap;
 use tonic::{Request, Response, Status};
 use tributary_core::{
+    events,
     positions::{check_name, Committed, Positions, Stamp},
     source::Partition,
     subscribe::{self, Cursor, Stop},
@@ -259,7 +260,7 @@ impl Durable {
         let (durable, name, stamp, busy) = (self.clone(), name.to_string(), stamp.clone(), busy.clone());
         tokio::spawn(async move {
             if let Err(e) = durable.commit_stamped(&name, offsets, stamp).await {
-                tracing::warn!(subscription = name, error = %e, "automatic commit failed; the next progress retries");
+                events::emit(&events::AutoCommitFailed { subscription: name.clone(), error: e.to_string() });
             }
             busy.store(false, Ordering::Release);
         });
