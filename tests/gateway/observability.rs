@@ -284,3 +284,73 @@ async fn events_count_every_time_and_log_once_as_json() {
         .expect("the DescribeTopics call's end is logged in its span");
     assert_eq!(field(call, "code").as_deref(), Some("Ok"));
 }
+
+/// With `[tracing] otlp_endpoint`, the gateway exports its spans to an OpenTelemetry collector:
+/// here a real OTLP/gRPC trace service that keeps what it receives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_to_an_otlp_collector() {
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        trace_service_server::{TraceService, TraceServiceServer},
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    type Spans = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<(String, String)>)>>>;
+    struct Collector(Spans);
+    #[tonic::async_trait]
+    impl TraceService for Collector {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let mut spans = self.0.lock().unwrap();
+            for resource in &request.get_ref().resource_spans {
+                let of_resource = resource.resource.iter().flat_map(|r| &r.attributes);
+                for scope in &resource.scope_spans {
+                    for span in &scope.spans {
+                        let attributes = span
+                            .attributes
+                            .iter()
+                            .chain(of_resource.clone())
+                            .map(|a| (a.key.clone(), format!("{:?}", a.value)))
+                            .collect();
+                        spans.push((span.name.clone(), attributes));
+                    }
+                }
+            }
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+    let received = Spans::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(Collector(received.clone())))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+
+    let topic = unique_topic("otlp");
+    create_topic(&topic, 1).await;
+    let endpoint = format!("http://{collector}");
+    let env = [("TRIBUTARY__TRACING__OTLP_ENDPOINT", endpoint.as_str()), ("TRIBUTARY__TRACING__SERVICE_NAME", "gw")];
+    let gateway = Process::spawn(&[&topic], &env).await;
+    let mut client = connect(gateway.addr).await;
+    client.describe_topics(pb::DescribeTopicsRequest { topics: vec![topic.clone()] }).await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let spans = received.lock().unwrap().clone();
+        let has = |attributes: &[(String, String)], key: &str, value: &str| {
+            attributes.iter().any(|(k, v)| k == key && v.contains(&format!("{value:?}")))
+        };
+        let call = spans.iter().find(|(name, attributes)| {
+            name == "call"
+                && has(attributes, "method", "tributary.v1.Gateway/DescribeTopics")
+                && has(attributes, "service.name", "gw")
+        });
+        if call.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "spans exported so far: {spans:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

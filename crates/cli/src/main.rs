@@ -4,8 +4,10 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
-use tributary_server::config::{Config, KafkaOverrides, Overrides};
+use tributary_server::{
+    config::{Config, KafkaOverrides, Overrides},
+    logs,
+};
 
 mod subscription;
 mod translator;
@@ -24,6 +26,15 @@ struct Cli {
 enum LogFormat {
     Text,
     Json,
+}
+
+impl From<LogFormat> for logs::LogFormat {
+    fn from(format: LogFormat) -> Self {
+        match format {
+            LogFormat::Text => logs::LogFormat::Text,
+            LogFormat::Json => logs::LogFormat::Json,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -121,13 +132,12 @@ pub(crate) enum SubscriptionCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Logs go to stderr, filtered by RUST_LOG (default info).
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().with_current_span(true).with_span_list(true).init(),
+    let format = cli.log_format.into();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        // The gateway sets up its logging once its configuration (span export) is known.
+        if let Err(e) = logs::init(format, None) {
+            eprintln!("tributary: {e}");
+        }
     }
     match cli.command {
         Command::Serve { config, listen, bootstrap_servers, topics } => {
@@ -143,7 +153,11 @@ fn main() -> ExitCode {
                 }
             };
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            let served = runtime.block_on(serve(config));
+            let served = runtime.block_on(async {
+                // Inside the runtime: the span exporter's gRPC channel runs on it.
+                let _tracing = logs::init(format, Some(&config.tracing))?;
+                serve(config).await
+            });
             // The drain is over: blocking work still running (a compile, a Kafka request that
             // waits for its timeout) must not hold the exit.
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));

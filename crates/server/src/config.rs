@@ -38,6 +38,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The Prometheus metrics listener.
     pub metrics: MetricsConfig,
+    /// Span export to an OpenTelemetry collector.
+    pub tracing: crate::logs::TracingConfig,
     /// Serve plain TCP on an address other than loopback. Without TLS anyone who reaches the
     /// port reads every exposed topic; the gateway refuses to do that unless this says it is
     /// intended (e.g. TLS ends at a proxy on the same host).
@@ -59,6 +61,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
             metrics: MetricsConfig::default(),
+            tracing: crate::logs::TracingConfig::default(),
             allow_plaintext: false,
         }
     }
@@ -88,6 +91,7 @@ impl Config {
     /// Checks what serde cannot: non-empty lists, positive bounds.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |key: &str, why: &str| Err(ConfigError(format!("`{key}` {why}")));
+        self.tracing.validate().map_err(ConfigError)?;
         if self.kafka.bootstrap_servers.trim().is_empty() {
             return fail("kafka.bootstrap_servers", "must name at least one broker");
         }

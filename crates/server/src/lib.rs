@@ -26,6 +26,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod connections;
+pub mod logs;
 pub mod telemetry;
 pub mod tls;
 
