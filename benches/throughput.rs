@@ -10,7 +10,8 @@
 //! latency row), BENCH_IDLE (1,000 idle subscribers), BENCH_FANOUT (followers at the head,
 //! "1,10,100,1000"), BENCH_FANOUT_RECORDS (200,000 per run, fewer when the deliveries would pass
 //! BENCH_FANOUT_DELIVERIES = 20,000,000), BENCH_STALLED (1,000 subscribers that never read),
-//! BENCH_IDLE_CONNECTIONS (20,000 TCP connections that never speak HTTP/2).
+//! BENCH_IDLE_CONNECTIONS (20,000 TCP connections that never speak HTTP/2), BENCH_METRICS_RUNS
+//! (3 Subscribe-from-0 runs each against a gateway with and without its metrics exporter; 0 skips).
 //!
 //! The gateway runs as its own process (the release binary), like in production; the clients run
 //! in this process and only count what they receive, so the client side costs little.
@@ -314,6 +315,7 @@ async fn main() {
     let fanout_deliveries = env("BENCH_FANOUT_DELIVERIES", 20_000_000);
     let stalled = env("BENCH_STALLED", 1_000);
     let idle_connections = env("BENCH_IDLE_CONNECTIONS", 20_000);
+    let metrics_runs = env("BENCH_METRICS_RUNS", 3);
 
     // One record per key (the snapshot case that matters): `records` distinct keys.
     let topic = unique_topic("bench");
@@ -352,6 +354,36 @@ async fn main() {
     let subscribe = started.elapsed();
     assert_eq!(delivered as usize, records);
     table.row("Subscribe from 0 (catch-up reader, then tail)", subscribe);
+
+    // The cost of metrics: a second gateway on the same topic with the Prometheus exporter on,
+    // Subscribe from 0 alternating between the two (medians of BENCH_METRICS_RUNS each).
+    if metrics_runs > 0 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let listen = format!("127.0.0.1:{port}");
+        let started = Instant::now();
+        let metered =
+            Process::spawn(&[&topic, &small, &follow_topic], &[("TRIBUTARY__METRICS__LISTEN", &listen)]).await;
+        let metered_ready = started.elapsed();
+        let mut metered_client = connect(metered.addr).await;
+        let (mut off, mut on) = (Vec::new(), Vec::new());
+        for _ in 0..metrics_runs {
+            for (times, client) in [(&mut off, &mut client), (&mut on, &mut metered_client)] {
+                let started = Instant::now();
+                assert_eq!(follow(client, request(), &ends).await as usize, records);
+                times.push(started.elapsed());
+            }
+        }
+        let (off, on) = (median(off), median(on));
+        let cost = (on.as_secs_f64() / off.as_secs_f64() - 1.0) * 100.0;
+        table.row("Subscribe from 0, metrics off (median)", off);
+        table.row("Subscribe from 0, metrics on (median)", on);
+        println!("{:<52} {cost:>+9.1}%   (goal: < 3%)", "metrics on vs off, Subscribe from 0");
+        println!(
+            "{:<52} {metered_ready:>10.2?}   (metrics off: {ready:.2?}, one run each)",
+            "gateway start to ready, metrics on"
+        );
+        drop(metered);
+    }
 
     let started = Instant::now();
     let snap = snapshot(&mut client, topic_snapshot(&topic)).await.unwrap();

@@ -180,6 +180,17 @@ async fn metrics_follow_what_the_gateway_does() {
     })
     .await;
 
+    // The state, load and translator gauges.
+    eventually(metrics_addr, "state bytes, load, lag seconds, uploads and compile time", |m| {
+        metric(m, "tributary_view_bytes", &[("topic", t)]) > 2600.0 * 9.0
+            && metric(m, "tributary_view_load_percent", &[]) == 100.0
+            && metric(m, "tributary_view_lag_seconds", &[("topic", t)]) == 0.0
+            && metric(m, "tributary_translator_uploads_total", &[("result", "stored")]) == 1.0
+            && metric(m, "tributary_translator_compile_duration_seconds_count", &[]) == 1.0
+            && m.contains("tributary_translator_instances ")
+    })
+    .await;
+
     // Every metric the shipped Grafana dashboard and alert rules query exists on this gateway.
     let text = scrape(metrics_addr).await;
     let exported: std::collections::BTreeSet<&str> =

@@ -30,6 +30,10 @@ pub struct Shard {
 #[derive(Debug)]
 struct ShardState {
     map: StateMap,
+    /// Key, value and header bytes of the records in `map`.
+    state_bytes: usize,
+    /// Timestamp of the last applied record (ms since the epoch; -1 when unknown).
+    last_timestamp_ms: i64,
     /// Every record with offset in `[tail_start, next_offset)`, in offset order.
     tail: VecDeque<Arc<Record>>,
     tail_bytes: usize,
@@ -47,13 +51,18 @@ impl ShardState {
             return;
         }
         if let Some(key) = &rec.key {
-            if rec.value.is_some() {
-                self.map.insert(key.clone(), rec.clone());
+            let replaced = if rec.value.is_some() {
+                self.state_bytes += rec.size();
+                self.map.insert(key.clone(), rec.clone())
             } else {
-                self.map.remove(key);
+                self.map.remove(key)
+            };
+            if let Some(old) = replaced {
+                self.state_bytes -= old.size();
             }
         }
         self.next_offset = rec.offset + 1;
+        self.last_timestamp_ms = rec.timestamp_ms;
         self.tail_bytes += rec.size();
         self.tail.push_back(rec);
         while self.tail.len() > limits.tail_max_records
@@ -84,6 +93,8 @@ impl Shard {
                 map: StateMap::new(),
                 tail: VecDeque::new(),
                 tail_bytes: 0,
+                state_bytes: 0,
+                last_timestamp_ms: -1,
                 tail_start: start,
                 next_offset: start,
                 target,
@@ -163,6 +174,16 @@ impl Shard {
 
     pub fn keys(&self) -> usize {
         self.lock().map.len()
+    }
+
+    /// Key, value and header bytes of the state.
+    pub fn state_bytes(&self) -> usize {
+        self.lock().state_bytes
+    }
+
+    /// Timestamp of the last applied record (ms since the epoch; -1 when unknown or none).
+    pub fn last_timestamp_ms(&self) -> i64 {
+        self.lock().last_timestamp_ms
     }
 
     /// `(caught up, records to go, records done)` of the initial load.
@@ -418,5 +439,24 @@ mod tests {
         let start = shard.tail_start();
         assert!(shard.read_tail(start, 1000, usize::MAX, &mut out) == TailRead::Read { next: 100 });
         assert!(out.iter().map(|r| r.size()).sum::<usize>() <= 500);
+    }
+
+    #[test]
+    fn state_bytes_follow_inserts_replacements_and_deletes() {
+        let shard = Shard::new("t".into(), 0, 0, 0);
+        let l = Limits::default();
+        let (a, b) = (rec(0, "a", Some("12345")), rec(1, "b", Some("1")));
+        let (a_size, b_size) = (a.size(), b.size());
+        shard.apply(a, &l);
+        shard.apply(b, &l);
+        assert_eq!(shard.state_bytes(), a_size + b_size);
+        let a2 = rec(2, "a", Some("1234567890"));
+        let a2_size = a2.size();
+        shard.apply(a2, &l);
+        assert_eq!(shard.state_bytes(), a2_size + b_size);
+        shard.apply(rec(3, "b", None), &l);
+        assert_eq!(shard.state_bytes(), a2_size);
+        shard.apply(rec(4, "never-set", None), &l);
+        assert_eq!(shard.state_bytes(), a2_size);
     }
 }

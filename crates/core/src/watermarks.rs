@@ -116,6 +116,14 @@ impl WatermarkCache {
                             metrics::gauge!("tributary_kafka_latest_offset", &labels).set(m.latest as f64);
                             metrics::gauge!("tributary_view_lag_records", &labels).set((m.latest - view).max(0) as f64);
                             metrics::gauge!("tributary_view_keys", &labels).set(shard.keys() as f64);
+                            metrics::gauge!("tributary_view_bytes", &labels).set(shard.state_bytes() as f64);
+                            // Behind: the newest record the view holds is this old.
+                            let last = shard.last_timestamp_ms();
+                            let lag_seconds = match (m.latest > view, last >= 0) {
+                                (true, true) => (now_ms() - last).max(0) as f64 / 1000.0,
+                                _ => 0.0,
+                            };
+                            metrics::gauge!("tributary_view_lag_seconds", &labels).set(lag_seconds);
                         }
                     }
                     metrics::gauge!("tributary_kafka_reachable").set(1.0);
@@ -177,6 +185,11 @@ fn unreachable(failure: Option<&str>) -> Error {
         "Kafka's watermarks are not known yet ({}); retry shortly",
         failure.unwrap_or("no answer yet")
     ))
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

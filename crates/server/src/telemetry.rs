@@ -26,7 +26,8 @@ pub struct MetricsConfig {
 }
 
 /// Buckets of the latency histograms, in seconds.
-const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0, 60.0];
 
 /// Buckets of the stream lag histogram, in records behind the view's head.
 const LAG_BUCKETS: &[f64] = &[0.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0, 1_000_000.0, 10_000_000.0];
@@ -73,6 +74,32 @@ fn describe() {
     describe_gauge!("tributary_kafka_latest_offset", "High watermark, per partition.");
     describe_gauge!("tributary_view_lag_records", Unit::Count, "Records Kafka has that the view has not applied yet.");
     describe_gauge!("tributary_view_keys", Unit::Count, "Keys in the view's state, per partition.");
+    describe_gauge!(
+        "tributary_view_bytes",
+        Unit::Bytes,
+        "Key, value and header bytes of the view's state, per partition."
+    );
+    describe_gauge!(
+        "tributary_view_lag_seconds",
+        Unit::Seconds,
+        "While the view is behind Kafka: the age of the newest record it applied (0 when caught up)."
+    );
+    describe_gauge!("tributary_view_load_percent", "Progress of the initial load, 0 to 100.");
+    describe_gauge!(
+        "tributary_translator_instances",
+        Unit::Count,
+        "Translator instances alive, of translators.max_instances."
+    );
+    describe_counter!(
+        "tributary_translator_uploads_total",
+        Unit::Count,
+        "Translator uploads by result (stored, refused)."
+    );
+    describe_histogram!(
+        "tributary_translator_compile_duration_seconds",
+        Unit::Seconds,
+        "Compiling one uploaded component (in the compiler child process)."
+    );
     describe_gauge!("tributary_view_ready", "1 once the view has caught up after start (snapshots are served).");
     describe_gauge!("tributary_kafka_reachable", "1 if Kafka answered the last watermark refresh, else 0.");
     describe_gauge!("tributary_streams_open", Unit::Count, "Open Subscribe and GetSnapshot streams, by kind.");
@@ -148,6 +175,7 @@ pub async fn gauges(
 ) {
     loop {
         metrics::gauge!("tributary_view_ready").set(if view.is_ready() { 1.0 } else { 0.0 });
+        metrics::gauge!("tributary_view_load_percent").set(view.load_percent() as f64);
         let readers = max_catchup_readers.saturating_sub(catchup_pool.available_permits());
         metrics::gauge!("tributary_catchup_readers_in_use").set(readers as f64);
         metrics::gauge!("tributary_stream_buffer_bytes").set(buffers.used() as f64);

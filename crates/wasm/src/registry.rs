@@ -292,7 +292,11 @@ impl Registry {
         let (component, compiled) = match self.components.get(&digest) {
             Some(c) => (c.clone(), None),
             None => {
-                let (component, compiled) = self.host.compile(bytes, cancel).map_err(compile_error)?;
+                let started = std::time::Instant::now();
+                let compiled = self.host.compile(bytes, cancel);
+                metrics::histogram!("tributary_translator_compile_duration_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                let (component, compiled) = compiled.map_err(compile_error)?;
                 (component, Some(compiled))
             }
         };

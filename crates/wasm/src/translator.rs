@@ -29,6 +29,23 @@ const INSTANCE_POLL: Duration = Duration::from_millis(2);
 pub(crate) struct Live {
     store: Store<Sandbox>,
     bindings: bindings::Translator,
+    _counted: Counted,
+}
+
+/// Counts an instance in `tributary_translator_instances` while it lives.
+struct Counted;
+
+impl Counted {
+    fn new() -> Self {
+        metrics::gauge!("tributary_translator_instances").increment(1.0);
+        Counted
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        metrics::gauge!("tributary_translator_instances").decrement(1.0);
+    }
 }
 
 /// A translator with one configuration; shared by every subscriber that uses the same
@@ -94,7 +111,7 @@ impl Translator {
         let bindings = self.pre.instantiate(&mut store).map_err(|e| classify(&store, e))?;
         store.set_epoch_deadline(self.deadline_ticks());
         match bindings.call_init(&mut store, &self.config) {
-            Ok(Ok(())) => Ok(Live { store, bindings }),
+            Ok(Ok(())) => Ok(Live { store, bindings, _counted: Counted::new() }),
             Ok(Err(message)) => Err(TranslatorFailure::Error(message)),
             Err(e) => Err(classify(&store, e)),
         }

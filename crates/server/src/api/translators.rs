@@ -135,9 +135,12 @@ impl pb::translators_server::Translators for TranslatorsService {
         let _cancel_on_drop = cancel.guard();
         let compiled = blocking(move || registry.upload(&header.name, &bytes, &cancel));
         let version = tokio::select! {
-            version = compiled => version.map_err(status)?,
-            _ = self.shutdown.cancelled() => return Err(status(Error::ShuttingDown { resume: Vec::new() })),
+            version = compiled => version,
+            _ = self.shutdown.cancelled() => Err(Error::ShuttingDown { resume: Vec::new() }),
         };
+        let result = if version.is_ok() { "stored" } else { "refused" };
+        metrics::counter!("tributary_translator_uploads_total", "result" => result).increment(1);
+        let version = version.map_err(status)?;
         audit(&caller, "upload translator", &format!("{} {}", version.name, version.digest));
         Ok(Response::new(convert::version(version)))
     }
