@@ -29,12 +29,20 @@ impl Record {
     pub fn size(&self) -> usize {
         data_size(&self.key, &self.value, &self.headers)
     }
+
+    /// Key, value and header bytes.
+    pub fn data_bytes(&self) -> usize {
+        self.size() - RECORD_OVERHEAD
+    }
 }
 
-/// Bytes of a key, a value and headers, plus a fixed overhead per record.
+/// What a record costs beyond its data, in the bounds that count bytes.
+pub const RECORD_OVERHEAD: usize = 64;
+
+/// Bytes of a key, a value and headers, plus [`RECORD_OVERHEAD`].
 fn data_size(key: &Option<Bytes>, value: &Option<Bytes>, headers: &[Header]) -> usize {
     let headers: usize = headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len())).sum();
-    key.as_ref().map_or(0, |k| k.len()) + value.as_ref().map_or(0, |v| v.len()) + headers + 64
+    key.as_ref().map_or(0, |k| k.len()) + value.as_ref().map_or(0, |v| v.len()) + headers + RECORD_OVERHEAD
 }
 
 /// What a translator made of a record: B's key, value and headers.
@@ -69,6 +77,11 @@ impl Output {
             None => self.source.size(),
             Some(p) => data_size(&p.key, &p.value, &p.headers),
         }
+    }
+
+    /// Key, value and header bytes.
+    pub fn data_bytes(&self) -> usize {
+        self.size() - RECORD_OVERHEAD
     }
 
     /// The value delivered: the translator's, or A's.

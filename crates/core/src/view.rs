@@ -52,13 +52,13 @@ impl ShardState {
         }
         if let Some(key) = &rec.key {
             let replaced = if rec.value.is_some() {
-                self.state_bytes += rec.size();
+                self.state_bytes += rec.data_bytes();
                 self.map.insert(key.clone(), rec.clone())
             } else {
                 self.map.remove(key)
             };
             if let Some(old) = replaced {
-                self.state_bytes -= old.size();
+                self.state_bytes -= old.data_bytes();
             }
         }
         self.next_offset = rec.offset + 1;
@@ -446,12 +446,12 @@ mod tests {
         let shard = Shard::new("t".into(), 0, 0, 0);
         let l = Limits::default();
         let (a, b) = (rec(0, "a", Some("12345")), rec(1, "b", Some("1")));
-        let (a_size, b_size) = (a.size(), b.size());
+        let (a_size, b_size) = (a.data_bytes(), b.data_bytes());
         shard.apply(a, &l);
         shard.apply(b, &l);
         assert_eq!(shard.state_bytes(), a_size + b_size);
         let a2 = rec(2, "a", Some("1234567890"));
-        let a2_size = a2.size();
+        let a2_size = a2.data_bytes();
         shard.apply(a2, &l);
         assert_eq!(shard.state_bytes(), a2_size + b_size);
         shard.apply(rec(3, "b", None), &l);

@@ -264,7 +264,7 @@ impl Batch {
         let mut woken: Vec<Arc<TopicView>> = Vec::new();
         for (topic, shard, records) in self.runs.drain(..) {
             let labels = [("topic", topic.name.to_string()), ("partition", shard.partition.to_string())];
-            let bytes: usize = records.iter().map(|r| r.size()).sum();
+            let bytes: usize = records.iter().map(|r| r.data_bytes()).sum();
             metrics::counter!("tributary_ingest_records_total", &labels).increment(records.len() as u64);
             metrics::counter!("tributary_ingest_bytes_total", &labels).increment(bytes as u64);
             shard.apply_all(records, limits);

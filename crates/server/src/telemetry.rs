@@ -108,6 +108,11 @@ fn describe() {
         Unit::Count,
         "Records (or snapshot entries) handed to clients, by kind."
     );
+    describe_counter!(
+        "tributary_bytes_delivered_total",
+        Unit::Bytes,
+        "Key, value and header bytes of the records and entries handed to clients, by kind."
+    );
     describe_gauge!(
         "tributary_catchup_readers_in_use",
         Unit::Count,

@@ -245,6 +245,8 @@ impl GatewayService {
                 if let Ok(subscribe::Event::Records(records)) = &event {
                     metrics::counter!("tributary_records_delivered_total", "kind" => "subscribe")
                         .increment(records.len() as u64);
+                    metrics::counter!("tributary_bytes_delivered_total", "kind" => "subscribe")
+                        .increment(records.iter().map(|r| r.data_bytes() as u64).sum());
                 }
                 if let Ok(subscribe::Event::Progress(p)) = &event {
                     registration.delivered.progressed(&p.offsets);
@@ -287,6 +289,8 @@ fn chunks(
                 Some(Ok(SnapshotEvent::Entries(outputs))) => {
                     metrics::counter!("tributary_records_delivered_total", "kind" => "snapshot")
                         .increment(outputs.len() as u64);
+                    metrics::counter!("tributary_bytes_delivered_total", "kind" => "snapshot")
+                        .increment(outputs.iter().map(|o| o.data_bytes() as u64).sum());
                     ready.extend(outputs.into_iter().filter_map(|o| packing.push(convert::entry(o))).map(Ok))
                 }
                 Some(Ok(SnapshotEvent::End { skipped })) => {
