@@ -29,6 +29,9 @@ fi
 rm -f "$gen.diff"
 
 npx --no-install tsc --noEmit
+# The package as it installs (dist/, what README's install uses), and that it loads.
+npm run --silent build
+node --input-type=module -e "import('$here/dist/index.js').then((m) => { if (typeof m.follow !== 'function' || typeof m.createClient !== 'function') { throw new Error('dist/index.js lacks follow or createClient'); } })"
 
 export TRIBUTARY_BIN=${TRIBUTARY_BIN:-$repo/target/debug/tributary}
 if [[ ! -x $TRIBUTARY_BIN ]]; then
