@@ -47,4 +47,4 @@ pub mod watermarks;
 
 pub use error::{Error, SubscriptionProblem, TranslatorFailure};
 pub use limits::Limits;
-pub use record::{Header, Output, PartitionOffset, Payload, Record};
+pub use record::{Header, Output, PartitionOffset, Payload, Record, WireEncoder};

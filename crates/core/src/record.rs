@@ -63,12 +63,20 @@ pub struct Output {
     pub index: u32,
     /// B's key, value and headers; `None` delivers A's record as it is.
     pub translated: Option<Payload>,
+    /// The delivering layer's encoding of this output, when one was already made: a tail record
+    /// is encoded once and every subscriber that delivers it untranslated sends the same bytes.
+    pub wire: Option<Bytes>,
 }
 
 impl Output {
     /// A's record, untranslated.
     pub fn untranslated(source: Arc<Record>) -> Self {
-        Self { source, index: 0, translated: None }
+        Self { source, index: 0, translated: None, wire: None }
+    }
+
+    /// A's record, untranslated, with its encoding if it has one.
+    pub fn encoded(source: Arc<Record>, wire: Option<Bytes>) -> Self {
+        Self { source, index: 0, translated: None, wire }
     }
 
     /// Bytes the output holds, counted like [`Record::size`].
@@ -92,6 +100,10 @@ impl Output {
         }
     }
 }
+
+/// Encodes a record the way the delivering layer sends it (the gRPC layer: a protobuf `Record`).
+/// The core treats the bytes as opaque; it only caches them with the tail record.
+pub type WireEncoder = Arc<dyn Fn(&Record) -> Bytes + Send + Sync>;
 
 /// A position in a partition: `offset` is the *next* offset to read, as in Kafka's committed
 /// offsets (rule 1).

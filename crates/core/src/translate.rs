@@ -98,6 +98,7 @@ impl Translation {
                             source: record.clone(),
                             index: i as u32,
                             translated: Some(payload),
+                            wire: None,
                         }))
                     }
                     Outcome::Err(_) if self.skip_errors => translated.skipped += 1,

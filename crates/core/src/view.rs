@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::{
     error::Error,
     limits::Limits,
-    record::{PartitionOffset, Record},
+    record::{PartitionOffset, Record, WireEncoder},
 };
 
 /// The state of one partition: key → last record with a value.
@@ -35,7 +35,8 @@ struct ShardState {
     /// Timestamp of the last applied record (ms since the epoch; -1 when unknown).
     last_timestamp_ms: i64,
     /// Every record with offset in `[tail_start, next_offset)`, in offset order.
-    tail: VecDeque<Arc<Record>>,
+    tail: VecDeque<TailEntry>,
+    /// Bytes of the tail's records and of their encodings.
     tail_bytes: usize,
     tail_start: i64,
     next_offset: i64,
@@ -44,6 +45,23 @@ struct ShardState {
     /// Where ingest started, for the percentage of catching up.
     start: i64,
 }
+
+/// A record of the tail buffer and, once a subscriber delivered it untranslated, its encoding,
+/// made once for every subscriber that reads it.
+#[derive(Debug)]
+struct TailEntry {
+    record: Arc<Record>,
+    wire: Option<Bytes>,
+}
+
+impl TailEntry {
+    fn bytes(&self) -> usize {
+        self.record.size() + self.wire.as_ref().map_or(0, Bytes::len)
+    }
+}
+
+/// What [`Shard::read_tail`] appends: a record and its encoding (when asked for).
+pub type TailRecord = (Arc<Record>, Option<Bytes>);
 
 impl ShardState {
     fn apply(&mut self, rec: Arc<Record>, limits: &Limits) {
@@ -64,13 +82,13 @@ impl ShardState {
         self.next_offset = rec.offset + 1;
         self.last_timestamp_ms = rec.timestamp_ms;
         self.tail_bytes += rec.size();
-        self.tail.push_back(rec);
+        self.tail.push_back(TailEntry { record: rec, wire: None });
         while self.tail.len() > limits.tail_max_records
             || (self.tail_bytes > limits.tail_max_bytes && self.tail.len() > 1)
         {
             let old = self.tail.pop_front().expect("tail is not empty");
-            self.tail_bytes -= old.size();
-            self.tail_start = old.offset + 1;
+            self.tail_bytes -= old.bytes();
+            self.tail_start = old.record.offset + 1;
         }
     }
 }
@@ -144,9 +162,9 @@ impl Shard {
     /// longer has is reported as too old here as on any other replica (rule 7).
     pub fn trim_below(&self, earliest: i64) {
         let mut s = self.lock();
-        while s.tail.front().is_some_and(|r| r.offset < earliest) {
+        while s.tail.front().is_some_and(|e| e.record.offset < earliest) {
             let old = s.tail.pop_front().expect("tail is not empty");
-            s.tail_bytes -= old.size();
+            s.tail_bytes -= old.bytes();
         }
         if earliest > s.tail_start {
             s.tail_start = earliest;
@@ -193,20 +211,40 @@ impl Shard {
     }
 
     /// Appends to `out` the records at or after `from`, up to `max_records` and (beyond the first)
-    /// `max_bytes`.
-    pub fn read_tail(&self, from: i64, max_records: usize, max_bytes: usize, out: &mut Vec<Arc<Record>>) -> TailRead {
-        let s = self.lock();
+    /// `max_bytes`. With `wire`, each record comes with its encoding, made by the first reader
+    /// that asks and kept with the tail record (its bytes count in the tail's bound).
+    pub fn read_tail(
+        &self,
+        from: i64,
+        max_records: usize,
+        max_bytes: usize,
+        wire: Option<&WireEncoder>,
+        out: &mut Vec<TailRecord>,
+    ) -> TailRead {
+        let mut guard = self.lock();
+        let s = &mut *guard;
         if from < s.tail_start {
             return TailRead::Behind { tail_start: s.tail_start };
         }
-        let first = s.tail.partition_point(|r| r.offset < from);
+        let first = s.tail.partition_point(|e| e.record.offset < from);
         let mut bytes = 0;
-        for (taken, rec) in s.tail.range(first..).enumerate() {
-            if taken == max_records || (taken > 0 && bytes + rec.size() > max_bytes) {
-                return TailRead::Read { next: out.last().map_or(from, |r| r.offset + 1) };
+        for (taken, entry) in s.tail.range_mut(first..).enumerate() {
+            let size = entry.record.size();
+            if taken == max_records || (taken > 0 && bytes + size > max_bytes) {
+                return TailRead::Read { next: out.last().map_or(from, |(r, _)| r.offset + 1) };
             }
-            bytes += rec.size();
-            out.push(rec.clone());
+            bytes += size;
+            let encoded = wire.map(|encode| {
+                entry
+                    .wire
+                    .get_or_insert_with(|| {
+                        let encoded = encode(&entry.record);
+                        s.tail_bytes += encoded.len();
+                        encoded
+                    })
+                    .clone()
+            });
+            out.push((entry.record.clone(), encoded));
         }
         TailRead::Read { next: from.max(s.next_offset) }
     }
@@ -414,17 +452,50 @@ mod tests {
             shard.apply(rec(o, "k", Some("v")), &l);
         }
         let mut out = Vec::new();
-        assert_eq!(shard.read_tail(10, 10, 1 << 20, &mut out), TailRead::Behind { tail_start: 11 });
-        assert_eq!(shard.read_tail(11, 10, 1 << 20, &mut out), TailRead::Read { next: 21 });
-        assert_eq!(out.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![12, 13, 20]);
+        assert_eq!(shard.read_tail(10, 10, 1 << 20, None, &mut out), TailRead::Behind { tail_start: 11 });
+        assert_eq!(shard.read_tail(11, 10, 1 << 20, None, &mut out), TailRead::Read { next: 21 });
+        assert_eq!(out.iter().map(|(r, _)| r.offset).collect::<Vec<_>>(), vec![12, 13, 20]);
         out.clear();
-        assert_eq!(shard.read_tail(13, 1, 1 << 20, &mut out), TailRead::Read { next: 14 });
+        assert_eq!(shard.read_tail(13, 1, 1 << 20, None, &mut out), TailRead::Read { next: 14 });
         assert_eq!(out.len(), 1);
         out.clear();
-        assert_eq!(shard.read_tail(21, 10, 1 << 20, &mut out), TailRead::Read { next: 21 });
+        assert_eq!(shard.read_tail(21, 10, 1 << 20, None, &mut out), TailRead::Read { next: 21 });
         assert!(shard.advance_to(25));
-        assert_eq!(shard.read_tail(21, 10, 1 << 20, &mut out), TailRead::Read { next: 25 });
+        assert_eq!(shard.read_tail(21, 10, 1 << 20, None, &mut out), TailRead::Read { next: 25 });
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_tail_record_is_encoded_once_for_every_reader_and_its_encoding_counts_in_the_bound() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let shard = Shard::new("t".into(), 0, 0, 0);
+        let l = Limits { tail_max_records: 1000, tail_max_bytes: 10_000, ..Limits::default() };
+        for o in 0..10 {
+            shard.apply(rec(o, "k", Some("v")), &l);
+        }
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let wire: WireEncoder = Arc::new(move |r: &Record| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            Bytes::from(vec![r.offset as u8; 1000])
+        });
+        let (mut first, mut second, mut plain) = (Vec::new(), Vec::new(), Vec::new());
+        assert_eq!(shard.read_tail(0, 100, usize::MAX, Some(&wire), &mut first), TailRead::Read { next: 10 });
+        assert_eq!(shard.read_tail(5, 100, usize::MAX, Some(&wire), &mut second), TailRead::Read { next: 10 });
+        assert_eq!(calls.load(Ordering::Relaxed), 10, "each record is encoded once, whoever reads it");
+        assert!(first[7].1.as_ref().unwrap().as_ptr() == second[2].1.as_ref().unwrap().as_ptr(), "shared bytes");
+        assert_eq!(first[3].1.as_deref(), Some(&[3u8; 1000][..]));
+        shard.read_tail(0, 100, usize::MAX, None, &mut plain);
+        assert!(plain.iter().all(|(_, w)| w.is_none()), "no encoding unless asked for");
+        // 10 records of 66 bytes and their encodings of 1000: the next record pushes the tail over
+        // its 10,000 bytes.
+        shard.apply(rec(10, "k", Some("v")), &l);
+        let start = shard.tail_start();
+        assert!(start > 0, "encodings count in the tail's bound");
+        let mut after = Vec::new();
+        assert_eq!(shard.read_tail(start, 100, usize::MAX, None, &mut after), TailRead::Read { next: 11 });
+        let held: usize = after.iter().map(|(r, _)| r.size()).sum::<usize>() + (10 - start as usize) * 1000;
+        assert!(held <= 10_000, "{held}");
     }
 
     #[test]
@@ -435,10 +506,10 @@ mod tests {
             shard.apply(rec(o, "k", Some(&"x".repeat(100))), &l);
         }
         let mut out = Vec::new();
-        assert!(matches!(shard.read_tail(0, 1000, usize::MAX, &mut out), TailRead::Behind { .. }));
+        assert!(matches!(shard.read_tail(0, 1000, usize::MAX, None, &mut out), TailRead::Behind { .. }));
         let start = shard.tail_start();
-        assert!(shard.read_tail(start, 1000, usize::MAX, &mut out) == TailRead::Read { next: 100 });
-        assert!(out.iter().map(|r| r.size()).sum::<usize>() <= 500);
+        assert!(shard.read_tail(start, 1000, usize::MAX, None, &mut out) == TailRead::Read { next: 100 });
+        assert!(out.iter().map(|(r, _)| r.size()).sum::<usize>() <= 500);
     }
 
     #[test]

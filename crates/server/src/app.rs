@@ -22,7 +22,10 @@ use tributary_kafka::{ingest::Ingest, GroupPositions, Kafka};
 use tributary_wasm::{Host, Registry};
 
 use crate::{
-    api::{lag::StreamLags, subscriptions::Durable, GatewayService, SubscriptionsService, TranslatorsService},
+    api::{
+        lag::StreamLags, subscriptions::Durable, wire::GatewayRoutes, GatewayService, SubscriptionsService,
+        TranslatorsService,
+    },
     auth::Auth,
     config::Config,
     connections, pb, telemetry,
@@ -68,6 +71,7 @@ impl App {
             watermarks,
             catchup_pool: Arc::new(tokio::sync::Semaphore::new(config.limits.max_catchup_readers)),
             shutdown: shutdown.clone(),
+            wire: Some(Arc::new(crate::api::wire::encode_record)),
         };
         let positions = Arc::new(GroupPositions::new(&config.kafka)?);
         Ok(Self { config, view, ingest, shared, registry, positions, shutdown, tasks: TaskTracker::new() })
@@ -153,11 +157,11 @@ impl App {
         let durable = Durable::new(positions, view.clone(), shared.watermarks.clone());
         let lags = StreamLags::default();
         tokio::spawn(telemetry::lags(durable.clone(), lags.clone(), token.clone()));
-        let gateway = pb::gateway_server::GatewayServer::new(
+        let gateway = GatewayRoutes::new(
             GatewayService::new(view, shared, registry.clone(), tasks.clone(), durable.clone(), auth.clone(), buffers)
                 .with_lags(lags),
-        )
-        .max_decoding_message_size(config.limits.max_request_bytes);
+            config.limits.max_request_bytes,
+        );
         let subscriptions =
             pb::subscriptions_server::SubscriptionsServer::new(SubscriptionsService::new(durable, auth.clone()))
                 .max_decoding_message_size(config.limits.max_request_bytes);

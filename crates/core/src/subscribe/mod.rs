@@ -43,6 +43,9 @@ pub struct Shared {
     pub catchup_pool: Arc<Semaphore>,
     /// Cancelled when the gateway shuts down: every subscription ends with its resume offsets.
     pub shutdown: CancellationToken,
+    /// How the delivering layer encodes a record: tail records delivered untranslated are
+    /// encoded once and shared by every subscriber (`None`: each delivery encodes its own).
+    pub wire: Option<crate::record::WireEncoder>,
 }
 
 /// A validated subscription, ready to run.

@@ -19,7 +19,7 @@ use crate::{
     events,
     record::{Output, PartitionOffset, Record},
     source::{CatchUpReader, Position, Read},
-    view::TailRead,
+    view::{TailRead, TailRecord},
 };
 
 /// How long a waiting subscription sleeps at most before it looks at its catch-up reader's
@@ -52,7 +52,8 @@ struct Runner<'a> {
     index: HashMap<(Arc<str>, i32), usize>,
     catchup: Option<CatchUp>,
     round_robin: usize,
-    batch: Vec<Arc<Record>>,
+    /// Records to send next, each with its shared encoding when the tail had one.
+    batch: Vec<TailRecord>,
     batch_bytes: usize,
     max_bytes: usize,
     /// The position as of the last message the client was sent.
@@ -95,10 +96,10 @@ impl<'a> Runner<'a> {
         self.batch.len() >= self.sub.max_batch_records || self.batch_bytes >= self.max_bytes
     }
 
-    fn push(&mut self, record: Arc<Record>) {
+    fn push(&mut self, record: Arc<Record>, wire: Option<bytes::Bytes>) {
         if self.sub.filter.matches(record.key.as_deref()) {
             self.batch_bytes += record.size();
-            self.batch.push(record);
+            self.batch.push((record, wire));
         }
     }
 
@@ -124,9 +125,9 @@ impl<'a> Runner<'a> {
                 let batch = std::mem::take(&mut self.batch);
                 self.batch_bytes = 0;
                 let outputs = match &self.sub.translation {
-                    None => batch.into_iter().map(Output::untranslated).collect(),
+                    None => batch.into_iter().map(|(record, wire)| Output::encoded(record, wire)).collect(),
                     Some(t) => {
-                        let translated = t.translate(batch).await?;
+                        let translated = t.translate(batch.into_iter().map(|(record, _)| record).collect()).await?;
                         self.skipped += translated.skipped;
                         translated.outputs
                     }
@@ -211,6 +212,11 @@ impl<'a> Runner<'a> {
         let n = self.sub.cursors.len();
         self.round_robin = self.round_robin.wrapping_add(1);
         let mut out = Vec::new();
+        // Records sent as they are share the tail's encoding; translated ones are encoded anew.
+        let wire = match self.sub.translation {
+            None => self.shared.wire.clone(),
+            Some(_) => None,
+        };
         for i in 0..n {
             if self.batch_full() {
                 break;
@@ -223,11 +229,11 @@ impl<'a> Runner<'a> {
             let room = self.sub.max_batch_records - self.batch.len();
             let bytes = self.max_bytes.saturating_sub(self.batch_bytes).max(1);
             out.clear();
-            match cursor.shard.read_tail(cursor.pos, room, bytes, &mut out) {
+            match cursor.shard.read_tail(cursor.pos, room, bytes, wire.as_ref(), &mut out) {
                 TailRead::Read { next } => {
                     self.sub.cursors[at].pos = next;
-                    for record in out.drain(..) {
-                        self.push(record);
+                    for (record, wire) in out.drain(..) {
+                        self.push(record, wire);
                     }
                 }
                 TailRead::Behind { tail_start } => {
@@ -312,7 +318,7 @@ impl<'a> Runner<'a> {
                     return Ok(());
                 }
                 cursor.pos = record.offset + 1;
-                self.push(Arc::new(record));
+                self.push(Arc::new(record), None);
                 Ok(())
             }
             Read::OutOfRange => self.check_retained().await,

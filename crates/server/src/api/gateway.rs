@@ -29,6 +29,7 @@ use crate::{
         lag::StreamLags,
         status::status,
         subscriptions::{self, Durable},
+        wire::{self, SubscribeWire},
     },
     auth::{Auth, Caller, Permission},
     pb,
@@ -189,7 +190,7 @@ impl GatewayService {
         &self,
         caller: &Caller,
         request: pb::SubscribeRequest,
-    ) -> Result<BoxStream<'static, Result<pb::SubscribeResponse, Status>>, Error> {
+    ) -> Result<BoxStream<'static, Result<SubscribeWire, Status>>, Error> {
         let name = request.subscription_name;
         if !name.is_empty() {
             check_name(&name, "subscription_name")?;
@@ -255,9 +256,24 @@ impl GatewayService {
                     // Everything before this progress has been handed to the client.
                     durable.auto_commit(name, p.offsets.clone(), stamp, busy);
                 }
-                event.map(convert::event).map_err(status)
+                match event {
+                    Ok(subscribe::Event::Records(outputs)) => {
+                        Ok(SubscribeWire::Records(outputs.into_iter().map(wire::output).collect()))
+                    }
+                    Ok(event) => Ok(SubscribeWire::Message(convert::event(event))),
+                    Err(e) => Err(status(e)),
+                }
             })
             .boxed())
+    }
+
+    /// `Subscribe`, its responses written from pre-encoded records ([`wire::GatewayRoutes`]).
+    pub async fn subscribe_wire(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<BoxStream<'static, Result<SubscribeWire, Status>>>, Status> {
+        let caller = Caller::of(&request);
+        self.subscribe(&caller, request.into_inner()).await.map(Response::new).map_err(status)
     }
 }
 
@@ -356,8 +372,8 @@ impl pb::gateway_server::Gateway for GatewayService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let caller = Caller::of(&request);
-        GatewayService::subscribe(self, &caller, request.into_inner()).await.map(Response::new).map_err(status)
+        let stream = self.subscribe_wire(request).await?;
+        Ok(stream.map(wire::as_messages))
     }
 }
 

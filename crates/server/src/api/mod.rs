@@ -8,6 +8,7 @@
 //! - [`convert`]: every mapping between protobuf messages and the core's types.
 //! - [`chunker`]: packs snapshot entries into chunks under an encoded-size bound.
 //! - [`status`]: the core's error as a gRPC status with details.
+//! - [`wire`]: `Subscribe` responses framed from records encoded once, shared by subscribers.
 
 pub mod chunker;
 pub mod convert;
@@ -16,6 +17,7 @@ pub mod lag;
 pub mod status;
 pub mod subscriptions;
 pub mod translators;
+pub mod wire;
 
 pub use gateway::GatewayService;
 pub use subscriptions::SubscriptionsService;

@@ -159,6 +159,7 @@ impl Fixture {
             watermarks,
             catchup_pool: Arc::new(Semaphore::new(1)),
             shutdown,
+            wire: Some(Arc::new(|r: &Record| Bytes::copy_from_slice(&r.offset.to_be_bytes()))),
         }
     }
 
@@ -182,6 +183,8 @@ fn limits(tail_max_records: usize, max_batch_records: usize) -> Limits {
 #[derive(Default)]
 struct Seen {
     offsets: Vec<i64>,
+    /// Offsets delivered with the tail's shared encoding.
+    encoded: Vec<i64>,
     progress: Vec<Progress>,
     error: Option<Error>,
 }
@@ -199,6 +202,10 @@ impl Seen {
                 Some(Ok(Event::Records(records))) => {
                     assert!(!records.is_empty(), "an empty batch was sent");
                     self.offsets.extend(records.iter().map(|o: &Output| o.source.offset));
+                    for o in records.iter().filter(|o| o.wire.is_some()) {
+                        assert_eq!(o.wire.as_deref(), Some(&o.source.offset.to_be_bytes()[..]), "its own encoding");
+                        self.encoded.push(o.source.offset);
+                    }
                 }
                 Some(Ok(Event::Progress(p))) => self.progress.push(p),
                 Some(Err(e)) => self.error = Some(e),
@@ -221,6 +228,8 @@ async fn switches_from_catch_up_to_the_tail_and_back_without_gap_or_duplicate() 
     let mut seen = Seen::default();
     seen.until(&mut rx, 20).await;
     assert_eq!(seen.offsets, (0..20).collect::<Vec<_>>());
+    assert!(seen.encoded.iter().all(|&o| o >= 15), "records read from Kafka have no shared encoding");
+    assert!(seen.encoded.ends_with(&[19]), "records read from the tail share its encoding: {:?}", seen.encoded);
     assert_eq!(f.log.opened.load(Ordering::SeqCst), 1, "one catch-up reader for the first 15 records");
     assert_eq!(shared.catchup_pool.available_permits(), 1, "the reader is closed once the cursor is on the tail");
 

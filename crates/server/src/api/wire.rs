@@ -1,0 +1,309 @@
+//! `Subscribe` responses written from pre-encoded records, so that a record at the head is
+//! encoded once for every subscriber that delivers it as it is.
+//!
+//! A `RecordBatch` is a sequence of `Record` messages, each framed by a tag and a length: given
+//! every record's encoding, a `SubscribeResponse` is written by framing them, with no protobuf
+//! structs and no per-record allocation. The tail buffer keeps each record's encoding (made by
+//! [`encode_record`] for the first subscriber that reads it), so a subscriber near the head costs
+//! a copy of the bytes into its HTTP/2 stream. The bytes on the wire are exactly those of
+//! `tributary.v1.SubscribeResponse`: clients see no difference.
+//!
+//! tonic's generated server encodes its own response structs, so `Subscribe` is routed here
+//! ([`GatewayRoutes`]) and served with [`SubscribeCodec`]; every other Gateway method goes to the
+//! generated server.
+
+use std::{
+    convert::Infallible,
+    task::{Context, Poll},
+};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::{future::BoxFuture, stream::BoxStream, StreamExt};
+use prost::{
+    encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType},
+    Message,
+};
+use tonic::{
+    body::Body,
+    codec::{Codec, EncodeBuf, Encoder},
+    server::{Grpc, NamedService, ServerStreamingService},
+    Status,
+};
+use tributary_core::{Output, Record};
+
+use crate::{
+    api::{convert, GatewayService},
+    pb,
+};
+
+/// One `SubscribeResponse`, ready to write.
+#[derive(Debug)]
+pub enum SubscribeWire {
+    /// A `RecordBatch` of encoded `Record` messages.
+    Records(Vec<Bytes>),
+    /// Any other response (progress), encoded as usual.
+    Message(pb::SubscribeResponse),
+}
+
+/// `SubscribeResponse.records` and `RecordBatch.records` are both field 1.
+const RECORDS_FIELD: u32 = 1;
+
+impl SubscribeWire {
+    /// The response as the generated struct (for [`pb::gateway_server::Gateway::subscribe`], which
+    /// the routed path does not use).
+    pub fn into_message(self) -> Result<pb::SubscribeResponse, Status> {
+        match self {
+            SubscribeWire::Message(m) => Ok(m),
+            SubscribeWire::Records(_) => {
+                let mut buf = BytesMut::new();
+                self.write(&mut buf);
+                pb::SubscribeResponse::decode(buf.freeze()).map_err(|e| Status::internal(e.to_string()))
+            }
+        }
+    }
+
+    fn batch_len(records: &[Bytes]) -> usize {
+        records.iter().map(|r| key_len(RECORDS_FIELD) + encoded_len_varint(r.len() as u64) + r.len()).sum()
+    }
+
+    /// Writes the response's protobuf encoding.
+    fn write(&self, buf: &mut impl BufMut) {
+        match self {
+            SubscribeWire::Message(m) => m.encode_raw(buf),
+            SubscribeWire::Records(records) => {
+                encode_key(RECORDS_FIELD, WireType::LengthDelimited, buf);
+                encode_varint(Self::batch_len(records) as u64, buf);
+                for record in records {
+                    encode_key(RECORDS_FIELD, WireType::LengthDelimited, buf);
+                    encode_varint(record.len() as u64, buf);
+                    buf.put_slice(record);
+                }
+            }
+        }
+    }
+}
+
+/// The `Record` message of an output: the tail's shared encoding when it has one.
+pub fn output(mut output: Output) -> Bytes {
+    match (output.wire.take(), &output.translated) {
+        (Some(wire), _) => wire,
+        (None, None) => encode_record(&output.source),
+        (None, Some(_)) => convert::record(output).encode_to_vec().into(),
+    }
+}
+
+/// A's record as a `tributary.v1.Record` message, encoded directly (the same bytes as prost's
+/// encoding of [`convert::record`]'s result, without building it).
+pub fn encode_record(r: &Record) -> Bytes {
+    let headers: usize = r.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Bytes::len) + 16).sum();
+    let capacity = 48 + r.topic.len() + r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len);
+    let mut buf = BytesMut::with_capacity(capacity + headers);
+    if !r.topic.is_empty() {
+        put_bytes(1, r.topic.as_bytes(), &mut buf);
+    }
+    // int32 and int64 are varints of the value's 64-bit two's complement.
+    put_varint(2, r.partition as i64 as u64, &mut buf);
+    put_varint(3, r.offset as u64, &mut buf);
+    put_varint(4, r.timestamp_ms as u64, &mut buf);
+    if let Some(key) = &r.key {
+        put_bytes(5, key, &mut buf);
+    }
+    if let Some(value) = &r.value {
+        put_bytes(6, value, &mut buf);
+    }
+    for (key, value) in &r.headers {
+        let key_field = if key.is_empty() { 0 } else { key_len(1) + encoded_len_varint(key.len() as u64) + key.len() };
+        let value_field = value.as_ref().map_or(0, |v| key_len(2) + encoded_len_varint(v.len() as u64) + v.len());
+        encode_key(7, WireType::LengthDelimited, &mut buf);
+        encode_varint((key_field + value_field) as u64, &mut buf);
+        if !key.is_empty() {
+            put_bytes(1, key.as_bytes(), &mut buf);
+        }
+        if let Some(value) = value {
+            put_bytes(2, value, &mut buf);
+        }
+    }
+    buf.freeze()
+}
+
+/// A length-delimited field (proto3 omits nothing for `optional` and repeated fields).
+fn put_bytes(tag: u32, bytes: &[u8], buf: &mut BytesMut) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(bytes.len() as u64, buf);
+    buf.put_slice(bytes);
+}
+
+/// A varint field; zero is the default and is not written.
+fn put_varint(tag: u32, value: u64, buf: &mut BytesMut) {
+    if value != 0 {
+        encode_key(tag, WireType::Varint, buf);
+        encode_varint(value, buf);
+    }
+}
+
+/// Decodes `SubscribeRequest`s and writes [`SubscribeWire`]s.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SubscribeCodec;
+
+impl Codec for SubscribeCodec {
+    type Encode = SubscribeWire;
+    type Decode = pb::SubscribeRequest;
+    type Encoder = WireEncoder;
+    type Decoder = <tonic_prost::ProstCodec<pb::SubscribeResponse, pb::SubscribeRequest> as Codec>::Decoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        WireEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstCodec::<pb::SubscribeResponse, pb::SubscribeRequest>::default().decoder()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct WireEncoder;
+
+impl Encoder for WireEncoder {
+    type Item = SubscribeWire;
+    type Error = Status;
+
+    fn encode(&mut self, item: SubscribeWire, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.write(dst);
+        Ok(())
+    }
+}
+
+/// The `tributary.v1.Gateway` service with `Subscribe` served from pre-encoded records.
+#[derive(Clone)]
+pub struct GatewayRoutes {
+    generated: pb::gateway_server::GatewayServer<GatewayService>,
+    service: GatewayService,
+    max_request_bytes: usize,
+}
+
+impl GatewayRoutes {
+    pub fn new(service: GatewayService, max_request_bytes: usize) -> Self {
+        let generated =
+            pb::gateway_server::GatewayServer::new(service.clone()).max_decoding_message_size(max_request_bytes);
+        Self { generated, service, max_request_bytes }
+    }
+}
+
+const SUBSCRIBE_PATH: &str = "/tributary.v1.Gateway/Subscribe";
+
+impl NamedService for GatewayRoutes {
+    const NAME: &'static str = pb::gateway_server::SERVICE_NAME;
+}
+
+impl tower::Service<http::Request<Body>> for GatewayRoutes {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if request.uri().path() != SUBSCRIBE_PATH {
+            return self.generated.call(request);
+        }
+        let method = SubscribeMethod(self.service.clone());
+        let max_request_bytes = self.max_request_bytes;
+        Box::pin(async move {
+            let mut grpc = Grpc::new(SubscribeCodec).apply_max_message_size_config(Some(max_request_bytes), None);
+            Ok(grpc.server_streaming(method, request).await)
+        })
+    }
+}
+
+struct SubscribeMethod(GatewayService);
+
+impl ServerStreamingService<pb::SubscribeRequest> for SubscribeMethod {
+    type Response = SubscribeWire;
+    type ResponseStream = BoxStream<'static, Result<SubscribeWire, Status>>;
+    type Future = BoxFuture<'static, Result<tonic::Response<Self::ResponseStream>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<pb::SubscribeRequest>) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move { service.subscribe_wire(request).await })
+    }
+}
+
+/// The routed responses as the generated server's stream.
+pub fn as_messages(
+    stream: BoxStream<'static, Result<SubscribeWire, Status>>,
+) -> BoxStream<'static, Result<pb::SubscribeResponse, Status>> {
+    stream.map(|item| item.and_then(SubscribeWire::into_message)).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tributary_core::Payload;
+
+    use super::*;
+
+    fn record(partition: i32, offset: i64, timestamp_ms: i64, key: Option<&[u8]>, value: Option<&[u8]>) -> Record {
+        Record {
+            topic: "topic-ä".into(),
+            partition,
+            offset,
+            timestamp_ms,
+            key: key.map(Bytes::copy_from_slice),
+            value: value.map(Bytes::copy_from_slice),
+            headers: vec![],
+        }
+    }
+
+    #[test]
+    fn a_record_encodes_exactly_as_prost_encodes_it() {
+        let mut with_headers = record(3, 1 << 40, 1_700_000_000_000, Some(b"k"), Some(&[7; 300]));
+        with_headers.headers =
+            vec![("h".into(), Some(Bytes::from_static(b"v"))), ("".into(), None), ("n".into(), Some(Bytes::new()))];
+        let cases = [
+            record(0, 0, 0, None, None),
+            record(0, 0, -1, Some(b""), Some(b"")),
+            record(-1, -5, i64::MIN, Some(b"key"), None),
+            record(i32::MAX, i64::MAX, i64::MAX, None, Some(b"value")),
+            Record { topic: "".into(), ..record(1, 1, 1, None, None) },
+            with_headers,
+        ];
+        for r in cases {
+            let expected = convert::record(Output::untranslated(Arc::new(r.clone()))).encode_to_vec();
+            assert_eq!(encode_record(&r).as_ref(), expected.as_slice(), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn a_batch_of_encoded_records_is_a_subscribe_response() {
+        let source = Arc::new(record(2, 9, 5, Some(b"k"), Some(b"v")));
+        let translated = Output {
+            source: source.clone(),
+            index: 1,
+            translated: Some(Payload { key: None, value: Some(Bytes::from_static(b"B")), headers: vec![] }),
+            wire: None,
+        };
+        let outputs = [Output::untranslated(source.clone()), translated, Output::untranslated(source.clone())];
+        let expected = pb::SubscribeResponse {
+            message: Some(pb::subscribe_response::Message::Records(pb::RecordBatch {
+                records: outputs.iter().cloned().map(convert::record).collect(),
+            })),
+        };
+        let mut outputs = outputs.to_vec();
+        // The tail's shared encoding is sent as it is.
+        outputs[2].wire = Some(encode_record(&source));
+        let wire = SubscribeWire::Records(outputs.into_iter().map(output).collect());
+        let mut written = BytesMut::new();
+        wire.write(&mut written);
+        assert_eq!(written.as_ref(), expected.encode_to_vec().as_slice());
+        let wire = SubscribeWire::Records(vec![encode_record(&source)]);
+        assert_eq!(
+            wire.into_message().unwrap().message,
+            Some(pb::subscribe_response::Message::Records(pb::RecordBatch {
+                records: vec![convert::record(Output::untranslated(source))],
+            }))
+        );
+    }
+}
