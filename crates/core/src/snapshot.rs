@@ -2,7 +2,7 @@
 //! the state out without holding any lock ([`stream`]), translated when the call names a
 //! translator. Packing the entries into wire-sized chunks is the gRPC layer's job.
 
-use std::{sync::Arc, time::Duration};
+use std::{ops::Bound, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 
@@ -125,7 +125,7 @@ async fn flush(
 /// The records of `map` that match `filter`, each once, in key order per prefix.
 pub fn entries<'a>(map: &'a StateMap, filter: &'a KeyFilter) -> Box<dyn Iterator<Item = &'a Arc<Record>> + Send + 'a> {
     if filter.is_empty() {
-        return Box::new(map.values());
+        return Box::new(map.iter().map(|k| &k.0));
     }
     // Drop prefixes covered by a shorter one, and exact keys covered by a prefix, so nothing is
     // listed twice.
@@ -138,11 +138,18 @@ pub fn entries<'a>(map: &'a StateMap, filter: &'a KeyFilter) -> Box<dyn Iterator
             kept.push(p);
         }
     }
-    let exact: Vec<&Arc<Record>> =
-        filter.exact().iter().filter(|k| !kept.iter().any(|p| k.starts_with(p))).filter_map(|k| map.get(k)).collect();
-    let by_prefix = kept
-        .into_iter()
-        .flat_map(move |p| map.range((*p).clone()..).take_while(move |(k, _)| k.starts_with(p)).map(|(_, v)| v));
+    let exact: Vec<&Arc<Record>> = filter
+        .exact()
+        .iter()
+        .filter(|k| !kept.iter().any(|p| k.starts_with(p)))
+        .filter_map(|k| map.get(k.as_ref()))
+        .map(|k| &k.0)
+        .collect();
+    let by_prefix = kept.into_iter().flat_map(move |p| {
+        map.range::<_, [u8]>((Bound::Included(p.as_ref()), Bound::Unbounded))
+            .take_while(move |k| k.key().starts_with(p))
+            .map(|k| &k.0)
+    });
     Box::new(exact.into_iter().chain(by_prefix))
 }
 
@@ -153,27 +160,19 @@ mod tests {
         error::TranslatorFailure,
         record::Payload,
         translate::{Outcome, Translate},
-        view::Shard,
+        view::{Keyed, Shard},
         Limits,
     };
 
     fn record(key: &str, offset: i64) -> Arc<Record> {
-        Arc::new(Record {
-            topic: "t".into(),
-            partition: 0,
-            offset,
-            timestamp_ms: 0,
-            key: Some(Bytes::copy_from_slice(key.as_bytes())),
-            value: Some(Bytes::from(vec![b'x'; 10])),
-            headers: vec![],
-        })
+        Arc::new(Record::new("t".into(), 0, offset, 0, Some(key.as_bytes()), Some(&[b'x'; 10]), &[]))
     }
 
     #[test]
     fn overlapping_filters_list_each_key_once() {
         let mut map = StateMap::new();
         for k in ["a", "ab", "abc", "b", "ba"] {
-            map.insert(Bytes::copy_from_slice(k.as_bytes()), record(k, 0));
+            map.insert(Keyed(record(k, 0)));
         }
         let filter = KeyFilter::new(
             vec![Bytes::from_static(b"abc"), Bytes::from_static(b"b"), Bytes::from_static(b"zz")],
@@ -181,7 +180,7 @@ mod tests {
             "f",
         )
         .unwrap();
-        let mut keys: Vec<_> = entries(&map, &filter).map(|r| r.key.clone().unwrap()).collect();
+        let mut keys: Vec<_> = entries(&map, &filter).map(|r| r.key_bytes().unwrap()).collect();
         keys.sort();
         assert_eq!(
             keys,
@@ -202,8 +201,8 @@ mod tests {
             Ok(batch
                 .iter()
                 .map(|r| {
-                    let value = (r.key.as_deref() != Some(b"gone")).then(|| Bytes::from_static(b"B"));
-                    Outcome::Ok(vec![Payload { key: r.key.clone(), value, headers: vec![] }])
+                    let value = (r.key() != Some(b"gone")).then(|| Bytes::from_static(b"B"));
+                    Outcome::Ok(vec![Payload { key: r.key_bytes(), value, headers: vec![] }])
                 })
                 .collect())
         }

@@ -129,10 +129,10 @@ mod tests {
         fn translate(&self, batch: &[Arc<Record>]) -> Result<Vec<Outcome>, TranslatorFailure> {
             Ok(batch
                 .iter()
-                .map(|r| match r.value.as_deref() {
+                .map(|r| match r.value() {
                     Some(b"bad") => Outcome::Err("bad value".into()),
                     _ => {
-                        Outcome::Ok(vec![Payload::default(), Payload { value: r.value.clone(), ..Payload::default() }])
+                        Outcome::Ok(vec![Payload::default(), Payload { value: r.value_bytes(), ..Payload::default() }])
                     }
                 })
                 .collect())
@@ -140,15 +140,7 @@ mod tests {
     }
 
     fn record(offset: i64, value: &'static str) -> Arc<Record> {
-        Arc::new(Record {
-            topic: "t".into(),
-            partition: 1,
-            offset,
-            timestamp_ms: 0,
-            key: None,
-            value: Some(value.into()),
-            headers: vec![],
-        })
+        Arc::new(Record::new("t".into(), 1, offset, 0, None, Some(value.as_bytes()), &[]))
     }
 
     fn translation(skip_errors: bool) -> Translation {

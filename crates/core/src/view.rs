@@ -7,7 +7,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use imbl::OrdMap;
+use imbl::OrdSet;
 use tokio::sync::watch;
 
 use crate::{
@@ -16,8 +16,46 @@ use crate::{
     record::{PartitionOffset, Record, WireEncoder},
 };
 
-/// The state of one partition: key → last record with a value.
-pub type StateMap = OrdMap<Bytes, Arc<Record>>;
+/// The state of one partition: the last record with a value of each key, ordered by key (a
+/// set of records rather than a map from a key copy: an entry costs a pointer).
+pub type StateMap = OrdSet<Keyed>;
+
+/// A record in the state, ordered and looked up by its key (a record without a key is never
+/// state).
+#[derive(Debug, Clone)]
+pub struct Keyed(pub Arc<Record>);
+
+impl Keyed {
+    pub fn key(&self) -> &[u8] {
+        self.0.key().unwrap_or_default()
+    }
+}
+
+impl PartialEq for Keyed {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Keyed {}
+
+impl PartialOrd for Keyed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Keyed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(other.key())
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Keyed {
+    fn borrow(&self) -> &[u8] {
+        self.key()
+    }
+}
 
 /// One partition of the view.
 #[derive(Debug)]
@@ -68,15 +106,15 @@ impl ShardState {
         if rec.offset < self.next_offset {
             return;
         }
-        if let Some(key) = &rec.key {
-            let replaced = if rec.value.is_some() {
+        if let Some(key) = rec.key() {
+            let replaced = if rec.value().is_some() {
                 self.state_bytes += rec.data_bytes();
-                self.map.insert(key.clone(), rec.clone())
+                self.map.insert(Keyed(rec.clone()))
             } else {
                 self.map.remove(key)
             };
             if let Some(old) = replaced {
-                self.state_bytes -= old.data_bytes();
+                self.state_bytes -= old.0.data_bytes();
             }
         }
         self.next_offset = rec.offset + 1;
@@ -403,15 +441,7 @@ mod tests {
     use super::*;
 
     fn rec(offset: i64, key: &str, value: Option<&str>) -> Arc<Record> {
-        Arc::new(Record {
-            topic: "t".into(),
-            partition: 0,
-            offset,
-            timestamp_ms: 0,
-            key: Some(Bytes::copy_from_slice(key.as_bytes())),
-            value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
-            headers: vec![],
-        })
+        Arc::new(Record::new("t".into(), 0, offset, 0, Some(key.as_bytes()), value.map(str::as_bytes), &[]))
     }
 
     fn limits(records: usize) -> Limits {
@@ -432,7 +462,7 @@ mod tests {
         let (after, at) = shard.snapshot();
         assert_eq!(at, 7);
         assert_eq!(after.len(), 1);
-        assert_eq!(after.get(b"b".as_slice()).unwrap().value.as_deref(), Some(b"3".as_slice()));
+        assert_eq!(after.get(b"b".as_slice()).unwrap().0.value(), Some(b"3".as_slice()));
     }
 
     #[test]
@@ -441,7 +471,7 @@ mod tests {
         let l = limits(100);
         shard.apply(rec(3, "a", Some("new")), &l);
         shard.apply(rec(1, "a", Some("old")), &l);
-        assert_eq!(shard.snapshot().0.get(b"a".as_slice()).unwrap().value.as_deref(), Some(b"new".as_slice()));
+        assert_eq!(shard.snapshot().0.get(b"a".as_slice()).unwrap().0.value(), Some(b"new".as_slice()));
     }
 
     #[test]

@@ -6,7 +6,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
     message::{Headers, Message},
@@ -279,32 +278,12 @@ impl Batch {
     }
 }
 
-/// Copies a Kafka message into the gateway's record: key, value and header values share one
-/// buffer.
+/// Copies a Kafka message into the gateway's record: key, value and header values in one buffer.
 pub(crate) fn to_record<M: Message>(m: &M, topic: Arc<str>) -> Record {
-    let (key, value) = (m.key(), m.payload());
     // Once per record: librdkafka parses the headers (and allocates) on every call while a record
     // has none, which every Kafka v2 record without headers is.
-    let parsed = m.headers();
-    let header_bytes: usize = parsed.map_or(0, |hs| hs.iter().map(|h| h.value.map_or(0, <[u8]>::len)).sum());
-    let mut buffer = Vec::with_capacity(key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len) + header_bytes);
-    let mut slice = |bytes: &[u8]| {
-        let start = buffer.len();
-        buffer.extend_from_slice(bytes);
-        start..buffer.len()
-    };
-    let key = key.map(&mut slice);
-    let value = value.map(&mut slice);
-    let headers: Vec<(String, Option<std::ops::Range<usize>>)> =
-        parsed.map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.map(&mut slice))).collect()).unwrap_or_default();
-    let buffer = Bytes::from(buffer);
-    Record {
-        topic,
-        partition: m.partition(),
-        offset: m.offset(),
-        timestamp_ms: m.timestamp().to_millis().unwrap_or(-1),
-        key: key.map(|r| buffer.slice(r)),
-        value: value.map(|r| buffer.slice(r)),
-        headers: headers.into_iter().map(|(k, v)| (k, v.map(|r| buffer.slice(r)))).collect(),
-    }
+    let headers: Vec<(&str, Option<&[u8]>)> =
+        m.headers().map(|hs| hs.iter().map(|h| (h.key, h.value)).collect()).unwrap_or_default();
+    let timestamp_ms = m.timestamp().to_millis().unwrap_or(-1);
+    Record::new(topic, m.partition(), m.offset(), timestamp_ms, m.key(), m.payload(), &headers)
 }

@@ -208,13 +208,9 @@ fn to_source(record: &Record) -> SourceRecord {
         partition: record.partition,
         offset: record.offset,
         timestamp_ms: record.timestamp_ms,
-        key: record.key.as_ref().map(|k| k.to_vec()),
-        value: record.value.as_ref().map(|v| v.to_vec()),
-        headers: record
-            .headers
-            .iter()
-            .map(|(k, v)| Header { key: k.clone(), value: v.as_ref().map(|v| v.to_vec()) })
-            .collect(),
+        key: record.key().map(<[u8]>::to_vec),
+        value: record.value().map(<[u8]>::to_vec),
+        headers: record.headers().map(|(k, v)| Header { key: k.to_string(), value: v.map(<[u8]>::to_vec) }).collect(),
     }
 }
 

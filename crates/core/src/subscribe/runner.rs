@@ -97,7 +97,7 @@ impl<'a> Runner<'a> {
     }
 
     fn push(&mut self, record: Arc<Record>, wire: Option<bytes::Bytes>) {
-        if self.sub.filter.matches(record.key.as_deref()) {
+        if self.sub.filter.matches(record.key()) {
             self.batch_bytes += record.size();
             self.batch.push((record, wire));
         }

@@ -30,7 +30,7 @@ pub fn record(output: Output) -> pb::Record {
     let source = &output.source;
     let (key, value, headers) = match output.translated {
         Some(p) => (p.key, p.value, p.headers),
-        None => (source.key.clone(), source.value.clone(), source.headers.clone()),
+        None => (source.key_bytes(), source.value_bytes(), source.header_list()),
     };
     pb::Record {
         topic: source.topic.to_string(),
@@ -108,15 +108,7 @@ mod tests {
     use super::*;
 
     fn source() -> Arc<Record> {
-        Arc::new(Record {
-            topic: "a".into(),
-            partition: 2,
-            offset: 9,
-            timestamp_ms: 5,
-            key: Some(Bytes::from_static(b"k")),
-            value: None,
-            headers: vec![("h".into(), None)],
-        })
+        Arc::new(Record::new("a".into(), 2, 9, 5, Some(b"k"), None, &[("h", None)]))
     }
 
     #[test]

@@ -95,9 +95,7 @@ pub fn output(mut output: Output) -> Bytes {
 /// A's record as a `tributary.v1.Record` message, encoded directly (the same bytes as prost's
 /// encoding of [`convert::record`]'s result, without building it).
 pub fn encode_record(r: &Record) -> Bytes {
-    let headers: usize = r.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Bytes::len) + 16).sum();
-    let capacity = 48 + r.topic.len() + r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len);
-    let mut buf = BytesMut::with_capacity(capacity + headers);
+    let mut buf = BytesMut::with_capacity(48 + r.topic.len() + r.data_bytes() + 16 * r.headers().count());
     if !r.topic.is_empty() {
         put_bytes(1, r.topic.as_bytes(), &mut buf);
     }
@@ -105,15 +103,15 @@ pub fn encode_record(r: &Record) -> Bytes {
     put_varint(2, r.partition as i64 as u64, &mut buf);
     put_varint(3, r.offset as u64, &mut buf);
     put_varint(4, r.timestamp_ms as u64, &mut buf);
-    if let Some(key) = &r.key {
+    if let Some(key) = r.key() {
         put_bytes(5, key, &mut buf);
     }
-    if let Some(value) = &r.value {
+    if let Some(value) = r.value() {
         put_bytes(6, value, &mut buf);
     }
-    for (key, value) in &r.headers {
+    for (key, value) in r.headers() {
         let key_field = if key.is_empty() { 0 } else { key_len(1) + encoded_len_varint(key.len() as u64) + key.len() };
-        let value_field = value.as_ref().map_or(0, |v| key_len(2) + encoded_len_varint(v.len() as u64) + v.len());
+        let value_field = value.map_or(0, |v| key_len(2) + encoded_len_varint(v.len() as u64) + v.len());
         encode_key(7, WireType::LengthDelimited, &mut buf);
         encode_varint((key_field + value_field) as u64, &mut buf);
         if !key.is_empty() {
@@ -246,28 +244,20 @@ mod tests {
     use super::*;
 
     fn record(partition: i32, offset: i64, timestamp_ms: i64, key: Option<&[u8]>, value: Option<&[u8]>) -> Record {
-        Record {
-            topic: "topic-ä".into(),
-            partition,
-            offset,
-            timestamp_ms,
-            key: key.map(Bytes::copy_from_slice),
-            value: value.map(Bytes::copy_from_slice),
-            headers: vec![],
-        }
+        Record::new("topic-ä".into(), partition, offset, timestamp_ms, key, value, &[])
     }
 
     #[test]
     fn a_record_encodes_exactly_as_prost_encodes_it() {
-        let mut with_headers = record(3, 1 << 40, 1_700_000_000_000, Some(b"k"), Some(&[7; 300]));
-        with_headers.headers =
-            vec![("h".into(), Some(Bytes::from_static(b"v"))), ("".into(), None), ("n".into(), Some(Bytes::new()))];
+        let headers: [(&str, Option<&[u8]>); 3] = [("h", Some(b"v")), ("", None), ("n", Some(b""))];
+        let with_headers =
+            Record::new("topic-ä".into(), 3, 1 << 40, 1_700_000_000_000, Some(b"k"), Some(&[7; 300]), &headers);
         let cases = [
             record(0, 0, 0, None, None),
             record(0, 0, -1, Some(b""), Some(b"")),
             record(-1, -5, i64::MIN, Some(b"key"), None),
             record(i32::MAX, i64::MAX, i64::MAX, None, Some(b"value")),
-            Record { topic: "".into(), ..record(1, 1, 1, None, None) },
+            Record::new("".into(), 1, 1, 1, None, None, &[]),
             with_headers,
         ];
         for r in cases {

@@ -134,15 +134,8 @@ impl Fixture {
     /// Appends records at `offsets` to the log and the view, as ingest would.
     fn append(&self, offsets: std::ops::Range<i64>, key: &str) {
         for offset in offsets {
-            let record = Record {
-                topic: "t".into(),
-                partition: 0,
-                offset,
-                timestamp_ms: 0,
-                key: Some(Bytes::copy_from_slice(key.as_bytes())),
-                value: Some(Bytes::from(offset.to_string())),
-                headers: vec![],
-            };
+            let value = offset.to_string();
+            let record = Record::new("t".into(), 0, offset, 0, Some(key.as_bytes()), Some(value.as_bytes()), &[]);
             self.log.records.lock().unwrap().entry(("t".into(), 0)).or_default().push(record.clone());
             self.shard.apply(Arc::new(record), &self.limits);
         }
@@ -271,7 +264,7 @@ impl Translate for TrapAtFive {
         if batch.iter().any(|r| r.offset == 5) {
             return Err(TranslatorFailure::Trap("unreachable".into()));
         }
-        Ok(batch.iter().map(|r| Outcome::Ok(vec![Payload { value: r.value.clone(), ..Payload::default() }])).collect())
+        Ok(batch.iter().map(|r| Outcome::Ok(vec![Payload { value: r.value_bytes(), ..Payload::default() }])).collect())
     }
 }
 
