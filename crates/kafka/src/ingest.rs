@@ -19,6 +19,7 @@ use tributary_core::{
 };
 
 use crate::{
+    batch::ConsumerQueue,
     log::{assignment, partition_count, positions, watermarks},
     settings::{consumer_config, ingest_tuning, kafka_error, KafkaConfig},
 };
@@ -119,28 +120,28 @@ async fn assign_at_start(consumer: &Arc<BaseConsumer>, view: &Arc<View>, shutdow
     }
 }
 
-/// The ingest loop: takes every record that is ready (up to [`MAX_BATCH`]) and applies each
-/// partition's run under one shard lock with one wake-up per topic; every [`SYNC_INTERVAL`] moves
-/// positions past transaction markers and checks readiness.
+/// The ingest loop: takes up to [`MAX_BATCH`] messages at once from the consumer queue and
+/// applies each partition's run under one shard lock with one wake-up per topic; every
+/// [`SYNC_INTERVAL`] moves positions past transaction markers and checks readiness.
 fn poll_loop(consumer: &BaseConsumer, view: &View, limits: &Limits, shutdown: &CancellationToken) {
     let started = Instant::now();
     let mut last_log = (Instant::now(), 0u64);
     let mut next_sync = Instant::now();
     let mut applied: u64 = 0;
     let mut batch = Batch::default();
+    let Some(queue) = ConsumerQueue::of(consumer) else {
+        events::emit(&events::IngestStoppedAbnormally { error: "the ingest consumer has no consumer queue".into() });
+        return;
+    };
     while !shutdown.is_cancelled() {
-        match consumer.poll(POLL_WAIT) {
-            Some(Ok(m)) => batch.push(view, &m),
-            Some(Err(e)) => events::emit(&events::KafkaIngestError { error: e.to_string() }),
-            None => {}
-        }
-        while batch.len < MAX_BATCH {
-            match consumer.poll(Duration::ZERO) {
-                Some(Ok(m)) => batch.push(view, &m),
-                Some(Err(e)) => events::emit(&events::KafkaIngestError { error: e.to_string() }),
-                None => break,
+        let taken = queue.consume(POLL_WAIT, MAX_BATCH);
+        for message in taken.iter() {
+            match message {
+                Ok(m) => batch.push(view, &m),
+                Err(e) => events::emit(&events::KafkaIngestError { error: e.message }),
             }
         }
+        drop(taken);
         applied += batch.apply(limits) as u64;
         if Instant::now() < next_sync {
             continue;

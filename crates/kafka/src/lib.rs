@@ -16,6 +16,7 @@
 //!
 //! gRPC, protobuf and translators: it speaks the core's types (records, errors, positions) only.
 
+mod batch;
 pub mod ingest;
 pub mod log;
 pub mod positions;

@@ -2,7 +2,8 @@
 //! catch-up readers (a consumer each, with a bounded prefetch) for subscribers behind the tail.
 
 use std::{
-    sync::{Arc, RwLock},
+    collections::VecDeque,
+    sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
 
@@ -20,12 +21,15 @@ use tributary_core::{
 };
 
 use crate::{
+    batch::ConsumerQueue,
     ingest::to_record,
     settings::{catchup_tuning, consumer_config, kafka_error, metadata_tuning, KafkaConfig},
 };
 
 /// Timeout of one metadata or watermark request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most messages a catch-up reader takes from librdkafka at once (held as reads until taken).
+const CATCHUP_BATCH: usize = 256;
 
 /// A's Kafka cluster, as the core sees it.
 pub struct Kafka {
@@ -48,7 +52,7 @@ impl Log for Kafka {
     fn catch_up(&self, prefetch_kbytes: usize) -> Result<Box<dyn CatchUpReader>, Error> {
         let consumer: StreamConsumer =
             consumer_config(&self.config, "catchup", &catchup_tuning(prefetch_kbytes)).create().map_err(kafka_error)?;
-        Ok(Box::new(Reader { consumer, topics: RwLock::new(Vec::new()) }))
+        Ok(Box::new(Reader { consumer, topics: RwLock::new(Vec::new()), ready: Mutex::new(VecDeque::new()) }))
     }
 }
 
@@ -57,18 +61,41 @@ struct Reader {
     consumer: StreamConsumer,
     /// The names of the assigned topics, shared by every record read (no allocation per record).
     topics: RwLock<Vec<Arc<str>>>,
+    /// Reads taken from librdkafka in one batch and not handed out yet (at most
+    /// [`CATCHUP_BATCH`]).
+    ready: Mutex<VecDeque<Read>>,
 }
 
 impl Reader {
     fn read(&self, message: KafkaResult<BorrowedMessage<'_>>) -> Read {
         match message {
-            Ok(m) => {
-                let known =
-                    self.topics.read().unwrap_or_else(|e| e.into_inner()).iter().find(|t| ***t == *m.topic()).cloned();
-                Read::Record(to_record(&m, known.unwrap_or_else(|| Arc::from(m.topic()))))
-            }
+            Ok(m) => Read::Record(self.record(&m)),
             Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange)) => Read::OutOfRange,
             Err(e) => Read::Error(e.to_string()),
+        }
+    }
+
+    fn record<M: Message>(&self, m: &M) -> tributary_core::Record {
+        let known = self.topics.read().unwrap_or_else(|e| e.into_inner()).iter().find(|t| ***t == *m.topic()).cloned();
+        to_record(m, known.unwrap_or_else(|| Arc::from(m.topic())))
+    }
+
+    fn ready(&self) -> std::sync::MutexGuard<'_, VecDeque<Read>> {
+        self.ready.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes what librdkafka has ready, up to [`CATCHUP_BATCH`] messages, in one call.
+    fn fill(&self, ready: &mut VecDeque<Read>) {
+        let Some(queue) = ConsumerQueue::of(&self.consumer) else {
+            ready.extend(self.consumer.recv().now_or_never().map(|m| self.read(m)));
+            return;
+        };
+        for message in queue.consume(Duration::ZERO, CATCHUP_BATCH).iter() {
+            ready.push_back(match message {
+                Ok(m) => Read::Record(self.record(&m)),
+                Err(e) if e.out_of_range => Read::OutOfRange,
+                Err(e) => Read::Error(e.message),
+            });
         }
     }
 }
@@ -91,15 +118,35 @@ impl CatchUpReader for Reader {
     }
 
     fn recv(&self) -> BoxFuture<'_, Read> {
-        Box::pin(async move { self.read(self.consumer.recv().await) })
+        Box::pin(async move {
+            if let Some(read) = self.ready().pop_front() {
+                return read;
+            }
+            self.read(self.consumer.recv().await)
+        })
     }
 
     fn try_recv(&self) -> Option<Read> {
-        self.consumer.recv().now_or_never().map(|m| self.read(m))
+        let mut ready = self.ready();
+        if ready.is_empty() {
+            self.fill(&mut ready);
+        }
+        ready.pop_front()
     }
 
+    /// The consumer's positions, held back to the first record not handed out yet: a position
+    /// must never pass a record the subscription has not taken.
     fn positions(&self) -> Vec<Position> {
-        positions(&self.consumer)
+        let mut positions = positions(&self.consumer);
+        for read in self.ready().iter() {
+            let Read::Record(r) = read else { continue };
+            for (topic, partition, offset) in &mut positions {
+                if *partition == r.partition && **topic == *r.topic && r.offset < *offset {
+                    *offset = r.offset;
+                }
+            }
+        }
+        positions
     }
 }
 

@@ -71,14 +71,16 @@ pub(crate) fn consumer_config(kafka: &KafkaConfig, purpose: &str, tuning: &[(&st
 
 /// The ingest consumer reads every exposed partition from the start at boot, then follows the
 /// head: tuned for throughput (measured in FINDINGS: librdkafka's 1 s `fetch.queue.backoff.ms`
-/// alone halved the load rate). Prefetch stays at librdkafka's default 64 MiB: one consumer per
-/// gateway.
+/// alone halved the load rate). The prefetch queue is kept small (4 MiB, 20,000 messages): ingest
+/// takes messages in batches as fast as librdkafka fetches them, so a bigger queue only held
+/// memory; with librdkafka's 64 MiB / 100,000 defaults (or more) the view loaded no faster and the
+/// gateway kept up to 300 MiB more after loading 2 M records.
 pub(crate) fn ingest_tuning() -> Vec<(&'static str, String)> {
     vec![
         ("fetch.queue.backoff.ms", "0".into()),
-        ("queued.min.messages", "1000000".into()),
+        ("queued.min.messages", "20000".into()),
         ("max.partition.fetch.bytes", (4 << 20).to_string()),
-        ("queued.max.messages.kbytes", (64 << 10).to_string()),
+        ("queued.max.messages.kbytes", (4 << 10).to_string()),
         // Follow the head closely: a fetch returns as soon as there is data, at most 10 ms later.
         ("fetch.wait.max.ms", "10".into()),
     ]
