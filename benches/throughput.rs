@@ -8,8 +8,9 @@
 //! BENCH_VERSIONS (10 versions per key for the many-versions snapshot), BENCH_FOLLOW_RECORDS
 //! (1,000,000 written at full speed while followed), BENCH_RATE (20,000 records/s for 5 s, the
 //! latency row), BENCH_IDLE (1,000 idle subscribers), BENCH_FANOUT (followers at the head,
-//! "1,10,100,1000"), BENCH_FANOUT_RECORDS (200,000 per run, fewer when the deliveries would pass
-//! BENCH_FANOUT_DELIVERIES = 20,000,000), BENCH_STALLED (1,000 subscribers that never read),
+//! "1,10,100,1000"; A writes at BENCH_FANOUT_RATE = 500,000 deliveries/s divided by the
+//! followers, for 5 s or at most BENCH_FANOUT_RECORDS = 200,000 records), BENCH_STALLED (1,000
+//! subscribers that never read),
 //! BENCH_IDLE_CONNECTIONS (20,000 TCP connections that never speak HTTP/2), BENCH_METRICS_RUNS
 //! (3 Subscribe-from-0 runs each against a gateway with and without its metrics exporter; 0 skips).
 //!
@@ -288,6 +289,74 @@ async fn gateway_follow(
     (Instant::now(), lags)
 }
 
+/// Decodes a `SubscribeResponse` only as far as counting its records. The fan-out rows measure
+/// the gateway: followers in this process that built every record would take the cores the
+/// gateway needs, fall behind its tail and measure catching up instead.
+#[derive(Clone, Copy, Default)]
+struct CountingCodec;
+
+impl tonic::codec::Codec for CountingCodec {
+    type Encode = pb::SubscribeRequest;
+    type Decode = usize;
+    type Encoder =
+        <tonic_prost::ProstCodec<pb::SubscribeRequest, pb::SubscribeResponse> as tonic::codec::Codec>::Encoder;
+    type Decoder = CountingCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic::codec::Codec::encoder(
+            &mut tonic_prost::ProstCodec::<pb::SubscribeRequest, pb::SubscribeResponse>::default(),
+        )
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        CountingCodec
+    }
+}
+
+impl tonic::codec::Decoder for CountingCodec {
+    type Item = usize;
+    type Error = tonic::Status;
+
+    /// Records in a response: field 1 (`records`) holds a `RecordBatch` whose field 1 entries
+    /// are the records; a progress message (field 2) has none.
+    fn decode(&mut self, buf: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<usize>, tonic::Status> {
+        use bytes::Buf;
+        use prost::encoding::decode_varint;
+        let bad = |e: prost::DecodeError| tonic::Status::internal(e.to_string());
+        let mut count = 0;
+        while buf.has_remaining() {
+            let key = decode_varint(buf).map_err(bad)?;
+            let len = decode_varint(buf).map_err(bad)? as usize;
+            if key != (1 << 3 | 2) {
+                buf.advance(len);
+                continue;
+            }
+            let end = buf.remaining() - len;
+            while buf.remaining() > end {
+                decode_varint(buf).map_err(bad)?;
+                let record = decode_varint(buf).map_err(bad)? as usize;
+                buf.advance(record);
+                count += 1;
+            }
+        }
+        Ok(Some(count))
+    }
+}
+
+/// A follower that counts what it receives (see [`CountingCodec`]).
+async fn counting_follow(channel: tonic::transport::Channel, request: pb::SubscribeRequest, count: usize) {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/tributary.v1.Gateway/Subscribe");
+    let mut stream =
+        grpc.server_streaming(tonic::Request::new(request), path, CountingCodec).await.unwrap().into_inner();
+    let mut received = 0;
+    while received < count {
+        let Some(n) = stream.message().await.expect("stream") else { break };
+        received += n;
+    }
+}
+
 fn at(ends: &BTreeMap<(String, i32), i64>) -> Vec<pb::PartitionOffset> {
     ends.iter().map(|((t, p), o)| pb::PartitionOffset { topic: t.clone(), partition: *p, offset: *o }).collect()
 }
@@ -312,7 +381,7 @@ async fn main() {
         .filter_map(|n| n.trim().parse().ok())
         .collect();
     let fanout_records = env("BENCH_FANOUT_RECORDS", 200_000);
-    let fanout_deliveries = env("BENCH_FANOUT_DELIVERIES", 20_000_000);
+    let fanout_rate = env("BENCH_FANOUT_RATE", 500_000);
     let stalled = env("BENCH_STALLED", 1_000);
     let idle_connections = env("BENCH_IDLE_CONNECTIONS", 20_000);
     let metrics_runs = env("BENCH_METRICS_RUNS", 3);
@@ -508,9 +577,11 @@ async fn main() {
     );
 
     // Clients spread over a few connections (HTTP/2 multiplexes streams, as real clients do).
-    let mut clients = Vec::new();
+    let (mut clients, mut channels) = (Vec::new(), Vec::new());
     for _ in 0..20 {
         clients.push(connect(gateway.addr).await);
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", gateway.addr)).unwrap();
+        channels.push(channel.connect().await.unwrap());
     }
 
     // Idle subscribers at the head: what each costs while nothing is written, on a gateway of
@@ -542,34 +613,31 @@ async fn main() {
         );
     }
 
-    // Fan-out at the head: N followers of `small` while A writes; gateway CPU per million
-    // delivered records, and the delivery latency (produce to receive) seen by one follower.
+    // Fan-out at the head: N followers of `small` while A writes at a rate that makes the same
+    // number of deliveries per second whatever N (with one follower: as fast as the producer
+    // goes); gateway CPU per million delivered records, and the delivery latency (produce to
+    // receive) seen by one follower (the others only count what they receive). A latency far
+    // above the rate's spacing means the gateway did not keep up at that rate.
     println!();
     for &n in &fanout {
-        let count = fanout_records.min(fanout_deliveries / n.max(1)).max(1);
+        let rate = (fanout_rate / n.max(1)).max(1);
+        let count = fanout_records.min(rate * 5).max(1);
         let from = at(&self::ends(&small));
-        let mut streams = Vec::new();
-        for i in 0..n {
-            let c = &mut clients[i % 20];
-            let s = c
-                .subscribe(pb::SubscribeRequest { from_offsets: from.clone(), ..Default::default() })
-                .await
-                .unwrap()
-                .into_inner();
-            streams.push(s);
-        }
-        let tasks: Vec<_> =
-            streams.into_iter().enumerate().map(|(i, s)| tokio::spawn(gateway_follow(s, count, i == 0))).collect();
+        let request = || pb::SubscribeRequest { from_offsets: from.clone(), ..Default::default() };
+        let sampled = clients[0].subscribe(request()).await.unwrap().into_inner();
+        let sampled = tokio::spawn(gateway_follow(sampled, count, true));
+        let counting: Vec<_> =
+            (1..n).map(|i| tokio::spawn(counting_follow(channels[i % 20].clone(), request(), count))).collect();
         let cpu_before = cpu_seconds(pid);
         let t = small.clone();
-        tokio::task::spawn_blocking(move || produce_stamped(&t, count, None)).await.unwrap();
-        let mut lags = Vec::new();
-        for t in tasks {
-            lags.extend(t.await.unwrap().1);
+        tokio::task::spawn_blocking(move || produce_stamped(&t, count, Some(rate as u64))).await.unwrap();
+        let mut lags = sampled.await.unwrap().1;
+        for t in counting {
+            t.await.unwrap();
         }
         let cpu = cpu_seconds(pid) - cpu_before;
         println!(
-            "fan-out: {n:>4} followers at the head, {count} records each: gateway CPU {:.2} s per million delivered; latency {}",
+            "fan-out: {n:>4} followers at the head, {count} records each at {rate} rec/s: gateway CPU {:.2} s per million delivered; latency {}",
             cpu / (n * count) as f64 * 1e6,
             lag_summary(&mut lags),
         );

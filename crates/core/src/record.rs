@@ -166,8 +166,9 @@ pub struct Output {
     pub source: Arc<Record>,
     /// Which output of `source` this is (a translator may make several of one record).
     pub index: u32,
-    /// B's key, value and headers; `None` delivers A's record as it is.
-    pub translated: Option<Payload>,
+    /// B's key, value and headers; `None` delivers A's record as it is. Boxed: most outputs are
+    /// A's records, and an output is moved several times on its way to the client.
+    pub translated: Option<Box<Payload>>,
     /// The delivering layer's encoding of this output, when one was already made: a tail record
     /// is encoded once and every subscriber that delivers it untranslated sends the same bytes.
     pub wire: Option<Bytes>,

@@ -97,7 +97,7 @@ impl Translation {
                         translated.outputs.extend(payloads.into_iter().enumerate().map(|(i, payload)| Output {
                             source: record.clone(),
                             index: i as u32,
-                            translated: Some(payload),
+                            translated: Some(Box::new(payload)),
                             wire: None,
                         }))
                     }

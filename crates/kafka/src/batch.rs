@@ -31,7 +31,8 @@ impl<'c> ConsumerQueue<'c> {
         (!queue.is_null()).then_some(Self { queue, _consumer: PhantomData })
     }
 
-    /// Waits up to `wait` for messages and takes at most `max` of them.
+    /// Takes at most `max` messages, waiting up to `wait` for that many (so callers that care
+    /// about latency pass zero and wait elsewhere).
     pub(crate) fn consume(&self, wait: Duration, max: usize) -> Taken<'_> {
         let mut messages = vec![ptr::null_mut(); max];
         let timeout = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);

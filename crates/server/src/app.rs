@@ -84,13 +84,15 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
         let Self { config, view, ingest, shared, registry, positions, shutdown: token, tasks } = self;
+        // The recorder first: counts made before it is installed are lost (a small topic loads
+        // in milliseconds).
+        if let Some(listen) = config.metrics.listen {
+            telemetry::install(listen).map_err(|e| Error::invalid("metrics.listen", e))?;
+        }
         tasks.spawn(ingest.run(token.clone()).instrument(tracing::info_span!("ingest")));
         let period = Duration::from_millis(config.kafka.metadata_refresh_ms);
         tasks.spawn(shared.watermarks.clone().run(period, token.clone()).instrument(tracing::info_span!("watermarks")));
 
-        if let Some(listen) = config.metrics.listen {
-            telemetry::install(listen).map_err(|e| Error::invalid("metrics.listen", e))?;
-        }
         let buffers = tributary_core::buffer::Budget::new(config.limits.stream_buffer_total_bytes);
         tokio::spawn(telemetry::gauges(
             view.clone(),

@@ -123,7 +123,7 @@ mod tests {
     #[test]
     fn translated_outputs_keep_source_coordinates() {
         let payload = Payload { key: None, value: Some(Bytes::from_static(b"B")), headers: vec![] };
-        let e = entry(Output { source: source(), index: 3, translated: Some(payload), wire: None });
+        let e = entry(Output { source: source(), index: 3, translated: Some(Box::new(payload)), wire: None });
         assert_eq!((e.topic.as_str(), e.partition, e.offset, e.output_index), ("a", 2, 9, 3));
         assert_eq!(e.value.as_ref(), b"B");
         assert!(e.key.is_empty() && e.headers.is_empty());

@@ -243,12 +243,6 @@ impl GatewayService {
         Ok(rx
             .into_stream()
             .map(move |event| {
-                if let Ok(subscribe::Event::Records(records)) = &event {
-                    metrics::counter!("tributary_records_delivered_total", "kind" => "subscribe")
-                        .increment(records.len() as u64);
-                    metrics::counter!("tributary_bytes_delivered_total", "kind" => "subscribe")
-                        .increment(records.iter().map(|r| r.data_bytes() as u64).sum());
-                }
                 if let Ok(subscribe::Event::Progress(p)) = &event {
                     registration.delivered.progressed(&p.offsets);
                 }
@@ -258,7 +252,17 @@ impl GatewayService {
                 }
                 match event {
                     Ok(subscribe::Event::Records(outputs)) => {
-                        Ok(SubscribeWire::Records(outputs.into_iter().map(wire::output).collect()))
+                        let (count, mut bytes) = (outputs.len() as u64, 0);
+                        let records = outputs
+                            .into_iter()
+                            .map(|output| {
+                                bytes += output.data_bytes() as u64;
+                                wire::output(output)
+                            })
+                            .collect();
+                        metrics::counter!("tributary_records_delivered_total", "kind" => "subscribe").increment(count);
+                        metrics::counter!("tributary_bytes_delivered_total", "kind" => "subscribe").increment(bytes);
+                        Ok(SubscribeWire::Records(records))
                     }
                     Ok(event) => Ok(SubscribeWire::Message(convert::event(event))),
                     Err(e) => Err(status(e)),

@@ -272,7 +272,7 @@ mod tests {
         let translated = Output {
             source: source.clone(),
             index: 1,
-            translated: Some(Payload { key: None, value: Some(Bytes::from_static(b"B")), headers: vec![] }),
+            translated: Some(Box::new(Payload { key: None, value: Some(Bytes::from_static(b"B")), headers: vec![] })),
             wire: None,
         };
         let outputs = [Output::untranslated(source.clone()), translated, Output::untranslated(source.clone())];
