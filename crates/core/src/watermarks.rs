@@ -155,6 +155,13 @@ impl WatermarkCache {
         self.reachable.subscribe()
     }
 
+    /// The last known watermarks of `partitions`, without asking Kafka; `None` when one was never
+    /// fetched.
+    pub fn known(&self, partitions: &[Partition]) -> Option<Vec<Watermarks>> {
+        let s = self.lock();
+        partitions.iter().map(|p| s.marks.get(p).copied()).collect()
+    }
+
     /// The watermarks of `partitions` from a refresh that starts after this call, if it ends
     /// within `wait`; else the last known ones with their age. UNAVAILABLE when a partition's
     /// watermarks were never fetched.

@@ -80,6 +80,29 @@ pub fn plan_offsets(
 }
 
 impl Plan {
+    /// Starts the cursors that name no offset at the last known earliest offsets, without asking
+    /// Kafka, when every one of them is in its tail buffer (a small or recently trimmed topic):
+    /// the records from there are in the view. The earliest offset only grows, and records Kafka
+    /// deleted since the last refresh leave the tail at the next one. True when it did.
+    fn start_in_tails(
+        cursors: &mut [Cursor],
+        to_check: &[(usize, Option<i64>)],
+        known: Option<Vec<Watermarks>>,
+    ) -> bool {
+        let Some(marks) = known else { return false };
+        let in_tail = |&(i, pos): &(usize, Option<i64>)| {
+            let (shard, earliest) = (&cursors[i].shard, marks[i].earliest);
+            pos.is_none() && earliest >= shard.tail_start() && earliest <= shard.next_offset()
+        };
+        if !to_check.iter().all(in_tail) {
+            return false;
+        }
+        for &(i, _) in to_check {
+            cursors[i].pos = marks[i].earliest;
+        }
+        true
+    }
+
     /// A cursor per partition of every followed topic at its start position. Asks for
     /// watermarks only when a position falls outside the view (or the partition is not listed).
     ///
@@ -103,6 +126,9 @@ impl Plan {
         }
         // Every partition's watermarks, so that an error's details list the whole subscription.
         let partitions: Vec<_> = cursors.iter().map(|c| (c.shard.topic.clone(), c.shard.partition)).collect();
+        if Self::start_in_tails(&mut cursors, &to_check, watermarks.known(&partitions)) {
+            return Ok(cursors);
+        }
         let Answer { marks, stale } = watermarks.get(&partitions, WATERMARK_WAIT).await?;
         let all = |pick: fn(&Watermarks) -> i64| -> Vec<PartitionOffset> {
             cursors.iter().zip(&marks).map(|(c, m)| c.shard.at(pick(m))).collect()
@@ -143,5 +169,74 @@ impl Plan {
             }
         }
         Ok(cursors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::atomic::{AtomicI64, AtomicUsize, Ordering},
+        time::Duration,
+    };
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::{
+        limits::Limits,
+        record::Record,
+        source::{CatchUpReader, Log, Partition},
+        view::Shard,
+    };
+
+    /// A log that counts watermark requests; its earliest offset can be moved.
+    #[derive(Default)]
+    struct Counted {
+        requests: AtomicUsize,
+        earliest: AtomicI64,
+    }
+
+    impl Log for Counted {
+        fn watermarks(&self, partitions: &[Partition]) -> Result<Vec<Watermarks>, Error> {
+            self.requests.fetch_add(1, Ordering::SeqCst);
+            let earliest = self.earliest.load(Ordering::SeqCst);
+            Ok(partitions.iter().map(|_| Watermarks { earliest, latest: 10 }).collect())
+        }
+
+        fn catch_up(&self, _: usize) -> Result<Box<dyn CatchUpReader>, Error> {
+            Err(Error::Internal("start tests read no records".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_subscription_from_the_start_of_a_topic_held_in_the_tail_asks_kafka_nothing() {
+        let view = Arc::new(View::new(&["t".to_string()]));
+        let shard = Arc::new(Shard::new("t".into(), 0, 5, 10));
+        for offset in 5..10 {
+            shard.apply(
+                Arc::new(Record::new("t".into(), 0, offset, 0, Some(b"k"), Some(b"v"), &[])),
+                &Limits::default(),
+            );
+        }
+        view.topic("t").unwrap().add_shard(shard);
+        view.set_assigned();
+        let log = Arc::new(Counted { earliest: 5.into(), ..Default::default() });
+        let cache = WatermarkCache::new(log.clone(), view.clone());
+        let stop = CancellationToken::new();
+        tokio::spawn(cache.clone().run(Duration::from_secs(3600), stop.clone()));
+        let topics = ["t".to_string()];
+
+        // Nothing known yet: Kafka is asked.
+        let cursors = plan(&view, &topics, &[]).unwrap().cursors(&cache).await.unwrap();
+        assert_eq!((cursors[0].pos, log.requests.load(Ordering::SeqCst)), (5, 1));
+        // Known, and the tail starts there: no request.
+        let cursors = plan(&view, &topics, &[]).unwrap().cursors(&cache).await.unwrap();
+        assert_eq!((cursors[0].pos, log.requests.load(Ordering::SeqCst)), (5, 1));
+        // The last known earliest offset is before the tail: only Kafka can say where to start.
+        log.earliest.store(3, Ordering::SeqCst);
+        cache.get(&[("t".into(), 0)], Duration::from_secs(1)).await.unwrap();
+        let cursors = plan(&view, &topics, &[]).unwrap().cursors(&cache).await.unwrap();
+        assert_eq!((cursors[0].pos, log.requests.load(Ordering::SeqCst)), (3, 3));
+        stop.cancel();
     }
 }
