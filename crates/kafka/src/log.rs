@@ -45,8 +45,12 @@ impl Kafka {
 }
 
 impl Log for Kafka {
+    /// Two requests for all of `partitions` (the earliest offsets, then the latest), where asking
+    /// partition by partition took two round trips each.
     fn watermarks(&self, partitions: &[Partition]) -> Result<Vec<Watermarks>, Error> {
-        partitions.iter().map(|(topic, partition)| watermarks(&self.metadata, topic, *partition)).collect()
+        let earliest = list_offsets(&self.metadata, partitions, Offset::Beginning)?;
+        let latest = list_offsets(&self.metadata, partitions, Offset::End)?;
+        Ok(earliest.into_iter().zip(latest).map(|(earliest, latest)| Watermarks { earliest, latest }).collect())
     }
 
     fn catch_up(&self, prefetch_kbytes: usize) -> Result<Box<dyn CatchUpReader>, Error> {
@@ -158,6 +162,29 @@ pub(crate) fn partition_count<C: Consumer>(client: &C, topic: &str) -> Result<Op
         return Ok(None);
     }
     Ok(Some(t.partitions().len() as i32))
+}
+
+/// The earliest (`Offset::Beginning`) or latest (`Offset::End`: the high watermark, or the last
+/// stable offset under `read_committed`) offset of every partition, in one ListOffsets request per
+/// broker. Blocking.
+fn list_offsets<C: Consumer>(client: &C, partitions: &[Partition], which: Offset) -> Result<Vec<i64>, Error> {
+    let mut list = TopicPartitionList::new();
+    for (topic, partition) in partitions {
+        list.add_partition_offset(topic, *partition, which).map_err(kafka_error)?;
+    }
+    let found = client.offsets_for_times(list, REQUEST_TIMEOUT).map_err(kafka_error)?;
+    partitions
+        .iter()
+        .map(|(topic, partition)| {
+            let missing = || Error::kafka(format!("Kafka returned no {which:?} offset for {topic}/{partition}"));
+            let element = found.find_partition(topic, *partition).ok_or_else(missing)?;
+            element.error().map_err(kafka_error)?;
+            match element.offset() {
+                Offset::Offset(offset) => Ok(offset),
+                _ => Err(missing()),
+            }
+        })
+        .collect()
 }
 
 /// Watermarks of one partition. Blocking.
