@@ -24,7 +24,7 @@ use tributary_wasm::{registry, Registry};
 
 use crate::{
     api::{
-        chunker::Chunker,
+        chunker::{Chunk, Chunker},
         convert,
         lag::StreamLags,
         status::status,
@@ -161,7 +161,7 @@ impl GatewayService {
         caller: &Caller,
         request: pb::GetSnapshotRequest,
         wait: Duration,
-    ) -> Result<BoxStream<'static, Result<pb::SnapshotChunk, Status>>, Error> {
+    ) -> Result<BoxStream<'static, Result<Chunk, Status>>, Error> {
         if request.topics.is_empty() {
             return Err(Error::invalid("topics", "name at least one topic to snapshot"));
         }
@@ -271,6 +271,19 @@ impl GatewayService {
             .boxed())
     }
 
+    /// `GetSnapshot`, its chunks written as they are packed ([`wire::GatewayRoutes`]).
+    pub async fn snapshot_wire(
+        &self,
+        request: Request<pb::GetSnapshotRequest>,
+    ) -> Result<Response<BoxStream<'static, Result<Chunk, Status>>>, Status> {
+        let wait = deadline(request.metadata())
+            // Answer UNAVAILABLE a little before the client gives up, so it learns why.
+            .map(|d| d.mul_f64(0.9))
+            .unwrap_or(Duration::from_millis(self.shared.limits.ready_wait_ms));
+        let caller = Caller::of(&request);
+        self.snapshot(&caller, request.into_inner(), wait).await.map(Response::new).map_err(status)
+    }
+
     /// `Subscribe`, its responses written from pre-encoded records ([`wire::GatewayRoutes`]).
     pub async fn subscribe_wire(
         &self,
@@ -297,7 +310,7 @@ impl Drop for StreamSlot {
 fn chunks(
     rx: buffer::Receiver<Result<SnapshotEvent, Error>>,
     chunker: Chunker,
-) -> BoxStream<'static, Result<pb::SnapshotChunk, Status>> {
+) -> BoxStream<'static, Result<Chunk, Status>> {
     let state = (rx, Some(chunker), VecDeque::new());
     futures::stream::unfold(state, |(mut rx, mut chunker, mut ready)| async move {
         loop {
@@ -311,7 +324,7 @@ fn chunks(
                         .increment(outputs.len() as u64);
                     metrics::counter!("tributary_bytes_delivered_total", "kind" => "snapshot")
                         .increment(outputs.iter().map(|o| o.data_bytes() as u64).sum());
-                    ready.extend(outputs.into_iter().filter_map(|o| packing.push(convert::entry(o))).map(Ok))
+                    ready.extend(outputs.into_iter().filter_map(|o| packing.push(o)).map(Ok))
                 }
                 Some(Ok(SnapshotEvent::End { skipped })) => {
                     ready.push_back(Ok(chunker.take().expect("packing").finish(skipped)))
@@ -362,12 +375,8 @@ impl pb::gateway_server::Gateway for GatewayService {
         &self,
         request: Request<pb::GetSnapshotRequest>,
     ) -> Result<Response<Self::GetSnapshotStream>, Status> {
-        let wait = deadline(request.metadata())
-            // Answer UNAVAILABLE a little before the client gives up, so it learns why.
-            .map(|d| d.mul_f64(0.9))
-            .unwrap_or(Duration::from_millis(self.shared.limits.ready_wait_ms));
-        let caller = Caller::of(&request);
-        self.snapshot(&caller, request.into_inner(), wait).await.map(Response::new).map_err(status)
+        let stream = self.snapshot_wire(request).await?;
+        Ok(stream.map(wire::as_chunks))
     }
 
     type SubscribeStream = BoxStream<'static, Result<pb::SubscribeResponse, Status>>;

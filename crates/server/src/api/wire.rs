@@ -1,5 +1,6 @@
-//! `Subscribe` responses written from pre-encoded records, so that a record at the head is
-//! encoded once for every subscriber that delivers it as it is.
+//! `Subscribe` responses and snapshot chunks written from pre-encoded records, so that a record
+//! at the head is encoded once for every subscriber that delivers it as it is, and a snapshot
+//! entry costs no protobuf struct.
 //!
 //! A `RecordBatch` is a sequence of `Record` messages, each framed by a tag and a length: given
 //! every record's encoding, a `SubscribeResponse` is written by framing them, with no protobuf
@@ -8,12 +9,13 @@
 //! a copy of the bytes into its HTTP/2 stream. The bytes on the wire are exactly those of
 //! `tributary.v1.SubscribeResponse`: clients see no difference.
 //!
-//! tonic's generated server encodes its own response structs, so `Subscribe` is routed here
-//! ([`GatewayRoutes`]) and served with [`SubscribeCodec`]; every other Gateway method goes to the
-//! generated server.
+//! tonic's generated server encodes its own response structs, so `Subscribe` and `GetSnapshot`
+//! are routed here ([`GatewayRoutes`]) and served with a [`WireCodec`]; every other Gateway
+//! method goes to the generated server.
 
 use std::{
     convert::Infallible,
+    marker::PhantomData,
     task::{Context, Poll},
 };
 
@@ -32,9 +34,14 @@ use tonic::{
 use tributary_core::{Output, Record};
 
 use crate::{
-    api::{convert, GatewayService},
+    api::{chunker::Chunk, GatewayService},
     pb,
 };
+
+/// A response written as protobuf by [`WireCodec`].
+pub trait Wire {
+    fn write(&self, buf: &mut impl BufMut);
+}
 
 /// One `SubscribeResponse`, ready to write.
 #[derive(Debug)]
@@ -65,8 +72,9 @@ impl SubscribeWire {
     fn batch_len(records: &[Bytes]) -> usize {
         records.iter().map(|r| key_len(RECORDS_FIELD) + encoded_len_varint(r.len() as u64) + r.len()).sum()
     }
+}
 
-    /// Writes the response's protobuf encoding.
+impl Wire for SubscribeWire {
     fn write(&self, buf: &mut impl BufMut) {
         match self {
             SubscribeWire::Message(m) => m.encode_raw(buf),
@@ -85,43 +93,85 @@ impl SubscribeWire {
 
 /// The `Record` message of an output: the tail's shared encoding when it has one.
 pub fn output(mut output: Output) -> Bytes {
-    match (output.wire.take(), &output.translated) {
-        (Some(wire), _) => wire,
-        (None, None) => encode_record(&output.source),
-        (None, Some(_)) => convert::record(output).encode_to_vec().into(),
+    match output.wire.take() {
+        Some(wire) => wire,
+        None => {
+            let mut buf = BytesMut::with_capacity(48 + output.source.topic.len() + output.data_bytes());
+            put_output(&output, Presence::Optional, &mut buf);
+            buf.freeze()
+        }
     }
 }
 
 /// A's record as a `tributary.v1.Record` message, encoded directly (the same bytes as prost's
-/// encoding of [`convert::record`]'s result, without building it).
+/// encoding of [`crate::api::convert::record`]'s result, without building it).
 pub fn encode_record(r: &Record) -> Bytes {
     let mut buf = BytesMut::with_capacity(48 + r.topic.len() + r.data_bytes() + 16 * r.headers().count());
-    if !r.topic.is_empty() {
-        put_bytes(1, r.topic.as_bytes(), &mut buf);
+    put_fields(r, 0, r.key(), r.value(), r.headers(), Presence::Optional, &mut buf);
+    buf.freeze()
+}
+
+/// An output as a `tributary.v1.SnapshotEntry` message, appended to `buf`.
+pub fn encode_entry(output: &Output, buf: &mut BytesMut) {
+    put_output(output, Presence::Implicit, buf);
+}
+
+/// How key and value are written: `Record` has `optional bytes` (a present empty value is
+/// written), `SnapshotEntry` plain `bytes` (empty is the default and is not written).
+#[derive(Clone, Copy, PartialEq)]
+enum Presence {
+    Optional,
+    Implicit,
+}
+
+fn put_output(output: &Output, presence: Presence, buf: &mut BytesMut) {
+    let source = &output.source;
+    match &output.translated {
+        None => put_fields(source, 0, source.key(), source.value(), source.headers(), presence, buf),
+        Some(p) => {
+            let headers = p.headers.iter().map(|(k, v)| (k.as_str(), v.as_deref()));
+            put_fields(source, output.index, p.key.as_deref(), p.value.as_deref(), headers, presence, buf)
+        }
+    }
+}
+
+/// The fields `Record` and `SnapshotEntry` share (same numbers and types): A's coordinates, the
+/// key, value and headers delivered, and which output of the source record this is.
+fn put_fields<'a>(
+    source: &Record,
+    index: u32,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
+    presence: Presence,
+    buf: &mut BytesMut,
+) {
+    if !source.topic.is_empty() {
+        put_bytes(1, source.topic.as_bytes(), buf);
     }
     // int32 and int64 are varints of the value's 64-bit two's complement.
-    put_varint(2, r.partition as i64 as u64, &mut buf);
-    put_varint(3, r.offset as u64, &mut buf);
-    put_varint(4, r.timestamp_ms as u64, &mut buf);
-    if let Some(key) = r.key() {
-        put_bytes(5, key, &mut buf);
+    put_varint(2, source.partition as i64 as u64, buf);
+    put_varint(3, source.offset as u64, buf);
+    put_varint(4, source.timestamp_ms as u64, buf);
+    for (tag, part) in [(5, key), (6, value)] {
+        match part {
+            Some(bytes) if presence == Presence::Optional || !bytes.is_empty() => put_bytes(tag, bytes, buf),
+            _ => {}
+        }
     }
-    if let Some(value) = r.value() {
-        put_bytes(6, value, &mut buf);
-    }
-    for (key, value) in r.headers() {
+    for (key, value) in headers {
         let key_field = if key.is_empty() { 0 } else { key_len(1) + encoded_len_varint(key.len() as u64) + key.len() };
         let value_field = value.map_or(0, |v| key_len(2) + encoded_len_varint(v.len() as u64) + v.len());
-        encode_key(7, WireType::LengthDelimited, &mut buf);
-        encode_varint((key_field + value_field) as u64, &mut buf);
+        encode_key(7, WireType::LengthDelimited, buf);
+        encode_varint((key_field + value_field) as u64, buf);
         if !key.is_empty() {
-            put_bytes(1, key.as_bytes(), &mut buf);
+            put_bytes(1, key.as_bytes(), buf);
         }
         if let Some(value) = value {
-            put_bytes(2, value, &mut buf);
+            put_bytes(2, value, buf);
         }
     }
-    buf.freeze()
+    put_varint(8, u64::from(index), buf);
 }
 
 /// A length-delimited field (proto3 omits nothing for `optional` and repeated fields).
@@ -139,33 +189,41 @@ fn put_varint(tag: u32, value: u64, buf: &mut BytesMut) {
     }
 }
 
-/// Decodes `SubscribeRequest`s and writes [`SubscribeWire`]s.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SubscribeCodec;
+/// Decodes requests with prost and writes [`Wire`] responses.
+pub struct WireCodec<T, Request>(PhantomData<fn() -> (T, Request)>);
 
-impl Codec for SubscribeCodec {
-    type Encode = SubscribeWire;
-    type Decode = pb::SubscribeRequest;
-    type Encoder = WireEncoder;
-    type Decoder = <tonic_prost::ProstCodec<pb::SubscribeResponse, pb::SubscribeRequest> as Codec>::Decoder;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        WireEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstCodec::<pb::SubscribeResponse, pb::SubscribeRequest>::default().decoder()
+impl<T, Request> Default for WireCodec<T, Request> {
+    fn default() -> Self {
+        Self(PhantomData)
     }
 }
 
-#[derive(Debug, Default)]
-pub struct WireEncoder;
+impl<T, Request> Codec for WireCodec<T, Request>
+where
+    T: Wire + Send + 'static,
+    Request: Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = Request;
+    type Encoder = WireEncoder<T>;
+    type Decoder = tonic_prost::ProstDecoder<Request>;
 
-impl Encoder for WireEncoder {
-    type Item = SubscribeWire;
+    fn encoder(&mut self) -> Self::Encoder {
+        WireEncoder(PhantomData)
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::default()
+    }
+}
+
+pub struct WireEncoder<T>(PhantomData<fn(T)>);
+
+impl<T: Wire> Encoder for WireEncoder<T> {
+    type Item = T;
     type Error = Status;
 
-    fn encode(&mut self, item: SubscribeWire, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+    fn encode(&mut self, item: T, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
         item.write(dst);
         Ok(())
     }
@@ -188,6 +246,7 @@ impl GatewayRoutes {
 }
 
 const SUBSCRIBE_PATH: &str = "/tributary.v1.Gateway/Subscribe";
+const SNAPSHOT_PATH: &str = "/tributary.v1.Gateway/GetSnapshot";
 
 impl NamedService for GatewayRoutes {
     const NAME: &'static str = pb::gateway_server::SERVICE_NAME;
@@ -203,15 +262,20 @@ impl tower::Service<http::Request<Body>> for GatewayRoutes {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if request.uri().path() != SUBSCRIBE_PATH {
-            return self.generated.call(request);
+        let (service, max) = (self.service.clone(), Some(self.max_request_bytes));
+        match request.uri().path() {
+            SUBSCRIBE_PATH => Box::pin(async move {
+                let mut grpc = Grpc::new(WireCodec::<SubscribeWire, pb::SubscribeRequest>::default())
+                    .apply_max_message_size_config(max, None);
+                Ok(grpc.server_streaming(SubscribeMethod(service), request).await)
+            }),
+            SNAPSHOT_PATH => Box::pin(async move {
+                let mut grpc = Grpc::new(WireCodec::<Chunk, pb::GetSnapshotRequest>::default())
+                    .apply_max_message_size_config(max, None);
+                Ok(grpc.server_streaming(SnapshotMethod(service), request).await)
+            }),
+            _ => self.generated.call(request),
         }
-        let method = SubscribeMethod(self.service.clone());
-        let max_request_bytes = self.max_request_bytes;
-        Box::pin(async move {
-            let mut grpc = Grpc::new(SubscribeCodec).apply_max_message_size_config(Some(max_request_bytes), None);
-            Ok(grpc.server_streaming(method, request).await)
-        })
     }
 }
 
@@ -228,11 +292,31 @@ impl ServerStreamingService<pb::SubscribeRequest> for SubscribeMethod {
     }
 }
 
+struct SnapshotMethod(GatewayService);
+
+impl ServerStreamingService<pb::GetSnapshotRequest> for SnapshotMethod {
+    type Response = Chunk;
+    type ResponseStream = BoxStream<'static, Result<Chunk, Status>>;
+    type Future = BoxFuture<'static, Result<tonic::Response<Self::ResponseStream>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<pb::GetSnapshotRequest>) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move { service.snapshot_wire(request).await })
+    }
+}
+
 /// The routed responses as the generated server's stream.
 pub fn as_messages(
     stream: BoxStream<'static, Result<SubscribeWire, Status>>,
 ) -> BoxStream<'static, Result<pb::SubscribeResponse, Status>> {
     stream.map(|item| item.and_then(SubscribeWire::into_message)).boxed()
+}
+
+/// The routed chunks as the generated server's stream.
+pub fn as_chunks(
+    stream: BoxStream<'static, Result<Chunk, Status>>,
+) -> BoxStream<'static, Result<pb::SnapshotChunk, Status>> {
+    stream.map(|item| item.and_then(Chunk::into_message)).boxed()
 }
 
 #[cfg(test)]
@@ -242,6 +326,7 @@ mod tests {
     use tributary_core::Payload;
 
     use super::*;
+    use crate::api::convert;
 
     fn record(partition: i32, offset: i64, timestamp_ms: i64, key: Option<&[u8]>, value: Option<&[u8]>) -> Record {
         Record::new("topic-ä".into(), partition, offset, timestamp_ms, key, value, &[])
@@ -263,6 +348,27 @@ mod tests {
         for r in cases {
             let expected = convert::record(Output::untranslated(Arc::new(r.clone()))).encode_to_vec();
             assert_eq!(encode_record(&r).as_ref(), expected.as_slice(), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn a_snapshot_entry_encodes_exactly_as_prost_encodes_it() {
+        let headers: [(&str, Option<&[u8]>); 2] = [("h", Some(b"v")), ("n", None)];
+        let source = Arc::new(Record::new("t".into(), 1, 9, -1, Some(b""), Some(b"v"), &headers));
+        let translated = |key: Option<&'static [u8]>| Output {
+            source: source.clone(),
+            index: 2,
+            translated: Some(Box::new(Payload {
+                key: key.map(Bytes::from_static),
+                value: Some(Bytes::from_static(b"B")),
+                headers: vec![("x".into(), Some(Bytes::from_static(b"1")))],
+            })),
+            wire: None,
+        };
+        for output in [Output::untranslated(source.clone()), translated(None), translated(Some(b"k"))] {
+            let mut written = BytesMut::new();
+            encode_entry(&output, &mut written);
+            assert_eq!(written.as_ref(), convert::entry(output).encode_to_vec().as_slice());
         }
     }
 
