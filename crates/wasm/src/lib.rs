@@ -30,5 +30,11 @@ pub use translator::Translator;
 
 /// Host bindings generated from the WIT world, the interface's source of truth.
 mod bindings {
-    wasmtime::component::bindgen!({ path: "../../translators/wit", world: "translator" });
+    wasmtime::component::bindgen!({
+        path: "../../translators/wit",
+        world: "translator",
+        // Records are lent to the guest call as they are in the view (no copy per record on the
+        // host side; lowering copies them into the guest once).
+        ownership: Borrowing { duplicate_if_necessary: true },
+    });
 }

@@ -15,7 +15,7 @@ use tributary_core::{
 use wasmtime::{Store, Trap};
 
 use crate::{
-    bindings::{self, Header, OutputRecord, SourceRecord},
+    bindings::{self, HeaderParam, OutputRecord, SourceRecord},
     host::{Host, IdlePool, Sandbox, EPOCH_TICK},
 };
 
@@ -169,7 +169,10 @@ impl Translator {
 impl Translate for Translator {
     /// Blocking (runs guest code): call it from a blocking thread.
     fn translate(&self, batch: &[Arc<Record>]) -> Result<Vec<Outcome>, TranslatorFailure> {
-        let sources: Vec<SourceRecord> = batch.iter().map(|r| to_source(r)).collect();
+        // Records without headers (most) need no allocation here.
+        let headers: Vec<Vec<HeaderParam>> =
+            batch.iter().map(|r| r.headers().map(|(key, value)| HeaderParam { key, value }).collect()).collect();
+        let sources: Vec<SourceRecord> = batch.iter().zip(&headers).map(|(r, h)| to_source(r, h)).collect();
         Ok(self.call(&sources)?.into_iter().map(from_outcome).collect())
     }
 }
@@ -201,16 +204,16 @@ fn classify(store: &Store<Sandbox>, error: wasmtime::Error) -> TranslatorFailure
     }
 }
 
-/// The guest's view of a record.
-fn to_source(record: &Record) -> SourceRecord {
+/// The guest's view of a record, lent from the view (lowering copies it into the guest).
+fn to_source<'a>(record: &'a Record, headers: &'a [HeaderParam<'a>]) -> SourceRecord<'a> {
     SourceRecord {
-        topic: record.topic.to_string(),
+        topic: &record.topic,
         partition: record.partition,
         offset: record.offset,
         timestamp_ms: record.timestamp_ms,
-        key: record.key().map(<[u8]>::to_vec),
-        value: record.value().map(<[u8]>::to_vec),
-        headers: record.headers().map(|(k, v)| Header { key: k.to_string(), value: v.map(<[u8]>::to_vec) }).collect(),
+        key: record.key(),
+        value: record.value(),
+        headers,
     }
 }
 
