@@ -11,7 +11,8 @@
 //! "1,10,100,1000"; A writes at BENCH_FANOUT_RATE = 500,000 deliveries/s divided by the
 //! followers, for 5 s or at most BENCH_FANOUT_RECORDS = 200,000 records), BENCH_STALLED (1,000
 //! subscribers that never read),
-//! BENCH_IDLE_CONNECTIONS (20,000 TCP connections that never speak HTTP/2), BENCH_METRICS_RUNS
+//! BENCH_IDLE_CONNECTIONS (20,000 TCP connections that never speak HTTP/2, at most this process's
+//! open-files limit minus 1,000), BENCH_METRICS_RUNS
 //! (3 Subscribe-from-0 runs each against a gateway with and without its metrics exporter; 0 skips).
 //!
 //! The gateway runs as its own process (the release binary), like in production; the clients run
@@ -357,6 +358,13 @@ async fn counting_follow(channel: tonic::transport::Channel, request: pb::Subscr
     }
 }
 
+/// This process's soft limit of open files (`ulimit -n`).
+fn open_files_limit() -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap_or_default();
+    line.split_whitespace().nth(3).and_then(|n| n.parse().ok()).unwrap_or(usize::MAX)
+}
+
 fn at(ends: &BTreeMap<(String, i32), i64>) -> Vec<pb::PartitionOffset> {
     ends.iter().map(|((t, p), o)| pb::PartitionOffset { topic: t.clone(), partition: *p, offset: *o }).collect()
 }
@@ -675,6 +683,8 @@ async fn main() {
         drop(held);
         drop(gateway);
     }
+    // The connections take file descriptors in this process too: stay under its limit.
+    let idle_connections = idle_connections.min(open_files_limit().saturating_sub(1_000));
     if idle_connections > 0 {
         let gateway = Process::spawn(&[&small], &[]).await;
         let (rss_before, threads_before) = (gateway.rss_kib(), threads(gateway.child.id()));
