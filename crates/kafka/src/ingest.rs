@@ -228,13 +228,14 @@ fn add_new_partitions<C: Consumer>(consumer: &C, view: &View, at_start: bool) ->
             }
             continue;
         };
-        for partition in topic.partitions()..count {
-            found.push((topic.clone(), partition, watermarks(consumer, &topic.name, partition)?));
-        }
+        found.extend((topic.partitions()..count).map(|partition| (topic.clone(), partition)));
     }
     if found.is_empty() {
         return Ok(0);
     }
+    let partitions: Vec<_> = found.iter().map(|(t, p)| (t.name.clone(), *p)).collect();
+    let found: Vec<_> =
+        found.into_iter().zip(watermarks(consumer, &partitions)?).map(|((t, p), marks)| (t, p, marks)).collect();
     let added: Vec<_> = found.iter().map(|(t, p, marks)| (t.name.clone(), *p, marks.earliest)).collect();
     let assign = || consumer.incremental_assign(&assignment(&added)?).map_err(kafka_error);
     // At start nothing polls yet: assign first, so a failure leaves no shard behind for the next

@@ -45,12 +45,8 @@ impl Kafka {
 }
 
 impl Log for Kafka {
-    /// Two requests for all of `partitions` (the earliest offsets, then the latest), where asking
-    /// partition by partition took two round trips each.
     fn watermarks(&self, partitions: &[Partition]) -> Result<Vec<Watermarks>, Error> {
-        let earliest = list_offsets(&self.metadata, partitions, Offset::Beginning)?;
-        let latest = list_offsets(&self.metadata, partitions, Offset::End)?;
-        Ok(earliest.into_iter().zip(latest).map(|(earliest, latest)| Watermarks { earliest, latest }).collect())
+        watermarks(&self.metadata, partitions)
     }
 
     fn catch_up(&self, prefetch_kbytes: usize) -> Result<Box<dyn CatchUpReader>, Error> {
@@ -187,10 +183,12 @@ fn list_offsets<C: Consumer>(client: &C, partitions: &[Partition], which: Offset
         .collect()
 }
 
-/// Watermarks of one partition. Blocking.
-pub(crate) fn watermarks<C: Consumer>(client: &C, topic: &str, partition: i32) -> Result<Watermarks, Error> {
-    let (earliest, latest) = client.fetch_watermarks(topic, partition, REQUEST_TIMEOUT).map_err(kafka_error)?;
-    Ok(Watermarks { earliest, latest })
+/// Watermarks of `partitions`, in order: two requests for all of them (the earliest offsets, then
+/// the latest), where asking partition by partition took two round trips each. Blocking.
+pub(crate) fn watermarks<C: Consumer>(client: &C, partitions: &[Partition]) -> Result<Vec<Watermarks>, Error> {
+    let earliest = list_offsets(client, partitions, Offset::Beginning)?;
+    let latest = list_offsets(client, partitions, Offset::End)?;
+    Ok(earliest.into_iter().zip(latest).map(|(earliest, latest)| Watermarks { earliest, latest }).collect())
 }
 
 /// A partition list assigning each `(topic, partition)` at `offset`.
