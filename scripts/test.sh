@@ -38,7 +38,16 @@ scripts/build-translators.sh
 step "Translator guest unit tests (native)"
 (cd translators && cargo test --locked 2>&1) | tee -a "$log"
 
-step "Starting Kafka"
+step "Starting the suite's own Kafka (fresh data)"
+# Its own ports and a data directory emptied at every run: the tests create topics with unique
+# names, and a cached data directory would pile them up run after run (a broker with thousands of
+# partitions takes minutes to start). A Kafka of yours on 9092 is left alone. Exported, so the
+# demo and demo-check below use this broker too; stopped when the suite ends.
+export KAFKA_PORT="${TRIBUTARY_TEST_KAFKA_PORT:-19192}"
+export KAFKA_CONTROLLER_PORT=$((KAFKA_PORT + 1))
+export KAFKA_DATA_DIR="${TRIBUTARY_CACHE:-$HOME/.cache/tributary}/kafka-test-data-$KAFKA_PORT"
+scripts/kafka.sh reset
+trap 'scripts/kafka.sh stop || true' EXIT
 bootstrap=$(scripts/kafka.sh start)
 export TRIBUTARY_TEST_BOOTSTRAP="$bootstrap"
 

@@ -462,6 +462,8 @@ impl OwnBroker {
             .arg(command)
             .env("KAFKA_PORT", self.port.to_string())
             .env("KAFKA_CONTROLLER_PORT", (self.port + 1).to_string());
+        // Never the suite's broker's data directory (scripts/test.sh exports it).
+        kafka.env_remove("KAFKA_DATA_DIR").env_remove("KAFKA_SASL_SSL_PORT");
         if let Some(dir) = &self.sasl_ssl {
             kafka.env("KAFKA_SASL_SSL_PORT", (self.port + 2).to_string()).env("KAFKA_DATA_DIR", dir);
         }
@@ -470,8 +472,10 @@ impl OwnBroker {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// A broker with fresh data (the last run's topics deleted) on `port`.
     fn start(port: u16) -> (Self, String) {
         let broker = OwnBroker { port, sasl_ssl: None };
+        broker.kafka_sh("reset");
         let bootstrap = broker.kafka_sh("start");
         (broker, bootstrap)
     }
