@@ -183,7 +183,7 @@ mod tests {
     use crate::{record::Record, subscribe::Progress};
 
     fn records(n: usize, value_bytes: usize) -> Result<Event, Error> {
-        let record = Arc::new(Record::new("t".into(), 0, 0, 0, None, Some(&vec![b'x'; value_bytes]), &[]));
+        let record = Record::new("t".into(), 0, 0, 0, None, Some(&vec![b'x'; value_bytes]), &[]);
         Ok(Event::Records((0..n).map(|_| Output::untranslated(record.clone())).collect()))
     }
 

@@ -4,32 +4,53 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use triomphe::ThinArc;
 
 /// A header of a record: a key and a value that may be null (not the same as empty).
 pub type Header = (String, Option<Bytes>);
 
-/// A Kafka record of A's, as the gateway keeps it. Shared (behind an `Arc`) between the state
-/// map, the tail buffer and every subscriber that delivers it.
+/// A Kafka record of A's, as the gateway keeps it: a handle to one allocation shared by the state
+/// map, the tail buffer and every subscriber that delivers it (cloning counts a reference).
 ///
-/// Key, value and header values live one after the other in one buffer, so that a record costs
-/// two allocations (this struct and its bytes) whatever it holds: the view keeps one per key.
-#[derive(Clone, PartialEq)]
-pub struct Record {
+/// The allocation holds the coordinates ([`Meta`], reached through `Deref`: `record.offset`), then
+/// the key, the value and each header's value one after the other, so that a record costs one
+/// allocation whatever it holds: the view keeps one per key.
+#[derive(Clone)]
+pub struct Record(ThinArc<Meta, u8>);
+
+/// A record's coordinates and the layout of its bytes.
+#[derive(Debug, PartialEq)]
+pub struct Meta {
     pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     /// Milliseconds since the Unix epoch, -1 when unknown.
     pub timestamp_ms: i64,
-    /// The key, then the value, then each header's value.
-    data: Bytes,
-    /// Length of the key in `data`, [`ABSENT`] for a keyless record.
+    /// Length of the key, [`ABSENT`] for a keyless record.
     key_len: u32,
     /// Length of the value after the key, [`ABSENT`] for a tombstone.
     value_len: u32,
-    /// Header keys and value lengths (values follow the value in `data`). Most records have none:
-    /// boxed, the field costs them one word instead of a `Vec`'s three.
+    /// Header keys and value lengths (values follow the value). Most records have none: a boxed
+    /// `Vec` costs them one word (a boxed slice would cost two).
     #[allow(clippy::box_collection)]
-    headers: Option<Box<Vec<(String, u32)>>>,
+    headers: Option<Box<Vec<HeaderLayout>>>,
+}
+
+/// A header's key and the length of its value ([`ABSENT`] when null).
+type HeaderLayout = (Box<str>, u32);
+
+impl std::ops::Deref for Record {
+    type Target = Meta;
+
+    fn deref(&self) -> &Meta {
+        &self.0.header.header
+    }
+}
+
+impl PartialEq for Record {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.0.heap_ptr(), other.0.heap_ptr()) || (**self == **other && self.data() == other.data())
+    }
 }
 
 /// A key, value or header value that is null (not the same as empty).
@@ -48,8 +69,8 @@ fn used(len: u32) -> usize {
 }
 
 impl Record {
-    /// A record of `topic`/`partition` at `offset`; the key, value and headers are copied into
-    /// one buffer.
+    /// A record of `topic`/`partition` at `offset`; the key, value and header values are copied
+    /// into the record's one allocation.
     pub fn new(
         topic: Arc<str>,
         partition: i32,
@@ -60,49 +81,59 @@ impl Record {
         headers: &[(&str, Option<&[u8]>)],
     ) -> Self {
         let (key_len, value_len) = (len_of(key), len_of(value));
-        let header_lens: Vec<u32> = headers.iter().map(|(_, v)| len_of(*v)).collect();
-        let capacity = used(key_len) + used(value_len) + header_lens.iter().map(|l| used(*l)).sum::<usize>();
-        let mut data = Vec::with_capacity(capacity);
-        data.extend_from_slice(key.unwrap_or_default());
-        data.extend_from_slice(value.unwrap_or_default());
-        for (_, v) in headers {
-            data.extend_from_slice(v.unwrap_or_default());
-        }
-        let headers = (!headers.is_empty())
-            .then(|| Box::new(headers.iter().zip(header_lens).map(|((k, _), len)| (k.to_string(), len)).collect()));
-        Self { topic, partition, offset, timestamp_ms, data: Bytes::from(data), key_len, value_len, headers }
+        let parts = || [key, value].into_iter().chain(headers.iter().map(|(_, v)| *v)).flatten();
+        let length = parts().map(<[u8]>::len).sum();
+        let header_meta = (!headers.is_empty())
+            .then(|| Box::new(headers.iter().map(|(k, v)| (Box::from(*k), len_of(*v))).collect::<Vec<_>>()));
+        let meta = Meta { topic, partition, offset, timestamp_ms, key_len, value_len, headers: header_meta };
+        // Zeroed, then each part copied in (a memset and memcpys, not a byte at a time).
+        let mut arc = ThinArc::from_header_and_iter(meta, std::iter::repeat_n(0u8, length));
+        arc.with_arc_mut(|arc| {
+            let data = triomphe::Arc::get_mut(arc).expect("a record's allocation is its own until shared").slice_mut();
+            let mut at = 0;
+            for part in parts() {
+                data[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+        });
+        Self(arc)
+    }
+
+    /// Key, value and header values, one after the other.
+    fn data(&self) -> &[u8] {
+        &self.0.slice
     }
 
     /// The key; `None` for a keyless record (not the same as an empty key).
     pub fn key(&self) -> Option<&[u8]> {
-        (self.key_len != ABSENT).then(|| &self.data[..self.key_len as usize])
+        (self.key_len != ABSENT).then(|| &self.data()[..self.key_len as usize])
     }
 
     /// The value; `None` for a tombstone.
     pub fn value(&self) -> Option<&[u8]> {
         let start = used(self.key_len);
-        (self.value_len != ABSENT).then(|| &self.data[start..start + self.value_len as usize])
+        (self.value_len != ABSENT).then(|| &self.data()[start..start + self.value_len as usize])
     }
 
-    /// The key as shared bytes (no copy).
+    /// The key as shared bytes (no copy: they keep the record alive).
     pub fn key_bytes(&self) -> Option<Bytes> {
-        (self.key_len != ABSENT).then(|| self.data.slice(..self.key_len as usize))
+        (self.key_len != ABSENT).then(|| self.share(0..self.key_len as usize))
     }
 
-    /// The value as shared bytes (no copy).
+    /// The value as shared bytes (no copy: they keep the record alive).
     pub fn value_bytes(&self) -> Option<Bytes> {
         let start = used(self.key_len);
-        (self.value_len != ABSENT).then(|| self.data.slice(start..start + self.value_len as usize))
+        (self.value_len != ABSENT).then(|| self.share(start..start + self.value_len as usize))
     }
 
     /// The headers in order: key and value (`None` when null).
     pub fn headers(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> + '_ {
-        self.header_ranges().map(|(k, v)| (k, v.map(|v| &self.data[v])))
+        self.header_ranges().map(|(k, v)| (k, v.map(|v| &self.data()[v])))
     }
 
     /// The headers with their values as shared bytes (no copy).
     pub fn header_list(&self) -> Vec<Header> {
-        self.header_ranges().map(|(k, v)| (k.to_string(), v.map(|v| self.data.slice(v)))).collect()
+        self.header_ranges().map(|(k, v)| (k.to_string(), v.map(|v| self.share(v)))).collect()
     }
 
     /// Each header's key and where its value is in `data`.
@@ -111,8 +142,16 @@ impl Record {
         self.headers.iter().flat_map(|h| h.iter()).map(move |(key, len)| {
             let value = (*len != ABSENT).then(|| at..at + *len as usize);
             at += used(*len);
-            (key.as_str(), value)
+            (&**key, value)
         })
+    }
+
+    /// `range` of the data as `Bytes` that own a reference to the record.
+    fn share(&self, range: std::ops::Range<usize>) -> Bytes {
+        if range.is_empty() {
+            return Bytes::new();
+        }
+        Bytes::from_owner(Part(self.clone(), range))
     }
 
     /// Bytes the record holds (keys, values, headers, plus a fixed overhead), which tail buffers
@@ -123,7 +162,16 @@ impl Record {
 
     /// Key, value and header bytes.
     pub fn data_bytes(&self) -> usize {
-        self.data.len() + self.headers.iter().flat_map(|h| h.iter()).map(|(k, _)| k.len()).sum::<usize>()
+        self.data().len() + self.headers.iter().flat_map(|h| h.iter()).map(|(k, _)| k.len()).sum::<usize>()
+    }
+}
+
+/// A part of a record's data, owned for [`Bytes::from_owner`].
+struct Part(Record, std::ops::Range<usize>);
+
+impl AsRef<[u8]> for Part {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.data()[self.1.clone()]
     }
 }
 
@@ -163,7 +211,7 @@ pub struct Payload {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Output {
     /// A's record this output comes from.
-    pub source: Arc<Record>,
+    pub source: Record,
     /// Which output of `source` this is (a translator may make several of one record).
     pub index: u32,
     /// B's key, value and headers; `None` delivers A's record as it is. Boxed: most outputs are
@@ -176,12 +224,12 @@ pub struct Output {
 
 impl Output {
     /// A's record, untranslated.
-    pub fn untranslated(source: Arc<Record>) -> Self {
+    pub fn untranslated(source: Record) -> Self {
         Self { source, index: 0, translated: None, wire: None }
     }
 
     /// A's record, untranslated, with its encoding if it has one.
-    pub fn encoded(source: Arc<Record>, wire: Option<Bytes>) -> Self {
+    pub fn encoded(source: Record, wire: Option<Bytes>) -> Self {
         Self { source, index: 0, translated: None, wire }
     }
 
@@ -249,5 +297,18 @@ mod tests {
         let keyless = Record::new("t".into(), 0, 0, 0, None, Some(b"v"), &[]);
         assert_eq!((keyless.key(), keyless.key_bytes(), keyless.value()), (None, None, Some(&b"v"[..])));
         assert_eq!(keyless.headers().count(), 0);
+    }
+
+    #[test]
+    fn a_record_is_a_thin_pointer_and_its_shared_parts_outlive_the_handle() {
+        assert_eq!(std::mem::size_of::<Record>(), std::mem::size_of::<usize>());
+        assert!(std::mem::size_of::<Meta>() <= 56, "coordinates and layout fit in 56 bytes");
+        let r = Record::new("t".into(), 1, 2, 3, Some(b"key"), Some(b"value"), &[("h", Some(b"x"))]);
+        let copy = Record::new("t".into(), 1, 2, 3, Some(b"key"), Some(b"value"), &[("h", Some(b"x"))]);
+        assert_eq!(r, copy, "equal by content, not only by pointer");
+        assert_ne!(r, Record::new("t".into(), 1, 2, 3, Some(b"key"), Some(b"valuf"), &[("h", Some(b"x"))]));
+        let (value, headers) = (r.value_bytes().unwrap(), r.header_list());
+        drop((r, copy));
+        assert_eq!((&value[..], headers[0].1.as_deref()), (&b"value"[..], Some(&b"x"[..])));
     }
 }

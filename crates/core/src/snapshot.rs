@@ -80,7 +80,7 @@ async fn stream_entries(
     tx: &EventSender,
 ) -> Result<(), Option<Error>> {
     let batch_records = translation.map_or(usize::MAX, |t| t.batch_records.max(1));
-    let mut pending: Vec<Arc<Record>> = Vec::new();
+    let mut pending: Vec<Record> = Vec::new();
     let mut pending_bytes = 0;
     let mut skipped = 0;
     for state in states {
@@ -99,7 +99,7 @@ async fn stream_entries(
 
 /// Sends the pending records (translated), returning how many were skipped.
 async fn flush(
-    pending: &mut Vec<Arc<Record>>,
+    pending: &mut Vec<Record>,
     translation: Option<&Translation>,
     tx: &EventSender,
 ) -> Result<u64, Option<Error>> {
@@ -123,7 +123,7 @@ async fn flush(
 }
 
 /// The records of `map` that match `filter`, each once, in key order per prefix.
-pub fn entries<'a>(map: &'a StateMap, filter: &'a KeyFilter) -> Box<dyn Iterator<Item = &'a Arc<Record>> + Send + 'a> {
+pub fn entries<'a>(map: &'a StateMap, filter: &'a KeyFilter) -> Box<dyn Iterator<Item = &'a Record> + Send + 'a> {
     if filter.is_empty() {
         return Box::new(map.iter().map(|k| &k.0));
     }
@@ -138,7 +138,7 @@ pub fn entries<'a>(map: &'a StateMap, filter: &'a KeyFilter) -> Box<dyn Iterator
             kept.push(p);
         }
     }
-    let exact: Vec<&Arc<Record>> = filter
+    let exact: Vec<&Record> = filter
         .exact()
         .iter()
         .filter(|k| !kept.iter().any(|p| k.starts_with(p)))
@@ -164,8 +164,8 @@ mod tests {
         Limits,
     };
 
-    fn record(key: &str, offset: i64) -> Arc<Record> {
-        Arc::new(Record::new("t".into(), 0, offset, 0, Some(key.as_bytes()), Some(&[b'x'; 10]), &[]))
+    fn record(key: &str, offset: i64) -> Record {
+        Record::new("t".into(), 0, offset, 0, Some(key.as_bytes()), Some(&[b'x'; 10]), &[])
     }
 
     #[test]
@@ -197,7 +197,7 @@ mod tests {
     struct DropGone;
 
     impl Translate for DropGone {
-        fn translate(&self, batch: &[Arc<Record>]) -> Result<Vec<Outcome>, TranslatorFailure> {
+        fn translate(&self, batch: &[Record]) -> Result<Vec<Outcome>, TranslatorFailure> {
             Ok(batch
                 .iter()
                 .map(|r| {

@@ -22,7 +22,7 @@ pub enum Outcome {
 pub trait Translate: Send + Sync + 'static {
     /// Translates a batch: exactly one outcome per record, in order. Blocking (runs guest code):
     /// called from a blocking thread.
-    fn translate(&self, batch: &[Arc<Record>]) -> Result<Vec<Outcome>, TranslatorFailure>;
+    fn translate(&self, batch: &[Record]) -> Result<Vec<Outcome>, TranslatorFailure>;
 }
 
 /// A translator applied to a call's records: what it is (for errors), the shared translator, and
@@ -65,7 +65,7 @@ impl Translation {
     }
 
     /// Translates `records` synchronously, in calls of `batch_records`.
-    pub fn translate_blocking(&self, records: &[Arc<Record>]) -> Result<Translated, Error> {
+    pub fn translate_blocking(&self, records: &[Record]) -> Result<Translated, Error> {
         let mut translated = Translated::default();
         let label = ("translator", self.name.clone());
         for chunk in records.chunks(self.batch_records.max(1)) {
@@ -80,7 +80,7 @@ impl Translation {
                 metrics::counter!("tributary_translator_errors_total", "translator" => self.name.clone(), "reason" => failure.reason())
                     .increment(1);
             }
-            let outcomes = result.map_err(|f| self.failure(f, chunk.first().map(|r| &**r)))?;
+            let outcomes = result.map_err(|f| self.failure(f, chunk.first()))?;
             if outcomes.len() != chunk.len() {
                 // The same bug the SDK reports as an error value of the call: the same status
                 // (FAILED_PRECONDITION, TRANSLATOR_ERROR) whichever side finds it, never skipped.
@@ -89,7 +89,7 @@ impl Translation {
                     outcomes.len(),
                     chunk.len()
                 );
-                return Err(self.failure(TranslatorFailure::Error(message), chunk.first().map(|r| &**r)));
+                return Err(self.failure(TranslatorFailure::Error(message), chunk.first()));
             }
             for (record, outcome) in chunk.iter().zip(outcomes) {
                 match outcome {
@@ -110,7 +110,7 @@ impl Translation {
     }
 
     /// Translates `records` on a blocking thread.
-    pub async fn translate(&self, records: Vec<Arc<Record>>) -> Result<Translated, Error> {
+    pub async fn translate(&self, records: Vec<Record>) -> Result<Translated, Error> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.translate_blocking(&records))
             .await
@@ -126,7 +126,7 @@ mod tests {
     struct Twice;
 
     impl Translate for Twice {
-        fn translate(&self, batch: &[Arc<Record>]) -> Result<Vec<Outcome>, TranslatorFailure> {
+        fn translate(&self, batch: &[Record]) -> Result<Vec<Outcome>, TranslatorFailure> {
             Ok(batch
                 .iter()
                 .map(|r| match r.value() {
@@ -139,8 +139,8 @@ mod tests {
         }
     }
 
-    fn record(offset: i64, value: &'static str) -> Arc<Record> {
-        Arc::new(Record::new("t".into(), 1, offset, 0, None, Some(value.as_bytes()), &[]))
+    fn record(offset: i64, value: &'static str) -> Record {
+        Record::new("t".into(), 1, offset, 0, None, Some(value.as_bytes()), &[])
     }
 
     fn translation(skip_errors: bool) -> Translation {
@@ -164,7 +164,7 @@ mod tests {
     struct Short;
 
     impl Translate for Short {
-        fn translate(&self, batch: &[Arc<Record>]) -> Result<Vec<Outcome>, TranslatorFailure> {
+        fn translate(&self, batch: &[Record]) -> Result<Vec<Outcome>, TranslatorFailure> {
             Ok(batch.iter().skip(1).map(|_| Outcome::Ok(vec![])).collect())
         }
     }

@@ -23,7 +23,7 @@ pub type StateMap = OrdSet<Keyed>;
 /// A record in the state, ordered and looked up by its key (a record without a key is never
 /// state).
 #[derive(Debug, Clone)]
-pub struct Keyed(pub Arc<Record>);
+pub struct Keyed(pub Record);
 
 impl Keyed {
     pub fn key(&self) -> &[u8] {
@@ -88,7 +88,7 @@ struct ShardState {
 /// made once for every subscriber that reads it.
 #[derive(Debug)]
 struct TailEntry {
-    record: Arc<Record>,
+    record: Record,
     wire: Option<Bytes>,
 }
 
@@ -99,10 +99,10 @@ impl TailEntry {
 }
 
 /// What [`Shard::read_tail`] appends: a record and its encoding (when asked for).
-pub type TailRecord = (Arc<Record>, Option<Bytes>);
+pub type TailRecord = (Record, Option<Bytes>);
 
 impl ShardState {
-    fn apply(&mut self, rec: Arc<Record>, limits: &Limits) {
+    fn apply(&mut self, rec: Record, limits: &Limits) {
         if rec.offset < self.next_offset {
             return;
         }
@@ -172,12 +172,12 @@ impl Shard {
 
     /// Applies one record from ingest. Records at or before the current position are ignored, so
     /// a re-delivery after a reassignment cannot apply twice.
-    pub fn apply(&self, record: Arc<Record>, limits: &Limits) {
+    pub fn apply(&self, record: Record, limits: &Limits) {
         self.lock().apply(record, limits);
     }
 
     /// Applies records of this partition in offset order under one lock (ingest's batches).
-    pub fn apply_all(&self, records: impl IntoIterator<Item = Arc<Record>>, limits: &Limits) {
+    pub fn apply_all(&self, records: impl IntoIterator<Item = Record>, limits: &Limits) {
         let mut s = self.lock();
         for record in records {
             s.apply(record, limits);
@@ -440,8 +440,8 @@ impl View {
 mod tests {
     use super::*;
 
-    fn rec(offset: i64, key: &str, value: Option<&str>) -> Arc<Record> {
-        Arc::new(Record::new("t".into(), 0, offset, 0, Some(key.as_bytes()), value.map(str::as_bytes), &[]))
+    fn rec(offset: i64, key: &str, value: Option<&str>) -> Record {
+        Record::new("t".into(), 0, offset, 0, Some(key.as_bytes()), value.map(str::as_bytes), &[])
     }
 
     fn limits(records: usize) -> Limits {

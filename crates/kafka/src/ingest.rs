@@ -257,7 +257,7 @@ fn add_new_partitions<C: Consumer>(consumer: &C, view: &View, at_start: bool) ->
 }
 
 /// Consecutive records of one partition.
-type Run = (Arc<TopicView>, Arc<Shard>, Vec<Arc<Record>>);
+type Run = (Arc<TopicView>, Arc<Shard>, Vec<Record>);
 
 /// Records taken from the consumer, in runs of one partition each, waiting to be applied.
 #[derive(Default)]
@@ -275,7 +275,7 @@ impl Batch {
             self.runs.push((topic, shard, Vec::new()));
         }
         let (topic, _, records) = self.runs.last_mut().expect("a run");
-        records.push(Arc::new(to_record(m, topic.name.clone())));
+        records.push(to_record(m, topic.name.clone()));
         self.len += 1;
     }
 

@@ -168,7 +168,7 @@ impl Translator {
 
 impl Translate for Translator {
     /// Blocking (runs guest code): call it from a blocking thread.
-    fn translate(&self, batch: &[Arc<Record>]) -> Result<Vec<Outcome>, TranslatorFailure> {
+    fn translate(&self, batch: &[Record]) -> Result<Vec<Outcome>, TranslatorFailure> {
         // Records without headers (most) need no allocation here.
         let headers: Vec<Vec<HeaderParam>> =
             batch.iter().map(|r| r.headers().map(|(key, value)| HeaderParam { key, value }).collect()).collect();

@@ -96,7 +96,7 @@ impl<'a> Runner<'a> {
         self.batch.len() >= self.sub.max_batch_records || self.batch_bytes >= self.max_bytes
     }
 
-    fn push(&mut self, record: Arc<Record>, wire: Option<bytes::Bytes>) {
+    fn push(&mut self, record: Record, wire: Option<bytes::Bytes>) {
         if self.sub.filter.matches(record.key()) {
             self.batch_bytes += record.size();
             self.batch.push((record, wire));
@@ -318,7 +318,7 @@ impl<'a> Runner<'a> {
                     return Ok(());
                 }
                 cursor.pos = record.offset + 1;
-                self.push(Arc::new(record), None);
+                self.push(record, None);
                 Ok(())
             }
             Read::OutOfRange => self.check_retained().await,

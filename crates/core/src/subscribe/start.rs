@@ -213,10 +213,7 @@ mod tests {
         let view = Arc::new(View::new(&["t".to_string()]));
         let shard = Arc::new(Shard::new("t".into(), 0, 5, 10));
         for offset in 5..10 {
-            shard.apply(
-                Arc::new(Record::new("t".into(), 0, offset, 0, Some(b"k"), Some(b"v"), &[])),
-                &Limits::default(),
-            );
+            shard.apply(Record::new("t".into(), 0, offset, 0, Some(b"k"), Some(b"v"), &[]), &Limits::default());
         }
         view.topic("t").unwrap().add_shard(shard);
         view.set_assigned();

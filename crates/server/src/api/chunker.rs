@@ -87,7 +87,6 @@ impl Chunker {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use tributary_core::Record;
 
@@ -95,7 +94,7 @@ mod tests {
 
     fn entry(key: &str, size: usize) -> Output {
         let value = vec![b'x'; size];
-        Output::untranslated(Arc::new(Record::new("t".into(), 0, 7, 1, Some(key.as_bytes()), Some(&value), &[])))
+        Output::untranslated(Record::new("t".into(), 0, 7, 1, Some(key.as_bytes()), Some(&value), &[]))
     }
 
     #[test]

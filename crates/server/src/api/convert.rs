@@ -100,15 +100,14 @@ pub fn translator_info(t: TranslatorInfo) -> pb::TranslatorInfo {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use bytes::Bytes;
     use tributary_core::{Payload, Record};
 
     use super::*;
 
-    fn source() -> Arc<Record> {
-        Arc::new(Record::new("a".into(), 2, 9, 5, Some(b"k"), None, &[("h", None)]))
+    fn source() -> Record {
+        Record::new("a".into(), 2, 9, 5, Some(b"k"), None, &[("h", None)])
     }
 
     #[test]

@@ -321,7 +321,6 @@ pub fn as_chunks(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use tributary_core::Payload;
 
@@ -346,7 +345,7 @@ mod tests {
             with_headers,
         ];
         for r in cases {
-            let expected = convert::record(Output::untranslated(Arc::new(r.clone()))).encode_to_vec();
+            let expected = convert::record(Output::untranslated(r.clone())).encode_to_vec();
             assert_eq!(encode_record(&r).as_ref(), expected.as_slice(), "{r:?}");
         }
     }
@@ -354,7 +353,7 @@ mod tests {
     #[test]
     fn a_snapshot_entry_encodes_exactly_as_prost_encodes_it() {
         let headers: [(&str, Option<&[u8]>); 2] = [("h", Some(b"v")), ("n", None)];
-        let source = Arc::new(Record::new("t".into(), 1, 9, -1, Some(b""), Some(b"v"), &headers));
+        let source = Record::new("t".into(), 1, 9, -1, Some(b""), Some(b"v"), &headers);
         let translated = |key: Option<&'static [u8]>| Output {
             source: source.clone(),
             index: 2,
@@ -374,7 +373,7 @@ mod tests {
 
     #[test]
     fn a_batch_of_encoded_records_is_a_subscribe_response() {
-        let source = Arc::new(record(2, 9, 5, Some(b"k"), Some(b"v")));
+        let source = record(2, 9, 5, Some(b"k"), Some(b"v"));
         let translated = Output {
             source: source.clone(),
             index: 1,

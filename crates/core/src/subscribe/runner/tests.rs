@@ -137,7 +137,7 @@ impl Fixture {
             let value = offset.to_string();
             let record = Record::new("t".into(), 0, offset, 0, Some(key.as_bytes()), Some(value.as_bytes()), &[]);
             self.log.records.lock().unwrap().entry(("t".into(), 0)).or_default().push(record.clone());
-            self.shard.apply(Arc::new(record), &self.limits);
+            self.shard.apply(record, &self.limits);
         }
         self.topic.notify();
     }
@@ -260,7 +260,7 @@ async fn progress_moves_past_filtered_out_records() {
 struct TrapAtFive;
 
 impl Translate for TrapAtFive {
-    fn translate(&self, batch: &[Arc<Record>]) -> Result<Vec<Outcome>, TranslatorFailure> {
+    fn translate(&self, batch: &[Record]) -> Result<Vec<Outcome>, TranslatorFailure> {
         if batch.iter().any(|r| r.offset == 5) {
             return Err(TranslatorFailure::Trap("unreachable".into()));
         }
