@@ -55,6 +55,20 @@ pub trait CatchUpReader: Send + Sync {
     /// The next read if one is ready now (the hot path: no allocation per record).
     fn try_recv(&self) -> Option<Read>;
 
+    /// Appends to `out` the reads ready now, in order: at most `max_records`, and no more once
+    /// the records taken hold `max_bytes` ([`crate::Record::size`]; the last one may pass it, as a
+    /// batch's last record may). Readers that hold reads in batches hand them over under one lock.
+    fn try_recv_many(&self, max_records: usize, max_bytes: usize, out: &mut Vec<Read>) {
+        let (start, mut bytes) = (out.len(), 0);
+        while out.len() - start < max_records && bytes < max_bytes {
+            let Some(read) = self.try_recv() else { break };
+            if let Read::Record(r) = &read {
+                bytes += r.size();
+            }
+            out.push(read);
+        }
+    }
+
     /// The reader's position per partition (the next offset it will return), which moves past
     /// transaction markers that no record stands for.
     fn positions(&self) -> Vec<Position>;

@@ -134,6 +134,22 @@ impl CatchUpReader for Reader {
         ready.pop_front()
     }
 
+    fn try_recv_many(&self, max_records: usize, max_bytes: usize, out: &mut Vec<Read>) {
+        let mut ready = self.ready();
+        let mut bytes = 0;
+        let start = out.len();
+        while out.len() - start < max_records && bytes < max_bytes {
+            if ready.is_empty() {
+                self.fill(&mut ready);
+            }
+            let Some(read) = ready.pop_front() else { break };
+            if let Read::Record(r) = &read {
+                bytes += r.size();
+            }
+            out.push(read);
+        }
+    }
+
     /// The consumer's positions, held back to the first record not handed out yet: a position
     /// must never pass a record the subscription has not taken.
     fn positions(&self) -> Vec<Position> {

@@ -50,6 +50,8 @@ struct Runner<'a> {
     shared: &'a Shared,
     /// Cursor index per (topic, partition).
     index: HashMap<(Arc<str>, i32), usize>,
+    /// The cursor of the last catch-up read: (topic, partition, index).
+    last_read: Option<(Arc<str>, i32, usize)>,
     catchup: Option<CatchUp>,
     round_robin: usize,
     /// Records to send next, each with its shared encoding when the tail had one.
@@ -73,6 +75,7 @@ impl<'a> Runner<'a> {
             sub,
             shared,
             index,
+            last_read: None,
             catchup: None,
             round_robin: 0,
             batch: Vec::new(),
@@ -277,9 +280,17 @@ impl<'a> Runner<'a> {
         if self.catchup.is_none() {
             return Ok(());
         }
+        let mut reads = Vec::new();
         while !self.batch_full() {
-            let Some(read) = self.catchup.as_ref().and_then(|c| c.reader.try_recv()) else { break };
-            self.take_catchup(read).await?;
+            let Some(catchup) = &self.catchup else { break };
+            let room = self.sub.max_batch_records - self.batch.len();
+            catchup.reader.try_recv_many(room, self.max_bytes - self.batch_bytes, &mut reads);
+            if reads.is_empty() {
+                break;
+            }
+            for read in reads.drain(..) {
+                self.take_catchup(read).await?;
+            }
         }
         let Some(catchup) = &self.catchup else { return Ok(()) };
         for (topic, partition, position) in catchup.reader.positions() {
@@ -311,7 +322,17 @@ impl<'a> Runner<'a> {
     async fn take_catchup(&mut self, read: Read) -> Result<(), Error> {
         match read {
             Read::Record(record) => {
-                let Some(&i) = self.index.get(&(record.topic.clone(), record.partition)) else { return Ok(()) };
+                // Reads come in runs of one partition: the last cursor found is tried first.
+                let i = match self.last_read {
+                    Some((ref topic, partition, i)) if partition == record.partition && *topic == record.topic => i,
+                    _ => {
+                        let Some(&i) = self.index.get(&(record.topic.clone(), record.partition)) else {
+                            return Ok(());
+                        };
+                        self.last_read = Some((record.topic.clone(), record.partition, i));
+                        i
+                    }
+                };
                 let cursor = &mut self.sub.cursors[i];
                 // A prefetched record of a cursor that already switched, or one already delivered.
                 if !cursor.behind || record.offset < cursor.pos {

@@ -252,17 +252,13 @@ impl GatewayService {
                 }
                 match event {
                     Ok(subscribe::Event::Records(outputs)) => {
-                        let (count, mut bytes) = (outputs.len() as u64, 0);
-                        let records = outputs
-                            .into_iter()
-                            .map(|output| {
-                                bytes += output.data_bytes() as u64;
-                                wire::output(output)
-                            })
-                            .collect();
+                        let count = outputs.len() as u64;
+                        let bytes: usize = outputs.iter().map(tributary_core::Output::data_bytes).sum();
                         metrics::counter!("tributary_records_delivered_total", "kind" => "subscribe").increment(count);
-                        metrics::counter!("tributary_bytes_delivered_total", "kind" => "subscribe").increment(bytes);
-                        Ok(SubscribeWire::Records(records))
+                        metrics::counter!("tributary_bytes_delivered_total", "kind" => "subscribe")
+                            .increment(bytes as u64);
+                        // Encoded as tonic writes the response (wire::SubscribeWire).
+                        Ok(SubscribeWire::Records(outputs))
                     }
                     Ok(event) => Ok(SubscribeWire::Message(convert::event(event))),
                     Err(e) => Err(status(e)),

@@ -2,11 +2,12 @@
 //! at the head is encoded once for every subscriber that delivers it as it is, and a snapshot
 //! entry costs no protobuf struct.
 //!
-//! A `RecordBatch` is a sequence of `Record` messages, each framed by a tag and a length: given
-//! every record's encoding, a `SubscribeResponse` is written by framing them, with no protobuf
+//! A `RecordBatch` is a sequence of `Record` messages, each framed by a tag and a length: a
+//! `SubscribeResponse` is written straight into tonic's buffer, record by record, with no protobuf
 //! structs and no per-record allocation. The tail buffer keeps each record's encoding (made by
 //! [`encode_record`] for the first subscriber that reads it), so a subscriber near the head costs
-//! a copy of the bytes into its HTTP/2 stream. The bytes on the wire are exactly those of
+//! a copy of the bytes into its HTTP/2 stream; other records (catch-up reads, translated outputs)
+//! are encoded in place, their lengths computed first. The bytes on the wire are exactly those of
 //! `tributary.v1.SubscribeResponse`: clients see no difference.
 //!
 //! tonic's generated server encodes its own response structs, so `Subscribe` and `GetSnapshot`
@@ -46,8 +47,8 @@ pub trait Wire {
 /// One `SubscribeResponse`, ready to write.
 #[derive(Debug)]
 pub enum SubscribeWire {
-    /// A `RecordBatch` of encoded `Record` messages.
-    Records(Vec<Bytes>),
+    /// A `RecordBatch` of outputs, written with their shared encoding when they have one.
+    Records(Vec<Output>),
     /// Any other response (progress), encoded as usual.
     Message(pb::SubscribeResponse),
 }
@@ -69,8 +70,8 @@ impl SubscribeWire {
         }
     }
 
-    fn batch_len(records: &[Bytes]) -> usize {
-        records.iter().map(|r| key_len(RECORDS_FIELD) + encoded_len_varint(r.len() as u64) + r.len()).sum()
+    fn batch_len(lens: &[usize]) -> usize {
+        lens.iter().map(|len| key_len(RECORDS_FIELD) + encoded_len_varint(*len as u64) + len).sum()
     }
 }
 
@@ -78,27 +79,22 @@ impl Wire for SubscribeWire {
     fn write(&self, buf: &mut impl BufMut) {
         match self {
             SubscribeWire::Message(m) => m.encode_raw(buf),
-            SubscribeWire::Records(records) => {
+            SubscribeWire::Records(outputs) => {
+                let lens: Vec<usize> = outputs
+                    .iter()
+                    .map(|o| o.wire.as_ref().map_or_else(|| output_len(o, Presence::Optional), Bytes::len))
+                    .collect();
                 encode_key(RECORDS_FIELD, WireType::LengthDelimited, buf);
-                encode_varint(Self::batch_len(records) as u64, buf);
-                for record in records {
+                encode_varint(Self::batch_len(&lens) as u64, buf);
+                for (output, len) in outputs.iter().zip(lens) {
                     encode_key(RECORDS_FIELD, WireType::LengthDelimited, buf);
-                    encode_varint(record.len() as u64, buf);
-                    buf.put_slice(record);
+                    encode_varint(len as u64, buf);
+                    match &output.wire {
+                        Some(wire) => buf.put_slice(wire),
+                        None => put_output(output, Presence::Optional, buf),
+                    }
                 }
             }
-        }
-    }
-}
-
-/// The `Record` message of an output: the tail's shared encoding when it has one.
-pub fn output(mut output: Output) -> Bytes {
-    match output.wire.take() {
-        Some(wire) => wire,
-        None => {
-            let mut buf = BytesMut::with_capacity(48 + output.source.topic.len() + output.data_bytes());
-            put_output(&output, Presence::Optional, &mut buf);
-            buf.freeze()
         }
     }
 }
@@ -106,8 +102,9 @@ pub fn output(mut output: Output) -> Bytes {
 /// A's record as a `tributary.v1.Record` message, encoded directly (the same bytes as prost's
 /// encoding of [`crate::api::convert::record`]'s result, without building it).
 pub fn encode_record(r: &Record) -> Bytes {
-    let mut buf = BytesMut::with_capacity(48 + r.topic.len() + r.data_bytes() + 16 * r.headers().count());
-    put_fields(r, 0, r.key(), r.value(), r.headers(), Presence::Optional, &mut buf);
+    let output = Output::untranslated(r.clone());
+    let mut buf = BytesMut::with_capacity(output_len(&output, Presence::Optional));
+    put_output(&output, Presence::Optional, &mut buf);
     buf.freeze()
 }
 
@@ -124,27 +121,36 @@ enum Presence {
     Implicit,
 }
 
-fn put_output(output: &Output, presence: Presence, buf: &mut BytesMut) {
+/// An output's delivered fields: A's record's, or the translator's.
+type Delivered<'a, 'i> =
+    (u32, Option<&'a [u8]>, Option<&'a [u8]>, &'i mut dyn Iterator<Item = (&'a str, Option<&'a [u8]>)>);
+
+/// Calls `f` with what `output` delivers: its index, key, value and headers.
+fn with_delivered<R>(output: &Output, f: impl FnOnce(Delivered<'_, '_>) -> R) -> R {
     let source = &output.source;
     match &output.translated {
-        None => put_fields(source, 0, source.key(), source.value(), source.headers(), presence, buf),
+        None => {
+            let mut headers = source.headers();
+            f((0, source.key(), source.value(), &mut headers))
+        }
         Some(p) => {
-            let headers = p.headers.iter().map(|(k, v)| (k.as_str(), v.as_deref()));
-            put_fields(source, output.index, p.key.as_deref(), p.value.as_deref(), headers, presence, buf)
+            let mut headers = p.headers.iter().map(|(k, v)| (k.as_str(), v.as_deref()));
+            f((output.index, p.key.as_deref(), p.value.as_deref(), &mut headers))
         }
     }
 }
 
+fn put_output(output: &Output, presence: Presence, buf: &mut impl BufMut) {
+    with_delivered(output, |delivered| put_fields(&output.source, delivered, presence, buf))
+}
+
 /// The fields `Record` and `SnapshotEntry` share (same numbers and types): A's coordinates, the
 /// key, value and headers delivered, and which output of the source record this is.
-fn put_fields<'a>(
+fn put_fields(
     source: &Record,
-    index: u32,
-    key: Option<&[u8]>,
-    value: Option<&[u8]>,
-    headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
+    (index, key, value, headers): Delivered<'_, '_>,
     presence: Presence,
-    buf: &mut BytesMut,
+    buf: &mut impl BufMut,
 ) {
     if !source.topic.is_empty() {
         put_bytes(1, source.topic.as_bytes(), buf);
@@ -154,16 +160,13 @@ fn put_fields<'a>(
     put_varint(3, source.offset as u64, buf);
     put_varint(4, source.timestamp_ms as u64, buf);
     for (tag, part) in [(5, key), (6, value)] {
-        match part {
-            Some(bytes) if presence == Presence::Optional || !bytes.is_empty() => put_bytes(tag, bytes, buf),
-            _ => {}
+        if let Some(bytes) = written(part, presence) {
+            put_bytes(tag, bytes, buf);
         }
     }
     for (key, value) in headers {
-        let key_field = if key.is_empty() { 0 } else { key_len(1) + encoded_len_varint(key.len() as u64) + key.len() };
-        let value_field = value.map_or(0, |v| key_len(2) + encoded_len_varint(v.len() as u64) + v.len());
         encode_key(7, WireType::LengthDelimited, buf);
-        encode_varint((key_field + value_field) as u64, buf);
+        encode_varint(header_len(key, value) as u64, buf);
         if !key.is_empty() {
             put_bytes(1, key.as_bytes(), buf);
         }
@@ -174,15 +177,60 @@ fn put_fields<'a>(
     put_varint(8, u64::from(index), buf);
 }
 
+/// Encoded length of what [`put_output`] writes.
+fn output_len(output: &Output, presence: Presence) -> usize {
+    with_delivered(output, |delivered| fields_len(&output.source, delivered, presence))
+}
+
+/// Encoded length of what [`put_fields`] writes, field by field in the same order.
+fn fields_len(source: &Record, (index, key, value, headers): Delivered<'_, '_>, presence: Presence) -> usize {
+    let topic = if source.topic.is_empty() { 0 } else { bytes_len(1, source.topic.len()) };
+    let coordinates = varint_len(2, source.partition as i64 as u64)
+        + varint_len(3, source.offset as u64)
+        + varint_len(4, source.timestamp_ms as u64);
+    let parts: usize = [(5, key), (6, value)]
+        .into_iter()
+        .filter_map(|(tag, p)| Some(bytes_len(tag, written(p, presence)?.len())))
+        .sum();
+    let headers: usize = headers.map(|(k, v)| bytes_len(7, header_len(k, v))).sum();
+    topic + coordinates + parts + headers + varint_len(8, u64::from(index))
+}
+
+/// The key or value as written: `Record`'s optional fields are written when present, even empty;
+/// `SnapshotEntry`'s plain fields only when not empty.
+fn written(part: Option<&[u8]>, presence: Presence) -> Option<&[u8]> {
+    part.filter(|bytes| presence == Presence::Optional || !bytes.is_empty())
+}
+
+/// Length of a `Header` message's body.
+fn header_len(key: &str, value: Option<&[u8]>) -> usize {
+    let key_field = if key.is_empty() { 0 } else { bytes_len(1, key.len()) };
+    key_field + value.map_or(0, |v| bytes_len(2, v.len()))
+}
+
+/// Length of a length-delimited field of `len` bytes.
+fn bytes_len(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+/// Length of a varint field (nothing for zero, the default).
+fn varint_len(tag: u32, value: u64) -> usize {
+    if value == 0 {
+        0
+    } else {
+        key_len(tag) + encoded_len_varint(value)
+    }
+}
+
 /// A length-delimited field (proto3 omits nothing for `optional` and repeated fields).
-fn put_bytes(tag: u32, bytes: &[u8], buf: &mut BytesMut) {
+fn put_bytes(tag: u32, bytes: &[u8], buf: &mut impl BufMut) {
     encode_key(tag, WireType::LengthDelimited, buf);
     encode_varint(bytes.len() as u64, buf);
     buf.put_slice(bytes);
 }
 
 /// A varint field; zero is the default and is not written.
-fn put_varint(tag: u32, value: u64, buf: &mut BytesMut) {
+fn put_varint(tag: u32, value: u64, buf: &mut impl BufMut) {
     if value != 0 {
         encode_key(tag, WireType::Varint, buf);
         encode_varint(value, buf);
@@ -367,6 +415,7 @@ mod tests {
         for output in [Output::untranslated(source.clone()), translated(None), translated(Some(b"k"))] {
             let mut written = BytesMut::new();
             encode_entry(&output, &mut written);
+            assert_eq!(output_len(&output, Presence::Implicit), written.len(), "length computed = length written");
             assert_eq!(written.as_ref(), convert::entry(output).encode_to_vec().as_slice());
         }
     }
@@ -389,11 +438,16 @@ mod tests {
         let mut outputs = outputs.to_vec();
         // The tail's shared encoding is sent as it is.
         outputs[2].wire = Some(encode_record(&source));
-        let wire = SubscribeWire::Records(outputs.into_iter().map(output).collect());
+        for output in &outputs {
+            let mut alone = BytesMut::new();
+            put_output(output, Presence::Optional, &mut alone);
+            assert_eq!(output_len(output, Presence::Optional), alone.len(), "length computed = length written");
+        }
+        let wire = SubscribeWire::Records(outputs);
         let mut written = BytesMut::new();
         wire.write(&mut written);
         assert_eq!(written.as_ref(), expected.encode_to_vec().as_slice());
-        let wire = SubscribeWire::Records(vec![encode_record(&source)]);
+        let wire = SubscribeWire::Records(vec![Output::encoded(source.clone(), Some(encode_record(&source)))]);
         assert_eq!(
             wire.into_message().unwrap().message,
             Some(pb::subscribe_response::Message::Records(pb::RecordBatch {

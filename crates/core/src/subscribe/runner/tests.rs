@@ -311,3 +311,23 @@ async fn shutdown_ends_the_stream_with_its_resume_position() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+/// A reader hands over at most the records asked for, and stops once their bytes reach the
+/// budget (the last one may pass it), in order.
+#[test]
+fn reads_are_taken_in_bulk_within_a_count_and_a_byte_budget() {
+    let record = |offset| Record::new("t".into(), 0, offset, 0, Some(b"k"), Some(&[b'v'; 100]), &[]);
+    let log: BTreeMap<Partition, Vec<Record>> = [(("t".into(), 0), (0..10).map(record).collect())].into();
+    let reader = MemoryReader { records: Arc::new(Mutex::new(log)), assigned: Mutex::new(BTreeMap::new()) };
+    reader.assign(&[("t".into(), 0, 0)]).unwrap();
+    let offsets =
+        |reads: &[Read]| reads.iter().map(|r| if let Read::Record(r) = r { r.offset } else { -1 }).collect::<Vec<_>>();
+    let mut out = Vec::new();
+    reader.try_recv_many(3, usize::MAX, &mut out);
+    assert_eq!(offsets(&out), [0, 1, 2]);
+    let size = record(0).size();
+    reader.try_recv_many(100, 2 * size + 1, &mut out);
+    assert_eq!(offsets(&out), [0, 1, 2, 3, 4, 5], "two records hold less than the budget: a third is taken");
+    reader.try_recv_many(100, usize::MAX, &mut out);
+    assert_eq!(out.len(), 10, "then the rest, and no more");
+}
