@@ -212,10 +212,11 @@ fn apply_loop(todo: std::sync::mpsc::Receiver<Work>, view: &View, limits: &Limit
     let started = Instant::now();
     let mut last_log = (Instant::now(), 0u64);
     let mut applied: u64 = 0;
+    let mut counters = Counters::default();
     for work in todo {
         let positions = match work {
             Work::Apply(mut batch) => {
-                applied += batch.apply(limits) as u64;
+                applied += batch.apply(limits, &mut counters) as u64;
                 continue;
             }
             Work::Sync(positions) => positions,
@@ -310,6 +311,23 @@ fn add_new_partitions<C: Consumer>(consumer: &C, view: &View, at_start: bool) ->
     Ok(added.len())
 }
 
+/// The ingest counters of each partition (records, bytes), registered once: building the labels
+/// per batch allocated on the apply thread's hot path.
+#[derive(Default)]
+struct Counters(std::collections::HashMap<(Arc<str>, i32), (metrics::Counter, metrics::Counter)>);
+
+impl Counters {
+    fn of(&mut self, topic: &Arc<str>, partition: i32) -> &(metrics::Counter, metrics::Counter) {
+        self.0.entry((topic.clone(), partition)).or_insert_with(|| {
+            let labels = [("topic", topic.to_string()), ("partition", partition.to_string())];
+            (
+                metrics::counter!("tributary_ingest_records_total", &labels),
+                metrics::counter!("tributary_ingest_bytes_total", &labels),
+            )
+        })
+    }
+}
+
 /// Consecutive records of one partition.
 type Run = (Arc<TopicView>, Arc<Shard>, Vec<Record>);
 
@@ -334,13 +352,12 @@ impl Batch {
     }
 
     /// Applies every run, then wakes each topic's subscribers once. Returns the records applied.
-    fn apply(&mut self, limits: &Limits) -> usize {
+    fn apply(&mut self, limits: &Limits, counters: &mut Counters) -> usize {
         let mut woken: Vec<Arc<TopicView>> = Vec::new();
         for (topic, shard, records) in self.runs.drain(..) {
-            let labels = [("topic", topic.name.to_string()), ("partition", shard.partition.to_string())];
-            let bytes: usize = records.iter().map(|r| r.data_bytes()).sum();
-            metrics::counter!("tributary_ingest_records_total", &labels).increment(records.len() as u64);
-            metrics::counter!("tributary_ingest_bytes_total", &labels).increment(bytes as u64);
+            let (count, size) = counters.of(&topic.name, shard.partition);
+            count.increment(records.len() as u64);
+            size.increment(records.iter().map(|r| r.data_bytes() as u64).sum());
             shard.apply_all(records, limits);
             if !woken.iter().any(|t| Arc::ptr_eq(t, &topic)) {
                 woken.push(topic);
