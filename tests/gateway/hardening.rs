@@ -403,6 +403,34 @@ async fn idle_connections_are_capped_and_closed_after_the_handshake_timeout() {
     client.describe_topics(pb::DescribeTopicsRequest { topics: vec![topic] }).await.unwrap();
 }
 
+/// A shutdown does not wait on a connection without a call whose client never answers HTTP/2's
+/// PING (gRPC's C core only reads during a call): it is closed after a short grace, and the
+/// gateway stops well within its drain deadline (it waited the whole drain before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_closes_connections_without_calls_instead_of_waiting_for_them() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let topic = unique_topic("quiet-stop");
+    create_topic(&topic, 1).await;
+    let gateway = Gateway::start(&[&topic]).await;
+    let mut quiet = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    quiet.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    quiet.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap(); // an empty SETTINGS frame
+                                                                  // A call on another connection, so the gateway is surely serving.
+    let mut client = gateway.client().await;
+    client.describe_topics(pb::DescribeTopicsRequest { topics: vec![topic] }).await.unwrap();
+    drop(client);
+
+    let started = Instant::now();
+    tokio::time::timeout(tributary_server::app::DRAIN * 2, gateway.stop()).await.expect("the gateway stops");
+    let took = started.elapsed();
+    assert!(took < tributary_server::app::DRAIN / 2, "stopped in {took:?}, not after the drain deadline");
+    // The quiet connection was closed by the gateway (its GOAWAY, then the end of the stream).
+    let mut buf = [0u8; 1024];
+    let closed = async { while matches!(quiet.read(&mut buf).await, Ok(n) if n > 0) {} };
+    tokio::time::timeout(Duration::from_secs(5), closed).await.expect("the quiet connection is closed");
+}
+
 /// Case 3 (established connections): a connection without a call for `limits.idle_timeout_ms`
 /// used to be kept forever. It is closed; a connection with an open stream is not, however quiet
 /// the stream; and a client whose connection was closed gets through on its next call.

@@ -203,6 +203,7 @@ impl App {
                     config.limits.handshake_timeout(),
                     config.limits.idle_timeout(),
                     tls,
+                    token.clone(),
                 ),
                 signal,
             );

@@ -25,6 +25,7 @@ use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore},
     time::{Instant, Sleep},
 };
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tracing::Instrument;
 
@@ -38,6 +39,10 @@ use tributary_core::events;
 const PREFACE_BYTES: usize = 24;
 /// Wait after a failed accept before the next one.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Once the gateway shuts down, how long a connection without a call may stay open. HTTP/2's
+/// graceful close waits for the client to answer a PING; some clients (gRPC's C core, as Python
+/// uses it) only read their socket during a call, so an idle one held the shutdown for seconds.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
 /// The calls of one connection: how many are open, and when the last one ended.
 #[derive(Debug)]
@@ -104,6 +109,10 @@ pub struct Connection {
     idle_timeout: Duration,
     /// When to check next whether the connection has been idle for `idle_timeout`.
     idle_check: Pin<Box<Sleep>>,
+    /// Resolves when the gateway starts shutting down.
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Since the shutdown started: when a connection without a call is closed.
+    close_at: Option<Pin<Box<Sleep>>>,
 }
 
 impl Connected for Connection {
@@ -134,6 +143,21 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// Whether the gateway is shutting down and this connection has had no call for
+    /// [`SHUTDOWN_GRACE`] since; the timers wake this connection's task, which reads again.
+    fn closing(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.close_at.is_none() {
+            if self.shutdown.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            self.close_at = Some(Box::pin(tokio::time::sleep(SHUTDOWN_GRACE)));
+        }
+        let grace_over = self.close_at.as_mut().is_some_and(|at| at.as_mut().poll(cx).is_ready());
+        grace_over && self.calls.idle_since().is_some()
+    }
+}
+
 impl AsyncRead for Connection {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
@@ -154,6 +178,8 @@ impl AsyncRead for Connection {
             }
         } else if read.is_pending() && this.idle(cx) {
             return timed_out("no call within limits.idle_timeout_ms");
+        } else if read.is_pending() && this.closing(cx) {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionAborted, "the gateway is shutting down")));
         }
         read
     }
@@ -394,6 +420,7 @@ pub fn incoming(
     handshake_timeout: Duration,
     idle_timeout: Duration,
     tls: Option<Arc<Tls>>,
+    shutdown: CancellationToken,
 ) -> impl Stream<Item = io::Result<Connection>> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel::<Connection>(64);
     tokio::spawn(async move {
@@ -420,6 +447,7 @@ pub fn incoming(
                 events::emit(&events::TcpNodelayFailed { error: e.to_string() });
             }
             let tcp = stream.connect_info();
+            let shutdown = shutdown.clone();
             let connection = move |stream, certificate| Connection {
                 stream,
                 tcp,
@@ -429,6 +457,8 @@ pub fn incoming(
                 calls: Calls::new(),
                 idle_timeout,
                 idle_check: Box::pin(tokio::time::sleep(idle_timeout)),
+                shutdown: Box::pin(shutdown.cancelled_owned()),
+                close_at: None,
             };
             match &tls {
                 None => {
