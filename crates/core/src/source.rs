@@ -59,19 +59,24 @@ pub trait CatchUpReader: Send + Sync {
     /// the records taken hold `max_bytes` ([`crate::Record::size`]; the last one may pass it, as a
     /// batch's last record may). Readers that hold reads in batches hand them over under one lock.
     fn try_recv_many(&self, max_records: usize, max_bytes: usize, out: &mut Vec<Read>) {
-        let (start, mut bytes) = (out.len(), 0);
-        while out.len() - start < max_records && bytes < max_bytes {
-            let Some(read) = self.try_recv() else { break };
-            if let Read::Record(r) = &read {
-                bytes += r.size();
-            }
-            out.push(read);
-        }
+        take_reads(max_records, max_bytes, out, || self.try_recv());
     }
 
     /// The reader's position per partition (the next offset it will return), which moves past
     /// transaction markers that no record stands for.
     fn positions(&self) -> Vec<Position>;
+}
+
+/// Appends reads from `next` to `out` within [`CatchUpReader::try_recv_many`]'s bounds.
+pub fn take_reads(max_records: usize, max_bytes: usize, out: &mut Vec<Read>, mut next: impl FnMut() -> Option<Read>) {
+    let (start, mut bytes) = (out.len(), 0);
+    while out.len() - start < max_records && bytes < max_bytes {
+        let Some(read) = next() else { break };
+        if let Read::Record(r) = &read {
+            bytes += r.size();
+        }
+        out.push(read);
+    }
 }
 
 /// Calls [`Log::watermarks`] on a blocking thread.

@@ -16,7 +16,7 @@ use rdkafka::{
     Offset, TopicPartitionList,
 };
 use tributary_core::{
-    source::{CatchUpReader, Log, Partition, Position, Read, Watermarks},
+    source::{take_reads, CatchUpReader, Log, Partition, Position, Read, Watermarks},
     Error,
 };
 
@@ -134,20 +134,15 @@ impl CatchUpReader for Reader {
         ready.pop_front()
     }
 
+    /// Under one lock of the ready reads, filled from librdkafka as they run out.
     fn try_recv_many(&self, max_records: usize, max_bytes: usize, out: &mut Vec<Read>) {
         let mut ready = self.ready();
-        let mut bytes = 0;
-        let start = out.len();
-        while out.len() - start < max_records && bytes < max_bytes {
+        take_reads(max_records, max_bytes, out, || {
             if ready.is_empty() {
                 self.fill(&mut ready);
             }
-            let Some(read) = ready.pop_front() else { break };
-            if let Read::Record(r) = &read {
-                bytes += r.size();
-            }
-            out.push(read);
-        }
+            ready.pop_front()
+        });
     }
 
     /// The consumer's positions, held back to the first record not handed out yet: a position

@@ -100,7 +100,6 @@ pub fn translator_info(t: TranslatorInfo) -> pb::TranslatorInfo {
 
 #[cfg(test)]
 mod tests {
-
     use bytes::Bytes;
     use tributary_core::{Payload, Record};
 
