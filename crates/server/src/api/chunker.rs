@@ -32,7 +32,8 @@ impl Chunk {
 }
 
 impl wire::Wire for Chunk {
-    fn write(&self, buf: &mut impl BufMut) {
+    fn write(&self, buf: &mut impl wire::WireBuf) {
+        buf.reserve(self.0.len());
         buf.put_slice(&self.0);
     }
 }

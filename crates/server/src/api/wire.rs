@@ -28,7 +28,7 @@ use prost::{
 };
 use tonic::{
     body::Body,
-    codec::{Codec, EncodeBuf, Encoder},
+    codec::{BufferSettings, Codec, EncodeBuf, Encoder},
     server::{Grpc, NamedService, ServerStreamingService},
     Status,
 };
@@ -41,8 +41,35 @@ use crate::{
 
 /// A response written as protobuf by [`WireCodec`].
 pub trait Wire {
-    fn write(&self, buf: &mut impl BufMut);
+    /// Writes the response, reserving its exact length first (one allocation per response).
+    fn write(&self, buf: &mut impl WireBuf);
 }
+
+/// A buffer a [`Wire`] response is written into: tonic's, or a plain one in tests.
+pub trait WireBuf: BufMut {
+    fn reserve(&mut self, additional: usize);
+}
+
+impl WireBuf for BytesMut {
+    fn reserve(&mut self, additional: usize) {
+        BytesMut::reserve(self, additional);
+    }
+}
+
+impl WireBuf for EncodeBuf<'_> {
+    fn reserve(&mut self, additional: usize) {
+        EncodeBuf::reserve(self, additional);
+    }
+}
+
+/// The first buffer tonic allocates for a response stream, kept while the stream lives. tonic's
+/// default (8 KiB) was most of an idle subscriber's memory; responses reserve their exact length
+/// as they are written, so a small start costs no growth steps.
+const STREAM_BUFFER_START: usize = 256;
+
+/// How many bytes of ready responses tonic gathers before it hands them to HTTP/2 (tonic's
+/// default).
+const YIELD_THRESHOLD: usize = 32 * 1024;
 
 /// One `SubscribeResponse`, ready to write.
 #[derive(Debug)]
@@ -76,16 +103,21 @@ impl SubscribeWire {
 }
 
 impl Wire for SubscribeWire {
-    fn write(&self, buf: &mut impl BufMut) {
+    fn write(&self, buf: &mut impl WireBuf) {
         match self {
-            SubscribeWire::Message(m) => m.encode_raw(buf),
+            SubscribeWire::Message(m) => {
+                buf.reserve(m.encoded_len());
+                m.encode_raw(buf)
+            }
             SubscribeWire::Records(outputs) => {
                 let lens: Vec<usize> = outputs
                     .iter()
                     .map(|o| o.wire.as_ref().map_or_else(|| output_len(o, Presence::Optional), Bytes::len))
                     .collect();
+                let batch_len = Self::batch_len(&lens);
+                buf.reserve(key_len(RECORDS_FIELD) + encoded_len_varint(batch_len as u64) + batch_len);
                 encode_key(RECORDS_FIELD, WireType::LengthDelimited, buf);
-                encode_varint(Self::batch_len(&lens) as u64, buf);
+                encode_varint(batch_len as u64, buf);
                 for (output, len) in outputs.iter().zip(lens) {
                     encode_key(RECORDS_FIELD, WireType::LengthDelimited, buf);
                     encode_varint(len as u64, buf);
@@ -275,6 +307,10 @@ impl<T: Wire> Encoder for WireEncoder<T> {
         item.write(dst);
         Ok(())
     }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(STREAM_BUFFER_START, YIELD_THRESHOLD)
+    }
 }
 
 /// The `tributary.v1.Gateway` service with `Subscribe` served from pre-encoded records.
@@ -447,6 +483,8 @@ mod tests {
         let mut written = BytesMut::new();
         wire.write(&mut written);
         assert_eq!(written.as_ref(), expected.encode_to_vec().as_slice());
+        // One allocation of the exact length, reserved before writing (no growth steps).
+        assert_eq!(written.capacity(), written.len());
         let wire = SubscribeWire::Records(vec![Output::encoded(source.clone(), Some(encode_record(&source)))]);
         assert_eq!(
             wire.into_message().unwrap().message,
