@@ -76,8 +76,7 @@ impl Reader {
     }
 
     fn record<M: Message>(&self, m: &M) -> tributary_core::Record {
-        let known = self.topics.read().unwrap_or_else(|e| e.into_inner()).iter().find(|t| ***t == *m.topic()).cloned();
-        to_record(m, known.unwrap_or_else(|| Arc::from(m.topic())))
+        record_of(&self.topics.read().unwrap_or_else(|e| e.into_inner()), m)
     }
 
     fn ready(&self) -> std::sync::MutexGuard<'_, VecDeque<Read>> {
@@ -90,14 +89,21 @@ impl Reader {
             ready.extend(self.consumer.recv().now_or_never().map(|m| self.read(m)));
             return;
         };
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
         for message in queue.consume(Duration::ZERO, CATCHUP_BATCH).iter() {
             ready.push_back(match message {
-                Ok(m) => Read::Record(self.record(&m)),
+                Ok(m) => Read::Record(record_of(&topics, &m)),
                 Err(e) if e.out_of_range => Read::OutOfRange,
                 Err(e) => Read::Error(e.message),
             });
         }
     }
+}
+
+/// A record of `m`, sharing the name of its topic when the reader knows it (no allocation).
+fn record_of<M: Message>(topics: &[Arc<str>], m: &M) -> tributary_core::Record {
+    let known = topics.iter().find(|t| ***t == *m.topic()).cloned();
+    to_record(m, known.unwrap_or_else(|| Arc::from(m.topic())))
 }
 
 impl CatchUpReader for Reader {

@@ -240,6 +240,9 @@ impl GatewayService {
         );
         let auto = (request.auto_commit && !name.is_empty())
             .then(|| (self.durable.clone(), name, stamp, Arc::new(std::sync::atomic::AtomicBool::new(false))));
+        // Looked up once per stream, not per response.
+        let records_delivered = metrics::counter!("tributary_records_delivered_total", "kind" => "subscribe");
+        let bytes_delivered = metrics::counter!("tributary_bytes_delivered_total", "kind" => "subscribe");
         Ok(rx
             .into_stream()
             .map(move |event| {
@@ -254,9 +257,8 @@ impl GatewayService {
                     Ok(subscribe::Event::Records(outputs)) => {
                         let count = outputs.len() as u64;
                         let bytes: usize = outputs.iter().map(tributary_core::Output::data_bytes).sum();
-                        metrics::counter!("tributary_records_delivered_total", "kind" => "subscribe").increment(count);
-                        metrics::counter!("tributary_bytes_delivered_total", "kind" => "subscribe")
-                            .increment(bytes as u64);
+                        records_delivered.increment(count);
+                        bytes_delivered.increment(bytes as u64);
                         // Encoded as tonic writes the response (wire::SubscribeWire).
                         Ok(SubscribeWire::Records(outputs))
                     }
