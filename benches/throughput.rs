@@ -9,7 +9,8 @@
 //! (1,000,000 written at full speed while followed), BENCH_RATE (20,000 records/s for 5 s, the
 //! latency row), BENCH_IDLE (1,000 idle subscribers), BENCH_FANOUT (followers at the head,
 //! "1,10,100,1000"; A writes at BENCH_FANOUT_RATE = 500,000 deliveries/s divided by the
-//! followers, for 5 s or at most BENCH_FANOUT_RECORDS = 200,000 records), BENCH_STALLED (1,000
+//! followers, for 5 s or at most BENCH_FANOUT_RECORDS = 200,000 records), BENCH_FANOUT_TRANSLATED
+//! (the same through the identity translator, "100"), BENCH_STALLED (1,000
 //! subscribers that never read),
 //! BENCH_IDLE_CONNECTIONS (20,000 TCP connections that never speak HTTP/2, at most this process's
 //! open-files limit minus 1,000), BENCH_METRICS_RUNS
@@ -388,6 +389,11 @@ async fn main() {
         .split(',')
         .filter_map(|n| n.trim().parse().ok())
         .collect();
+    let fanout_translated: Vec<usize> = std::env::var("BENCH_FANOUT_TRANSLATED")
+        .unwrap_or_else(|_| "100".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
     let fanout_records = env("BENCH_FANOUT_RECORDS", 200_000);
     let fanout_rate = env("BENCH_FANOUT_RATE", 500_000);
     let stalled = env("BENCH_STALLED", 1_000);
@@ -627,11 +633,19 @@ async fn main() {
     // receive) seen by one follower (the others only count what they receive). A latency far
     // above the rate's spacing means the gateway did not keep up at that rate.
     println!();
-    for &n in &fanout {
+    // Then the same through the identity translator: followers with the same translator share
+    // its outcomes, so each record is translated once.
+    let runs = fanout.iter().map(|&n| (n, None)).chain(fanout_translated.iter().map(|&n| (n, Some("identity"))));
+    for (n, translator) in runs {
         let rate = (fanout_rate / n.max(1)).max(1);
         let count = fanout_records.min(rate * 5).max(1);
         let from = at(&self::ends(&small));
-        let request = || pb::SubscribeRequest { from_offsets: from.clone(), ..Default::default() };
+        let translator = translator.map(|name| pb::TranslatorRef { name: name.into(), ..Default::default() });
+        let request = || pb::SubscribeRequest {
+            from_offsets: from.clone(),
+            translator: translator.clone(),
+            ..Default::default()
+        };
         let sampled = clients[0].subscribe(request()).await.unwrap().into_inner();
         let sampled = tokio::spawn(gateway_follow(sampled, count, true));
         let counting: Vec<_> =
@@ -644,8 +658,9 @@ async fn main() {
             t.await.unwrap();
         }
         let cpu = cpu_seconds(pid) - cpu_before;
+        let through = translator.as_ref().map_or(String::new(), |t| format!(" through the {} translator", t.name));
         println!(
-            "fan-out: {n:>4} followers at the head, {count} records each at {rate} rec/s: gateway CPU {:.2} s per million delivered; latency {}",
+            "fan-out: {n:>4} followers at the head{through}, {count} records each at {rate} rec/s: gateway CPU {:.2} s per million delivered; latency {}",
             cpu / (n * count) as f64 * 1e6,
             lag_summary(&mut lags),
         );

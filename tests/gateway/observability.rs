@@ -367,3 +367,52 @@ async fn spans_are_exported_to_an_otlp_collector() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Subscriptions at the same records with the same translator and configuration share its
+/// outcomes (issue 7): the second one translates nothing and receives the same records; another
+/// configuration is another translator and translates anew. Counted by the translator metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_with_one_translator_translate_each_record_once() {
+    let topic = unique_topic("shared-outcomes");
+    create_topic(&topic, 1).await;
+    produce(&topic, &(0..300).map(|i| Out::kv(&format!("k{i}"), Some(&format!("v{i}")))).collect::<Vec<_>>());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let listen = metrics_addr.to_string();
+    let gateway = Process::spawn(&[&topic], &[("TRIBUTARY__METRICS__LISTEN", listen.as_str())]).await;
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", gateway.addr)).unwrap().connect().await.unwrap();
+    let mut registry = pb::translators_client::TranslatorsClient::new(channel);
+    crate::translators::upload_bytes(&mut registry, "identity", &crate::translators::artifact("identity.wasm"))
+        .await
+        .unwrap();
+
+    let mut client = connect(gateway.addr).await;
+    let request = |config: &str| pb::SubscribeRequest {
+        from_offsets: vec![pb::PartitionOffset { topic: topic.clone(), partition: 0, offset: 0 }],
+        translator: Some(pb::TranslatorRef { name: "identity".into(), config: config.into(), ..Default::default() }),
+        ..Default::default()
+    };
+    let counts = |m: &str| {
+        let translator = [("translator", "identity")];
+        (
+            metric(m, "tributary_translator_records_total", &translator),
+            metric(m, "tributary_translator_reused_records_total", &translator),
+        )
+    };
+    let ends = ends(&topic);
+    let mut first = Follower::start(&mut client, request("a")).await.unwrap();
+    first.until(&ends, Duration::from_secs(30)).await.unwrap();
+    eventually(metrics_addr, "the first subscription translated every record", |m| counts(m) == (300.0, 0.0)).await;
+
+    let mut second = Follower::start(&mut client, request("a")).await.unwrap();
+    second.until(&ends, Duration::from_secs(30)).await.unwrap();
+    eventually(metrics_addr, "the second one reused every outcome", |m| counts(m) == (300.0, 300.0)).await;
+    assert_eq!(first.records.len(), 300);
+    assert_eq!(first.records, second.records, "shared outcomes are the same records");
+
+    let mut other = Follower::start(&mut client, request("b")).await.unwrap();
+    other.until(&ends, Duration::from_secs(30)).await.unwrap();
+    eventually(metrics_addr, "another configuration translates anew", |m| counts(m) == (600.0, 300.0)).await;
+    assert_eq!(other.records, first.records);
+}

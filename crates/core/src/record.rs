@@ -206,6 +206,13 @@ pub struct Payload {
     pub headers: Vec<Header>,
 }
 
+impl Payload {
+    /// Bytes the payload holds, counted like [`Record::size`].
+    pub fn size(&self) -> usize {
+        data_size(&self.key, &self.value, &self.headers)
+    }
+}
+
 /// A record as delivered to B: A's record itself, or one of the outputs a translator made of it.
 /// Either way it keeps A's coordinates (rule 8), so positions stay in A's offset space.
 #[derive(Debug, Clone, PartialEq)]
@@ -216,7 +223,7 @@ pub struct Output {
     pub index: u32,
     /// B's key, value and headers; `None` delivers A's record as it is. Boxed: most outputs are
     /// A's records, and an output is moved several times on its way to the client.
-    pub translated: Option<Box<Payload>>,
+    pub translated: Option<Arc<Payload>>,
     /// The delivering layer's encoding of this output, when one was already made: a tail record
     /// is encoded once and every subscriber that delivers it untranslated sends the same bytes.
     pub wire: Option<Bytes>,

@@ -2,7 +2,10 @@
 //! translator's outcomes become outputs: one outcome per record, errors skipped or fatal, every
 //! output at its source record's coordinates (rule 8).
 
-use std::sync::Arc;
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+};
 
 use crate::{
     error::{Error, TranslatorFailure},
@@ -23,6 +26,145 @@ pub trait Translate: Send + Sync + 'static {
     /// Translates a batch: exactly one outcome per record, in order. Blocking (runs guest code):
     /// called from a blocking thread.
     fn translate(&self, batch: &[Record]) -> Result<Vec<Outcome>, TranslatorFailure>;
+
+    /// The outcomes this translator (with its configuration) already made of the newest records,
+    /// shared by every subscription that uses it; `None` when it keeps none.
+    fn shared_outcomes(&self) -> Option<&SharedOutcomes> {
+        None
+    }
+}
+
+/// An outcome as made into outputs and kept: its payloads shared, not copied, by every output
+/// and every subscription that delivers them.
+#[derive(Debug, Clone)]
+enum Made {
+    Ok(Arc<[Arc<Payload>]>),
+    Err(Arc<str>),
+}
+
+impl From<Outcome> for Made {
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Ok(payloads) => Made::Ok(payloads.into_iter().map(Arc::new).collect()),
+            Outcome::Err(message) => Made::Err(message.into()),
+        }
+    }
+}
+
+impl Made {
+    /// Bytes the outcome holds, counted like [`Record::size`].
+    fn size(&self) -> usize {
+        match self {
+            Made::Ok(payloads) => payloads.iter().map(|p| p.size()).sum(),
+            Made::Err(message) => message.len(),
+        }
+    }
+}
+
+/// Most records whose outcomes one translator keeps for sharing.
+const SHARED_RECORDS: usize = 65_536;
+/// Most bytes (records and their outcomes, counted like [`Record::size`]) one translator keeps
+/// for sharing.
+const SHARED_BYTES: usize = 32 << 20;
+
+/// The outcomes a translator made of the newest records of each partition, so that subscriptions
+/// following the head with the same translator and configuration translate each record once
+/// instead of once each. A translator is a pure function of its configuration and the record,
+/// so an outcome is reused for an equal record only: the same record of the view, or one with
+/// the same coordinates and content. Bounded by [`SHARED_RECORDS`] and [`SHARED_BYTES`]: the
+/// oldest entries go first.
+#[derive(Default)]
+pub struct SharedOutcomes {
+    inner: Mutex<Store>,
+}
+
+#[derive(Default)]
+struct Store {
+    /// Per topic and partition, in offset order.
+    partitions: HashMap<Arc<str>, HashMap<i32, VecDeque<Entry>>>,
+    /// Where each entry went, oldest first (an entry is the front of its partition when it is
+    /// the oldest overall: each partition's entries are appended in offset order).
+    order: VecDeque<(Arc<str>, i32)>,
+    bytes: usize,
+}
+
+struct Entry {
+    offset: i64,
+    record: Record,
+    made: Made,
+    bytes: usize,
+}
+
+impl SharedOutcomes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The kept outcome of each record, in order (`None` where there is none).
+    fn get(&self, records: &[Record]) -> Vec<Option<Made>> {
+        let store = self.lock();
+        // Records come in runs of one partition, in offset order: the entry after the last one
+        // found is tried before searching.
+        let mut last: Option<(&Record, &VecDeque<Entry>, usize)> = None;
+        records
+            .iter()
+            .map(|r| {
+                let entries = match last {
+                    Some((prev, entries, _)) if prev.partition == r.partition && prev.topic == r.topic => entries,
+                    _ => store.partitions.get(&*r.topic)?.get(&r.partition)?,
+                };
+                let at = match last {
+                    Some((_, _, i)) if entries.get(i + 1).is_some_and(|e| e.offset == r.offset) => i + 1,
+                    _ => entries.binary_search_by_key(&r.offset, |e| e.offset).ok()?,
+                };
+                last = Some((r, entries, at));
+                (entries[at].record == *r).then(|| entries[at].made.clone())
+            })
+            .collect()
+    }
+
+    /// Keeps the outcomes of records newer than every record kept for their partition.
+    fn put(&self, records: &[Record], made: &[Made]) {
+        let mut store = self.lock();
+        let store = &mut *store;
+        for (record, made) in records.iter().zip(made) {
+            let bytes = record.size() + made.size();
+            if bytes > SHARED_BYTES / 16 {
+                continue;
+            }
+            let partitions = store.partitions.entry(record.topic.clone()).or_default();
+            let entries = partitions.entry(record.partition).or_default();
+            if entries.back().is_some_and(|e| e.offset >= record.offset) {
+                continue;
+            }
+            entries.push_back(Entry { offset: record.offset, record: record.clone(), made: made.clone(), bytes });
+            store.order.push_back((record.topic.clone(), record.partition));
+            store.bytes += bytes;
+            while store.order.len() > SHARED_RECORDS || store.bytes > SHARED_BYTES {
+                let Some((topic, partition)) = store.order.pop_front() else { break };
+                let Some(partitions) = store.partitions.get_mut(&topic) else { continue };
+                let Some(entries) = partitions.get_mut(&partition) else { continue };
+                if let Some(oldest) = entries.pop_front() {
+                    store.bytes -= oldest.bytes;
+                }
+                if entries.is_empty() {
+                    partitions.remove(&partition);
+                    if partitions.is_empty() {
+                        store.partitions.remove(&topic);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records whose outcomes are kept.
+    pub fn len(&self) -> usize {
+        self.lock().order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A translator applied to a call's records: what it is (for errors), the shared translator, and
@@ -66,47 +208,99 @@ impl Translation {
 
     /// Translates `records` synchronously, in calls of `batch_records`.
     pub fn translate_blocking(&self, records: &[Record]) -> Result<Translated, Error> {
+        self.translate_with(records, None, vec![None; records.len()])
+    }
+
+    /// Like [`Translation::translate_blocking`], reusing the outcomes the translator keeps for
+    /// the newest records (see [`SharedOutcomes`]) and keeping the new ones.
+    pub fn translate_shared_blocking(&self, records: &[Record]) -> Result<Translated, Error> {
+        let (shared, known) = self.known(records);
+        self.translate_with(records, shared, known)
+    }
+
+    /// The translator's kept outcomes of `records`, in order (`None` where there is none).
+    fn known(&self, records: &[Record]) -> (Option<&SharedOutcomes>, Vec<Option<Made>>) {
+        let shared = self.translator.shared_outcomes();
+        let known = match shared {
+            Some(shared) => shared.get(records),
+            None => vec![None; records.len()],
+        };
+        let reused = known.iter().filter(|o| o.is_some()).count();
+        if reused > 0 {
+            metrics::counter!("tributary_translator_reused_records_total", "translator" => self.name.clone())
+                .increment(reused as u64);
+        }
+        (shared, known)
+    }
+
+    /// Outputs of `records`: their `known` outcomes, and the translator's for the others.
+    fn translate_with(
+        &self,
+        records: &[Record],
+        shared: Option<&SharedOutcomes>,
+        mut known: Vec<Option<Made>>,
+    ) -> Result<Translated, Error> {
         let mut translated = Translated::default();
-        let label = ("translator", self.name.clone());
-        for chunk in records.chunks(self.batch_records.max(1)) {
-            let started = std::time::Instant::now();
-            let result = self.translator.translate(chunk);
-            metrics::histogram!("tributary_translator_call_duration_seconds", std::slice::from_ref(&label))
-                .record(started.elapsed().as_secs_f64());
-            metrics::counter!("tributary_translator_calls_total", std::slice::from_ref(&label)).increment(1);
-            metrics::counter!("tributary_translator_records_total", std::slice::from_ref(&label))
-                .increment(chunk.len() as u64);
-            if let Err(failure) = &result {
-                metrics::counter!("tributary_translator_errors_total", "translator" => self.name.clone(), "reason" => failure.reason())
-                    .increment(1);
-            }
-            let outcomes = result.map_err(|f| self.failure(f, chunk.first()))?;
-            if outcomes.len() != chunk.len() {
-                // The same bug the SDK reports as an error value of the call: the same status
-                // (FAILED_PRECONDITION, TRANSLATOR_ERROR) whichever side finds it, never skipped.
-                let message = format!(
-                    "translator returned {} outcomes for {} records; one outcome per record is required",
-                    outcomes.len(),
-                    chunk.len()
-                );
-                return Err(self.failure(TranslatorFailure::Error(message), chunk.first()));
-            }
-            for (record, outcome) in chunk.iter().zip(outcomes) {
-                match outcome {
-                    Outcome::Ok(payloads) => {
-                        translated.outputs.extend(payloads.into_iter().enumerate().map(|(i, payload)| Output {
-                            source: record.clone(),
-                            index: i as u32,
-                            translated: Some(Box::new(payload)),
-                            wire: None,
-                        }))
+        // The records to translate, called in chunks as the outputs reach them, so that a fatal
+        // error value stops the translation where it is (as if nothing were shared).
+        let missing: Vec<Record> =
+            records.iter().zip(&known).filter(|(_, o)| o.is_none()).map(|(r, _)| r.clone()).collect();
+        let mut chunks = missing.chunks(self.batch_records.max(1));
+        let mut fresh = VecDeque::new();
+        for (record, known) in records.iter().zip(known.iter_mut()) {
+            let outcome = match known.take() {
+                Some(outcome) => outcome,
+                None => {
+                    if fresh.is_empty() {
+                        let chunk = chunks.next().expect("a chunk for every record not kept");
+                        let made: Vec<Made> = self.call(chunk)?.into_iter().map(Made::from).collect();
+                        if let Some(shared) = shared {
+                            shared.put(chunk, &made);
+                        }
+                        fresh.extend(made);
                     }
-                    Outcome::Err(_) if self.skip_errors => translated.skipped += 1,
-                    Outcome::Err(message) => return Err(self.failure(TranslatorFailure::Error(message), Some(record))),
+                    fresh.pop_front().expect("one outcome per record")
+                }
+            };
+            match outcome {
+                Made::Ok(payloads) => translated.outputs.extend(payloads.iter().enumerate().map(|(i, payload)| {
+                    Output { source: record.clone(), index: i as u32, translated: Some(payload.clone()), wire: None }
+                })),
+                Made::Err(_) if self.skip_errors => translated.skipped += 1,
+                Made::Err(message) => {
+                    return Err(self.failure(TranslatorFailure::Error(message.to_string()), Some(record)))
                 }
             }
         }
         Ok(translated)
+    }
+
+    /// One call of the translator: exactly one outcome per record.
+    fn call(&self, chunk: &[Record]) -> Result<Vec<Outcome>, Error> {
+        let label = ("translator", self.name.clone());
+        let started = std::time::Instant::now();
+        let result = self.translator.translate(chunk);
+        metrics::histogram!("tributary_translator_call_duration_seconds", std::slice::from_ref(&label))
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("tributary_translator_calls_total", std::slice::from_ref(&label)).increment(1);
+        metrics::counter!("tributary_translator_records_total", std::slice::from_ref(&label))
+            .increment(chunk.len() as u64);
+        if let Err(failure) = &result {
+            metrics::counter!("tributary_translator_errors_total", "translator" => self.name.clone(), "reason" => failure.reason())
+                .increment(1);
+        }
+        let outcomes = result.map_err(|f| self.failure(f, chunk.first()))?;
+        if outcomes.len() != chunk.len() {
+            // The same bug the SDK reports as an error value of the call: the same status
+            // (FAILED_PRECONDITION, TRANSLATOR_ERROR) whichever side finds it, never skipped.
+            let message = format!(
+                "translator returned {} outcomes for {} records; one outcome per record is required",
+                outcomes.len(),
+                chunk.len()
+            );
+            return Err(self.failure(TranslatorFailure::Error(message), chunk.first()));
+        }
+        Ok(outcomes)
     }
 
     /// Translates `records` on a blocking thread.
@@ -116,10 +310,30 @@ impl Translation {
             .await
             .map_err(|e| Error::Internal(format!("translation task: {e}")))?
     }
+
+    /// [`Translation::translate_shared_blocking`] on a blocking thread: for subscriptions, which
+    /// follow the same newest records as others.
+    /// When every outcome is kept, no guest runs: the outputs are made here, with no blocking
+    /// thread.
+    pub async fn translate_shared(&self, records: Vec<Record>) -> Result<Translated, Error> {
+        let (shared, known) = self.known(&records);
+        if known.iter().all(Option::is_some) {
+            return self.translate_with(&records, shared, known);
+        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let shared = this.translator.shared_outcomes();
+            this.translate_with(&records, shared, known)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("translation task: {e}")))?
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     /// Makes two outputs of every record, or fails on values equal to "bad".
@@ -178,6 +392,125 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    /// Uppercases values, counting the records it is called with; fails on "bad".
+    #[derive(Default)]
+    struct Counting {
+        translated: std::sync::atomic::AtomicUsize,
+        shared: SharedOutcomes,
+    }
+
+    impl Translate for Counting {
+        fn translate(&self, batch: &[Record]) -> Result<Vec<Outcome>, TranslatorFailure> {
+            self.translated.fetch_add(batch.len(), std::sync::atomic::Ordering::Relaxed);
+            Ok(batch
+                .iter()
+                .map(|r| match r.value() {
+                    Some(b"bad") => Outcome::Err("bad value".into()),
+                    v => Outcome::Ok(vec![Payload {
+                        value: v.map(|v| Bytes::from(v.to_ascii_uppercase())),
+                        ..Payload::default()
+                    }]),
+                })
+                .collect())
+        }
+
+        fn shared_outcomes(&self) -> Option<&SharedOutcomes> {
+            Some(&self.shared)
+        }
+    }
+
+    fn counting() -> (Arc<Counting>, Translation) {
+        let counting = Arc::new(Counting::default());
+        let translation = Translation { translator: counting.clone(), ..translation(false) };
+        (counting, translation)
+    }
+
+    fn calls(c: &Counting) -> usize {
+        c.translated.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    #[test]
+    fn subscriptions_sharing_a_translator_translate_each_newest_record_once() {
+        let (counting, translation) = counting();
+        let records: Vec<Record> = (0..5).map(|o| record(o, "abc")).collect();
+        let first = translation.translate_shared_blocking(&records).unwrap();
+        assert_eq!(calls(&counting), 5);
+        // Another subscription at the same records (the same records of the view).
+        let second = translation.translate_shared_blocking(&records).unwrap();
+        assert_eq!(calls(&counting), 5, "kept outcomes are reused");
+        assert_eq!(first.outputs, second.outputs);
+        assert_eq!(second.outputs[0].translated.as_ref().unwrap().value.as_deref(), Some(&b"ABC"[..]));
+        // Part kept, part new: only the new ones are translated, and the order is the input's.
+        let more: Vec<Record> = (3..8).map(|o| record(o, "abc")).collect();
+        let third = translation.translate_shared_blocking(&more).unwrap();
+        assert_eq!(calls(&counting), 8);
+        let offsets: Vec<i64> = third.outputs.iter().map(|o| o.source.offset).collect();
+        assert_eq!(offsets, vec![3, 4, 5, 6, 7]);
+        // Snapshots translate on their own and keep nothing.
+        translation.translate_blocking(&records).unwrap();
+        assert_eq!(calls(&counting), 13);
+        assert_eq!(counting.shared.len(), 8);
+    }
+
+    #[tokio::test]
+    async fn a_subscription_whose_records_are_all_kept_runs_no_guest() {
+        let (counting, translation) = counting();
+        let records: Vec<Record> = (0..3).map(|o| record(o, "abc")).collect();
+        let first = translation.translate_shared(records.clone()).await.unwrap();
+        let second = translation.translate_shared(records.clone()).await.unwrap();
+        assert_eq!((calls(&counting), first.outputs), (3, second.outputs));
+        let mut more = records;
+        more.push(record(3, "bad"));
+        assert!(translation.translate_shared(more).await.is_err(), "a record not kept is translated");
+        assert_eq!(calls(&counting), 4);
+    }
+
+    #[test]
+    fn a_kept_outcome_is_reused_only_for_an_equal_record() {
+        let (counting, translation) = counting();
+        translation.translate_shared_blocking(&[record(1, "abc")]).unwrap();
+        // Same coordinates, other content (a topic deleted and created again): translated anew.
+        let other = translation.translate_shared_blocking(&[record(1, "xyz")]).unwrap();
+        assert_eq!(calls(&counting), 2);
+        assert_eq!(other.outputs[0].translated.as_ref().unwrap().value.as_deref(), Some(&b"XYZ"[..]));
+        // An equal record read again from Kafka (another allocation) reuses it.
+        translation.translate_shared_blocking(&[record(1, "abc")]).unwrap();
+        assert_eq!(calls(&counting), 2);
+    }
+
+    #[test]
+    fn kept_outcomes_are_bounded_and_the_oldest_go_first() {
+        let (counting, translation) = counting();
+        let n = SHARED_RECORDS as i64 + 10;
+        let records: Vec<Record> = (0..n).map(|o| record(o, "v")).collect();
+        translation.translate_shared_blocking(&records).unwrap();
+        assert_eq!(counting.shared.len(), SHARED_RECORDS);
+        let before = calls(&counting);
+        translation.translate_shared_blocking(&records[..10]).unwrap();
+        assert_eq!(calls(&counting) - before, 10, "the 10 oldest were dropped");
+        translation.translate_shared_blocking(&records[10..20]).unwrap();
+        assert_eq!(calls(&counting) - before, 10, "newer ones are kept");
+        // Older records than the newest kept are not kept (each partition keeps its newest).
+        assert_eq!(counting.shared.len(), SHARED_RECORDS);
+    }
+
+    #[test]
+    fn a_fatal_error_value_stops_the_translation_where_it_is_with_kept_outcomes_too() {
+        let (counting, translation) = counting();
+        translation.translate_shared_blocking(&[record(3, "a")]).unwrap();
+        // batch_records = 2: [bad, c] is one call, [d] would be the next.
+        let records = [record(3, "a"), record(4, "bad"), record(5, "c"), record(6, "d")];
+        match translation.translate_shared_blocking(&records).unwrap_err() {
+            Error::Translator { at, .. } => assert_eq!(*at.unwrap(), ("t".to_string(), 1, 4)),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(calls(&counting), 3, "the call after the error value is not made");
+        // The error value is kept like any outcome: skipped by a subscription that skips errors.
+        let skipping = Translation { skip_errors: true, ..translation.clone() };
+        let out = skipping.translate_shared_blocking(&records[..3]).unwrap();
+        assert_eq!((out.skipped, out.outputs.len(), calls(&counting)), (1, 2, 3));
     }
 
     #[test]

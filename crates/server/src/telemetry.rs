@@ -142,6 +142,11 @@ fn describe() {
     describe_counter!("tributary_translator_calls_total", Unit::Count, "Translator calls (batches), by translator.");
     describe_counter!("tributary_translator_records_total", Unit::Count, "Records passed to translators.");
     describe_counter!(
+        "tributary_translator_reused_records_total",
+        Unit::Count,
+        "Records of subscriptions whose outcome another subscription's call had already made (not translated again)."
+    );
+    describe_counter!(
         "tributary_translator_errors_total",
         Unit::Count,
         "Failed translator calls by reason (trap, deadline, memory, output, error, instances)."

@@ -9,7 +9,7 @@ use std::{
 
 use bytes::Bytes;
 use tributary_core::{
-    translate::{Outcome, Translate},
+    translate::{Outcome, SharedOutcomes, Translate},
     Payload, Record, TranslatorFailure,
 };
 use wasmtime::{Store, Trap};
@@ -55,6 +55,8 @@ pub struct Translator {
     pre: bindings::TranslatorPre<Sandbox>,
     config: String,
     idle: Arc<IdlePool>,
+    /// Outcomes of the newest records, for every subscription that uses this translator.
+    shared: SharedOutcomes,
 }
 
 impl Translator {
@@ -65,7 +67,7 @@ impl Translator {
     ) -> Result<Self, TranslatorFailure> {
         let idle = Arc::new(IdlePool::default());
         host.register_idle_pool(&idle);
-        let translator = Translator { host, pre, config, idle };
+        let translator = Translator { host, pre, config, idle, shared: SharedOutcomes::default() };
         let live = translator.instantiate()?;
         translator.idle.lock().unwrap_or_else(|e| e.into_inner()).push(live);
         Ok(translator)
@@ -174,6 +176,10 @@ impl Translate for Translator {
             batch.iter().map(|r| r.headers().map(|(key, value)| HeaderParam { key, value }).collect()).collect();
         let sources: Vec<SourceRecord> = batch.iter().zip(&headers).map(|(r, h)| to_source(r, h)).collect();
         Ok(self.call(&sources)?.into_iter().map(from_outcome).collect())
+    }
+
+    fn shared_outcomes(&self) -> Option<&SharedOutcomes> {
+        Some(&self.shared)
     }
 }
 

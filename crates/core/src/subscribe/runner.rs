@@ -130,7 +130,8 @@ impl<'a> Runner<'a> {
                 let outputs = match &self.sub.translation {
                     None => batch.into_iter().map(|(record, wire)| Output::encoded(record, wire)).collect(),
                     Some(t) => {
-                        let translated = t.translate(batch.into_iter().map(|(record, _)| record).collect()).await?;
+                        let records = batch.into_iter().map(|(record, _)| record).collect();
+                        let translated = t.translate_shared(records).await?;
                         self.skipped += translated.skipped;
                         translated.outputs
                     }

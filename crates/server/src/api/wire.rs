@@ -441,7 +441,7 @@ mod tests {
         let translated = |key: Option<&'static [u8]>| Output {
             source: source.clone(),
             index: 2,
-            translated: Some(Box::new(Payload {
+            translated: Some(std::sync::Arc::new(Payload {
                 key: key.map(Bytes::from_static),
                 value: Some(Bytes::from_static(b"B")),
                 headers: vec![("x".into(), Some(Bytes::from_static(b"1")))],
@@ -462,7 +462,11 @@ mod tests {
         let translated = Output {
             source: source.clone(),
             index: 1,
-            translated: Some(Box::new(Payload { key: None, value: Some(Bytes::from_static(b"B")), headers: vec![] })),
+            translated: Some(std::sync::Arc::new(Payload {
+                key: None,
+                value: Some(Bytes::from_static(b"B")),
+                headers: vec![],
+            })),
             wire: None,
         };
         let outputs = [Output::untranslated(source.clone()), translated, Output::untranslated(source.clone())];
