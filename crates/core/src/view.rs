@@ -224,6 +224,12 @@ impl Shard {
         self.lock().next_offset
     }
 
+    /// Records between `position` (a next offset to read) and the head: how far behind a reader
+    /// at `position` is (transaction markers count as records; none when ahead).
+    pub fn lag(&self, position: i64) -> i64 {
+        (self.next_offset() - position).max(0)
+    }
+
     pub fn tail_start(&self) -> i64 {
         self.lock().tail_start
     }
@@ -493,6 +499,8 @@ mod tests {
         assert!(shard.advance_to(25));
         assert_eq!(shard.read_tail(21, 10, 1 << 20, None, &mut out), TailRead::Read { next: 25 });
         assert!(out.is_empty());
+        // Lag counts offsets to the head, markers included; none for a reader at or past it.
+        assert_eq!((shard.lag(11), shard.lag(25), shard.lag(30)), (14, 0, 0));
     }
 
     #[test]

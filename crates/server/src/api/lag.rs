@@ -63,7 +63,7 @@ impl Delivered {
 
     /// Records between the delivered position and the view's head, over every partition.
     pub fn lag(&self) -> i64 {
-        self.partitions.iter().map(|(s, at)| (s.next_offset() - at.load(Ordering::Relaxed)).max(0)).sum()
+        self.partitions.iter().map(|(s, at)| s.lag(at.load(Ordering::Relaxed))).sum()
     }
 }
 

@@ -212,10 +212,7 @@ impl Durable {
             let lag: i64 = entry
                 .value()
                 .iter()
-                .filter_map(|o| {
-                    let shard = self.view.topic(&o.topic).ok()?.shard(o.partition)?;
-                    Some((shard.next_offset() - o.offset).max(0))
-                })
+                .filter_map(|o| Some(self.view.topic(&o.topic).ok()?.shard(o.partition)?.lag(o.offset)))
                 .sum();
             metrics::gauge!("tributary_subscription_committed_lag_records", "subscription" => entry.key().clone())
                 .set(lag as f64);
