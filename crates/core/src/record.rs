@@ -221,9 +221,10 @@ pub struct Output {
     pub source: Record,
     /// Which output of `source` this is (a translator may make several of one record).
     pub index: u32,
-    /// B's key, value and headers; `None` delivers A's record as it is. Boxed: most outputs are
-    /// A's records, and an output is moved several times on its way to the client.
-    pub translated: Option<Arc<Payload>>,
+    /// Every output the translator made of `source`, this one at `index` (see
+    /// [`Output::payload`]): one allocation per source record, shared by its outputs and by
+    /// every subscription that delivers them. `None` delivers A's record as it is.
+    pub translated: Option<Arc<[Payload]>>,
     /// The delivering layer's encoding of this output, when one was already made: a tail record
     /// is encoded once and every subscriber that delivers it untranslated sends the same bytes.
     pub wire: Option<Bytes>,
@@ -240,11 +241,22 @@ impl Output {
         Self { source, index: 0, translated: None, wire }
     }
 
+    /// Output `index` of the translator's `payloads` of `source`.
+    pub fn translated(source: Record, payloads: Arc<[Payload]>, index: u32) -> Self {
+        debug_assert!((index as usize) < payloads.len());
+        Self { source, index, translated: Some(payloads), wire: None }
+    }
+
+    /// B's key, value and headers; `None` for A's record as it is.
+    pub fn payload(&self) -> Option<&Payload> {
+        self.translated.as_ref().map(|payloads| &payloads[self.index as usize])
+    }
+
     /// Bytes the output holds, counted like [`Record::size`].
     pub fn size(&self) -> usize {
-        match &self.translated {
+        match self.payload() {
             None => self.source.size(),
-            Some(p) => data_size(&p.key, &p.value, &p.headers),
+            Some(p) => p.size(),
         }
     }
 
@@ -255,7 +267,7 @@ impl Output {
 
     /// The value delivered: the translator's, or A's.
     pub fn value(&self) -> Option<&[u8]> {
-        match &self.translated {
+        match self.payload() {
             Some(p) => p.value.as_deref(),
             None => self.source.value(),
         }

@@ -232,7 +232,7 @@ mod tests {
         loop {
             match rx.recv().await.expect("an End event").unwrap() {
                 SnapshotEvent::Entries(outputs) => {
-                    keys.extend(outputs.iter().map(|o| o.translated.as_ref().unwrap().key.clone().unwrap()))
+                    keys.extend(outputs.iter().map(|o| o.payload().unwrap().key.clone().unwrap()))
                 }
                 SnapshotEvent::End { skipped } => {
                     assert_eq!(skipped, 0);

@@ -4,7 +4,10 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
 };
 
 use crate::{
@@ -38,14 +41,14 @@ pub trait Translate: Send + Sync + 'static {
 /// and every subscription that delivers them.
 #[derive(Debug, Clone)]
 enum Made {
-    Ok(Arc<[Arc<Payload>]>),
+    Ok(Arc<[Payload]>),
     Err(Arc<str>),
 }
 
 impl From<Outcome> for Made {
     fn from(outcome: Outcome) -> Self {
         match outcome {
-            Outcome::Ok(payloads) => Made::Ok(payloads.into_iter().map(Arc::new).collect()),
+            Outcome::Ok(payloads) => Made::Ok(payloads.into()),
             Outcome::Err(message) => Made::Err(message.into()),
         }
     }
@@ -55,24 +58,29 @@ impl Made {
     /// Bytes the outcome holds, counted like [`Record::size`].
     fn size(&self) -> usize {
         match self {
-            Made::Ok(payloads) => payloads.iter().map(|p| p.size()).sum(),
+            Made::Ok(payloads) => payloads.iter().map(Payload::size).sum(),
             Made::Err(message) => message.len(),
         }
     }
 }
 
-/// Most records whose outcomes one translator keeps for sharing.
-const SHARED_RECORDS: usize = 65_536;
+/// Most records whose outcomes one translator (digest and configuration) keeps for sharing.
+const SHARED_RECORDS: usize = 16_384;
 /// Most bytes (records and their outcomes, counted like [`Record::size`]) one translator keeps
 /// for sharing.
-const SHARED_BYTES: usize = 32 << 20;
+const SHARED_BYTES: usize = 16 << 20;
+/// Most bytes every translator together keeps for sharing: past it, a translator drops its own
+/// oldest entries (or keeps none), so many translators in use cannot hold more.
+const SHARED_TOTAL_BYTES: usize = 256 << 20;
+/// Bytes kept by every [`SharedOutcomes`] of the process.
+static SHARED_TOTAL: AtomicUsize = AtomicUsize::new(0);
 
 /// The outcomes a translator made of the newest records of each partition, so that subscriptions
 /// following the head with the same translator and configuration translate each record once
 /// instead of once each. A translator is a pure function of its configuration and the record,
 /// so an outcome is reused for an equal record only: the same record of the view, or one with
-/// the same coordinates and content. Bounded by [`SHARED_RECORDS`] and [`SHARED_BYTES`]: the
-/// oldest entries go first.
+/// the same coordinates and content. Bounded by [`SHARED_RECORDS`] and [`SHARED_BYTES`] per
+/// translator and [`SHARED_TOTAL_BYTES`] in all: the oldest entries go first.
 #[derive(Default)]
 pub struct SharedOutcomes {
     inner: Mutex<Store>,
@@ -103,21 +111,38 @@ impl SharedOutcomes {
     /// The kept outcome of each record, in order (`None` where there is none).
     fn get(&self, records: &[Record]) -> Vec<Option<Made>> {
         let store = self.lock();
-        // Records come in runs of one partition, in offset order: the entry after the last one
-        // found is tried before searching.
-        let mut last: Option<(&Record, &VecDeque<Entry>, usize)> = None;
+        if store.order.is_empty() {
+            return vec![None; records.len()];
+        }
+        // Records come in runs of one partition, in offset order: the partition is looked up
+        // once per run, and the entry after the last one found is tried before searching.
+        let mut run: Option<(&Record, Option<&VecDeque<Entry>>)> = None;
+        let mut last = usize::MAX;
         records
             .iter()
             .map(|r| {
-                let entries = match last {
-                    Some((prev, entries, _)) if prev.partition == r.partition && prev.topic == r.topic => entries,
-                    _ => store.partitions.get(&*r.topic)?.get(&r.partition)?,
+                let entries = match run {
+                    Some((prev, entries)) if prev.partition == r.partition && prev.topic == r.topic => entries,
+                    _ => {
+                        last = usize::MAX;
+                        store.partitions.get(&*r.topic).and_then(|p| p.get(&r.partition))
+                    }
                 };
-                let at = match last {
-                    Some((_, _, i)) if entries.get(i + 1).is_some_and(|e| e.offset == r.offset) => i + 1,
-                    _ => entries.binary_search_by_key(&r.offset, |e| e.offset).ok()?,
+                run = Some((r, entries));
+                let entries = entries?;
+                // After a new run's lookup, `last` is usize::MAX: the first entry is tried.
+                let next = last.wrapping_add(1);
+                let at = match entries.get(next) {
+                    Some(e) if e.offset == r.offset => next,
+                    _ => {
+                        let (first, newest) = (entries.front()?.offset, entries.back()?.offset);
+                        if r.offset < first || r.offset > newest {
+                            return None;
+                        }
+                        entries.binary_search_by_key(&r.offset, |e| e.offset).ok()?
+                    }
                 };
-                last = Some((r, entries, at));
+                last = at;
                 (entries[at].record == *r).then(|| entries[at].made.clone())
             })
             .collect()
@@ -140,12 +165,14 @@ impl SharedOutcomes {
             entries.push_back(Entry { offset: record.offset, record: record.clone(), made: made.clone(), bytes });
             store.order.push_back((record.topic.clone(), record.partition));
             store.bytes += bytes;
-            while store.order.len() > SHARED_RECORDS || store.bytes > SHARED_BYTES {
+            let mut total = SHARED_TOTAL.fetch_add(bytes, Ordering::Relaxed) + bytes;
+            while store.order.len() > SHARED_RECORDS || store.bytes > SHARED_BYTES || total > SHARED_TOTAL_BYTES {
                 let Some((topic, partition)) = store.order.pop_front() else { break };
                 let Some(partitions) = store.partitions.get_mut(&topic) else { continue };
                 let Some(entries) = partitions.get_mut(&partition) else { continue };
                 if let Some(oldest) = entries.pop_front() {
                     store.bytes -= oldest.bytes;
+                    total = SHARED_TOTAL.fetch_sub(oldest.bytes, Ordering::Relaxed) - oldest.bytes;
                 }
                 if entries.is_empty() {
                     partitions.remove(&partition);
@@ -164,6 +191,12 @@ impl SharedOutcomes {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl Drop for SharedOutcomes {
+    fn drop(&mut self) {
+        SHARED_TOTAL.fetch_sub(self.lock().bytes, Ordering::Relaxed);
     }
 }
 
@@ -263,9 +296,9 @@ impl Translation {
                 }
             };
             match outcome {
-                Made::Ok(payloads) => translated.outputs.extend(payloads.iter().enumerate().map(|(i, payload)| {
-                    Output { source: record.clone(), index: i as u32, translated: Some(payload.clone()), wire: None }
-                })),
+                Made::Ok(payloads) => translated.outputs.extend(
+                    (0..payloads.len() as u32).map(|i| Output::translated(record.clone(), payloads.clone(), i)),
+                ),
                 Made::Err(_) if self.skip_errors => translated.skipped += 1,
                 Made::Err(message) => {
                     return Err(self.failure(TranslatorFailure::Error(message.to_string()), Some(record)))
@@ -441,7 +474,7 @@ mod tests {
         let second = translation.translate_shared_blocking(&records).unwrap();
         assert_eq!(calls(&counting), 5, "kept outcomes are reused");
         assert_eq!(first.outputs, second.outputs);
-        assert_eq!(second.outputs[0].translated.as_ref().unwrap().value.as_deref(), Some(&b"ABC"[..]));
+        assert_eq!(second.outputs[0].payload().unwrap().value.as_deref(), Some(&b"ABC"[..]));
         // Part kept, part new: only the new ones are translated, and the order is the input's.
         let more: Vec<Record> = (3..8).map(|o| record(o, "abc")).collect();
         let third = translation.translate_shared_blocking(&more).unwrap();
@@ -474,7 +507,7 @@ mod tests {
         // Same coordinates, other content (a topic deleted and created again): translated anew.
         let other = translation.translate_shared_blocking(&[record(1, "xyz")]).unwrap();
         assert_eq!(calls(&counting), 2);
-        assert_eq!(other.outputs[0].translated.as_ref().unwrap().value.as_deref(), Some(&b"XYZ"[..]));
+        assert_eq!(other.outputs[0].payload().unwrap().value.as_deref(), Some(&b"XYZ"[..]));
         // An equal record read again from Kafka (another allocation) reuses it.
         translation.translate_shared_blocking(&[record(1, "abc")]).unwrap();
         assert_eq!(calls(&counting), 2);

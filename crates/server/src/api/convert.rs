@@ -28,7 +28,7 @@ fn headers(headers: Vec<Header>) -> Vec<pb::Header> {
 /// An output as a streamed record: B's key, value and headers (or A's) at A's coordinates.
 pub fn record(output: Output) -> pb::Record {
     let source = &output.source;
-    let (key, value, headers) = match output.translated {
+    let (key, value, headers) = match output.payload() {
         Some(p) => (p.key.clone(), p.value.clone(), p.headers.clone()),
         None => (source.key_bytes(), source.value_bytes(), source.header_list()),
     };
@@ -121,8 +121,8 @@ mod tests {
     #[test]
     fn translated_outputs_keep_source_coordinates() {
         let payload = Payload { key: None, value: Some(Bytes::from_static(b"B")), headers: vec![] };
-        let e =
-            entry(Output { source: source(), index: 3, translated: Some(std::sync::Arc::new(payload)), wire: None });
+        let payloads = vec![Payload::default(), Payload::default(), Payload::default(), payload];
+        let e = entry(Output::translated(source(), payloads.into(), 3));
         assert_eq!((e.topic.as_str(), e.partition, e.offset, e.output_index), ("a", 2, 9, 3));
         assert_eq!(e.value.as_ref(), b"B");
         assert!(e.key.is_empty() && e.headers.is_empty());

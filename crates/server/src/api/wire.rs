@@ -160,7 +160,7 @@ type Delivered<'a, 'i> =
 /// Calls `f` with what `output` delivers: its index, key, value and headers.
 fn with_delivered<R>(output: &Output, f: impl FnOnce(Delivered<'_, '_>) -> R) -> R {
     let source = &output.source;
-    match &output.translated {
+    match output.payload() {
         None => {
             let mut headers = source.headers();
             f((0, source.key(), source.value(), &mut headers))
@@ -438,15 +438,13 @@ mod tests {
     fn a_snapshot_entry_encodes_exactly_as_prost_encodes_it() {
         let headers: [(&str, Option<&[u8]>); 2] = [("h", Some(b"v")), ("n", None)];
         let source = Record::new("t".into(), 1, 9, -1, Some(b""), Some(b"v"), &headers);
-        let translated = |key: Option<&'static [u8]>| Output {
-            source: source.clone(),
-            index: 2,
-            translated: Some(std::sync::Arc::new(Payload {
+        let translated = |key: Option<&'static [u8]>| {
+            let payload = Payload {
                 key: key.map(Bytes::from_static),
                 value: Some(Bytes::from_static(b"B")),
                 headers: vec![("x".into(), Some(Bytes::from_static(b"1")))],
-            })),
-            wire: None,
+            };
+            Output::translated(source.clone(), vec![Payload::default(), Payload::default(), payload].into(), 2)
         };
         for output in [Output::untranslated(source.clone()), translated(None), translated(Some(b"k"))] {
             let mut written = BytesMut::new();
@@ -459,16 +457,8 @@ mod tests {
     #[test]
     fn a_batch_of_encoded_records_is_a_subscribe_response() {
         let source = record(2, 9, 5, Some(b"k"), Some(b"v"));
-        let translated = Output {
-            source: source.clone(),
-            index: 1,
-            translated: Some(std::sync::Arc::new(Payload {
-                key: None,
-                value: Some(Bytes::from_static(b"B")),
-                headers: vec![],
-            })),
-            wire: None,
-        };
+        let payload = Payload { key: None, value: Some(Bytes::from_static(b"B")), headers: vec![] };
+        let translated = Output::translated(source.clone(), vec![Payload::default(), payload].into(), 1);
         let outputs = [Output::untranslated(source.clone()), translated, Output::untranslated(source.clone())];
         let expected = pb::SubscribeResponse {
             message: Some(pb::subscribe_response::Message::Records(pb::RecordBatch {
