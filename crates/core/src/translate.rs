@@ -241,38 +241,36 @@ impl Translation {
 
     /// Translates `records` synchronously, in calls of `batch_records`.
     pub fn translate_blocking(&self, records: &[Record]) -> Result<Translated, Error> {
-        self.translate_with(records, None, vec![None; records.len()])
+        self.translate_with(records, false, vec![None; records.len()])
     }
 
     /// Like [`Translation::translate_blocking`], reusing the outcomes the translator keeps for
     /// the newest records (see [`SharedOutcomes`]) and keeping the new ones.
     pub fn translate_shared_blocking(&self, records: &[Record]) -> Result<Translated, Error> {
-        let (shared, known) = self.known(records);
-        self.translate_with(records, shared, known)
+        self.translate_with(records, true, self.known(records))
     }
 
     /// The translator's kept outcomes of `records`, in order (`None` where there is none).
-    fn known(&self, records: &[Record]) -> (Option<&SharedOutcomes>, Vec<Option<Made>>) {
-        let shared = self.translator.shared_outcomes();
-        let known = match shared {
-            Some(shared) => shared.get(records),
-            None => vec![None; records.len()],
-        };
+    fn known(&self, records: &[Record]) -> Vec<Option<Made>> {
+        let Some(shared) = self.translator.shared_outcomes() else { return vec![None; records.len()] };
+        let known = shared.get(records);
         let reused = known.iter().filter(|o| o.is_some()).count();
         if reused > 0 {
             metrics::counter!("tributary_translator_reused_records_total", "translator" => self.name.clone())
                 .increment(reused as u64);
         }
-        (shared, known)
+        known
     }
 
-    /// Outputs of `records`: their `known` outcomes, and the translator's for the others.
+    /// Outputs of `records`: their `known` outcomes, and the translator's for the others (kept
+    /// for sharing when `share`).
     fn translate_with(
         &self,
         records: &[Record],
-        shared: Option<&SharedOutcomes>,
+        share: bool,
         mut known: Vec<Option<Made>>,
     ) -> Result<Translated, Error> {
+        let shared = self.translator.shared_outcomes().filter(|_| share);
         let mut translated = Translated::default();
         // The records to translate, called in chunks as the outputs reach them, so that a fatal
         // error value stops the translation where it is (as if nothing were shared).
@@ -338,28 +336,31 @@ impl Translation {
 
     /// Translates `records` on a blocking thread.
     pub async fn translate(&self, records: Vec<Record>) -> Result<Translated, Error> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.translate_blocking(&records))
-            .await
-            .map_err(|e| Error::Internal(format!("translation task: {e}")))?
+        let known = vec![None; records.len()];
+        self.translate_off_thread(records, false, known).await
     }
 
     /// [`Translation::translate_shared_blocking`] on a blocking thread: for subscriptions, which
-    /// follow the same newest records as others.
-    /// When every outcome is kept, no guest runs: the outputs are made here, with no blocking
-    /// thread.
+    /// follow the same newest records as others. When every outcome is kept, no guest runs: the
+    /// outputs are made here, with no blocking thread.
     pub async fn translate_shared(&self, records: Vec<Record>) -> Result<Translated, Error> {
-        let (shared, known) = self.known(&records);
+        let known = self.known(&records);
         if known.iter().all(Option::is_some) {
-            return self.translate_with(&records, shared, known);
+            return self.translate_with(&records, true, known);
         }
+        self.translate_off_thread(records, true, known).await
+    }
+
+    async fn translate_off_thread(
+        &self,
+        records: Vec<Record>,
+        share: bool,
+        known: Vec<Option<Made>>,
+    ) -> Result<Translated, Error> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let shared = this.translator.shared_outcomes();
-            this.translate_with(&records, shared, known)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("translation task: {e}")))?
+        tokio::task::spawn_blocking(move || this.translate_with(&records, share, known))
+            .await
+            .map_err(|e| Error::Internal(format!("translation task: {e}")))?
     }
 }
 

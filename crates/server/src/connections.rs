@@ -141,9 +141,7 @@ impl Connection {
         }
         false
     }
-}
 
-impl Connection {
     /// Whether the gateway is shutting down and this connection has had no call for
     /// [`SHUTDOWN_GRACE`] since; the timers wake this connection's task, which reads again.
     fn closing(&mut self, cx: &mut Context<'_>) -> bool {
