@@ -5,6 +5,10 @@
 #
 #   scripts/bench.sh                          # 2M records of 100 B, 4 partitions
 #   BENCH_RECORDS=500000 BENCH_VALUE_BYTES=1024 scripts/bench.sh
+#   scripts/bench.sh restart                  # start to ready with and without a checkpoint,
+#                                             # 2M and 20M records (benches/restart.rs)
+#   scripts/bench.sh fleet                    # 1 replica vs 3 sharing a topic ([sharding]),
+#                                             # time to serve and memory per replica
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -12,4 +16,9 @@ scripts/build-translators.sh >/dev/null
 bootstrap=$(scripts/kafka.sh start)
 export TRIBUTARY_TEST_BOOTSTRAP="$bootstrap"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(uname -sr)"
-cargo bench -p tributary-cli --bench throughput
+bench=${1:-throughput}
+case "$bench" in
+  throughput | restart | fleet) ;;
+  *) echo "bench.sh: unknown benchmark '$bench' (throughput, restart or fleet)" >&2; exit 2 ;;
+esac
+cargo bench -p tributary-cli --bench "$bench"

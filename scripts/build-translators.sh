@@ -6,6 +6,11 @@
 #   busy-loop.wasm memory-bomb.wasm panic.wasm huge-output.wasm        fixtures (components)
 #   error-value.wasm wrong-world.wasm
 #   core-module.wasm garbage.bin                                       fixtures (not components)
+#   limit-memory.wasm limit-memories.wasm limit-tables.wasm            fixtures over a limit of
+#   limit-table-elements.wasm limit-component-memories.wasm            the instance pool, and one
+#   limit-component-tables.wasm limit-core-instances.wasm              at its limits (components
+#   limit-core-instance-size.wasm limit-component-instance-size.wasm   of the hand-written
+#   at-limits.wasm                                                     fixtures/limits/translator.wat)
 #
 # Installs what is missing (the wasm32 target, a pinned wasm-tools, the JS example's npm
 # packages), builds in release, checks that every component imports nothing and exports the
@@ -101,6 +106,76 @@ cp "$release/translator_identity.wasm" "$dist/core-module.wasm"
 # Bytes that are not WebAssembly at all.
 printf 'This is not WebAssembly: a test fixture of Tributary.\n\000\001\002\377\376\375' >"$dist/garbage.bin"
 
+# --- Components over the limits of the gateway's instance pool ---------------------------------
+
+# Each is the hand-written translator of fixtures/limits/translator.wat with more declared than one
+# limit allows (crates/wasm/src/limits.rs has the numbers); at-limits.wasm has exactly as much as
+# they allow. Memory is in 64 KiB pages: 3000 are 187.5 MiB, above the default 128 MiB
+# (translators.memory_bytes); 2048 are 128 MiB.
+limits_src="$translators/fixtures/limits/translator.wat"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# limit_module NAME PAGES [EXTRA_FILE]: the translator with PAGES pages of memory and the
+# declarations of EXTRA_FILE, as a component in $work/NAME.wasm.
+limit_module() {
+    local name=$1 pages=$2 extra=${3:-/dev/null}
+    sed -e "s/@PAGES@/$pages/" -e "/;; @EXTRA@/r $extra" "$limits_src" >"$work/$name.wat"
+    "$wasm_tools" component embed "$translators/wit" --world translator "$work/$name.wat" -o "$work/$name.core.wasm"
+    "$wasm_tools" component new "$work/$name.core.wasm" -o "$work/$name.wasm"
+}
+
+# limit_component NAME FILLER_FILE COUNT: the translator's component with COUNT more core
+# instances of the module in FILLER_FILE, in $work/NAME.wasm.
+limit_component() {
+    local name=$1 filler=$2 count=$3
+    limit_module "$name.base" 1
+    {
+        # The component's text without its closing parenthesis, then the filler and its instances.
+        "$wasm_tools" print "$work/$name.base.wasm" | sed '$d'
+        # $filler is a WAT identifier, not a shell variable.
+        echo "  (core module \$filler"
+        cat "$filler"
+        echo '  )'
+        for _ in $(seq "$count"); do echo "  (core instance (instantiate \$filler))"; done
+        echo ')'
+    } >"$work/$name.wat"
+    # The pinned wasm-tools encodes component text only inside its subcommands: `unbundle` with a
+    # threshold no module reaches writes the component back unchanged, as a binary.
+    "$wasm_tools" component unbundle --threshold 4294967295 --module-dir "$work" "$work/$name.wat" \
+        -o "$work/$name.wasm"
+}
+
+# declarations LINE COUNT: COUNT copies of LINE, in a file whose path it prints.
+declarations() {
+    local file
+    file=$(mktemp -p "$work")
+    awk -v line="  $1" -v n="$2" 'BEGIN { for (i = 0; i < n; i++) print line }' >"$file"
+    echo "$file"
+}
+
+log "building the components over the instance pool's limits"
+limit_module limit-memory 3000
+limit_module limit-memories 1 "$(declarations '(memory 1)' 1)"
+limit_module limit-tables 1 "$(declarations '(table 1 funcref)' 2)"
+limit_module limit-table-elements 1 "$(declarations '(table 1048577 funcref)' 1)"
+# Every defined global takes 16 bytes of an instance's runtime state: 70,000 need ~1.1 MiB, above
+# the 1 MiB of one core instance; 40,000 fit one, but two such instances are above the 1 MiB of
+# a component.
+limit_module limit-core-instance-size 1 "$(declarations '(global i32 (i32.const 0))' 70000)"
+limit_component limit-component-instance-size "$(declarations '(global i32 (i32.const 0))' 40000)" 2
+# With the translator's own: 5 memories (4 allowed), 9 tables (8), 33 core instances (32).
+limit_component limit-component-memories "$(declarations '(memory 1)' 1)" 4
+limit_component limit-component-tables "$(declarations '(table 1 funcref)' 1)" 9
+limit_component limit-core-instances "$(declarations '' 0)" 32
+limit_module at-limits 2048 "$(declarations '(table 1048576 funcref)' 1)"
+limit_fixtures=(limit-memory limit-memories limit-tables limit-table-elements limit-core-instance-size
+    limit-component-instance-size limit-component-memories limit-component-tables limit-core-instances
+    at-limits)
+for name in "${limit_fixtures[@]}"; do
+    mv "$work/$name.wasm" "$dist/$name.wasm"
+done
+
 # --- JavaScript guest --------------------------------------------------------------------------
 
 js="$translators/js/uppercase"
@@ -129,7 +204,7 @@ expected_exports='export init: func(config: string) -> result<_, string>;
 export translate: func(batch: list<source-record>) -> result<list<outcome>, string>;'
 
 components=(identity field-mapper filter x-model js-uppercase busy-loop memory-bomb panic huge-output
-    error-value wrong-world)
+    error-value wrong-world "${limit_fixtures[@]}")
 for name in "${components[@]}"; do
     file="$dist/$name.wasm"
     # Bytes 4..8 are 0d 00 01 00 for a component (01 00 00 00 for a core module).

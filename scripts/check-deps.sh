@@ -4,6 +4,7 @@
 #
 #   rdkafka   only tributary-kafka (and the test harness, whose raw consumer is the reference)
 #   wasmtime  only tributary-wasm
+#   redb      only tributary-checkpoint
 #   tonic*    only tributary-server, tributary-client (clients/rust), tributary-cli, the test harness
 #   prost*    only tributary-server (the gRPC layer owns every protobuf mapping) and tributary-client
 set -euo pipefail
@@ -18,6 +19,7 @@ import json, sys
 allowed = {
     "rdkafka": {"tributary-kafka", "tributary-testkit"},
     "wasmtime": {"tributary-wasm"},
+    "redb": {"tributary-checkpoint"},
     "tonic": {"tributary-server", "tributary-cli", "tributary-testkit", "tributary-client"},
     "tonic-health": {"tributary-server", "tributary-testkit"},
     "tonic-reflection": {"tributary-server"},

@@ -17,7 +17,7 @@
 # X's database: ${TMPDIR:-/tmp}/tributary-demo/x.sqlite; logs beside it. scripts/demo-check.sh
 # is the same scenario as a test, with restarts and a comparison against Kafka.
 #
-# Kafka stays up afterwards (so the README's grpcurl examples work); `scripts/kafka.sh stop`.
+# Kafka stays up afterwards (so the grpcurl examples in docs/grpcurl.md work); `scripts/kafka.sh stop`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

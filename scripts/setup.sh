@@ -27,7 +27,7 @@ if ! command -v cargo >/dev/null; then
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
-# grpcurl, for debugging and for the test of the README's grpcurl commands.
+# grpcurl, for debugging and for the test of the grpcurl commands in docs/grpcurl.md.
 if ! command -v grpcurl >/dev/null && ! [ -x "$(go env GOPATH 2>/dev/null)/bin/grpcurl" ]; then
   if command -v go >/dev/null; then
     step "go install grpcurl"

@@ -1,14 +1,15 @@
-//! The README's grpcurl commands, run as written against a live gateway (reflection, health,
-//! describe, snapshot, subscribe), with only the address and topic swapped in.
+//! The grpcurl commands of `docs/grpcurl.md`, run as written against a live gateway (reflection,
+//! health, describe, snapshot, subscribe, translators, named subscriptions), with only the
+//! address, topic and subscription name swapped in.
 
 use std::process::Command;
 
 use crate::harness::*;
 
-/// The README's address and demo topic, replaced by the test's.
-const README_ADDR: &str = "127.0.0.1:50051";
-const README_TOPIC: &str = "media-assignments";
-const README_SUBSCRIPTION: &str = "b-media";
+/// The page's address, demo topic and subscription name, replaced by the test's.
+const DOC_ADDR: &str = "127.0.0.1:50051";
+const DOC_TOPIC: &str = "media-assignments";
+const DOC_SUBSCRIPTION: &str = "b-media";
 
 fn grpcurl() -> String {
     if let Ok(path) = std::env::var("GRPCURL") {
@@ -23,7 +24,7 @@ fn grpcurl() -> String {
     panic!("grpcurl is not installed: run .ci/run, or `go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4`");
 }
 
-/// Splits a README command line into arguments, honouring single quotes.
+/// Splits a documented command line into arguments, honouring single quotes.
 fn split(line: &str) -> Vec<String> {
     let mut args = Vec::new();
     let mut current = String::new();
@@ -54,7 +55,7 @@ fn split(line: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readme_grpcurl_commands_work() {
+async fn documented_grpcurl_commands_work() {
     let topic = unique_topic("grpcurl");
     create_topic(&topic, 3).await;
     let records: Vec<Out> =
@@ -62,7 +63,7 @@ async fn readme_grpcurl_commands_work() {
     produce(&topic, &records);
     let gateway = Gateway::start(&[&topic]).await;
     let subscription = unique_topic("b-media");
-    // The README's translator examples use the identity translator.
+    // The page's translator examples use the identity translator.
     let mut registry = tributary_server::pb::translators_client::TranslatorsClient::new(
         tonic::transport::Channel::from_shared(format!("http://{}", gateway.addr)).unwrap().connect().await.unwrap(),
     );
@@ -70,16 +71,16 @@ async fn readme_grpcurl_commands_work() {
         .await
         .unwrap();
 
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
-    let commands: Vec<&str> = readme.lines().filter(|l| l.starts_with("grpcurl ")).collect();
-    assert!(commands.len() >= 6, "README lists the grpcurl examples");
+    let page = std::fs::read_to_string(repo_root().join("docs/grpcurl.md")).unwrap();
+    let commands: Vec<&str> = page.lines().filter(|l| l.starts_with("grpcurl ")).collect();
+    assert!(commands.len() >= 6, "docs/grpcurl.md lists the grpcurl examples");
     let grpcurl = grpcurl();
     let mut seen = Vec::new();
     for line in commands {
         let line = line
-            .replace(README_ADDR, &gateway.addr.to_string())
-            .replace(README_TOPIC, &topic)
-            .replace(&format!("\"{README_SUBSCRIPTION}\""), &format!("\"{subscription}\""));
+            .replace(DOC_ADDR, &gateway.addr.to_string())
+            .replace(DOC_TOPIC, &topic)
+            .replace(&format!("\"{DOC_SUBSCRIPTION}\""), &format!("\"{subscription}\""));
         let args = split(&line);
         let output = Command::new(&grpcurl).args(&args[1..]).output().unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -102,6 +103,11 @@ async fn readme_grpcurl_commands_work() {
                 assert!(stdout.contains("\"last\": true"), "{line}: {stdout}");
             }
             m if m.ends_with("/DescribeTopics") => assert!(stdout.contains(&topic), "{line}: {stdout}"),
+            // Without sharding this gateway serves every partition.
+            m if m.ends_with("/GetTopology") => {
+                assert!(stdout.contains(&topic), "{line}: {stdout}");
+                assert_eq!(stdout.matches(&format!("\"owner\": \"{}\"", gateway.addr)).count(), 3, "{line}: {stdout}");
+            }
             m if m.ends_with("/Check") => assert!(stdout.contains("SERVING"), "{line}: {stdout}"),
             m if m.ends_with("Translators/List") => assert!(stdout.contains("\"identity\""), "{line}: {stdout}"),
             m if m.ends_with("Subscriptions/Commit") || m.ends_with("Subscriptions/Describe") => {
@@ -114,10 +120,14 @@ async fn readme_grpcurl_commands_work() {
         }
         seen.push(method);
     }
-    let needed = ["list", "/DescribeTopics", "/GetSnapshot", "/Subscribe", "/Check", "Translators/List"];
+    let needed =
+        ["list", "/DescribeTopics", "/GetSnapshot", "/Subscribe", "/GetTopology", "/Check", "Translators/List"];
     let subscriptions =
         ["Subscriptions/Commit", "Subscriptions/Describe", "Subscriptions/List", "Subscriptions/Delete"];
     for needed in needed.into_iter().chain(subscriptions) {
-        assert!(seen.iter().any(|m| m.ends_with(needed)), "README has a grpcurl example for {needed}: {seen:?}");
+        assert!(
+            seen.iter().any(|m| m.ends_with(needed)),
+            "docs/grpcurl.md has a grpcurl example for {needed}: {seen:?}"
+        );
     }
 }

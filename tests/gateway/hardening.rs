@@ -3,7 +3,11 @@
 use std::path::Path;
 
 use tonic::Code;
-use tributary_server::{api::status, config::Limits, pb, sha256_hex};
+use tributary_server::{
+    api::status,
+    config::{ConnectionLimits, Limits},
+    pb, sha256_hex,
+};
 
 use crate::{
     harness::*,
@@ -370,8 +374,10 @@ async fn idle_connections_are_capped_and_closed_after_the_handshake_timeout() {
     use tokio::io::AsyncReadExt;
     let topic = unique_topic("conns");
     create_topic(&topic, 1).await;
-    let limits = Limits { max_connections: 20, handshake_timeout_ms: 1_000, ..Limits::default() };
-    let gateway = Gateway::start_with(config(&[&topic], limits)).await;
+    let mut config = config(&[&topic], Limits::default());
+    config.limits.connections =
+        ConnectionLimits { max_connections: 20, handshake_timeout_ms: 1_000, ..ConnectionLimits::default() };
+    let gateway = Gateway::start_with(config).await;
     tokio::time::sleep(std::time::Duration::from_millis(1_500)).await; // wait_serving's connections close
 
     let mut idle = Vec::new();
@@ -440,8 +446,9 @@ async fn connections_without_calls_are_closed_after_the_idle_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let topic = unique_topic("idle");
     create_topic(&topic, 1).await;
-    let limits = Limits { idle_timeout_ms: 1_000, ..Limits::default() };
-    let gateway = Gateway::start_with(config(&[&topic], limits)).await;
+    let mut config = config(&[&topic], Limits::default());
+    config.limits.connections = ConnectionLimits { idle_timeout_ms: 1_000, ..ConnectionLimits::default() };
+    let gateway = Gateway::start_with(config).await;
 
     // A connection that completes the HTTP/2 handshake and then makes no call.
     let mut quiet = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();

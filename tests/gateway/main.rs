@@ -2,6 +2,8 @@
 //! over loopback gRPC. One test binary, so the suite links once.
 
 mod bad_input;
+mod checkpoint;
+mod fleet;
 mod follow;
 mod grpcurl;
 mod handoff;
@@ -10,6 +12,7 @@ mod loading;
 mod observability;
 mod restart;
 mod security;
+mod sharding;
 mod subscriptions;
 mod translators;
 

@@ -427,6 +427,72 @@ async fn bad_uploads_are_rejected_with_what_is_wrong() {
     );
 }
 
+/// Components that declare more than a limit of the instance pool allows (built by
+/// scripts/build-translators.sh from translators/fixtures/limits/translator.wat) are refused at
+/// upload with INVALID_ARGUMENT: the limit by name and both numbers, in the message and in the
+/// details (issue 27: the first one was INTERNAL "is it the same build?"). A component exactly at
+/// the limits uploads, and the gateway keeps serving and translating after the refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_over_a_limit_of_the_instance_pool_name_the_limit_and_both_numbers() {
+    let topic = unique_topic("pool-limits");
+    create_topic(&topic, 1).await;
+    produce(&topic, &[Out::kv("k", Some("v"))]);
+    let gateway = Gateway::start_with(gateway_config(&topic, TranslatorsConfig::default())).await;
+    let mut reg = registry(&gateway).await;
+    const MIB: u64 = 1 << 20;
+    // (fixture, limit, what the component asks, what the gateway allows); `None`: the size of
+    // wasmtime's runtime state for the instances, known only once compiled (above the limit).
+    let cases: [(&str, &str, Option<u64>, u64); 9] = [
+        ("limit-memory", "translators.memory_bytes", Some(3000 * 65536), 128 * MIB),
+        ("limit-memories", "memories_per_core_module", Some(2), 1),
+        ("limit-tables", "tables_per_core_module", Some(2), 1),
+        ("limit-table-elements", "table_elements", Some(MIB + 1), MIB),
+        ("limit-component-memories", "memories_per_component", Some(5), 4),
+        ("limit-component-tables", "tables_per_component", Some(9), 8),
+        ("limit-core-instances", "core_instances_per_component", Some(33), 32),
+        ("limit-core-instance-size", "core_instance_bytes", None, MIB),
+        ("limit-component-instance-size", "component_instance_bytes", None, MIB),
+    ];
+    for (fixture, limit, requested, allowed) in cases {
+        let status = upload_bytes(&mut reg, fixture, &artifact(&format!("{fixture}.wasm"))).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{fixture}: {status:?}");
+        assert_eq!(status::reason(&status).as_deref(), Some("COMPONENT_EXCEEDS_LIMIT"), "{fixture}");
+        assert_eq!(status::bad_field(&status).as_deref(), Some("chunk"), "{fixture}");
+        let facts = status::error_metadata(&status);
+        let number = |key: &str| facts.get(key).and_then(|n| n.parse::<u64>().ok());
+        assert_eq!(facts.get("limit").map(String::as_str), Some(limit), "{fixture}: {facts:?}");
+        assert_eq!(number("allowed"), Some(allowed), "{fixture}: {facts:?}");
+        let asked = number("requested").unwrap_or_else(|| panic!("{fixture}: no requested number: {facts:?}"));
+        match requested {
+            Some(requested) => assert_eq!(asked, requested, "{fixture}"),
+            None => assert!(asked > allowed, "{fixture}: asks {asked}, allowed {allowed}"),
+        }
+        let message = status.message();
+        println!("{fixture}: {message}");
+        for part in [limit.to_string(), asked.to_string(), allowed.to_string()] {
+            assert!(message.contains(&part), "{fixture}: the message names {part}: {message}");
+        }
+        assert!(!message.contains("same build"), "{fixture}: {message}");
+    }
+    upload(&mut reg, "at-limits", "at-limits.wasm").await;
+    upload(&mut reg, "identity", "identity.wasm").await;
+    let names: Vec<String> = reg
+        .list(pb::ListTranslatorsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .translators
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["at-limits", "identity"], "only the components within the limits are stored");
+    wait_serving(gateway.addr).await;
+    let mut client = gateway.client().await;
+    let request = pb::GetSnapshotRequest { translator: reference("identity", ""), ..topic_snapshot(&topic) };
+    let translated = snapshot(&mut client, request).await.unwrap();
+    assert_eq!(translated.entries.len(), 1, "translating still works after the refusals");
+}
+
 /// Takes a translated snapshot and returns its status.
 async fn snapshot_status(client: &mut Client, topic: &str, translator: Option<pb::TranslatorRef>) -> tonic::Status {
     snapshot(client, pb::GetSnapshotRequest { topics: vec![topic.into()], translator, ..Default::default() })

@@ -77,7 +77,7 @@ func (x OffsetsDetail_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use OffsetsDetail_Kind.Descriptor instead.
 func (OffsetsDetail_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{16, 0}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{19, 0}
 }
 
 // A position in a partition. `offset` names the *next* offset to read, as Kafka's committed
@@ -576,6 +576,195 @@ func (x *PartitionDescription) GetKeys() uint64 {
 	return 0
 }
 
+type GetTopologyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Topics to describe; empty describes every exposed topic the caller may read.
+	Topics        []string `protobuf:"bytes,1,rep,name=topics,proto3" json:"topics,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTopologyRequest) Reset() {
+	*x = GetTopologyRequest{}
+	mi := &file_tributary_v1_gateway_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTopologyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTopologyRequest) ProtoMessage() {}
+
+func (x *GetTopologyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tributary_v1_gateway_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTopologyRequest.ProtoReflect.Descriptor instead.
+func (*GetTopologyRequest) Descriptor() ([]byte, []int) {
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *GetTopologyRequest) GetTopics() []string {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+type GetTopologyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every partition of every described topic, by topic then partition.
+	Partitions []*PartitionOwner `protobuf:"bytes,1,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	// Whether the replicas share the partitions (`[sharding] group` is set).
+	Sharded bool `protobuf:"varint,2,opt,name=sharded,proto3" json:"sharded,omitempty"`
+	// The address this replica advertises.
+	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	// The sharding group's state as its coordinator reports it (`Stable`, `PreparingRebalance`,
+	// `CompletingRebalance`, `Empty`, `Dead`); empty without sharding. Outside `Stable` a
+	// rebalance is under way and owners are about to change.
+	GroupState    string `protobuf:"bytes,4,opt,name=group_state,json=groupState,proto3" json:"group_state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTopologyResponse) Reset() {
+	*x = GetTopologyResponse{}
+	mi := &file_tributary_v1_gateway_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTopologyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTopologyResponse) ProtoMessage() {}
+
+func (x *GetTopologyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tributary_v1_gateway_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTopologyResponse.ProtoReflect.Descriptor instead.
+func (*GetTopologyResponse) Descriptor() ([]byte, []int) {
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *GetTopologyResponse) GetPartitions() []*PartitionOwner {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+func (x *GetTopologyResponse) GetSharded() bool {
+	if x != nil {
+		return x.Sharded
+	}
+	return false
+}
+
+func (x *GetTopologyResponse) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *GetTopologyResponse) GetGroupState() string {
+	if x != nil {
+		return x.GroupState
+	}
+	return ""
+}
+
+type PartitionOwner struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Topic     string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	// The address (host:port) of the replica that serves the partition; empty while `moving`.
+	Owner string `protobuf:"bytes,3,opt,name=owner,proto3" json:"owner,omitempty"`
+	// No replica holds the partition now (a rebalance moves it): retry shortly.
+	Moving        bool `protobuf:"varint,4,opt,name=moving,proto3" json:"moving,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionOwner) Reset() {
+	*x = PartitionOwner{}
+	mi := &file_tributary_v1_gateway_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionOwner) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionOwner) ProtoMessage() {}
+
+func (x *PartitionOwner) ProtoReflect() protoreflect.Message {
+	mi := &file_tributary_v1_gateway_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionOwner.ProtoReflect.Descriptor instead.
+func (*PartitionOwner) Descriptor() ([]byte, []int) {
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *PartitionOwner) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *PartitionOwner) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PartitionOwner) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *PartitionOwner) GetMoving() bool {
+	if x != nil {
+		return x.Moving
+	}
+	return false
+}
+
 type GetSnapshotRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Topics to snapshot; each must be exposed by the gateway. At least one.
@@ -593,7 +782,7 @@ type GetSnapshotRequest struct {
 
 func (x *GetSnapshotRequest) Reset() {
 	*x = GetSnapshotRequest{}
-	mi := &file_tributary_v1_gateway_proto_msgTypes[8]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +794,7 @@ func (x *GetSnapshotRequest) String() string {
 func (*GetSnapshotRequest) ProtoMessage() {}
 
 func (x *GetSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tributary_v1_gateway_proto_msgTypes[8]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +807,7 @@ func (x *GetSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*GetSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{8}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetSnapshotRequest) GetTopics() []string {
@@ -670,7 +859,7 @@ type SnapshotEntry struct {
 
 func (x *SnapshotEntry) Reset() {
 	*x = SnapshotEntry{}
-	mi := &file_tributary_v1_gateway_proto_msgTypes[9]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +871,7 @@ func (x *SnapshotEntry) String() string {
 func (*SnapshotEntry) ProtoMessage() {}
 
 func (x *SnapshotEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_tributary_v1_gateway_proto_msgTypes[9]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +884,7 @@ func (x *SnapshotEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotEntry.ProtoReflect.Descriptor instead.
 func (*SnapshotEntry) Descriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{9}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SnapshotEntry) GetTopic() string {
@@ -771,7 +960,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_tributary_v1_gateway_proto_msgTypes[10]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +972,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_tributary_v1_gateway_proto_msgTypes[10]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +985,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{10}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SnapshotChunk) GetOffsets() []*PartitionOffset {
@@ -860,7 +1049,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_tributary_v1_gateway_proto_msgTypes[11]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -872,7 +1061,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tributary_v1_gateway_proto_msgTypes[11]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -885,7 +1074,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{11}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SubscribeRequest) GetTopics() []string {
@@ -966,7 +1155,7 @@ type Record struct {
 
 func (x *Record) Reset() {
 	*x = Record{}
-	mi := &file_tributary_v1_gateway_proto_msgTypes[12]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -978,7 +1167,7 @@ func (x *Record) String() string {
 func (*Record) ProtoMessage() {}
 
 func (x *Record) ProtoReflect() protoreflect.Message {
-	mi := &file_tributary_v1_gateway_proto_msgTypes[12]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -991,7 +1180,7 @@ func (x *Record) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Record.ProtoReflect.Descriptor instead.
 func (*Record) Descriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{12}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Record) GetTopic() string {
@@ -1060,7 +1249,7 @@ type RecordBatch struct {
 
 func (x *RecordBatch) Reset() {
 	*x = RecordBatch{}
-	mi := &file_tributary_v1_gateway_proto_msgTypes[13]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1072,7 +1261,7 @@ func (x *RecordBatch) String() string {
 func (*RecordBatch) ProtoMessage() {}
 
 func (x *RecordBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_tributary_v1_gateway_proto_msgTypes[13]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1085,7 +1274,7 @@ func (x *RecordBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordBatch.ProtoReflect.Descriptor instead.
 func (*RecordBatch) Descriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{13}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RecordBatch) GetRecords() []*Record {
@@ -1109,7 +1298,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_tributary_v1_gateway_proto_msgTypes[14]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1121,7 +1310,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_tributary_v1_gateway_proto_msgTypes[14]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1134,7 +1323,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{14}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Progress) GetOffsets() []*PartitionOffset {
@@ -1164,7 +1353,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_tributary_v1_gateway_proto_msgTypes[15]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1176,7 +1365,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tributary_v1_gateway_proto_msgTypes[15]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1189,7 +1378,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{15}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SubscribeResponse) GetMessage() isSubscribeResponse_Message {
@@ -1246,7 +1435,7 @@ type OffsetsDetail struct {
 
 func (x *OffsetsDetail) Reset() {
 	*x = OffsetsDetail{}
-	mi := &file_tributary_v1_gateway_proto_msgTypes[16]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1258,7 +1447,7 @@ func (x *OffsetsDetail) String() string {
 func (*OffsetsDetail) ProtoMessage() {}
 
 func (x *OffsetsDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_tributary_v1_gateway_proto_msgTypes[16]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1271,7 +1460,7 @@ func (x *OffsetsDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetsDetail.ProtoReflect.Descriptor instead.
 func (*OffsetsDetail) Descriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{16}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *OffsetsDetail) GetKind() OffsetsDetail_Kind {
@@ -1328,7 +1517,22 @@ const file_tributary_v1_gateway_proto_rawDesc = "" +
 	"\rlatest_offset\x18\x03 \x01(\x03R\flatestOffset\x12\x1f\n" +
 	"\vview_offset\x18\x04 \x01(\x03R\n" +
 	"viewOffset\x12\x12\n" +
-	"\x04keys\x18\x05 \x01(\x04R\x04keys\"\xc9\x01\n" +
+	"\x04keys\x18\x05 \x01(\x04R\x04keys\",\n" +
+	"\x12GetTopologyRequest\x12\x16\n" +
+	"\x06topics\x18\x01 \x03(\tR\x06topics\"\xa8\x01\n" +
+	"\x13GetTopologyResponse\x12<\n" +
+	"\n" +
+	"partitions\x18\x01 \x03(\v2\x1c.tributary.v1.PartitionOwnerR\n" +
+	"partitions\x12\x18\n" +
+	"\asharded\x18\x02 \x01(\bR\asharded\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x1f\n" +
+	"\vgroup_state\x18\x04 \x01(\tR\n" +
+	"groupState\"r\n" +
+	"\x0ePartitionOwner\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x14\n" +
+	"\x05owner\x18\x03 \x01(\tR\x05owner\x12\x16\n" +
+	"\x06moving\x18\x04 \x01(\bR\x06moving\"\xc9\x01\n" +
 	"\x12GetSnapshotRequest\x12\x16\n" +
 	"\x06topics\x18\x01 \x03(\tR\x06topics\x126\n" +
 	"\n" +
@@ -1393,11 +1597,12 @@ const file_tributary_v1_gateway_proto_rawDesc = "" +
 	"\n" +
 	"\x06RESUME\x10\x02\x12\n" +
 	"\n" +
-	"\x06LATEST\x10\x032\x86\x02\n" +
+	"\x06LATEST\x10\x032\xda\x02\n" +
 	"\aGateway\x12[\n" +
 	"\x0eDescribeTopics\x12#.tributary.v1.DescribeTopicsRequest\x1a$.tributary.v1.DescribeTopicsResponse\x12N\n" +
 	"\vGetSnapshot\x12 .tributary.v1.GetSnapshotRequest\x1a\x1b.tributary.v1.SnapshotChunk0\x01\x12N\n" +
-	"\tSubscribe\x12\x1e.tributary.v1.SubscribeRequest\x1a\x1f.tributary.v1.SubscribeResponse0\x01BCZAgithub.com/tributary/tributary/clients/go/tributaryv1;tributaryv1b\x06proto3"
+	"\tSubscribe\x12\x1e.tributary.v1.SubscribeRequest\x1a\x1f.tributary.v1.SubscribeResponse0\x01\x12R\n" +
+	"\vGetTopology\x12 .tributary.v1.GetTopologyRequest\x1a!.tributary.v1.GetTopologyResponseBCZAgithub.com/tributary/tributary/clients/go/tributaryv1;tributaryv1b\x06proto3"
 
 var (
 	file_tributary_v1_gateway_proto_rawDescOnce sync.Once
@@ -1412,7 +1617,7 @@ func file_tributary_v1_gateway_proto_rawDescGZIP() []byte {
 }
 
 var file_tributary_v1_gateway_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tributary_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_tributary_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_tributary_v1_gateway_proto_goTypes = []any{
 	(OffsetsDetail_Kind)(0),        // 0: tributary.v1.OffsetsDetail.Kind
 	(*PartitionOffset)(nil),        // 1: tributary.v1.PartitionOffset
@@ -1423,45 +1628,51 @@ var file_tributary_v1_gateway_proto_goTypes = []any{
 	(*DescribeTopicsResponse)(nil), // 6: tributary.v1.DescribeTopicsResponse
 	(*TopicDescription)(nil),       // 7: tributary.v1.TopicDescription
 	(*PartitionDescription)(nil),   // 8: tributary.v1.PartitionDescription
-	(*GetSnapshotRequest)(nil),     // 9: tributary.v1.GetSnapshotRequest
-	(*SnapshotEntry)(nil),          // 10: tributary.v1.SnapshotEntry
-	(*SnapshotChunk)(nil),          // 11: tributary.v1.SnapshotChunk
-	(*SubscribeRequest)(nil),       // 12: tributary.v1.SubscribeRequest
-	(*Record)(nil),                 // 13: tributary.v1.Record
-	(*RecordBatch)(nil),            // 14: tributary.v1.RecordBatch
-	(*Progress)(nil),               // 15: tributary.v1.Progress
-	(*SubscribeResponse)(nil),      // 16: tributary.v1.SubscribeResponse
-	(*OffsetsDetail)(nil),          // 17: tributary.v1.OffsetsDetail
+	(*GetTopologyRequest)(nil),     // 9: tributary.v1.GetTopologyRequest
+	(*GetTopologyResponse)(nil),    // 10: tributary.v1.GetTopologyResponse
+	(*PartitionOwner)(nil),         // 11: tributary.v1.PartitionOwner
+	(*GetSnapshotRequest)(nil),     // 12: tributary.v1.GetSnapshotRequest
+	(*SnapshotEntry)(nil),          // 13: tributary.v1.SnapshotEntry
+	(*SnapshotChunk)(nil),          // 14: tributary.v1.SnapshotChunk
+	(*SubscribeRequest)(nil),       // 15: tributary.v1.SubscribeRequest
+	(*Record)(nil),                 // 16: tributary.v1.Record
+	(*RecordBatch)(nil),            // 17: tributary.v1.RecordBatch
+	(*Progress)(nil),               // 18: tributary.v1.Progress
+	(*SubscribeResponse)(nil),      // 19: tributary.v1.SubscribeResponse
+	(*OffsetsDetail)(nil),          // 20: tributary.v1.OffsetsDetail
 }
 var file_tributary_v1_gateway_proto_depIdxs = []int32{
 	7,  // 0: tributary.v1.DescribeTopicsResponse.topics:type_name -> tributary.v1.TopicDescription
 	8,  // 1: tributary.v1.TopicDescription.partitions:type_name -> tributary.v1.PartitionDescription
-	3,  // 2: tributary.v1.GetSnapshotRequest.key_filter:type_name -> tributary.v1.KeyFilter
-	4,  // 3: tributary.v1.GetSnapshotRequest.translator:type_name -> tributary.v1.TranslatorRef
-	2,  // 4: tributary.v1.SnapshotEntry.headers:type_name -> tributary.v1.Header
-	1,  // 5: tributary.v1.SnapshotChunk.offsets:type_name -> tributary.v1.PartitionOffset
-	10, // 6: tributary.v1.SnapshotChunk.entries:type_name -> tributary.v1.SnapshotEntry
-	1,  // 7: tributary.v1.SubscribeRequest.from_offsets:type_name -> tributary.v1.PartitionOffset
-	3,  // 8: tributary.v1.SubscribeRequest.key_filter:type_name -> tributary.v1.KeyFilter
-	4,  // 9: tributary.v1.SubscribeRequest.translator:type_name -> tributary.v1.TranslatorRef
-	2,  // 10: tributary.v1.Record.headers:type_name -> tributary.v1.Header
-	13, // 11: tributary.v1.RecordBatch.records:type_name -> tributary.v1.Record
-	1,  // 12: tributary.v1.Progress.offsets:type_name -> tributary.v1.PartitionOffset
-	14, // 13: tributary.v1.SubscribeResponse.records:type_name -> tributary.v1.RecordBatch
-	15, // 14: tributary.v1.SubscribeResponse.progress:type_name -> tributary.v1.Progress
-	0,  // 15: tributary.v1.OffsetsDetail.kind:type_name -> tributary.v1.OffsetsDetail.Kind
-	1,  // 16: tributary.v1.OffsetsDetail.offsets:type_name -> tributary.v1.PartitionOffset
-	5,  // 17: tributary.v1.Gateway.DescribeTopics:input_type -> tributary.v1.DescribeTopicsRequest
-	9,  // 18: tributary.v1.Gateway.GetSnapshot:input_type -> tributary.v1.GetSnapshotRequest
-	12, // 19: tributary.v1.Gateway.Subscribe:input_type -> tributary.v1.SubscribeRequest
-	6,  // 20: tributary.v1.Gateway.DescribeTopics:output_type -> tributary.v1.DescribeTopicsResponse
-	11, // 21: tributary.v1.Gateway.GetSnapshot:output_type -> tributary.v1.SnapshotChunk
-	16, // 22: tributary.v1.Gateway.Subscribe:output_type -> tributary.v1.SubscribeResponse
-	20, // [20:23] is the sub-list for method output_type
-	17, // [17:20] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	11, // 2: tributary.v1.GetTopologyResponse.partitions:type_name -> tributary.v1.PartitionOwner
+	3,  // 3: tributary.v1.GetSnapshotRequest.key_filter:type_name -> tributary.v1.KeyFilter
+	4,  // 4: tributary.v1.GetSnapshotRequest.translator:type_name -> tributary.v1.TranslatorRef
+	2,  // 5: tributary.v1.SnapshotEntry.headers:type_name -> tributary.v1.Header
+	1,  // 6: tributary.v1.SnapshotChunk.offsets:type_name -> tributary.v1.PartitionOffset
+	13, // 7: tributary.v1.SnapshotChunk.entries:type_name -> tributary.v1.SnapshotEntry
+	1,  // 8: tributary.v1.SubscribeRequest.from_offsets:type_name -> tributary.v1.PartitionOffset
+	3,  // 9: tributary.v1.SubscribeRequest.key_filter:type_name -> tributary.v1.KeyFilter
+	4,  // 10: tributary.v1.SubscribeRequest.translator:type_name -> tributary.v1.TranslatorRef
+	2,  // 11: tributary.v1.Record.headers:type_name -> tributary.v1.Header
+	16, // 12: tributary.v1.RecordBatch.records:type_name -> tributary.v1.Record
+	1,  // 13: tributary.v1.Progress.offsets:type_name -> tributary.v1.PartitionOffset
+	17, // 14: tributary.v1.SubscribeResponse.records:type_name -> tributary.v1.RecordBatch
+	18, // 15: tributary.v1.SubscribeResponse.progress:type_name -> tributary.v1.Progress
+	0,  // 16: tributary.v1.OffsetsDetail.kind:type_name -> tributary.v1.OffsetsDetail.Kind
+	1,  // 17: tributary.v1.OffsetsDetail.offsets:type_name -> tributary.v1.PartitionOffset
+	5,  // 18: tributary.v1.Gateway.DescribeTopics:input_type -> tributary.v1.DescribeTopicsRequest
+	12, // 19: tributary.v1.Gateway.GetSnapshot:input_type -> tributary.v1.GetSnapshotRequest
+	15, // 20: tributary.v1.Gateway.Subscribe:input_type -> tributary.v1.SubscribeRequest
+	9,  // 21: tributary.v1.Gateway.GetTopology:input_type -> tributary.v1.GetTopologyRequest
+	6,  // 22: tributary.v1.Gateway.DescribeTopics:output_type -> tributary.v1.DescribeTopicsResponse
+	14, // 23: tributary.v1.Gateway.GetSnapshot:output_type -> tributary.v1.SnapshotChunk
+	19, // 24: tributary.v1.Gateway.Subscribe:output_type -> tributary.v1.SubscribeResponse
+	10, // 25: tributary.v1.Gateway.GetTopology:output_type -> tributary.v1.GetTopologyResponse
+	22, // [22:26] is the sub-list for method output_type
+	18, // [18:22] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_tributary_v1_gateway_proto_init() }
@@ -1470,8 +1681,8 @@ func file_tributary_v1_gateway_proto_init() {
 		return
 	}
 	file_tributary_v1_gateway_proto_msgTypes[1].OneofWrappers = []any{}
-	file_tributary_v1_gateway_proto_msgTypes[12].OneofWrappers = []any{}
-	file_tributary_v1_gateway_proto_msgTypes[15].OneofWrappers = []any{
+	file_tributary_v1_gateway_proto_msgTypes[15].OneofWrappers = []any{}
+	file_tributary_v1_gateway_proto_msgTypes[18].OneofWrappers = []any{
 		(*SubscribeResponse_Records)(nil),
 		(*SubscribeResponse_Progress)(nil),
 	}
@@ -1481,7 +1692,7 @@ func file_tributary_v1_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tributary_v1_gateway_proto_rawDesc), len(file_tributary_v1_gateway_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	Gateway_DescribeTopics_FullMethodName = "/tributary.v1.Gateway/DescribeTopics"
 	Gateway_GetSnapshot_FullMethodName    = "/tributary.v1.Gateway/GetSnapshot"
 	Gateway_Subscribe_FullMethodName      = "/tributary.v1.Gateway/Subscribe"
+	Gateway_GetTopology_FullMethodName    = "/tributary.v1.Gateway/GetTopology"
 )
 
 // GatewayClient is the client API for Gateway service.
@@ -43,6 +44,10 @@ type GatewayClient interface {
 	// Every record after the given offsets, per partition in offset order, with no gap and no
 	// duplicate, plus regular progress messages carrying the position to resume from.
 	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error)
+	// Which replica serves each partition of the exposed topics. Without sharding this replica
+	// serves every partition; with `[sharding] group`, the group's current assignment, read from
+	// its coordinator (at most once a second). A partition no replica holds yet is `moving`.
+	GetTopology(ctx context.Context, in *GetTopologyRequest, opts ...grpc.CallOption) (*GetTopologyResponse, error)
 }
 
 type gatewayClient struct {
@@ -101,6 +106,16 @@ func (c *gatewayClient) Subscribe(ctx context.Context, in *SubscribeRequest, opt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Gateway_SubscribeClient = grpc.ServerStreamingClient[SubscribeResponse]
 
+func (c *gatewayClient) GetTopology(ctx context.Context, in *GetTopologyRequest, opts ...grpc.CallOption) (*GetTopologyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetTopologyResponse)
+	err := c.cc.Invoke(ctx, Gateway_GetTopology_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GatewayServer is the server API for Gateway service.
 // All implementations must embed UnimplementedGatewayServer
 // for forward compatibility.
@@ -116,6 +131,10 @@ type GatewayServer interface {
 	// Every record after the given offsets, per partition in offset order, with no gap and no
 	// duplicate, plus regular progress messages carrying the position to resume from.
 	Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error
+	// Which replica serves each partition of the exposed topics. Without sharding this replica
+	// serves every partition; with `[sharding] group`, the group's current assignment, read from
+	// its coordinator (at most once a second). A partition no replica holds yet is `moving`.
+	GetTopology(context.Context, *GetTopologyRequest) (*GetTopologyResponse, error)
 	mustEmbedUnimplementedGatewayServer()
 }
 
@@ -134,6 +153,9 @@ func (UnimplementedGatewayServer) GetSnapshot(*GetSnapshotRequest, grpc.ServerSt
 }
 func (UnimplementedGatewayServer) Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error {
 	return status.Error(codes.Unimplemented, "method Subscribe not implemented")
+}
+func (UnimplementedGatewayServer) GetTopology(context.Context, *GetTopologyRequest) (*GetTopologyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetTopology not implemented")
 }
 func (UnimplementedGatewayServer) mustEmbedUnimplementedGatewayServer() {}
 func (UnimplementedGatewayServer) testEmbeddedByValue()                 {}
@@ -196,6 +218,24 @@ func _Gateway_Subscribe_Handler(srv interface{}, stream grpc.ServerStream) error
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Gateway_SubscribeServer = grpc.ServerStreamingServer[SubscribeResponse]
 
+func _Gateway_GetTopology_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetTopologyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatewayServer).GetTopology(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Gateway_GetTopology_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatewayServer).GetTopology(ctx, req.(*GetTopologyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Gateway_ServiceDesc is the grpc.ServiceDesc for Gateway service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -206,6 +246,10 @@ var Gateway_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DescribeTopics",
 			Handler:    _Gateway_DescribeTopics_Handler,
+		},
+		{
+			MethodName: "GetTopology",
+			Handler:    _Gateway_GetTopology_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

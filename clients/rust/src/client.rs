@@ -127,6 +127,18 @@ impl ClientBuilder {
         self
     }
 
+    /// The same settings for another replica of a fleet: `address` is `host:port` (as GetTopology
+    /// reports owners, reached with this builder's scheme) or a whole `http(s)://` target.
+    pub fn at(&self, address: &str) -> ClientBuilder {
+        let target = if address.contains("://") {
+            address.to_string()
+        } else {
+            let scheme = if self.target.starts_with("https://") { "https" } else { "http" };
+            format!("{scheme}://{address}")
+        };
+        ClientBuilder { target, ..self.clone() }
+    }
+
     pub async fn connect(self) -> Result<Client, Error> {
         let invalid = |what: String| Error::local(tonic::Code::InvalidArgument, what);
         let mut endpoint = Endpoint::from_shared(self.target.clone())

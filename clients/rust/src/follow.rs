@@ -65,6 +65,15 @@ impl Default for Backoff {
     }
 }
 
+impl Backoff {
+    /// The next wait: uniformly random up to the ceiling `delay`, which then grows.
+    pub(crate) fn next_wait(&self, delay: &mut Duration) -> Duration {
+        let wait = delay.mul_f64(rand::rng().random_range(0.0..=1.0));
+        *delay = delay.mul_f64(self.multiplier).clamp(self.initial, self.max);
+        wait
+    }
+}
+
 /// Told about an error the follow recovers from.
 pub type OnError = Arc<dyn Fn(&Error) + Send + Sync>;
 
@@ -145,49 +154,63 @@ pub async fn follow<H: Handler, S: Store>(
     stop: impl Future,
 ) -> Result<(), FollowError> {
     let stop = std::pin::pin!(stop);
-    let mut follow = Follow {
-        position: store.load().await.map_err(FollowError::Store)?,
-        client: client.clone(),
-        options,
-        handler,
-        store,
-        stop,
-        committed: None,
-        last_commit: None,
-        delay: Duration::ZERO,
-        snapshot_next: false,
-    };
-    follow.delay = follow.options.backoff.initial;
-    let result = follow.run().await;
-    if result.is_ok() {
-        follow.commit(true).await;
-    }
-    result
+    let mut follow = Follow::new(client.clone(), options, handler, store, stop).await?;
+    follow.run_to_end().await
 }
 
 /// How one attempt ended.
-enum Ended {
+pub(crate) enum Ended {
     /// `stop` completed.
     Stopped,
     /// The stream ended without a status: reconnect.
     Dropped,
 }
 
-struct Follow<'a, H, S, F> {
-    client: Client,
-    options: FollowOptions,
-    handler: &'a mut H,
-    store: &'a mut S,
-    stop: Pin<&'a mut F>,
-    position: Option<Position>,
+pub(crate) struct Follow<'a, H, S, F> {
+    pub(crate) client: Client,
+    pub(crate) options: FollowOptions,
+    pub(crate) handler: &'a mut H,
+    pub(crate) store: &'a mut S,
+    pub(crate) stop: Pin<&'a mut F>,
+    pub(crate) position: Option<Position>,
     committed: Option<Position>,
     last_commit: Option<Instant>,
-    delay: Duration,
+    pub(crate) delay: Duration,
     /// After `OUT_OF_RANGE`: take a snapshot rather than resume a name.
     snapshot_next: bool,
 }
 
-impl<H: Handler, S: Store, F: Future> Follow<'_, H, S, F> {
+impl<'a, H: Handler, S: Store, F: Future> Follow<'a, H, S, F> {
+    pub(crate) async fn new(
+        client: Client,
+        options: FollowOptions,
+        handler: &'a mut H,
+        store: &'a mut S,
+        stop: Pin<&'a mut F>,
+    ) -> Result<Self, FollowError> {
+        Ok(Follow {
+            position: store.load().await.map_err(FollowError::Store)?,
+            delay: options.backoff.initial,
+            client,
+            options,
+            handler,
+            store,
+            stop,
+            committed: None,
+            last_commit: None,
+            snapshot_next: false,
+        })
+    }
+
+    /// Follows until stopped; the last position is committed when the follow stops cleanly.
+    pub(crate) async fn run_to_end(&mut self) -> Result<(), FollowError> {
+        let result = self.run().await;
+        if result.is_ok() {
+            self.commit(true).await;
+        }
+        result
+    }
+
     async fn run(&mut self) -> Result<(), FollowError> {
         loop {
             let error = match self.attempt().await {
@@ -259,19 +282,35 @@ impl<H: Handler, S: Store, F: Future> Follow<'_, H, S, F> {
     /// Takes a snapshot into the handler; once it is complete (`Ended::Dropped`: go on with a
     /// subscription) the position is its offsets.
     async fn snapshot(&mut self) -> Result<Ended, FollowError> {
+        let client = self.client.clone();
+        let Some(position) = self.read_snapshot(&client, true).await? else { return Ok(Ended::Stopped) };
+        self.store.save(&position).await.map_err(FollowError::Store)?;
+        self.position = Some(position);
+        self.snapshot_next = false;
+        Ok(Ended::Dropped)
+    }
+
+    /// Reads one gateway's snapshot into the handler (after `reset` and `store.clear()` before its
+    /// first chunk when `reset`): its offsets once its last chunk is applied, `None` if `stop`
+    /// completed first.
+    pub(crate) async fn read_snapshot(
+        &mut self,
+        client: &Client,
+        reset: bool,
+    ) -> Result<Option<Position>, FollowError> {
         let request = pb::GetSnapshotRequest {
             topics: self.options.topics.clone(),
             key_filter: self.options.key_filter.clone(),
             translator: self.options.translator.clone(),
             ..Default::default()
         };
-        let mut gateway = self.client.gateway.clone();
+        let mut gateway = client.gateway.clone();
         let mut stream = gateway.get_snapshot(request).await.map_err(Error::from)?.into_inner();
         let mut offsets = None;
         loop {
             let chunk = tokio::select! {
                 biased;
-                _ = self.stop.as_mut() => return Ok(Ended::Stopped),
+                _ = self.stop.as_mut() => return Ok(None),
                 chunk = stream.message() => chunk.map_err(Error::from)?,
             };
             let Some(chunk) = chunk else {
@@ -280,19 +319,17 @@ impl<H: Handler, S: Store, F: Future> Follow<'_, H, S, F> {
             self.delay = self.options.backoff.initial;
             if offsets.is_none() {
                 offsets = Some(Position::from_offsets(&chunk.offsets));
-                self.handler.reset().await.map_err(FollowError::Handler)?;
-                self.store.clear().await.map_err(FollowError::Store)?;
+                if reset {
+                    self.handler.reset().await.map_err(FollowError::Handler)?;
+                    self.store.clear().await.map_err(FollowError::Store)?;
+                }
             }
             let changes: Vec<Change> = chunk.entries.into_iter().map(entry_change).collect();
             if !changes.is_empty() {
                 self.handler.apply(&changes, None).await.map_err(FollowError::Handler)?;
             }
             if chunk.last {
-                let position = offsets.unwrap_or_default();
-                self.store.save(&position).await.map_err(FollowError::Store)?;
-                self.position = Some(position);
-                self.snapshot_next = false;
-                return Ok(Ended::Dropped);
+                return Ok(offsets);
             }
         }
     }
@@ -344,18 +381,21 @@ impl<H: Handler, S: Store, F: Future> Follow<'_, H, S, F> {
         }
     }
 
-    fn report(&self, error: &Error) {
+    pub(crate) fn report(&self, error: &Error) {
         match &self.options.on_error {
             Some(callback) => callback(error),
             None => tracing::warn!(%error, "tributary follow: retrying"),
         }
     }
 
+    /// The next backoff wait of the follow.
+    fn next_wait(&mut self) -> Duration {
+        self.options.backoff.next_wait(&mut self.delay)
+    }
+
     /// Waits the backoff delay (true if `stop` completed meanwhile) and grows it.
-    async fn sleep(&mut self) -> bool {
-        let wait = self.delay.mul_f64(rand::rng().random_range(0.0..=1.0));
-        let backoff = self.options.backoff;
-        self.delay = self.delay.mul_f64(backoff.multiplier).clamp(backoff.initial, backoff.max);
+    pub(crate) async fn sleep(&mut self) -> bool {
+        let wait = self.next_wait();
         tokio::select! {
             biased;
             _ = self.stop.as_mut() => true,
@@ -365,7 +405,7 @@ impl<H: Handler, S: Store, F: Future> Follow<'_, H, S, F> {
 }
 
 /// Errors that a later attempt from the same position may not meet.
-fn retryable(error: &Error) -> bool {
+pub(crate) fn retryable(error: &Error) -> bool {
     match error.code {
         Code::Unavailable | Code::DeadlineExceeded => true,
         Code::Aborted => error.reason() != "SUBSCRIPTION_TAKEN_OVER",
@@ -388,7 +428,7 @@ fn headers(headers: Vec<pb::Header>) -> Vec<(String, Option<Bytes>)> {
     headers.into_iter().map(|h| (h.key, h.value)).collect()
 }
 
-fn record_change(r: pb::Record) -> Change {
+pub(crate) fn record_change(r: pb::Record) -> Change {
     Change {
         topic: r.topic,
         partition: r.partition,

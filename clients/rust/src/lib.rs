@@ -5,7 +5,9 @@
 //!   three services on it;
 //! - [`Error`]: a failed call with its `google.rpc.Status` details decoded;
 //! - [`follow()`]: snapshot, then follow every change, resumable and self-healing (the algorithm of
-//!   `clients/FOLLOW.md`).
+//!   `clients/FOLLOW.md`);
+//! - [`follow_fleet()`]: the same across a sharded fleet, each partition from its owner (module
+//!   `fleet`, `clients/FOLLOW.md` "Sharded fleets").
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,11 +29,13 @@
 
 mod client;
 mod error;
+mod fleet;
 mod follow;
 mod store;
 
 pub use client::{Client, ClientBuilder, Token};
 pub use error::{Error, FieldViolation, Offsets, OffsetsKind};
+pub use fleet::follow_fleet;
 pub use follow::{follow, Backoff, Change, FollowError, FollowOptions, Handler, OnError};
 pub use store::{FileStore, MemoryStore, Position, Store};
 

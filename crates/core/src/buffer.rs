@@ -16,34 +16,10 @@ use std::sync::{
 
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::{error::Error, record::Output, snapshot::SnapshotEvent, subscribe::Event};
-
-/// How many bytes a message holds while it waits in the buffer.
+/// How many bytes a message holds while it waits in the buffer. Each buffer's user weighs its own
+/// messages (`subscribe::Event`, `snapshot::SnapshotEvent`), so the buffer knows none of them.
 pub trait Weighed {
     fn weight(&self) -> usize;
-}
-
-fn outputs_weight(outputs: &[Output]) -> usize {
-    outputs.iter().map(Output::size).sum()
-}
-
-impl Weighed for Result<Event, Error> {
-    fn weight(&self) -> usize {
-        match self {
-            Ok(Event::Records(outputs)) => outputs_weight(outputs),
-            Ok(Event::Progress(p)) => 64 * p.offsets.len(),
-            Err(_) => 0,
-        }
-    }
-}
-
-impl Weighed for Result<SnapshotEvent, Error> {
-    fn weight(&self) -> usize {
-        match self {
-            Ok(SnapshotEvent::Entries(outputs)) => outputs_weight(outputs),
-            _ => 0,
-        }
-    }
 }
 
 /// Bytes that every stream's queued messages share; cheap to clone.
@@ -180,40 +156,44 @@ impl<T> Receiver<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{record::Record, subscribe::Progress};
 
-    fn records(n: usize, value_bytes: usize) -> Result<Event, Error> {
-        let record = Record::new("t".into(), 0, 0, 0, None, Some(&vec![b'x'; value_bytes]), &[]);
-        Ok(Event::Records((0..n).map(|_| Output::untranslated(record.clone())).collect()))
+    /// A message of the given weight in bytes.
+    #[derive(Debug)]
+    struct Message(usize);
+
+    impl Weighed for Message {
+        fn weight(&self) -> usize {
+            self.0
+        }
     }
 
     #[tokio::test]
     async fn a_reader_that_stops_holds_at_most_the_byte_bound() {
         let budget = Budget::new(usize::MAX);
-        let (tx, mut rx) = channel::<Result<Event, Error>>(16, 10_000, &budget);
-        // Each message weighs 10 × (1000 + 64) bytes > the bound: one at a time.
-        tx.send(records(10, 1000)).await.unwrap();
-        let second = tokio::time::timeout(std::time::Duration::from_millis(100), tx.send(records(10, 1000))).await;
+        let (tx, mut rx) = channel::<Message>(16, 10_000, &budget);
+        // Each message weighs more than the bound: one at a time.
+        tx.send(Message(10_640)).await.unwrap();
+        let second = tokio::time::timeout(std::time::Duration::from_millis(100), tx.send(Message(10_640))).await;
         assert!(second.is_err(), "the second large message waits for the first to be taken");
         assert!(rx.recv().await.is_some());
-        tx.send(records(10, 1000)).await.unwrap();
+        tx.send(Message(10_640)).await.unwrap();
         // Small messages go by the message bound.
-        let (tx, _rx) = channel::<Result<Event, Error>>(3, 1 << 20, &budget);
+        let (tx, _rx) = channel::<Message>(3, 1 << 20, &budget);
         for _ in 0..3 {
-            tx.send(Ok(Event::Progress(Progress { offsets: vec![], skipped_records: 0 }))).await.unwrap();
+            tx.send(Message(0)).await.unwrap();
         }
-        let fourth = tokio::time::timeout(std::time::Duration::from_millis(100), tx.send(records(1, 10))).await;
+        let fourth = tokio::time::timeout(std::time::Duration::from_millis(100), tx.send(Message(74))).await;
         assert!(fourth.is_err(), "the message bound holds too");
     }
 
     #[tokio::test]
     async fn stalled_streams_share_one_budget_and_a_reading_stream_never_waits_for_them() {
         use std::time::Duration;
-        let message = || records(1, 936); // 1000 bytes
+        let message = || Message(1000);
         let budget = Budget::new(3_000);
         // Two stalled streams: each first message is free, the next ones draw on the budget.
-        let (stalled_a, _keep_a) = channel::<Result<Event, Error>>(16, 1 << 20, &budget);
-        let (stalled_b, _keep_b) = channel::<Result<Event, Error>>(16, 1 << 20, &budget);
+        let (stalled_a, _keep_a) = channel::<Message>(16, 1 << 20, &budget);
+        let (stalled_b, _keep_b) = channel::<Message>(16, 1 << 20, &budget);
         for _ in 0..3 {
             stalled_a.send(message()).await.unwrap();
         }
@@ -224,7 +204,7 @@ mod tests {
         assert!(waits.is_err(), "at the budget a stream with a queue waits");
 
         // A stream whose client reads never needs the budget.
-        let (reading, mut client) = channel::<Result<Event, Error>>(16, 1 << 20, &budget);
+        let (reading, mut client) = channel::<Message>(16, 1 << 20, &budget);
         for _ in 0..100 {
             tokio::time::timeout(Duration::from_millis(100), reading.send(message())).await.expect("not held").unwrap();
             assert!(client.recv().await.is_some());
@@ -251,9 +231,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_gone_reader_ends_a_waiting_sender() {
-        let (tx, rx) = channel::<Result<Event, Error>>(16, 100, &Budget::new(usize::MAX));
-        tx.send(records(1, 1000)).await.unwrap();
-        let waiting = tokio::spawn(async move { tx.send(records(1, 1000)).await });
+        let (tx, rx) = channel::<Message>(16, 100, &Budget::new(usize::MAX));
+        tx.send(Message(1064)).await.unwrap();
+        let waiting = tokio::spawn(async move { tx.send(Message(1064)).await });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         drop(rx);
         assert!(waiting.await.unwrap().is_err());

@@ -25,6 +25,12 @@ pub enum Error {
     /// An offset beyond what Kafka has.
     #[error("offset {requested} of {topic}/{partition} is beyond the end of the partition (latest is {latest})")]
     BeyondEnd { topic: String, partition: i32, requested: i64, latest: i64, latest_offsets: Vec<PartitionOffset> },
+    /// Sharding: a partition this replica does not hold. `owner`: the advertised address of the
+    /// replica that holds it, when the group's topology says (the call goes there); `None` while
+    /// no replica holds it (it is moving: retry). A stream on a partition taken from this replica
+    /// ends with it, `resume` saying where the stream stood.
+    #[error("{}", not_held(topic, *partition, owner.as_deref()))]
+    PartitionNotHeld { topic: String, partition: i32, owner: Option<String>, resume: Vec<PartitionOffset> },
     /// The view has not caught up yet.
     #[error("the view is still loading ({percent}% caught up); retry shortly")]
     NotReady { percent: u32 },
@@ -50,6 +56,20 @@ pub enum Error {
     /// until the same bytes are uploaded again. The gateway's log says which file and why.
     #[error("translator '{name}' ({digest}) is disabled: its stored files failed the gateway's integrity check; upload the same component again to repair it")]
     TranslatorUnavailable { name: String, digest: String },
+    /// An uploaded translator component declares more than a limit of this gateway allows (its
+    /// initial memory, its tables, its instances...): it could never be instantiated here. The
+    /// component must change, or the operator the limit when `limit` is a configuration key.
+    #[error("{message}")]
+    ComponentLimit {
+        /// The limit's stable name: its configuration key (`translators.memory_bytes`) when it
+        /// has one.
+        limit: String,
+        /// What the component declares.
+        requested: u64,
+        /// What this gateway allows.
+        allowed: u64,
+        message: String,
+    },
     /// A translator's `init` rejected the configuration.
     #[error("translator '{name}' ({digest}) rejected its configuration: {message}")]
     TranslatorConfig { name: String, digest: String, message: String },
@@ -85,6 +105,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// A partition this replica does not hold; who does is for the caller's layer to find.
+    pub fn not_held(topic: impl Into<String>, partition: i32) -> Self {
+        Error::PartitionNotHeld { topic: topic.into(), partition, owner: None, resume: Vec::new() }
+    }
+
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Error::InvalidArgument { field: field.into(), message: message.into() }
     }
@@ -98,6 +123,9 @@ impl Error {
         match self {
             Error::Kafka { message, .. } => Error::Kafka { message, resume: position },
             Error::ShuttingDown { .. } => Error::ShuttingDown { resume: position },
+            Error::PartitionNotHeld { topic, partition, owner, .. } => {
+                Error::PartitionNotHeld { topic, partition, owner, resume: position }
+            }
             Error::SubscriptionTakenOver { name, why, .. } => {
                 Error::SubscriptionTakenOver { name, why, resume: position }
             }
@@ -125,6 +153,17 @@ pub enum SubscriptionProblem {
 impl Error {
     pub fn subscription(name: &str, problem: SubscriptionProblem, message: impl Into<String>) -> Self {
         Error::Subscription { name: name.to_string(), problem, message: message.into() }
+    }
+}
+
+fn not_held(topic: &str, partition: i32, owner: Option<&str>) -> String {
+    match owner {
+        Some(owner) => format!(
+            "partition {topic}/{partition} is served by another replica, at {owner}; call it there (GetTopology lists every partition's replica)"
+        ),
+        None => format!(
+            "partition {topic}/{partition} is not held by this replica and is moving between replicas; retry shortly (GetTopology says where it goes)"
+        ),
     }
 }
 

@@ -4,7 +4,10 @@
 //! the same translator): the lines held back are counted in the next line's `repeated` field, so
 //! an outage that fails every poll does not flood the log, while distinct problems each get a line.
 //!
-//! The catalogue ([`ALL`]) is the README's table of events; a unit test keeps them in step.
+//! The catalogue ([`ALL`]) is the table of events in `docs/operations.md`; a unit test keeps them
+//! in step. Events that only an adapter emits are declared in that adapter with
+//! [`declare_events!`](crate::declare_events) (the server's connections, TLS and auth reloads),
+//! with their own catalogue and the same test.
 
 use std::{
     collections::HashMap,
@@ -67,9 +70,17 @@ fn admit(name: &'static str, detail: String, now: Instant) -> Option<u64> {
     }
 }
 
-/// Declares the events: a struct per event with its fields (all `Display`), its name, its level
-/// and its message, and the catalogue [`ALL`].
-macro_rules! events {
+/// The log target of every event, whichever crate declares it: one filter
+/// (`RUST_LOG=tributary_core::events=...`) reaches them all.
+pub const TARGET: &str = "tributary_core::events";
+
+#[doc(hidden)]
+pub use tracing as __tracing;
+
+/// Declares events: a struct per event with its fields (all `Display`), its name, its level and
+/// its message, each an [`Event`], and the catalogue `ALL` of the module it is used in.
+#[macro_export]
+macro_rules! declare_events {
     ($(
         $(#[$doc:meta])*
         $ty:ident = $name:literal, $level:ident, $message:literal {
@@ -81,7 +92,7 @@ macro_rules! events {
             #[derive(Debug, Clone)]
             pub struct $ty { pub $first: $first_ty, $(pub $field: $fty),* }
 
-            impl Event for $ty {
+            impl $crate::events::Event for $ty {
                 fn name(&self) -> &'static str {
                     $name
                 }
@@ -92,8 +103,9 @@ macro_rules! events {
 
                 fn log(&self, repeated: u64) {
                     let Self { $first, $($field),* } = self;
-                    tracing::event!(
-                        tracing::Level::$level,
+                    $crate::events::__tracing::event!(
+                        target: $crate::events::TARGET,
+                        $crate::events::__tracing::Level::$level,
                         event = $name,
                         $first = %$first,
                         $($field = %$field,)*
@@ -110,7 +122,7 @@ macro_rules! events {
     };
 }
 
-events! {
+declare_events! {
     /// The ingest consumer's poll returned an error (it keeps polling).
     KafkaIngestError = "kafka_ingest_error", WARN, "the ingest consumer got an error from Kafka; it keeps polling" { error: String }
     /// Looking for new partitions of the exposed topics failed (retried at the next refresh).
@@ -123,24 +135,16 @@ events! {
     IngestStartRetry = "ingest_start_retry", WARN, "cannot start ingest yet; retrying" { error: String, attempt: u32, retry_in: String }
     /// The ingest loop ended without being asked to (a panic): the view stops following Kafka.
     IngestStoppedAbnormally = "ingest_stopped_abnormally", ERROR, "the ingest loop ended abnormally; the view no longer follows Kafka" { error: String }
-    /// Accepting a TCP connection failed (e.g. out of file descriptors); retried after a pause.
-    AcceptFailed = "accept_failed", WARN, "accepting a connection failed; retrying after a pause" { error: String }
-    /// A client's TLS handshake failed or timed out (untrusted certificate, plain text on the TLS port).
-    TlsHandshakeFailed = "tls_handshake_failed", WARN, "a TLS handshake failed" { error: String }
-    /// `TCP_NODELAY` could not be set on an accepted connection.
-    TcpNodelayFailed = "tcp_nodelay_failed", WARN, "cannot set TCP_NODELAY on a connection" { error: String }
-    /// Plain TCP on a non-loopback address (`allow_plaintext`).
-    PlaintextOnNetwork = "plaintext_on_network", WARN, "serving PLAIN TCP on a non-loopback address (allow_plaintext): anyone who reaches this port can read every exposed topic" { listen: String }
-    /// Shutdown's drain deadline passed with calls or stream tasks still open.
-    DrainTimeout = "drain_timeout", WARN, "still running at the drain deadline; stopping anyway" { what: &'static str, open: usize }
-    /// A changed tokens, policy or JWT key file could not be read; the previous one stays in use.
-    AuthReloadFailed = "auth_reload_failed", WARN, "an auth file was not reloaded; the previous one stays in use" { file: &'static str, error: String }
-    /// Changed TLS certificates could not be loaded; the previous ones stay in use.
-    TlsReloadFailed = "tls_reload_failed", WARN, "TLS certificates not reloaded; the previous ones stay in use" { error: String }
+    /// Sharding: the group membership reported an error (librdkafka retries by itself).
+    ShardingError = "sharding_error", WARN, "the sharding group membership got an error from Kafka; it keeps trying" { error: String }
+    /// Sharding: partitions assigned to this replica could not be set up yet (Kafka did not
+    /// answer their offsets): retried until they are, or until they are revoked.
+    ShardingHoldRetry = "sharding_hold_retry", WARN, "cannot load the partitions assigned to this replica yet; retrying" { error: String, partitions: String }
+    /// Sharding: this replica's membership ended (fenced by another live replica with the same
+    /// instance id and address): it drops every partition and reports NOT_SERVING.
+    ShardingMembershipEnded = "sharding_membership_ended", ERROR, "this replica left its sharding group; it serves no partition until restarted" { error: String }
     /// An automatic commit of a named subscription failed; the next progress retries.
     AutoCommitFailed = "auto_commit_failed", WARN, "automatic commit failed; the next progress retries" { subscription: String, error: String }
-    /// `[metrics] listen` names another address than the exporter this process already runs.
-    MetricsListenerConflict = "metrics_listener_conflict", WARN, "metrics are already served by this process elsewhere" { listen: String, already: String }
     /// An entry of the translator index is damaged and was skipped.
     TranslatorIndexInvalid = "translator_index_invalid", ERROR, "a translator index entry was skipped: it is damaged" { detail: String }
     /// A translator version's stored component is missing or damaged: disabled until uploaded again.
@@ -149,6 +153,15 @@ events! {
     TranslatorRecompiled = "translator_recompiled", WARN, "compiled translator not usable; recompiling" { digest: String, reason: String }
     /// A compiled artifact could not be stored; it is compiled again at the next start.
     TranslatorArtifactNotStored = "translator_artifact_not_stored", WARN, "could not store the compiled translator; it is compiled again at the next start" { digest: String, error: String }
+    /// The checkpoint file could not be opened or read (corrupt, truncated, another format): it is
+    /// set aside and every partition is rebuilt from Kafka.
+    CheckpointUnreadable = "checkpoint_unreadable", ERROR, "the checkpoint cannot be read; it is set aside and the view is rebuilt from Kafka" { path: String, error: String }
+    /// A partition's checkpoint cannot be continued (its offset is below the log start, past the
+    /// end, or the partition is gone): that partition is rebuilt from Kafka.
+    CheckpointDiscarded = "checkpoint_discarded", WARN, "a partition's checkpoint cannot be continued; the partition is rebuilt from Kafka" { partition: String, offset: i64, reason: String }
+    /// Writing a checkpoint failed (disk full, I/O error): the previous checkpoint stays whole and
+    /// the next interval tries again.
+    CheckpointWriteFailed = "checkpoint_write_failed", WARN, "writing the checkpoint failed; the previous one stays whole and the next interval retries" { error: String }
 }
 
 #[cfg(test)]
@@ -171,15 +184,15 @@ mod tests {
     }
 
     #[test]
-    fn names_are_unique_snake_case_and_the_readme_lists_every_one() {
-        let readme = include_str!("../../../README.md");
+    fn names_are_unique_snake_case_and_the_docs_list_every_one() {
+        let docs = include_str!("../../../docs/operations.md");
         let mut seen = std::collections::HashSet::new();
         for (name, level, message, _) in ALL {
             assert!(seen.insert(name), "{name} twice");
             assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{name}");
             assert!(matches!(*level, "WARN" | "ERROR"));
             assert!(!message.is_empty());
-            assert!(readme.contains(&format!("| `{name}` |")), "README.md's event table lacks {name}");
+            assert!(docs.contains(&format!("| `{name}` |")), "docs/operations.md's event table lacks {name}");
         }
     }
 }

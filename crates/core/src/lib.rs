@@ -20,9 +20,15 @@
 //!   offsets, with the last known answer while Kafka does not respond.
 //! - [`positions`]: the [`Positions`](positions::Positions) port where durable subscriptions'
 //!   committed positions are kept (Kafka consumer groups, in production).
+//! - [`durable`]: durable named subscriptions over that port: where a named `Subscribe` starts,
+//!   one stream per name, commit, auto-commit, describe, list and delete.
 //! - [`buffer`]: the buffer between a stream and its client, bounded in messages and bytes.
 //! - [`error`]: the domain error every layer returns; the gRPC layer maps it to a status.
+//! - [`events`]: named warning and error events, counted and logged rate-limited, with
+//!   [`declare_events!`] for the events only an adapter emits.
 //! - [`limits`]: every bound, with what happens at it.
+//!
+//! Unit tests share in-memory stand-ins for the ports (`testing`, compiled for tests only).
 //!
 //! # What it must not know
 //!
@@ -32,6 +38,7 @@
 //! Kafka.
 
 pub mod buffer;
+pub mod durable;
 pub mod error;
 pub mod events;
 pub mod filter;
@@ -41,10 +48,12 @@ pub mod record;
 pub mod snapshot;
 pub mod source;
 pub mod subscribe;
+#[cfg(test)]
+mod testing;
 pub mod translate;
 pub mod view;
 pub mod watermarks;
 
 pub use error::{Error, SubscriptionProblem, TranslatorFailure};
 pub use limits::Limits;
-pub use record::{Header, Output, PartitionOffset, Payload, Record, WireEncoder};
+pub use record::{EncodeRecord, Header, Output, PartitionOffset, Payload, Record};

@@ -1,13 +1,11 @@
-//! Every bound of the gateway's data path, with what happens at it. Loaded as the `[limits]`
-//! section of the configuration.
+//! Every bound of the gateway's data path, with what happens at it. Loaded from the `[limits]`
+//! section of the configuration, which the server shares with its connection limits (the server
+//! reads the section and refuses unknown keys).
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 /// Bounds, each with what happens at it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// Records the tail buffer of one partition keeps in memory. Older records are evicted;
     /// subscribers behind them read from Kafka with a catch-up reader.
@@ -42,18 +40,6 @@ pub struct Limits {
     pub progress_interval_ms: u64,
     /// How long a snapshot waits for a loading view when the call has no deadline, in ms.
     pub ready_wait_ms: u64,
-    /// Largest request message the server accepts, in bytes.
-    pub max_request_bytes: usize,
-    /// Open client connections. At the cap the gateway stops accepting; new connections wait
-    /// in the kernel's listen backlog until one closes (keep it under the open-file limit).
-    pub max_connections: usize,
-    /// Time a new connection has to send the HTTP/2 preface, in milliseconds; then it is closed.
-    pub handshake_timeout_ms: u64,
-    /// Time a connection may stay without any call, in milliseconds; then it is closed (gRPC
-    /// clients reconnect on their next call). Open streams keep their connection.
-    pub idle_timeout_ms: u64,
-    /// Concurrent calls (HTTP/2 streams) on one connection; the client queues beyond it.
-    pub max_streams_per_connection: u32,
 }
 
 impl Default for Limits {
@@ -80,13 +66,6 @@ impl Default for Limits {
             catchup_prefetch_kbytes: 1_024,
             progress_interval_ms: 1_000,
             ready_wait_ms: 30_000,
-            max_request_bytes: 4 << 20,
-            // An idle connection costs ~10 KB; 10k stay well under a 20k-60k file limit.
-            max_connections: 10_000,
-            handshake_timeout_ms: 10_000,
-            // Long enough that a client between bursts keeps its connection warm.
-            idle_timeout_ms: 300_000,
-            max_streams_per_connection: 1_024,
         }
     }
 }
@@ -96,12 +75,32 @@ impl Limits {
         Duration::from_millis(self.progress_interval_ms)
     }
 
-    pub fn handshake_timeout(&self) -> Duration {
-        Duration::from_millis(self.handshake_timeout_ms)
+    /// Checks what serde cannot: every bound but `ready_wait_ms` is positive.
+    /// An error names the key (`limits.<field>`).
+    pub fn validate(&self) -> Result<(), String> {
+        all_positive(&[
+            ("limits.tail_max_records", self.tail_max_records as u64),
+            ("limits.tail_max_bytes", self.tail_max_bytes as u64),
+            ("limits.max_chunk_bytes", self.max_chunk_bytes as u64),
+            ("limits.max_batch_records", self.max_batch_records as u64),
+            ("limits.max_batch_bytes", self.max_batch_bytes as u64),
+            ("limits.stream_buffer_messages", self.stream_buffer_messages as u64),
+            ("limits.stream_buffer_bytes", self.stream_buffer_bytes as u64),
+            ("limits.max_streams", self.max_streams as u64),
+            ("limits.max_catchup_readers", self.max_catchup_readers as u64),
+            ("limits.catchup_prefetch_kbytes", self.catchup_prefetch_kbytes as u64),
+            ("limits.stream_buffer_total_bytes", self.stream_buffer_total_bytes as u64),
+            ("limits.progress_interval_ms", self.progress_interval_ms),
+        ])
     }
+}
 
-    pub fn idle_timeout(&self) -> Duration {
-        Duration::from_millis(self.idle_timeout_ms)
+/// The first of `bounds` (configuration key, value) that is 0, as the configuration reports it:
+/// "`key` must be greater than 0". Every section's validation uses it, so the message is one.
+pub fn all_positive(bounds: &[(&str, u64)]) -> Result<(), String> {
+    match bounds.iter().find(|(_, value)| *value == 0) {
+        Some((key, _)) => Err(format!("`{key}` must be greater than 0")),
+        None => Ok(()),
     }
 }
 
@@ -111,5 +110,20 @@ pub fn requested_or_max(requested: usize, max: usize) -> usize {
     match requested {
         0 => max,
         n => n.min(max),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zero_bound_is_named() {
+        assert_eq!(Limits::default().validate(), Ok(()));
+        let limits = Limits { max_streams: 0, progress_interval_ms: 0, ..Limits::default() };
+        assert_eq!(limits.validate(), Err("`limits.max_streams` must be greater than 0".into()));
+        let limits = Limits { progress_interval_ms: 0, ..Limits::default() };
+        assert_eq!(limits.validate(), Err("`limits.progress_interval_ms` must be greater than 0".into()));
+        assert_eq!(Limits { ready_wait_ms: 0, ..Limits::default() }.validate(), Ok(()));
     }
 }

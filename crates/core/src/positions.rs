@@ -58,7 +58,7 @@ pub trait Positions: Send + Sync + 'static {
 }
 
 /// Checks a subscription name: 1-128 of [A-Za-z0-9._-] (a Kafka group id's safe characters).
-pub fn check_name(name: &str, field: &str) -> Result<(), Error> {
+pub fn check_subscription_name(name: &str, field: &str) -> Result<(), Error> {
     let ok =
         !name.is_empty() && name.len() <= 128 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     if ok {
@@ -74,9 +74,9 @@ mod tests {
 
     #[test]
     fn names_are_checked() {
-        assert!(check_name("orders-by-station.v1", "n").is_ok());
+        assert!(check_subscription_name("orders-by-station.v1", "n").is_ok());
         for bad in ["", "a b", "ä", &"x".repeat(129)] {
-            let e = check_name(bad, "subscription_name").unwrap_err();
+            let e = check_subscription_name(bad, "subscription_name").unwrap_err();
             assert!(matches!(&e, Error::InvalidArgument { field, .. } if field == "subscription_name"), "{e:?}");
             assert!(e.to_string().len() < 200);
         }

@@ -276,10 +276,13 @@ impl Output {
 
 /// Encodes a record the way the delivering layer sends it (the gRPC layer: a protobuf `Record`).
 /// The core treats the bytes as opaque; it only caches them with the tail record.
-pub type WireEncoder = Arc<dyn Fn(&Record) -> Bytes + Send + Sync>;
+pub type EncodeRecord = Arc<dyn Fn(&Record) -> Bytes + Send + Sync>;
 
 /// A position in a partition: `offset` is the *next* offset to read, as in Kafka's committed
-/// offsets (rule 1).
+/// offsets (rule 1). The one (topic, partition, offset) coordinate of the gateway: the offsets a
+/// client sends and is sent, committed positions, and the positions a catch-up reader is assigned
+/// and reports ([`crate::source::CatchUpReader`]). A partition without an offset is a
+/// [`crate::source::Partition`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PartitionOffset {
     pub topic: String,

@@ -7,6 +7,7 @@ use std::{ops::Bound, sync::Arc, time::Duration};
 use bytes::Bytes;
 
 use crate::{
+    buffer::Weighed,
     error::Error,
     filter::KeyFilter,
     record::{Output, PartitionOffset, Record},
@@ -31,18 +32,24 @@ pub struct Snapshot {
     states: Vec<StateMap>,
 }
 
-/// Takes the snapshot of `topics`: O(1) per partition (the maps are persistent).
-pub fn take(topics: &[Arc<TopicView>]) -> Snapshot {
+/// Takes the snapshot of `topics`: O(1) per partition (the maps are persistent). With sharding,
+/// of the partitions held here (the offsets list which); UNAVAILABLE (view still loading) while
+/// one of them has not loaded yet (one assigned to this replica after it was ready: without
+/// sharding every shard has loaded once the view is ready).
+pub fn take(view: &View, topics: &[Arc<TopicView>]) -> Result<Snapshot, Error> {
     let mut offsets = Vec::new();
     let mut states = Vec::new();
     for topic in topics {
         for shard in topic.shards() {
+            if !shard.is_loaded() {
+                return Err(Error::NotReady { percent: view.load_percent() });
+            }
             let (map, next) = shard.snapshot();
             offsets.push(shard.at(next));
             states.push(map);
         }
     }
-    Snapshot { offsets, states }
+    Ok(Snapshot { offsets, states })
 }
 
 /// What a snapshot stream carries after its offsets.
@@ -52,6 +59,16 @@ pub enum SnapshotEvent {
     Entries(Vec<Output>),
     /// The snapshot is complete; `skipped` entries' translation returned an error (`skip_errors`).
     End { skipped: u64 },
+}
+
+/// The bytes an event holds while it waits for its client: its entries' sizes.
+impl Weighed for Result<SnapshotEvent, Error> {
+    fn weight(&self) -> usize {
+        match self {
+            Ok(SnapshotEvent::Entries(outputs)) => outputs.iter().map(Output::size).sum(),
+            _ => 0,
+        }
+    }
 }
 
 pub type EventSender = crate::buffer::Sender<Result<SnapshotEvent, Error>>;
@@ -217,8 +234,18 @@ mod tests {
         for (offset, key) in ["a", "gone", "c", "d"].iter().enumerate() {
             shard.apply(record(key, offset as i64), &Limits::default());
         }
-        let snapshot = take(&[topic]);
+        let snapshot = take(&view, std::slice::from_ref(&topic)).unwrap();
         assert_eq!(snapshot.offsets, vec![PartitionOffset::new("t", 0, 4)]);
+        // Sharding: a partition held elsewhere is not in it; one still loading makes it wait.
+        topic.extend_partitions(3);
+        assert_eq!(
+            take(&view, std::slice::from_ref(&topic)).unwrap().offsets,
+            snapshot.offsets,
+            "partitions held here"
+        );
+        topic.hold(Arc::new(Shard::new("t".into(), 2, 0, 5)));
+        assert!(matches!(take(&view, std::slice::from_ref(&topic)), Err(Error::NotReady { .. })));
+        topic.release(2);
         let translation = Translation {
             name: "drop".into(),
             digest: "d".into(),
@@ -241,5 +268,13 @@ mod tests {
             }
         }
         assert_eq!(keys, vec![Bytes::from_static(b"a"), Bytes::from_static(b"c"), Bytes::from_static(b"d")]);
+    }
+
+    #[test]
+    fn an_event_weighs_its_entries() {
+        let entries: Result<SnapshotEvent, Error> =
+            Ok(SnapshotEvent::Entries(vec![Output::untranslated(record("k", 0)); 3]));
+        assert_eq!(entries.weight(), 3 * (1 + 10 + crate::record::RECORD_OVERHEAD));
+        assert_eq!(Ok(SnapshotEvent::End { skipped: 0 }).weight(), 0);
     }
 }

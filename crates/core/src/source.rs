@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use crate::{error::Error, record::Record};
+use crate::{
+    error::Error,
+    record::{PartitionOffset, Record},
+};
 
 /// Earliest retained offset and latest offset (high watermark) of one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,11 +18,8 @@ pub struct Watermarks {
     pub latest: i64,
 }
 
-/// A partition: (topic, partition).
+/// A partition: (topic, partition). A partition at an offset is a [`PartitionOffset`].
 pub type Partition = (Arc<str>, i32);
-
-/// A partition at an offset.
-pub type Position = (Arc<str>, i32, i64);
 
 /// A's log (Kafka, in production).
 pub trait Log: Send + Sync + 'static {
@@ -44,10 +44,10 @@ pub enum Read {
 /// A reader over a few partitions, from explicit positions, in offset order per partition.
 pub trait CatchUpReader: Send + Sync {
     /// Adds partitions to read from the given positions.
-    fn assign(&self, positions: &[Position]) -> Result<(), Error>;
+    fn assign(&self, positions: &[PartitionOffset]) -> Result<(), Error>;
 
     /// Stops reading partitions (their prefetched records may still arrive and must be ignored).
-    fn unassign(&self, positions: &[Position]) -> Result<(), Error>;
+    fn unassign(&self, positions: &[PartitionOffset]) -> Result<(), Error>;
 
     /// The next read; pending while there is none.
     fn recv(&self) -> BoxFuture<'_, Read>;
@@ -64,7 +64,7 @@ pub trait CatchUpReader: Send + Sync {
 
     /// The reader's position per partition (the next offset it will return), which moves past
     /// transaction markers that no record stands for.
-    fn positions(&self) -> Vec<Position>;
+    fn positions(&self) -> Vec<PartitionOffset>;
 }
 
 /// Appends reads from `next` to `out` within [`CatchUpReader::try_recv_many`]'s bounds.

@@ -3,7 +3,10 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex, RwLock},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, RwLock,
+    },
 };
 
 use bytes::Bytes;
@@ -13,7 +16,7 @@ use tokio::sync::watch;
 use crate::{
     error::Error,
     limits::Limits,
-    record::{PartitionOffset, Record, WireEncoder},
+    record::{EncodeRecord, PartitionOffset, Record},
 };
 
 /// The state of one partition: the last record with a value of each key, ordered by key (a
@@ -62,6 +65,11 @@ impl std::borrow::Borrow<[u8]> for Keyed {
 pub struct Shard {
     pub topic: Arc<str>,
     pub partition: i32,
+    /// The offset of the checkpoint this shard was restored from, if it was.
+    restored_at: Option<i64>,
+    /// Set once the partition was taken from this replica (sharding): the subscriptions reading
+    /// it end, and ingest no longer applies records to it.
+    released: AtomicBool,
     state: Mutex<ShardState>,
 }
 
@@ -96,6 +104,26 @@ impl TailEntry {
     fn bytes(&self) -> usize {
         self.record.size() + self.wire.as_ref().map_or(0, Bytes::len)
     }
+}
+
+/// A partition's state as a checkpoint holds it: the map, the offset it is exact at (the next
+/// offset to apply) and the timestamp of the last applied record.
+#[derive(Debug, Clone)]
+pub struct ShardImage {
+    pub map: StateMap,
+    pub next_offset: i64,
+    pub last_timestamp_ms: i64,
+}
+
+/// What changed in a shard since an offset, for a checkpoint to write (see
+/// [`Shard::changes_since`]).
+#[derive(Debug)]
+pub enum ShardChanges {
+    /// Every record in `[from, next_offset)` (keyless ones included), in offset order: applied to
+    /// the state at `from`, they give the state at `next_offset`.
+    Records { records: Vec<Record>, next_offset: i64, last_timestamp_ms: i64 },
+    /// The tail no longer reaches back to `from`: the whole state.
+    Whole(ShardImage),
 }
 
 /// What [`Shard::read_tail`] appends: a record and its encoding (when asked for).
@@ -145,6 +173,8 @@ impl Shard {
         Self {
             topic,
             partition,
+            restored_at: None,
+            released: AtomicBool::new(false),
             state: Mutex::new(ShardState {
                 map: StateMap::new(),
                 tail: VecDeque::new(),
@@ -156,6 +186,62 @@ impl Shard {
                 target,
                 start,
             }),
+        }
+    }
+
+    /// A shard restored from a checkpoint: its state at `image.next_offset`, from which ingest
+    /// resumes; caught up once it reaches `target`. The tail starts empty at that offset (older
+    /// positions are read from Kafka).
+    pub fn restored(topic: Arc<str>, partition: i32, image: ShardImage, target: i64) -> Self {
+        let mut shard = Self::new(topic, partition, image.next_offset, target);
+        shard.restored_at = Some(image.next_offset);
+        {
+            let mut s = shard.lock();
+            s.state_bytes = image.map.iter().map(|k| k.0.data_bytes()).sum();
+            s.last_timestamp_ms = image.last_timestamp_ms;
+            s.map = image.map;
+        }
+        shard
+    }
+
+    /// The offset of the checkpoint this shard was restored from (`None`: loaded from Kafka).
+    pub fn restored_at(&self) -> Option<i64> {
+        self.restored_at
+    }
+
+    /// Whether the partition was taken from this replica ([`TopicView::release`]).
+    pub fn is_released(&self) -> bool {
+        self.released.load(Ordering::Acquire)
+    }
+
+    /// Whether the initial load of this shard reached the end offsets seen when it was added.
+    pub fn is_loaded(&self) -> bool {
+        self.load_progress().0
+    }
+
+    /// The state for a checkpoint, under the short lock (the map clone is O(1)).
+    pub fn image(&self) -> ShardImage {
+        let s = self.lock();
+        ShardImage { map: s.map.clone(), next_offset: s.next_offset, last_timestamp_ms: s.last_timestamp_ms }
+    }
+
+    /// What changed since `from` (an offset a checkpoint holds the state at): the tail's records
+    /// when it still reaches back to `from` (a checkpoint then writes only those), else the whole
+    /// state. One lock: the records and the offset agree.
+    pub fn changes_since(&self, from: i64) -> ShardChanges {
+        let s = self.lock();
+        if from < s.tail_start || from > s.next_offset {
+            return ShardChanges::Whole(ShardImage {
+                map: s.map.clone(),
+                next_offset: s.next_offset,
+                last_timestamp_ms: s.last_timestamp_ms,
+            });
+        }
+        let first = s.tail.partition_point(|e| e.record.offset < from);
+        ShardChanges::Records {
+            records: s.tail.range(first..).map(|e| e.record.clone()).collect(),
+            next_offset: s.next_offset,
+            last_timestamp_ms: s.last_timestamp_ms,
         }
     }
 
@@ -262,7 +348,7 @@ impl Shard {
         from: i64,
         max_records: usize,
         max_bytes: usize,
-        wire: Option<&WireEncoder>,
+        wire: Option<&EncodeRecord>,
         out: &mut Vec<TailRecord>,
     ) -> TailRead {
         let mut guard = self.lock();
@@ -294,36 +380,109 @@ impl Shard {
     }
 }
 
-/// One exposed topic: its shards and a signal that fires when any of them changes.
+/// One exposed topic: a slot per partition, holding its shard when this replica holds the
+/// partition, and a signal that fires when any of them changes.
+///
+/// Without sharding every slot holds its shard. With sharding a slot is empty while another
+/// replica holds the partition (or no one does, during a rebalance): the topic still knows the
+/// partition exists, so a call on it is told where it is rather than that it does not exist.
 #[derive(Debug)]
 pub struct TopicView {
     pub name: Arc<str>,
-    shards: RwLock<Vec<Arc<Shard>>>,
+    slots: RwLock<Vec<Option<Arc<Shard>>>>,
     changed: watch::Sender<u64>,
 }
 
+/// Whether this replica holds a partition.
+#[derive(Debug, Clone)]
+pub enum Holding {
+    /// Held here, loaded up to the end offsets seen when it was added: served.
+    Held(Arc<Shard>),
+    /// Held here, its initial load still under way.
+    Loading(Arc<Shard>),
+    /// The partition exists but another replica holds it, or none does yet.
+    NotHeld,
+    /// The topic has no such partition.
+    Unknown,
+}
+
 impl TopicView {
+    fn read_slots(&self) -> std::sync::RwLockReadGuard<'_, Vec<Option<Arc<Shard>>>> {
+        self.slots.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_slots(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Option<Arc<Shard>>>> {
+        self.slots.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The shards of the partitions held here, by partition.
     pub fn shards(&self) -> Vec<Arc<Shard>> {
-        self.shards.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.read_slots().iter().flatten().cloned().collect()
     }
 
+    /// The shard of `partition`, when this replica holds it.
     pub fn shard(&self, partition: i32) -> Option<Arc<Shard>> {
-        usize::try_from(partition)
-            .ok()
-            .and_then(|p| self.shards.read().unwrap_or_else(|e| e.into_inner()).get(p).cloned())
+        usize::try_from(partition).ok().and_then(|p| self.read_slots().get(p).cloned().flatten())
     }
 
+    /// How many partitions the topic has, as far as this replica knows (held or not).
     pub fn partitions(&self) -> i32 {
-        self.shards.read().unwrap_or_else(|e| e.into_inner()).len() as i32
+        self.read_slots().len() as i32
+    }
+
+    /// Whether this replica holds `partition`, and whether it is loaded.
+    pub fn holding(&self, partition: i32) -> Holding {
+        let Ok(p) = usize::try_from(partition) else { return Holding::Unknown };
+        match self.read_slots().get(p) {
+            None => Holding::Unknown,
+            Some(None) => Holding::NotHeld,
+            Some(Some(shard)) if shard.is_loaded() => Holding::Held(shard.clone()),
+            Some(Some(shard)) => Holding::Loading(shard.clone()),
+        }
     }
 
     /// Adds the shard of the next partition (partitions are numbered densely from 0).
     pub fn add_shard(&self, shard: Arc<Shard>) {
-        let mut shards = self.shards.write().unwrap_or_else(|e| e.into_inner());
-        debug_assert_eq!(shards.len() as i32, shard.partition);
-        shards.push(shard);
-        drop(shards);
+        let mut slots = self.write_slots();
+        debug_assert_eq!(slots.len() as i32, shard.partition);
+        slots.push(Some(shard));
+        drop(slots);
         self.notify();
+    }
+
+    /// Knows that the topic has `count` partitions, not held here unless [`TopicView::hold`]
+    /// says so (sharding). Never shrinks: Kafka partitions are never removed.
+    pub fn extend_partitions(&self, count: i32) {
+        let mut slots = self.write_slots();
+        while (slots.len() as i32) < count {
+            slots.push(None);
+        }
+    }
+
+    /// Holds `shard`'s partition here from now on (sharding: the partition was assigned to this
+    /// replica), in place of whatever the slot had.
+    pub fn hold(&self, shard: Arc<Shard>) {
+        let Ok(p) = usize::try_from(shard.partition) else { return };
+        let mut slots = self.write_slots();
+        while slots.len() <= p {
+            slots.push(None);
+        }
+        if let Some(old) = slots[p].replace(shard) {
+            old.released.store(true, Ordering::Release);
+        }
+        drop(slots);
+        self.notify();
+    }
+
+    /// Stops holding `partition` here (sharding: it was revoked): its shard is dropped from the
+    /// view and marked released, and the subscriptions reading it are woken to end. Returns the
+    /// shard it held, if any.
+    pub fn release(&self, partition: i32) -> Option<Arc<Shard>> {
+        let p = usize::try_from(partition).ok()?;
+        let shard = self.write_slots().get_mut(p)?.take()?;
+        shard.released.store(true, Ordering::Release);
+        self.notify();
+        Some(shard)
     }
 
     /// Wakes the subscribers of this topic.
@@ -343,7 +502,10 @@ pub struct View {
     names: Vec<String>,
     ready: watch::Sender<bool>,
     /// Ingest has reached Kafka and knows every exposed partition.
-    assigned: std::sync::atomic::AtomicBool,
+    assigned: AtomicBool,
+    /// Sharding: this replica has not been given its share of the partitions yet, so having
+    /// loaded every shard it holds (none) does not make it ready.
+    awaiting_share: AtomicBool,
 }
 
 impl View {
@@ -356,13 +518,19 @@ impl View {
             .map(|name| {
                 let view = TopicView {
                     name: name.as_str().into(),
-                    shards: RwLock::new(Vec::new()),
+                    slots: RwLock::new(Vec::new()),
                     changed: watch::channel(0).0,
                 };
                 (name.clone(), Arc::new(view))
             })
             .collect();
-        Self { topics, names, ready: watch::channel(false).0, assigned: Default::default() }
+        Self {
+            topics,
+            names,
+            ready: watch::channel(false).0,
+            assigned: Default::default(),
+            awaiting_share: Default::default(),
+        }
     }
 
     /// Exposed topic names, sorted.
@@ -401,13 +569,13 @@ impl View {
 
     /// Marks that ingest has reached Kafka and added every exposed partition.
     pub fn set_assigned(&self) {
-        self.assigned.store(true, std::sync::atomic::Ordering::Release);
+        self.assigned.store(true, Ordering::Release);
     }
 
     /// UNAVAILABLE until ingest has reached Kafka: before that the view does not know the
     /// partitions, so positions can be neither checked nor served.
     pub fn check_assigned(&self) -> Result<(), Error> {
-        if self.assigned.load(std::sync::atomic::Ordering::Acquire) {
+        if self.assigned.load(Ordering::Acquire) {
             return Ok(());
         }
         Err(Error::kafka("the gateway has not reached Kafka yet (it keeps retrying; its log says why); retry shortly"))
@@ -419,6 +587,23 @@ impl View {
 
     pub fn set_ready(&self) {
         self.ready.send_replace(true);
+    }
+
+    /// Not serving any more (sharding: this replica was fenced out of its group).
+    pub fn set_not_ready(&self) {
+        self.ready.send_replace(false);
+    }
+
+    /// Sharding: whether the view waits for its first share of the partitions before it can be
+    /// ready (set when the replica joins its group, cleared once its first share is held).
+    pub fn await_share(&self, waiting: bool) {
+        self.awaiting_share.store(waiting, Ordering::Release);
+    }
+
+    /// Whether every shard held here has loaded and the replica is not waiting for its share:
+    /// the view can be declared ready.
+    pub fn caught_up(&self) -> bool {
+        !self.awaiting_share.load(Ordering::Acquire) && self.topics().all(|t| t.shards().iter().all(|s| s.is_loaded()))
     }
 
     pub fn ready_watch(&self) -> watch::Receiver<bool> {
@@ -513,7 +698,7 @@ mod tests {
         }
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = calls.clone();
-        let wire: WireEncoder = Arc::new(move |r: &Record| {
+        let wire: EncodeRecord = Arc::new(move |r: &Record| {
             counted.fetch_add(1, Ordering::Relaxed);
             Bytes::from(vec![r.offset as u8; 1000])
         });
@@ -548,6 +733,80 @@ mod tests {
         let start = shard.tail_start();
         assert!(shard.read_tail(start, 1000, usize::MAX, None, &mut out) == TailRead::Read { next: 100 });
         assert!(out.iter().map(|(r, _)| r.size()).sum::<usize>() <= 500);
+    }
+
+    #[test]
+    fn a_restored_shard_serves_its_image_and_resumes_after_it() {
+        let l = limits(100);
+        let source = Shard::new("t".into(), 0, 0, 0);
+        source.apply(rec(0, "a", Some("1")), &l);
+        source.apply(rec(1, "b", Some("22")), &l);
+        let image = source.image();
+        let restored = Shard::restored("t".into(), 0, image, 5);
+        assert_eq!((restored.next_offset(), restored.start(), restored.tail_start()), (2, 2, 2));
+        assert_eq!(restored.state_bytes(), source.state_bytes());
+        assert_eq!(restored.load_progress(), (false, 3, 0));
+        assert_eq!((restored.restored_at(), source.restored_at()), (Some(2), None));
+        restored.apply(rec(1, "a", Some("old")), &l);
+        restored.apply(rec(2, "a", None), &l);
+        let (map, at) = restored.snapshot();
+        assert_eq!((map.len(), at), (1, 3), "a record at or before the image is not applied again");
+    }
+
+    #[test]
+    fn changes_since_are_the_tail_records_or_the_whole_state() {
+        let shard = Shard::new("t".into(), 0, 0, 0);
+        let l = limits(3);
+        for o in 0..5 {
+            shard.apply(rec(o, "k", Some("v")), &l);
+        }
+        match shard.changes_since(3) {
+            ShardChanges::Records { records, next_offset, .. } => {
+                assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![3, 4]);
+                assert_eq!(next_offset, 5);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(shard.changes_since(5), ShardChanges::Records { ref records, .. } if records.is_empty()));
+        match shard.changes_since(1) {
+            ShardChanges::Whole(image) => assert_eq!((image.map.len(), image.next_offset), (1, 5)),
+            other => panic!("the tail starts at 2: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_sharded_topic_knows_partitions_it_does_not_hold_and_holds_releases_and_loads_them() {
+        let view = View::new(&["t".to_string()]);
+        let topic = view.topic("t").unwrap();
+        topic.extend_partitions(3);
+        assert_eq!((topic.partitions(), topic.shards().len()), (3, 0));
+        assert!(matches!(topic.holding(1), Holding::NotHeld));
+        assert!(matches!(topic.holding(3), Holding::Unknown) && matches!(topic.holding(-1), Holding::Unknown));
+        view.await_share(true);
+        assert!(!view.caught_up(), "no share yet: holding nothing is not being ready");
+        view.await_share(false);
+        assert!(view.caught_up());
+
+        let loading = Arc::new(Shard::new("t".into(), 1, 0, 2));
+        let mut watch = topic.watch();
+        topic.hold(loading.clone());
+        assert!(watch.has_changed().unwrap(), "subscribers are woken");
+        assert!(matches!(topic.holding(1), Holding::Loading(_)));
+        assert!(!view.caught_up(), "a held shard still loading");
+        assert_eq!(topic.shards().iter().map(|s| s.partition).collect::<Vec<_>>(), [1]);
+        loading.apply(rec(0, "a", Some("1")), &limits(10));
+        loading.apply(rec(1, "b", Some("1")), &limits(10));
+        assert!(matches!(topic.holding(1), Holding::Held(_)) && view.caught_up());
+        topic.hold(Arc::new(Shard::new("t".into(), 5, 0, 0)));
+        assert_eq!(topic.partitions(), 6, "holding a partition beyond the known ones extends the topic");
+
+        watch.borrow_and_update();
+        let released = topic.release(1).expect("held");
+        assert!(released.is_released() && watch.has_changed().unwrap());
+        assert!(matches!(topic.holding(1), Holding::NotHeld) && topic.shard(1).is_none());
+        assert!(topic.release(1).is_none(), "released once");
+        topic.extend_partitions(2);
+        assert_eq!(topic.partitions(), 6, "never shrinks");
     }
 
     #[test]

@@ -74,7 +74,13 @@ impl Taken<'_> {
             if message.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
                 // SAFETY: as above; librdkafka returns a static or message-owned C string.
                 let text = unsafe { CStr::from_ptr(rd::rd_kafka_message_errstr(m)) };
-                let out_of_range = message.err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE;
+                // With `auto.offset.reset=error`, an out-of-range position comes as
+                // `_AUTO_OFFSET_RESET` (the broker's error is only in the text).
+                let out_of_range = matches!(
+                    message.err,
+                    rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE
+                        | rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET
+                );
                 return Some(Err(ConsumeError { out_of_range, message: text.to_string_lossy().into_owned() }));
             }
             if message.rkt.is_null() {

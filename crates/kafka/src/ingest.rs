@@ -1,27 +1,32 @@
 //! The gateway's single Kafka consumer: it reads every partition of the exposed topics once and
-//! applies each record to its shard, however many clients there are.
+//! applies each record to its shard, however many clients there are. With sharding, it reads
+//! the partitions the group assigns this replica, and drops those it takes away.
 
 use std::{
-    sync::Arc,
+    collections::HashMap,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
-    message::{Headers, Message},
+    message::Message,
 };
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, Instrument};
 use tributary_core::{
     events,
-    source::Position,
-    view::{Shard, TopicView, View},
-    Error, Limits, Record,
+    source::{Partition, Watermarks},
+    view::{Shard, ShardImage, TopicView, View},
+    Error, Limits, PartitionOffset, Record,
 };
 
 use crate::{
     batch::ConsumerQueue,
-    log::{assignment, partition_count, positions, watermarks},
+    group::Change,
+    message::to_record,
+    metadata::{assignment, partition_count, positions, watermarks},
     settings::{consumer_config, ingest_tuning, kafka_error, KafkaConfig},
 };
 
@@ -45,7 +50,14 @@ pub struct Ingest {
     view: Arc<View>,
     limits: Limits,
     refresh: Duration,
+    /// Partitions read back from a checkpoint, resumed at their offsets when still continuable.
+    restored: Restored,
+    /// Sharding: what this replica's group membership gives and takes. `None`: every partition.
+    share: Option<mpsc::Receiver<Change>>,
 }
+
+/// Checkpointed partitions waiting for the start's assignment (which may take several attempts).
+type Restored = Arc<Mutex<HashMap<Partition, ShardImage>>>;
 
 /// First wait between attempts to reach Kafka at start; it doubles up to [`SETUP_BACKOFF_MAX`].
 const SETUP_BACKOFF: Duration = Duration::from_millis(200);
@@ -57,7 +69,33 @@ impl Ingest {
     pub fn new(kafka: &KafkaConfig, limits: &Limits, view: Arc<View>) -> Result<Self, Error> {
         let consumer: Arc<BaseConsumer> =
             Arc::new(consumer_config(kafka, "ingest", &ingest_tuning()).create().map_err(kafka_error)?);
-        Ok(Self { consumer, view, limits: limits.clone(), refresh: Duration::from_millis(kafka.metadata_refresh_ms) })
+        Ok(Self {
+            consumer,
+            view,
+            limits: limits.clone(),
+            refresh: Duration::from_millis(kafka.metadata_refresh_ms),
+            restored: Restored::default(),
+            share: None,
+        })
+    }
+
+    /// Holds only the partitions this replica's sharding membership assigns it (`changes`, from
+    /// [`Membership::join`](crate::group::Membership::join)): each one assigned is loaded (from
+    /// its checkpoint where Kafka can continue it, else from its earliest offset), each one
+    /// revoked is dropped and the subscriptions reading it end. The view is ready once the first
+    /// share has loaded.
+    pub fn sharded(mut self, changes: mpsc::Receiver<Change>) -> Self {
+        self.share = Some(changes);
+        self
+    }
+
+    /// Starts the partitions in `images` (read from a checkpoint) from their state and offset
+    /// instead of from the start, each one whose offset Kafka can still continue from (at or above
+    /// the log start, at or below the end); every other is discarded loudly
+    /// (`checkpoint_discarded`) and loaded from Kafka.
+    pub fn resume_from(self, images: HashMap<Partition, ShardImage>) -> Self {
+        *self.restored.lock().unwrap_or_else(|e| e.into_inner()) = images;
+        self
     }
 
     /// Applies records until `shutdown` is cancelled; also moves positions past transaction
@@ -69,17 +107,24 @@ impl Ingest {
     /// thread of its own (a blocking task), like a raw consumer: a tight `poll` loop with no async
     /// wake-up per message; new partitions are looked for beside it.
     pub async fn run(self, shutdown: CancellationToken) {
-        let Self { consumer, view, limits, refresh } = self;
-        if !assign_at_start(&consumer, &view, &shutdown).await {
+        let Self { consumer, view, limits, refresh, restored, share } = self;
+        view.await_share(share.is_some());
+        if !assign_at_start(&consumer, &view, &restored, share.is_some(), &shutdown).await {
             return;
         }
         // The poll loop is a thread: it must also stop when this future is dropped without a
         // shutdown (a runtime shutting down waits for its blocking threads).
         let shutdown = shutdown.child_token();
         let _stop_on_drop = shutdown.clone().drop_guard();
-        let refresher = tokio::spawn(
-            refresh_partitions(consumer.clone(), view.clone(), refresh, shutdown.clone()).in_current_span(),
-        );
+        let refresher = match share {
+            None => tokio::spawn(
+                refresh_partitions(consumer.clone(), view.clone(), refresh, shutdown.clone()).in_current_span(),
+            ),
+            Some(changes) => {
+                let share = Share { consumer: consumer.clone(), view: view.clone(), restored };
+                tokio::spawn(share.follow(changes, refresh, shutdown.clone()).in_current_span())
+            }
+        };
         let span = tracing::Span::current();
         let polling =
             tokio::task::spawn_blocking(move || span.in_scope(|| poll_loop(&consumer, &view, &limits, &shutdown)));
@@ -92,13 +137,23 @@ impl Ingest {
 }
 
 /// Assigns every exposed partition, retrying with backoff until it works; false on shutdown.
-async fn assign_at_start(consumer: &Arc<BaseConsumer>, view: &Arc<View>, shutdown: &CancellationToken) -> bool {
+/// `sharded`: only learns how many partitions each exposed topic has; the membership assigns.
+async fn assign_at_start(
+    consumer: &Arc<BaseConsumer>,
+    view: &Arc<View>,
+    restored: &Restored,
+    sharded: bool,
+    shutdown: &CancellationToken,
+) -> bool {
     let mut backoff = SETUP_BACKOFF;
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        let (c, v) = (consumer.clone(), view.clone());
-        let setup = tokio::task::spawn_blocking(move || add_new_partitions(&*c, &v, true));
+        let (c, v, r) = (consumer.clone(), view.clone(), restored.clone());
+        let setup = tokio::task::spawn_blocking(move || match sharded {
+            true => know_partitions(&*c, &v, true),
+            false => add_partitions(&*c, &v, Some(&mut r.lock().unwrap_or_else(|e| e.into_inner()))),
+        });
         let result = tokio::select! {
             r = setup => r.map_err(|e| Error::Internal(e.to_string())).and_then(|r| r),
             _ = shutdown.cancelled() => return false,
@@ -106,7 +161,14 @@ async fn assign_at_start(consumer: &Arc<BaseConsumer>, view: &Arc<View>, shutdow
         match result {
             Ok(_) => {
                 view.set_assigned();
-                info!(topics = ?view.topic_names(), attempt, "ingest assigned every partition of the exposed topics");
+                match sharded {
+                    true => {
+                        info!(topics = ?view.topic_names(), attempt, "ingest found the exposed topics; it loads the partitions the sharding group assigns this replica")
+                    }
+                    false => {
+                        info!(topics = ?view.topic_names(), attempt, "ingest assigned every partition of the exposed topics")
+                    }
+                }
                 return true;
             }
             Err(e) => {
@@ -184,7 +246,17 @@ fn poll_loop(consumer: &BaseConsumer, view: &View, limits: &Limits, shutdown: &C
                 continue;
             }
             next_sync = Instant::now() + SYNC_INTERVAL;
-            if work.send(Work::Sync(positions(consumer))).is_err() {
+            // Each position goes with the shard it was read for: a partition revoked and assigned
+            // again before the apply thread gets to it has a new shard, starting over.
+            let synced = positions(consumer)
+                .into_iter()
+                .filter_map(|p| {
+                    let topic = view.topic(&p.topic).ok()?;
+                    let shard = topic.shard(p.partition)?;
+                    Some((topic, shard, p.offset))
+                })
+                .collect();
+            if work.send(Work::Sync(synced)).is_err() {
                 break;
             }
         }
@@ -203,7 +275,7 @@ enum Work {
     Apply(Batch),
     /// The consumer's positions once every record sent before is applied: shards move past
     /// transaction markers no record stands for.
-    Sync(Vec<Position>),
+    Sync(Vec<(Arc<TopicView>, Arc<Shard>, i64)>),
 }
 
 /// Applies the poll thread's work in order until it hangs up; declares the view ready once every
@@ -221,18 +293,13 @@ fn apply_loop(todo: std::sync::mpsc::Receiver<Work>, view: &View, limits: &Limit
             }
             Work::Sync(positions) => positions,
         };
-        for (topic, partition, position) in positions {
-            if let Ok(t) = view.topic(&topic) {
-                if let Some(shard) = t.shard(partition) {
-                    if shard.advance_to(position) {
-                        t.notify();
-                    }
-                }
+        for (topic, shard, offset) in positions {
+            if shard.advance_to(offset) {
+                topic.notify();
             }
         }
         if !view.is_ready() {
-            let caught_up = view.topics().all(|t| t.shards().iter().all(|s| s.load_progress().0));
-            if caught_up {
+            if view.caught_up() {
                 view.set_ready();
                 info!(records = applied, elapsed = ?started.elapsed(), "view caught up with Kafka; serving snapshots");
             } else if last_log.0.elapsed() >= LOG_INTERVAL {
@@ -267,54 +334,323 @@ async fn refresh_partitions(
     }
 }
 
+/// Sharding: learns how many partitions each exposed topic has, holding none of them (the
+/// membership assigns them). At start a missing topic is an error; later it is looked for again.
+/// Blocking: metadata requests.
+fn know_partitions<C: Consumer>(consumer: &C, view: &View, at_start: bool) -> Result<usize, Error> {
+    for topic in view.topics() {
+        match partition_count(consumer, &topic.name)? {
+            Some(count) => topic.extend_partitions(count),
+            None if at_start => return Err(missing_topic(&topic.name)),
+            None => {}
+        }
+    }
+    Ok(0)
+}
+
+fn missing_topic(topic: &str) -> Error {
+    Error::kafka(format!("exposed topic '{topic}' does not exist in Kafka; create it or remove it from kafka.topics"))
+}
+
+/// Sharding: what ingest holds follows what the group assigns this replica.
+struct Share {
+    consumer: Arc<BaseConsumer>,
+    view: Arc<View>,
+    restored: Restored,
+}
+
+impl Share {
+    /// Applies the membership's changes until shutdown or the membership ends; every `refresh`
+    /// it also learns of partitions added to the exposed topics (so a call on one is told who
+    /// holds it rather than that it does not exist).
+    async fn follow(self, mut changes: mpsc::Receiver<Change>, refresh: Duration, shutdown: CancellationToken) {
+        let mut next_refresh = tokio::time::Instant::now() + refresh;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(next_refresh) => {
+                    next_refresh = tokio::time::Instant::now() + refresh;
+                    let (consumer, view) = (self.consumer.clone(), self.view.clone());
+                    let known = tokio::task::spawn_blocking(move || know_partitions(&*consumer, &view, false)).await;
+                    if let Some(error) = failure(known) {
+                        events::emit(&events::KafkaPartitionsRefreshError { error });
+                    }
+                }
+                change = changes.recv() => match change {
+                    None => return,
+                    Some(Change::Assigned(partitions)) => {
+                        if !self.hold(partitions, &mut changes, &shutdown).await {
+                            return;
+                        }
+                    }
+                    Some(Change::Revoked { partitions, lost }) => self.release(&partitions, lost).await,
+                    Some(Change::Error { message, fatal: false }) => {
+                        events::emit(&events::ShardingError { error: message })
+                    }
+                    Some(Change::Error { message, fatal: true }) => {
+                        events::emit(&events::ShardingMembershipEnded { error: message });
+                        let held: Vec<Partition> =
+                            self.view.topics().flat_map(|t| t.shards()).map(|s| (s.topic.clone(), s.partition)).collect();
+                        self.release(&held, true).await;
+                        // Holding nothing must not make it ready again.
+                        self.view.await_share(true);
+                        self.view.set_not_ready();
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Loads `partitions`, retrying with backoff while Kafka does not answer. A revocation that
+    /// arrives meanwhile is applied first (what it takes is not loaded); false on shutdown or
+    /// when the membership ended.
+    async fn hold(
+        &self,
+        mut partitions: Vec<Partition>,
+        changes: &mut mpsc::Receiver<Change>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let mut backoff = SETUP_BACKOFF;
+        loop {
+            let (consumer, view, restored, ps) =
+                (self.consumer.clone(), self.view.clone(), self.restored.clone(), partitions.clone());
+            let held = tokio::task::spawn_blocking(move || {
+                hold_partitions(&*consumer, &view, &ps, &mut restored.lock().unwrap_or_else(|e| e.into_inner()))
+            })
+            .await;
+            let Some(error) = failure(held) else {
+                self.view.await_share(false);
+                return true;
+            };
+            let listed = partitions.iter().map(|(t, p)| format!("{t}/{p}")).collect::<Vec<_>>().join(", ");
+            events::emit(&events::ShardingHoldRetry { error, partitions: listed });
+            let until = tokio::time::Instant::now() + backoff;
+            backoff = (backoff * 2).min(SETUP_BACKOFF_MAX);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep_until(until) => break,
+                    change = changes.recv() => match change {
+                        None => return false,
+                        Some(Change::Assigned(more)) => partitions.extend(more),
+                        Some(Change::Revoked { partitions: taken, lost }) => {
+                            partitions.retain(|p| !taken.contains(p));
+                            self.release(&taken, lost).await;
+                        }
+                        Some(Change::Error { message, .. }) => events::emit(&events::ShardingError { error: message }),
+                    },
+                }
+            }
+            if partitions.is_empty() {
+                return true;
+            }
+        }
+    }
+
+    /// Drops `partitions`' shards (their subscriptions end) and stops reading them.
+    async fn release(&self, partitions: &[Partition], lost: bool) {
+        let (consumer, view, ps) = (self.consumer.clone(), self.view.clone(), partitions.to_vec());
+        let released = tokio::task::spawn_blocking(move || release_partitions(&*consumer, &view, &ps)).await;
+        if let Some(error) = failure(released) {
+            events::emit(&events::ShardingError { error });
+        }
+        let listed: Vec<String> = partitions.iter().map(|(t, p)| format!("{t}/{p}")).collect();
+        info!(partitions = ?listed, lost, "partitions revoked from this replica; their subscriptions end");
+    }
+}
+
+/// The error of a blocking task that failed or did not finish.
+fn failure<T>(outcome: Result<Result<T, Error>, tokio::task::JoinError>) -> Option<String> {
+    match outcome {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+/// Sharding: holds `partitions` (assigned to this replica): a shard for each, from its checkpoint
+/// in `images` where Kafka can continue it, else from its earliest offset, loading up to the end
+/// offsets seen now; then assigns them to the consumer (after the shards: the poll loop drops
+/// records of partitions it has no shard for). The offsets are asked for before the view changes;
+/// when the assignment fails, a retry holds fresh shards in their place. Blocking: watermark
+/// requests.
+fn hold_partitions<C: Consumer>(
+    consumer: &C,
+    view: &View,
+    partitions: &[Partition],
+    images: &mut HashMap<Partition, ShardImage>,
+) -> Result<usize, Error> {
+    let partitions: Vec<Partition> = partitions.iter().filter(|(t, _)| view.topic(t).is_ok()).cloned().collect();
+    if partitions.is_empty() {
+        return Ok(0);
+    }
+    let marks = watermarks(consumer, &partitions)?;
+    let mut added = Vec::with_capacity(partitions.len());
+    let (mut resumed, mut records) = (0usize, 0usize);
+    for ((topic, partition), marks) in partitions.iter().zip(marks) {
+        let view_topic = view.topic(topic)?;
+        let shard = shard_at_start(topic, *partition, &marks, images.remove(&(topic.clone(), *partition)));
+        if let Some(at) = shard.restored_at() {
+            resumed += 1;
+            records += shard.keys();
+            added.push(PartitionOffset::new(&**topic, *partition, at));
+        } else {
+            added.push(PartitionOffset::new(&**topic, *partition, shard.start()));
+        }
+        // The shard first: the poll loop drops records of partitions it has no shard for.
+        view_topic.hold(Arc::new(shard));
+    }
+    consumer.incremental_assign(&assignment(&added)?).map_err(kafka_error)?;
+    if resumed > 0 {
+        info!(partitions = resumed, keys = records, "resumed from the checkpoint");
+    }
+    let listed: Vec<String> = added.iter().map(|p| format!("{}/{}@{}", p.topic, p.partition, p.offset)).collect();
+    info!(partitions = ?listed, "partitions assigned to this replica; loading them");
+    Ok(added.len())
+}
+
+/// Sharding: stops holding `partitions` here and unassigns those the consumer reads.
+fn release_partitions<C: Consumer>(consumer: &C, view: &View, partitions: &[Partition]) -> Result<(), Error> {
+    let mut released = Vec::new();
+    for (topic, partition) in partitions {
+        if let Some(shard) = view.topic(topic).ok().and_then(|t| t.release(*partition)) {
+            released.push(shard.at(0));
+        }
+    }
+    if released.is_empty() {
+        return Ok(());
+    }
+    crate::memory::give_back();
+    consumer.incremental_unassign(&assignment(&released)?).map_err(kafka_error)
+}
+
+/// The shard of a partition ingest starts now, loading up to `marks.latest`: from `image` (its
+/// checkpoint) when Kafka can continue it (else the checkpoint is reported and discarded), else
+/// from its earliest offset.
+fn shard_at_start(topic: &Arc<str>, partition: i32, marks: &Watermarks, image: Option<ShardImage>) -> Shard {
+    match image.map(|image| (continuable(image.next_offset, marks), image)) {
+        Some((Ok(()), image)) => Shard::restored(topic.clone(), partition, image, marks.latest),
+        Some((Err(reason), image)) => {
+            discarded(topic, partition, image.next_offset, reason);
+            Shard::new(topic.clone(), partition, marks.earliest, marks.latest)
+        }
+        None => Shard::new(topic.clone(), partition, marks.earliest, marks.latest),
+    }
+}
+
 /// Adds a shard for every partition not yet in the view and assigns it to the consumer at its
 /// earliest retained offset.
 /// Every request is made before the view changes, so a failure leaves the view as it was and the
 /// next attempt starts over. Blocking: metadata and watermark requests.
 fn add_new_partitions<C: Consumer>(consumer: &C, view: &View, at_start: bool) -> Result<usize, Error> {
+    let mut none = HashMap::new();
+    add_partitions(consumer, view, at_start.then_some(&mut none))
+}
+
+/// [`add_new_partitions`]; `at_start` holds the checkpointed partitions: each one that can be
+/// continued starts from its image at its offset (and is taken out), the others are reported and
+/// loaded from Kafka. Once the start succeeded, it is empty.
+fn add_partitions<C: Consumer>(
+    consumer: &C,
+    view: &View,
+    mut at_start: Option<&mut HashMap<Partition, ShardImage>>,
+) -> Result<usize, Error> {
+    let start = at_start.is_some();
     let mut found = Vec::new();
     for topic in view.topics() {
         let Some(count) = partition_count(consumer, &topic.name)? else {
-            if at_start {
-                return Err(Error::kafka(format!(
-                    "exposed topic '{}' does not exist in Kafka; create it or remove it from kafka.topics",
-                    topic.name
-                )));
+            if start {
+                return Err(missing_topic(&topic.name));
             }
             continue;
         };
         found.extend((topic.partitions()..count).map(|partition| (topic.clone(), partition)));
     }
     if found.is_empty() {
+        discard_the_rest(at_start.as_deref_mut());
         return Ok(0);
     }
     let partitions: Vec<_> = found.iter().map(|(t, p)| (t.name.clone(), *p)).collect();
     let found: Vec<_> =
         found.into_iter().zip(watermarks(consumer, &partitions)?).map(|((t, p), marks)| (t, p, marks)).collect();
-    let added: Vec<_> = found.iter().map(|(t, p, marks)| (t.name.clone(), *p, marks.earliest)).collect();
+    // Where each partition starts: its checkpoint's offset when it can be continued, else its
+    // earliest. Decided before anything changes; reported once the start has succeeded.
+    let resumable = |topic: &Arc<TopicView>, partition: i32, marks: &Watermarks| {
+        let image = at_start.as_deref()?.get(&(topic.name.clone(), partition))?;
+        continuable(image.next_offset, marks).is_ok().then_some(image.next_offset)
+    };
+    let added: Vec<_> = found
+        .iter()
+        .map(|(t, p, marks)| PartitionOffset::new(&*t.name, *p, resumable(t, *p, marks).unwrap_or(marks.earliest)))
+        .collect();
     let assign = || consumer.incremental_assign(&assignment(&added)?).map_err(kafka_error);
     // At start nothing polls yet: assign first, so a failure leaves no shard behind for the next
     // attempt to skip. While running, the shards come first: the poll loop drops records of
     // partitions it has no shard for.
-    if at_start {
+    if start {
         assign()?;
     }
+    let (mut resumed, mut records) = (0usize, 0usize);
     for (topic, partition, marks) in found {
-        // A partition added while running is caught up from the start: its target is its start.
-        let target = if at_start { marks.latest } else { marks.earliest };
-        topic.add_shard(Arc::new(Shard::new(topic.name.clone(), partition, marks.earliest, target)));
+        let shard = match at_start.as_deref_mut() {
+            Some(images) => {
+                let shard =
+                    shard_at_start(&topic.name, partition, &marks, images.remove(&(topic.name.clone(), partition)));
+                if shard.restored_at().is_some() {
+                    resumed += 1;
+                    records += shard.keys();
+                }
+                shard
+            }
+            // A partition added while running is caught up from the start: its target is its start.
+            None => Shard::new(topic.name.clone(), partition, marks.earliest, marks.earliest),
+        };
+        topic.add_shard(Arc::new(shard));
     }
-    if !at_start {
+    discard_the_rest(at_start);
+    if resumed > 0 {
+        info!(partitions = resumed, keys = records, "resumed from the checkpoint");
+    }
+    if !start {
         assign()?;
-        info!(partitions = ?added.iter().map(|(t, p, _)| format!("{t}/{p}")).collect::<Vec<_>>(), "new partitions picked up");
+        info!(partitions = ?added.iter().map(|p| format!("{}/{}", p.topic, p.partition)).collect::<Vec<_>>(), "new partitions picked up");
     }
     Ok(added.len())
+}
+
+/// Whether ingest can continue a partition from a checkpoint at `offset`: Kafka still has every
+/// record after it (retention has not passed it) and has not fewer records than it (the topic was
+/// not recreated or truncated below it). A topic recreated and refilled past the offset is not
+/// detected: rdkafka does not expose topic ids.
+fn continuable(offset: i64, marks: &Watermarks) -> Result<(), String> {
+    if offset < marks.earliest {
+        return Err(format!(
+            "its offset is below the log start ({}): Kafka no longer has the records after it",
+            marks.earliest
+        ));
+    }
+    if offset > marks.latest {
+        return Err(format!("its offset is past the end ({}): the topic was recreated or truncated", marks.latest));
+    }
+    Ok(())
+}
+
+fn discarded(topic: &str, partition: i32, offset: i64, reason: String) {
+    events::emit(&events::CheckpointDiscarded { partition: format!("{topic}/{partition}"), offset, reason });
+}
+
+/// Reports the checkpointed partitions that no longer exist in Kafka (once the start succeeded).
+fn discard_the_rest(images: Option<&mut HashMap<Partition, ShardImage>>) {
+    for ((topic, partition), image) in images.into_iter().flat_map(|images| images.drain()) {
+        discarded(&topic, partition, image.next_offset, "the partition no longer exists in Kafka".into());
+    }
 }
 
 /// The ingest counters of each partition (records, bytes), registered once: building the labels
 /// per batch allocated on the apply thread's hot path.
 #[derive(Default)]
-struct Counters(std::collections::HashMap<(Arc<str>, i32), (metrics::Counter, metrics::Counter)>);
+struct Counters(std::collections::HashMap<Partition, (metrics::Counter, metrics::Counter)>);
 
 impl Counters {
     fn of(&mut self, topic: &Arc<str>, partition: i32) -> &(metrics::Counter, metrics::Counter) {
@@ -370,12 +706,126 @@ impl Batch {
     }
 }
 
-/// Copies a Kafka message into the gateway's record: key, value and header values in one buffer.
-pub(crate) fn to_record<M: Message>(m: &M, topic: Arc<str>) -> Record {
-    // Once per record: librdkafka parses the headers (and allocates) on every call while a record
-    // has none, which every Kafka v2 record without headers is.
-    let headers: Vec<(&str, Option<&[u8]>)> =
-        m.headers().map(|hs| hs.iter().map(|h| (h.key, h.value)).collect()).unwrap_or_default();
-    let timestamp_ms = m.timestamp().to_millis().unwrap_or(-1);
-    Record::new(topic, m.partition(), m.offset(), timestamp_ms, m.key(), m.payload(), &headers)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{metadata::offsets_of, testing};
+
+    fn consumer() -> BaseConsumer {
+        consumer_config(&testing::config(), "ingest", &ingest_tuning()).create().unwrap()
+    }
+
+    #[test]
+    fn at_start_a_missing_exposed_topic_is_an_error_naming_it() {
+        let missing = testing::unique("missing");
+        let view = View::new(std::slice::from_ref(&missing));
+        let err = add_new_partitions(&consumer(), &view, true).unwrap_err();
+        assert!(err.to_string().contains(&format!("exposed topic '{missing}' does not exist")), "{err}");
+        assert_eq!(view.topic(&missing).unwrap().partitions(), 0, "a failed attempt leaves the view as it was");
+        // While running, a topic that went missing is looked for again later.
+        assert_eq!(add_new_partitions(&consumer(), &view, false).unwrap(), 0);
+    }
+
+    #[test]
+    fn every_partition_is_assigned_at_its_earliest_offset_and_loaded_up_to_its_latest() {
+        let topic = testing::topic("ingest", 3);
+        testing::write_n(&topic, 0, 5);
+        testing::write_n(&topic, 1, 8);
+        testing::delete_below(&topic, 1, 3);
+        let (view, consumer) = (View::new(std::slice::from_ref(&topic)), consumer());
+        assert_eq!(add_new_partitions(&consumer, &view, true).unwrap(), 3);
+        let shards = view.topic(&topic).unwrap().shards();
+        let loads: Vec<_> = shards.iter().map(|s| (s.partition, s.start(), s.load_progress())).collect();
+        assert_eq!(loads, vec![(0, 0, (false, 5, 0)), (1, 3, (false, 5, 0)), (2, 0, (true, 0, 0))]);
+        let assigned = offsets_of(&consumer.assignment().unwrap());
+        let expected: Vec<_> = [(0, 0), (1, 3), (2, 0)].map(|(p, o)| PartitionOffset::new(&topic, p, o)).to_vec();
+        assert_eq!(assigned, expected);
+        assert_eq!(add_new_partitions(&consumer, &view, false).unwrap(), 0, "nothing new");
+    }
+
+    #[test]
+    fn sharded_ingest_holds_the_partitions_it_is_given_and_drops_those_taken() {
+        let topic = testing::topic("share", 3);
+        testing::write_n(&topic, 0, 4);
+        testing::write_n(&topic, 2, 6);
+        let name: Arc<str> = topic.as_str().into();
+        let (view, consumer) = (View::new(std::slice::from_ref(&topic)), consumer());
+        assert_eq!(know_partitions(&consumer, &view, true).unwrap(), 0);
+        let t = view.topic(&topic).unwrap();
+        assert_eq!((t.partitions(), t.shards().len()), (3, 0), "known, none held");
+        let image = ShardImage {
+            map: [tributary_core::view::Keyed(Record::new(
+                name.clone(),
+                2,
+                1,
+                0,
+                Some(b"k".as_slice()),
+                Some(b"v".as_slice()),
+                &[],
+            ))]
+            .into_iter()
+            .collect(),
+            next_offset: 2,
+            last_timestamp_ms: 0,
+        };
+        let mut images: HashMap<Partition, ShardImage> = [((name.clone(), 2), image)].into();
+        let given = [(name.clone(), 0), (name.clone(), 2)];
+        assert_eq!(hold_partitions(&consumer, &view, &given, &mut images).unwrap(), 2);
+        assert!(images.is_empty(), "the checkpoint of a partition held is used");
+        let loads: Vec<_> =
+            t.shards().iter().map(|s| (s.partition, s.start(), s.restored_at(), s.load_progress())).collect();
+        assert_eq!(loads, vec![(0, 0, None, (false, 4, 0)), (2, 2, Some(2), (false, 4, 0))], "loaded up to the end");
+        assert!(t.shard(1).is_none());
+        let assigned = offsets_of(&consumer.assignment().unwrap());
+        assert_eq!(assigned, vec![PartitionOffset::new(&topic, 0, 0), PartitionOffset::new(&topic, 2, 2)]);
+
+        let held = t.shard(0).unwrap();
+        release_partitions(&consumer, &view, &[(name.clone(), 0), (name.clone(), 1)]).unwrap();
+        assert!(held.is_released() && t.shard(0).is_none());
+        assert_eq!(offsets_of(&consumer.assignment().unwrap()), vec![PartitionOffset::new(&topic, 2, 2)]);
+        assert_eq!(t.partitions(), 3, "a partition taken is still known");
+    }
+
+    #[test]
+    fn a_checkpointed_partition_resumes_at_its_offset_only_where_kafka_can_continue_it() {
+        let topic = testing::topic("resume", 3);
+        testing::write_n(&topic, 0, 5);
+        testing::write_n(&topic, 1, 8);
+        testing::delete_below(&topic, 1, 3);
+        testing::write_n(&topic, 2, 2);
+        let name: Arc<str> = topic.as_str().into();
+        let image = |next_offset: i64, keys: &[&str]| {
+            let map = keys
+                .iter()
+                .map(|k| {
+                    let record = Record::new(name.clone(), 0, 0, 0, Some(k.as_bytes()), Some(b"v"), &[]);
+                    tributary_core::view::Keyed(record)
+                })
+                .collect();
+            ShardImage { map, next_offset, last_timestamp_ms: 0 }
+        };
+        let mut images: HashMap<Partition, ShardImage> = [
+            ((name.clone(), 0), image(3, &["a", "b"])),
+            ((name.clone(), 1), image(1, &["c"])),
+            ((name.clone(), 2), image(9, &["d"])),
+            ((name.clone(), 7), image(1, &["e"])),
+        ]
+        .into();
+        let (view, consumer) = (View::new(std::slice::from_ref(&topic)), consumer());
+        assert_eq!(add_partitions(&consumer, &view, Some(&mut images)).unwrap(), 3);
+        assert!(images.is_empty(), "every checkpointed partition was used or discarded");
+        let shards = view.topic(&topic).unwrap().shards();
+        let loads: Vec<_> = shards.iter().map(|s| (s.restored_at(), s.start(), s.keys(), s.load_progress())).collect();
+        assert_eq!(
+            loads,
+            vec![
+                (Some(3), 3, 2, (false, 2, 0)),
+                (None, 3, 0, (false, 5, 0)), // below the log start
+                (None, 0, 0, (false, 2, 0)), // past the end
+            ]
+        );
+        let assigned = offsets_of(&consumer.assignment().unwrap());
+        let expected: Vec<_> = [(0, 3), (1, 3), (2, 0)].map(|(p, o)| PartitionOffset::new(&topic, p, o)).to_vec();
+        assert_eq!(assigned, expected);
+    }
 }

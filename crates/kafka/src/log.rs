@@ -13,21 +13,19 @@ use rdkafka::{
     error::{KafkaError, KafkaResult},
     message::{BorrowedMessage, Message},
     types::RDKafkaErrorCode,
-    Offset, TopicPartitionList,
 };
 use tributary_core::{
-    source::{take_reads, CatchUpReader, Log, Partition, Position, Read, Watermarks},
-    Error,
+    source::{take_reads, CatchUpReader, Log, Partition, Read, Watermarks},
+    Error, PartitionOffset,
 };
 
 use crate::{
     batch::ConsumerQueue,
-    ingest::to_record,
+    message::record_of,
+    metadata::{assignment, positions, watermarks},
     settings::{catchup_tuning, consumer_config, kafka_error, metadata_tuning, KafkaConfig},
 };
 
-/// Timeout of one metadata or watermark request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most messages a catch-up reader takes from librdkafka at once (held as reads until taken).
 const CATCHUP_BATCH: usize = 256;
 
@@ -70,7 +68,11 @@ impl Reader {
     fn read(&self, message: KafkaResult<BorrowedMessage<'_>>) -> Read {
         match message {
             Ok(m) => Read::Record(self.record(&m)),
-            Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange)) => Read::OutOfRange,
+            // With `auto.offset.reset=error` librdkafka reports a position it cannot fetch as
+            // "no offset to automatically reset to", not as the broker's out-of-range error.
+            Err(KafkaError::MessageConsumption(
+                RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset,
+            )) => Read::OutOfRange,
             Err(e) => Read::Error(e.to_string()),
         }
     }
@@ -100,26 +102,20 @@ impl Reader {
     }
 }
 
-/// A record of `m`, sharing the name of its topic when the reader knows it (no allocation).
-fn record_of<M: Message>(topics: &[Arc<str>], m: &M) -> tributary_core::Record {
-    let known = topics.iter().find(|t| ***t == *m.topic()).cloned();
-    to_record(m, known.unwrap_or_else(|| Arc::from(m.topic())))
-}
-
 impl CatchUpReader for Reader {
-    fn assign(&self, positions: &[Position]) -> Result<(), Error> {
+    fn assign(&self, positions: &[PartitionOffset]) -> Result<(), Error> {
         {
             let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
-            for (topic, _, _) in positions {
-                if !topics.contains(topic) {
-                    topics.push(topic.clone());
+            for p in positions {
+                if !topics.iter().any(|t| **t == *p.topic) {
+                    topics.push(Arc::from(p.topic.as_str()));
                 }
             }
         }
         self.consumer.incremental_assign(&assignment(positions)?).map_err(kafka_error)
     }
 
-    fn unassign(&self, positions: &[Position]) -> Result<(), Error> {
+    fn unassign(&self, positions: &[PartitionOffset]) -> Result<(), Error> {
         self.consumer.incremental_unassign(&assignment(positions)?).map_err(kafka_error)
     }
 
@@ -153,13 +149,13 @@ impl CatchUpReader for Reader {
 
     /// The consumer's positions, held back to the first record not handed out yet: a position
     /// must never pass a record the subscription has not taken.
-    fn positions(&self) -> Vec<Position> {
+    fn positions(&self) -> Vec<PartitionOffset> {
         let mut positions = positions(&self.consumer);
         for read in self.ready().iter() {
             let Read::Record(r) = read else { continue };
-            for (topic, partition, offset) in &mut positions {
-                if *partition == r.partition && **topic == *r.topic && r.offset < *offset {
-                    *offset = r.offset;
+            for p in &mut positions {
+                if p.partition == r.partition && *p.topic == *r.topic && r.offset < p.offset {
+                    p.offset = r.offset;
                 }
             }
         }
@@ -167,65 +163,136 @@ impl CatchUpReader for Reader {
     }
 }
 
-/// Number of partitions of `topic`, or `None` if Kafka does not know the topic.
-pub(crate) fn partition_count<C: Consumer>(client: &C, topic: &str) -> Result<Option<i32>, Error> {
-    let metadata = client.fetch_metadata(Some(topic), REQUEST_TIMEOUT).map_err(kafka_error)?;
-    let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else { return Ok(None) };
-    if t.error().is_some() || t.partitions().is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(t.partitions().len() as i32))
-}
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
 
-/// The earliest (`Offset::Beginning`) or latest (`Offset::End`: the high watermark, or the last
-/// stable offset under `read_committed`) offset of every partition, in one ListOffsets request per
-/// broker. Blocking.
-fn list_offsets<C: Consumer>(client: &C, partitions: &[Partition], which: Offset) -> Result<Vec<i64>, Error> {
-    let mut list = TopicPartitionList::new();
-    for (topic, partition) in partitions {
-        list.add_partition_offset(topic, *partition, which).map_err(kafka_error)?;
+    use tributary_core::Record;
+
+    use super::*;
+    use crate::testing;
+
+    const WAIT: Duration = Duration::from_secs(20);
+
+    fn reader(topic: &str, from: &[(i32, i64)]) -> Box<dyn CatchUpReader> {
+        let reader = Kafka::new(&testing::config()).unwrap().catch_up(64).unwrap();
+        let positions: Vec<_> = from.iter().map(|&(p, o)| PartitionOffset::new(topic, p, o)).collect();
+        reader.assign(&positions).unwrap();
+        reader
     }
-    let found = client.offsets_for_times(list, REQUEST_TIMEOUT).map_err(kafka_error)?;
-    partitions
-        .iter()
-        .map(|(topic, partition)| {
-            let missing = || Error::kafka(format!("Kafka returned no {which:?} offset for {topic}/{partition}"));
-            let element = found.find_partition(topic, *partition).ok_or_else(missing)?;
-            element.error().map_err(kafka_error)?;
-            match element.offset() {
-                Offset::Offset(offset) => Ok(offset),
-                _ => Err(missing()),
+
+    /// The next read that is not a transient error, awaited (rdkafka's message path).
+    async fn next(reader: &dyn CatchUpReader) -> Read {
+        loop {
+            match tokio::time::timeout(WAIT, reader.recv()).await.expect("a read in time") {
+                Read::Error(_) => continue,
+                read => return read,
             }
-        })
-        .collect()
-}
-
-/// Watermarks of `partitions`, in order: two requests for all of them (the earliest offsets, then
-/// the latest), where asking partition by partition took two round trips each. Blocking.
-pub(crate) fn watermarks<C: Consumer>(client: &C, partitions: &[Partition]) -> Result<Vec<Watermarks>, Error> {
-    let earliest = list_offsets(client, partitions, Offset::Beginning)?;
-    let latest = list_offsets(client, partitions, Offset::End)?;
-    Ok(earliest.into_iter().zip(latest).map(|(earliest, latest)| Watermarks { earliest, latest }).collect())
-}
-
-/// A partition list assigning each `(topic, partition)` at `offset`.
-pub(crate) fn assignment(positions: &[Position]) -> Result<TopicPartitionList, Error> {
-    let mut list = TopicPartitionList::new();
-    for (topic, partition, offset) in positions {
-        list.add_partition_offset(topic, *partition, Offset::Offset(*offset)).map_err(kafka_error)?;
+        }
     }
-    Ok(list)
-}
 
-/// The consumer's current position per partition (the next offset it will return), which moves
-/// past transaction markers that no record stands for.
-pub(crate) fn positions<C: Consumer>(consumer: &C) -> Vec<Position> {
-    let Ok(list) = consumer.position() else { return Vec::new() };
-    list.elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some((Arc::from(e.topic()), e.partition(), o)),
-            _ => None,
-        })
-        .collect()
+    /// Up to `n` reads, each batch at most `max` long, taken without waiting (librdkafka's batch
+    /// path, the one subscriptions take) as they become ready.
+    fn take(reader: &dyn CatchUpReader, n: usize, max: usize) -> Vec<Read> {
+        let (mut reads, started) = (Vec::new(), Instant::now());
+        while reads.len() < n && started.elapsed() < WAIT {
+            reader.try_recv_many(max.min(n - reads.len()), usize::MAX, &mut reads);
+            reads.retain(|r| !matches!(r, Read::Error(_)));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        reads
+    }
+
+    fn record(read: Read) -> Record {
+        match read {
+            Read::Record(r) => r,
+            other => panic!("a record, not {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_catch_up_reader_reads_each_partition_from_its_offset_in_order() {
+        let topic = testing::topic("catchup", 2);
+        testing::write_n(&topic, 0, 10);
+        testing::write_n(&topic, 1, 3);
+        let reader = reader(&topic, &[(0, 4)]);
+        let mut seen = Vec::new();
+        while seen.len() < 6 {
+            let r = record(next(&*reader).await);
+            seen.push((r.partition, r.offset, r.key().map(<[u8]>::to_vec)));
+        }
+        let expected: Vec<_> = (4..10).map(|o| (0, o, Some(format!("k{o}").into_bytes()))).collect();
+        assert_eq!(seen, expected);
+        assert_eq!(reader.positions(), vec![PartitionOffset::new(&topic, 0, 10)]);
+
+        // A partition added later reads from its own offset, through the batch path.
+        reader.assign(&[PartitionOffset::new(&topic, 1, 1)]).unwrap();
+        let offsets: Vec<_> = take(&*reader, 2, 8).into_iter().map(record).map(|r| (r.partition, r.offset)).collect();
+        assert_eq!(offsets, vec![(1, 1), (1, 2)]);
+    }
+
+    #[tokio::test]
+    async fn positions_never_pass_a_record_not_handed_out() {
+        let topic = testing::topic("held", 1);
+        testing::write_n(&topic, 0, 20);
+        let reader = reader(&topic, &[(0, 0)]);
+        let first = record(take(&*reader, 1, 1).pop().expect("a read"));
+        assert_eq!(first.offset, 0);
+        // However many records librdkafka handed over in that batch, only one was taken.
+        assert_eq!(reader.positions(), vec![PartitionOffset::new(&topic, 0, 1)]);
+    }
+
+    #[tokio::test]
+    async fn below_the_log_start_either_path_reads_out_of_range() {
+        let topic = testing::topic("gone", 1);
+        testing::write_n(&topic, 0, 10);
+        testing::delete_below(&topic, 0, 5);
+        assert!(matches!(next(&*reader(&topic, &[(0, 2)])).await, Read::OutOfRange));
+        let reads = take(&*reader(&topic, &[(0, 2)]), 1, 1);
+        assert!(matches!(reads.as_slice(), [Read::OutOfRange]), "{reads:?}");
+        // At the log start it reads on.
+        assert_eq!(record(next(&*reader(&topic, &[(0, 5)])).await).offset, 5);
+    }
+
+    #[tokio::test]
+    async fn either_path_keeps_null_apart_from_empty_and_the_create_time() {
+        let topic = testing::topic("nulls", 1);
+        let headers: &[(&str, Option<&[u8]>)] = &[("null", None), ("empty", Some(b"")), ("full", Some(b"x"))];
+        // Create times of this hour: records stamped long ago are deleted by the broker's
+        // retention check (every 10 s in the test broker) and would read as out of range.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let at = [now - 3_000, now - 2_000, now - 1_000];
+        testing::write(
+            &topic,
+            0,
+            &[
+                (None, Some(b"keyless"), &[], at[0]),
+                (Some(b""), None, headers, at[1]),
+                (Some(b"k"), Some(b""), headers, at[2]),
+            ],
+        );
+        let view = |r: Record| {
+            let headers: Vec<(String, Option<Vec<u8>>)> =
+                r.headers().map(|(k, v)| (k.to_string(), v.map(<[u8]>::to_vec))).collect();
+            (r.offset, r.timestamp_ms, r.key().map(<[u8]>::to_vec), r.value().map(<[u8]>::to_vec), headers)
+        };
+        let awaited = reader(&topic, &[(0, 0)]);
+        let mut one_by_one = Vec::new();
+        for _ in 0..3 {
+            one_by_one.push(view(record(next(&*awaited).await)));
+        }
+        let batched: Vec<_> = take(&*reader(&topic, &[(0, 0)]), 3, 3).into_iter().map(record).map(view).collect();
+        assert_eq!(one_by_one, batched);
+        let owned = |hs: &[(&str, Option<&[u8]>)]| -> Vec<(String, Option<Vec<u8>>)> {
+            hs.iter().map(|(k, v)| (k.to_string(), v.map(<[u8]>::to_vec))).collect()
+        };
+        assert_eq!(
+            batched,
+            vec![
+                (0, at[0], None, Some(b"keyless".to_vec()), vec![]),
+                (1, at[1], Some(vec![]), None, owned(headers)),
+                (2, at[2], Some(b"k".to_vec()), Some(vec![]), owned(headers)),
+            ]
+        );
+    }
 }

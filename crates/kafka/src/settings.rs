@@ -7,7 +7,7 @@ use rdkafka::{
     error::KafkaError,
 };
 use serde::{Deserialize, Serialize};
-use tributary_core::Error;
+use tributary_core::{limits::all_positive, Error};
 
 /// Kafka connection and the exposed topics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +39,23 @@ impl Default for KafkaConfig {
             properties: BTreeMap::new(),
             subscription_group_prefix: "tributary.subscription.".into(),
         }
+    }
+}
+
+impl KafkaConfig {
+    /// Checks what serde cannot: brokers and topics are named, the refresh period is positive.
+    /// An error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.bootstrap_servers.trim().is_empty() {
+            return Err("`kafka.bootstrap_servers` must name at least one broker".into());
+        }
+        if self.topics.is_empty() {
+            return Err("`kafka.topics` must list at least one topic to expose".into());
+        }
+        if let Some(t) = self.topics.iter().find(|t| t.trim().is_empty()) {
+            return Err(format!("`kafka.topics` contains an empty topic name {t:?}"));
+        }
+        all_positive(&[("kafka.metadata_refresh_ms", self.metadata_refresh_ms)])
     }
 }
 
@@ -109,4 +126,78 @@ pub(crate) fn metadata_tuning() -> Vec<(&'static str, String)> {
 /// A Kafka error as the core's error (UNAVAILABLE to clients).
 pub(crate) fn kafka_error(error: KafkaError) -> Error {
     Error::kafka(error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_with(properties: &[(&str, &str)]) -> KafkaConfig {
+        let properties = properties.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        KafkaConfig { bootstrap_servers: "k1:9092,k2:9092".into(), properties, ..KafkaConfig::default() }
+    }
+
+    #[test]
+    fn every_consumer_reads_committed_data_never_commits_and_never_clamps() {
+        let config = consumer_config(&config_with(&[]), "catchup", &[]);
+        for (key, value) in [
+            ("bootstrap.servers", "k1:9092,k2:9092"),
+            ("client.id", "tributary-catchup"),
+            ("group.id", "tributary-catchup"),
+            ("isolation.level", "read_committed"),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            // Rule 7: an out-of-range position is an error, not a silent jump to either end.
+            ("auto.offset.reset", "error"),
+            ("enable.partition.eof", "false"),
+        ] {
+            assert_eq!(config.get(key), Some(value), "{key}");
+        }
+    }
+
+    #[test]
+    fn tuning_overrides_the_shared_settings_and_properties_override_both() {
+        let tuning = [("fetch.wait.max.ms", "10".to_string()), ("enable.partition.eof", "true".to_string())];
+        let kafka = config_with(&[("fetch.wait.max.ms", "50"), ("security.protocol", "ssl")]);
+        let config = consumer_config(&kafka, "ingest", &tuning);
+        assert_eq!(config.get("enable.partition.eof"), Some("true"), "tuning after the shared settings");
+        assert_eq!(config.get("fetch.wait.max.ms"), Some("50"), "properties after the tuning");
+        assert_eq!(config.get("security.protocol"), Some("ssl"));
+        // Even the settings the contract rests on: the operator has the last word.
+        let clamping = consumer_config(&config_with(&[("auto.offset.reset", "earliest")]), "ingest", &[]);
+        assert_eq!(clamping.get("auto.offset.reset"), Some("earliest"));
+    }
+
+    #[test]
+    fn catch_up_prefetch_is_bounded_by_its_kbytes() {
+        let get = |kbytes: usize, key: &str| -> usize {
+            let tuning = catchup_tuning(kbytes);
+            tuning.iter().find(|(k, _)| *k == key).map(|(_, v)| v.parse().unwrap()).unwrap()
+        };
+        assert_eq!(get(64, "queued.max.messages.kbytes"), 64);
+        // A fetch may always bring 1 MiB, and one partition's share stays within 64 KiB..1 MiB.
+        assert_eq!(get(64, "fetch.max.bytes"), 1 << 20);
+        assert_eq!(get(64, "max.partition.fetch.bytes"), 64 << 10);
+        assert_eq!(get(16, "max.partition.fetch.bytes"), 64 << 10);
+        assert_eq!(get(4096, "fetch.max.bytes"), 4 << 20);
+        assert_eq!(get(4096, "max.partition.fetch.bytes"), 1 << 20);
+        assert_eq!(metadata_tuning(), catchup_tuning(64));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name_and_missing_ones_take_defaults() {
+        let err = serde_json::from_str::<KafkaConfig>(r#"{"bootstrap": "x:1"}"#).unwrap_err().to_string();
+        assert!(err.contains("unknown field `bootstrap`"), "{err}");
+        let config: KafkaConfig = serde_json::from_str(r#"{"topics": ["a"]}"#).unwrap();
+        assert_eq!(config, KafkaConfig { topics: vec!["a".into()], ..KafkaConfig::default() });
+        assert_eq!(config.subscription_group_prefix, "tributary.subscription.");
+    }
+
+    #[test]
+    fn a_property_librdkafka_rejects_fails_at_creation_naming_it() {
+        let kafka = config_with(&[("no.such.property", "1")]);
+        let err = crate::Kafka::new(&kafka).err().expect("librdkafka refuses an unknown property");
+        assert!(matches!(err, Error::Kafka { .. }), "{err:?}");
+        assert!(err.to_string().contains("no.such.property"), "{err}");
+    }
 }

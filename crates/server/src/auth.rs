@@ -1,6 +1,6 @@
 //! Who is calling, and what they may do.
 //!
-//! **Authentication** ([`Auth::admit`], run for every call by the connection layer): a call's identity
+//! **Authentication** ([`Auth::admit`], run for every call by the [`calls`](crate::calls) layer): a call's identity
 //! is the bearer token's (`authorization: Bearer <token>`, looked up by SHA-256 in
 //! `auth.tokens_file`) or else the verified client certificate's (mutual TLS). A token that is
 //! present but unknown or malformed is `UNAUTHENTICATED`, whatever the policy. With a policy, a
@@ -27,10 +27,11 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
-use tributary_core::{events, Error};
+use tributary_core::Error;
 
 use crate::{
     connections::ConnectionInfo,
+    events,
     tls::{file_stamp, FileStamp},
 };
 
@@ -162,7 +163,7 @@ struct Policy {
     grant: Vec<Grant>,
 }
 
-/// Who is calling: set by [`AuthLayer`] on every request.
+/// Who is calling: set by [`Auth::admit`] on every request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Caller {
     /// `None` for an anonymous caller.

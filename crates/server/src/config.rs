@@ -1,7 +1,9 @@
 //! Configuration: defaults, then a TOML file, then `TRIBUTARY__SECTION__KEY` environment
-//! variables, then command-line flags; validated once at start. Each section is defined by the
-//! crate it configures (`[kafka]` by tributary-kafka, `[limits]` by the core, `[translators]` by
-//! tributary-wasm); this module puts them together.
+//! variables, then command-line flags; validated once at start. Each section is defined, and
+//! validates itself, in the crate or module it configures (`[kafka]` in tributary-kafka,
+//! `[translators]` in tributary-wasm, `[limits]` in the core and [`connections`](crate::connections),
+//! `[tls]`, `[auth]`, `[metrics]`, `[tracing]`, `[sharding]` in their modules); this module puts them together
+//! and checks what involves several sections.
 
 use std::{net::SocketAddr, path::Path};
 
@@ -10,12 +12,15 @@ use figment::{
     Figment,
 };
 use serde::{Deserialize, Serialize};
+pub use tributary_checkpoint::CheckpointConfig;
 pub use tributary_core::Limits;
 pub use tributary_kafka::KafkaConfig;
 pub use tributary_wasm::TranslatorsConfig;
 
 pub use crate::{
     auth::AuthConfig,
+    connections::ConnectionLimits,
+    sharding::ShardingConfig,
     telemetry::MetricsConfig,
     tls::{ClientAuth, TlsConfig},
 };
@@ -28,8 +33,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where A's topics are and which of them are exposed.
     pub kafka: KafkaConfig,
-    /// Bounds on memory, message sizes and concurrency.
-    pub limits: Limits,
+    /// Bounds on memory, message sizes, concurrency and connections.
+    pub limits: LimitsConfig,
     /// B's WebAssembly translators: where they are stored and the limits they run under.
     pub translators: TranslatorsConfig,
     /// TLS and mutual TLS on the gRPC port.
@@ -40,6 +45,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Span export to an OpenTelemetry collector.
     pub tracing: crate::logs::TracingConfig,
+    /// The view checkpointed on local disk, so a restart resumes instead of reloading.
+    pub checkpoint: CheckpointConfig,
+    /// Partition sharding between the replicas of a fleet (off unless `group` is set).
+    pub sharding: ShardingConfig,
     /// Serve plain TCP on an address other than loopback. Without TLS anyone who reaches the
     /// port reads every exposed topic; the gateway refuses to do that unless this says it is
     /// intended (e.g. TLS ends at a proxy on the same host).
@@ -56,14 +65,100 @@ impl Default for Config {
         Self {
             listen: default_listen(),
             kafka: KafkaConfig::default(),
-            limits: Limits::default(),
+            limits: LimitsConfig::default(),
             translators: TranslatorsConfig::default(),
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
             metrics: MetricsConfig::default(),
             tracing: crate::logs::TracingConfig::default(),
+            checkpoint: CheckpointConfig::default(),
+            sharding: ShardingConfig::default(),
             allow_plaintext: false,
         }
+    }
+}
+
+/// The `[limits]` section: the core's bounds of the data path and the server's bounds of the gRPC
+/// port, side by side in one section whose keys are unchanged (`limits.max_streams`,
+/// `limits.max_connections`).
+///
+/// It is read through [`LimitsSection`], one flat struct with every key: serde's `flatten` would
+/// accept unknown keys silently (it cannot be combined with `deny_unknown_fields`) and would
+/// lose the key's name from a bad value's error.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "LimitsSection", into = "LimitsSection")]
+pub struct LimitsConfig {
+    pub core: Limits,
+    pub connections: ConnectionLimits,
+}
+
+impl LimitsConfig {
+    /// Every bound is positive (`ready_wait_ms` aside); an error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        self.core.validate()?;
+        self.connections.validate()
+    }
+}
+
+/// Declares [`LimitsSection`] with every field of [`Limits`] and [`ConnectionLimits`] listed
+/// once, and the conversions both ways. The struct literals name every field, so a bound added
+/// to either type fails to compile until it is listed here.
+macro_rules! limits_section {
+    (core { $($core:ident: $core_ty:ty,)* } connections { $($conn:ident: $conn_ty:ty,)* }) => {
+        /// The keys of `[limits]` as the file and the environment spell them, in the order
+        /// unknown-key errors list them. Each is documented on [`Limits`] or [`ConnectionLimits`].
+        #[derive(Serialize, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        struct LimitsSection {
+            $($core: $core_ty,)*
+            $($conn: $conn_ty,)*
+        }
+
+        impl From<LimitsConfig> for LimitsSection {
+            fn from(limits: LimitsConfig) -> Self {
+                Self { $($core: limits.core.$core,)* $($conn: limits.connections.$conn,)* }
+            }
+        }
+
+        impl From<LimitsSection> for LimitsConfig {
+            fn from(section: LimitsSection) -> Self {
+                Self {
+                    core: Limits { $($core: section.$core,)* },
+                    connections: ConnectionLimits { $($conn: section.$conn,)* },
+                }
+            }
+        }
+    };
+}
+
+limits_section! {
+    core {
+        tail_max_records: usize,
+        tail_max_bytes: usize,
+        max_chunk_bytes: usize,
+        max_batch_records: usize,
+        max_batch_bytes: usize,
+        stream_buffer_messages: usize,
+        stream_buffer_bytes: usize,
+        stream_buffer_total_bytes: usize,
+        max_streams: usize,
+        max_catchup_readers: usize,
+        catchup_prefetch_kbytes: usize,
+        progress_interval_ms: u64,
+        ready_wait_ms: u64,
+    }
+    connections {
+        max_request_bytes: usize,
+        max_connections: usize,
+        handshake_timeout_ms: u64,
+        idle_timeout_ms: u64,
+        max_streams_per_connection: u32,
+    }
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsConfig::default().into()
     }
 }
 
@@ -88,74 +183,21 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks what serde cannot: non-empty lists, positive bounds.
+    /// Checks what serde cannot: each section checks itself, then what involves several
+    /// (plain text off loopback). An error names the key at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let fail = |key: &str, why: &str| Err(ConfigError(format!("`{key}` {why}")));
         self.tracing.validate().map_err(ConfigError)?;
-        if self.kafka.bootstrap_servers.trim().is_empty() {
-            return fail("kafka.bootstrap_servers", "must name at least one broker");
-        }
-        if self.kafka.topics.is_empty() {
-            return fail("kafka.topics", "must list at least one topic to expose");
-        }
-        if let Some(t) = self.kafka.topics.iter().find(|t| t.trim().is_empty()) {
-            return fail("kafka.topics", &format!("contains an empty topic name {t:?}"));
-        }
-        let l = &self.limits;
-        for (key, value) in [
-            ("limits.tail_max_records", l.tail_max_records),
-            ("limits.tail_max_bytes", l.tail_max_bytes),
-            ("limits.max_chunk_bytes", l.max_chunk_bytes),
-            ("limits.max_batch_records", l.max_batch_records),
-            ("limits.max_batch_bytes", l.max_batch_bytes),
-            ("limits.stream_buffer_messages", l.stream_buffer_messages),
-            ("limits.stream_buffer_bytes", l.stream_buffer_bytes),
-            ("limits.max_streams", l.max_streams),
-            ("limits.max_catchup_readers", l.max_catchup_readers),
-            ("limits.catchup_prefetch_kbytes", l.catchup_prefetch_kbytes),
-            ("limits.stream_buffer_total_bytes", l.stream_buffer_total_bytes),
-            ("limits.max_request_bytes", l.max_request_bytes),
-            ("limits.max_connections", l.max_connections),
-            ("limits.handshake_timeout_ms", l.handshake_timeout_ms as usize),
-            ("limits.idle_timeout_ms", l.idle_timeout_ms as usize),
-            ("limits.max_streams_per_connection", l.max_streams_per_connection as usize),
-        ] {
-            if value == 0 {
-                return fail(key, "must be greater than 0");
-            }
-        }
-        let t = &self.translators;
-        for (key, value) in [
-            ("translators.call_deadline_ms", t.call_deadline_ms as usize),
-            ("translators.memory_bytes", t.memory_bytes),
-            ("translators.output_bytes", t.output_bytes),
-            ("translators.output_records", t.output_records),
-            ("translators.max_component_bytes", t.max_component_bytes),
-            ("translators.max_instances", t.max_instances as usize),
-            ("translators.batch_records", t.batch_records),
-            ("translators.max_concurrent_uploads", t.max_concurrent_uploads),
-            ("translators.upload_timeout_ms", t.upload_timeout_ms as usize),
-            ("translators.compile_timeout_ms", t.compile_timeout_ms as usize),
-        ] {
-            if value == 0 {
-                return fail(key, "must be greater than 0");
-            }
-        }
-        // The compiler process itself (an engine, a few threads) needs some tens of MiB.
-        if t.compile_memory_bytes < 64 << 20 {
-            return fail("translators.compile_memory_bytes", "must be at least 67108864 (64 MiB)");
-        }
-        let tls = &self.tls;
-        if tls.cert_file.is_some() != tls.key_file.is_some() {
-            return fail("tls.cert_file", "and `tls.key_file` go together: set both to serve TLS");
-        }
-        if tls.client_ca_file.is_some() && !tls.enabled() {
-            return fail("tls.client_ca_file", "needs `tls.cert_file` and `tls.key_file`: mutual TLS is TLS first");
-        }
-        if !tls.enabled() && !self.listen.ip().is_loopback() && !self.allow_plaintext {
+        self.checkpoint.validate().map_err(ConfigError)?;
+        self.kafka.validate().map_err(ConfigError)?;
+        self.limits.validate().map_err(ConfigError)?;
+        self.translators.validate().map_err(ConfigError)?;
+        self.tls.validate().map_err(ConfigError)?;
+        self.sharding.validate(self.listen).map_err(ConfigError)?;
+        let fail = |key: &str, why: String| Err(ConfigError(format!("`{key}` {why}")));
+        if !self.tls.enabled() && !self.listen.ip().is_loopback() && !self.allow_plaintext {
             return fail(
                 "listen",
-                &format!(
+                format!(
                     "is {}, not loopback, and TLS is off: set `tls.cert_file` and `tls.key_file`, or `allow_plaintext = true` if plain TCP there is intended",
                     self.listen
                 ),
@@ -165,15 +207,9 @@ impl Config {
             if !listen.ip().is_loopback() && !self.allow_plaintext {
                 return fail(
                     "metrics.listen",
-                    &format!("is {listen}, not loopback: metrics are plain HTTP; set `allow_plaintext = true` if that is intended"),
+                    format!("is {listen}, not loopback: metrics are plain HTTP; set `allow_plaintext = true` if that is intended"),
                 );
             }
-        }
-        if l.progress_interval_ms == 0 {
-            return fail("limits.progress_interval_ms", "must be greater than 0");
-        }
-        if self.kafka.metadata_refresh_ms == 0 {
-            return fail("kafka.metadata_refresh_ms", "must be greater than 0");
         }
         Ok(())
     }
@@ -233,8 +269,8 @@ mod tests {
             let file = write("[kafka]\ntopics = [\"a\", \"b\"]\n[limits]\nmax_batch_records = 7\n");
             let config = Config::load(Some(file.path()), &Overrides::default()).unwrap();
             assert_eq!(config.kafka.topics, vec!["a", "b"]);
-            assert_eq!(config.limits.max_batch_records, 7);
-            assert_eq!(config.limits.max_chunk_bytes, Limits::default().max_chunk_bytes);
+            assert_eq!(config.limits.core.max_batch_records, 7);
+            assert_eq!(config.limits.core.max_chunk_bytes, Limits::default().max_chunk_bytes);
             Ok(())
         });
     }
@@ -329,11 +365,70 @@ mod tests {
             jail.set_env("TRIBUTARY__LIMITS__MAX_STREAMS", "7");
             jail.set_env("TRIBUTARY__KAFKA__TOPICS", "[x,y]");
             let config = Config::load(Some(Path::new("t.toml")), &Overrides::default()).map_err(|e| e.to_string())?;
-            assert_eq!(config.limits.max_streams, 7);
+            assert_eq!(config.limits.core.max_streams, 7);
             assert_eq!(config.kafka.topics, vec!["x", "y"]);
             jail.set_env("TRIBUTARY__LIMITS__MAX_STREAM", "7");
             let err = Config::load(Some(Path::new("t.toml")), &Overrides::default()).unwrap_err().to_string();
             assert!(err.contains("max_stream") && err.contains("unknown field"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn connection_limits_share_the_limits_section() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("t.toml", "[kafka]\ntopics = [\"a\"]\n[limits]\nmax_connections = 7\nmax_streams = 5\n")?;
+            jail.set_env("TRIBUTARY__LIMITS__IDLE_TIMEOUT_MS", "9");
+            let config = Config::load(Some(Path::new("t.toml")), &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.limits.connections.max_connections, 7);
+            assert_eq!(config.limits.connections.idle_timeout_ms, 9);
+            assert_eq!(config.limits.core.max_streams, 5);
+            assert_eq!(config.limits.connections.handshake_timeout_ms, 10_000, "the others keep their defaults");
+            let load = |toml: &str| {
+                let file = write(&format!("[kafka]\ntopics = [\"a\"]\n[limits]\n{toml}\n"));
+                Config::load(Some(file.path()), &Overrides::default()).unwrap_err().to_string()
+            };
+            let err = load("max_connections = 0");
+            assert!(err.contains("`limits.max_connections` must be greater than 0"), "{err}");
+            let err = load("max_streams_per_connection = -1");
+            assert!(err.contains("limits.max_streams_per_connection"), "{err}");
+            let err = load("max_connection = 1");
+            assert!(err.contains("unknown field") && err.contains("max_connection`"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn sharding_is_off_by_default_and_its_bad_values_are_named() {
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(
+                None,
+                &Overrides {
+                    kafka: KafkaOverrides { topics: Some(vec!["a".into()]), ..Default::default() },
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            assert!(!config.sharding.enabled());
+            jail.create_file("t.toml", "[kafka]\ntopics = [\"a\"]\n")?;
+            jail.set_env("TRIBUTARY__SHARDING__GROUP", "fleet");
+            let err = Config::load(Some(Path::new("t.toml")), &Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("`sharding.instance_id` is required"), "{err}");
+            jail.set_env("TRIBUTARY__SHARDING__INSTANCE_ID", "gw-0");
+            jail.set_env("TRIBUTARY__SHARDING__SESSION_TIMEOUT_MS", "7000");
+            let config = Config::load(Some(Path::new("t.toml")), &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(
+                (config.sharding.group.as_deref(), config.sharding.instance_id.as_deref()),
+                (Some("fleet"), Some("gw-0"))
+            );
+            assert_eq!(config.sharding.session_timeout_ms, 7000);
+            jail.set_env("TRIBUTARY__SHARDING__SESSION_TIMEOUT_MS", "soon");
+            let err = Config::load(Some(Path::new("t.toml")), &Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("sharding.session_timeout_ms"), "{err}");
+            jail.set_env("TRIBUTARY__SHARDING__SESSION_TIMEOUT_MS", "7000");
+            jail.set_env("TRIBUTARY__SHARDING__ADVERTIZE", "h:1");
+            let err = Config::load(Some(Path::new("t.toml")), &Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("unknown field") && err.contains("advertize"), "{err}");
             Ok(())
         });
     }

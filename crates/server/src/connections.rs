@@ -2,9 +2,12 @@
 //! the gateway stops accepting, so new connections wait in the kernel's backlog instead of using
 //! file descriptors), a connection that has not sent the HTTP/2 preface within
 //! `limits.handshake_timeout_ms` is closed, and so is one without a call for
-//! `limits.idle_timeout_ms` ([`CallsLayer`] counts each connection's calls; gRPC clients
-//! reconnect by themselves on their next call). Accept errors (e.g. the process is out of file
-//! descriptors) back off instead of spinning.
+//! `limits.idle_timeout_ms` (the [`calls`](crate::calls) layer counts each connection's calls
+//! through [`ConnectionInfo::open_call`]; gRPC clients reconnect by themselves on their next
+//! call). Accept errors (e.g. the process is out of file descriptors) back off instead of spinning.
+//!
+//! What a call learns of its connection ([`ConnectionInfo`]: peer, client certificate) is
+//! defined here, below the layers that read it (authentication, the call metrics).
 
 use std::{
     future::Future,
@@ -18,7 +21,7 @@ use std::{
     time::Duration,
 };
 
-use futures::{future::BoxFuture, FutureExt, Stream};
+use futures::Stream;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
@@ -27,13 +30,66 @@ use tokio::{
 };
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
-use tracing::Instrument;
+
+use tributary_core::limits::all_positive;
 
 use crate::{
-    auth::Auth,
+    events,
     tls::{certificate_identity, Tls},
 };
-use tributary_core::events;
+
+/// The bounds of the gRPC port, set in the `[limits]` section with the core's
+/// [`Limits`](tributary_core::Limits).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionLimits {
+    /// Largest request message the server accepts, in bytes.
+    pub max_request_bytes: usize,
+    /// Open client connections. At the cap the gateway stops accepting; new connections wait
+    /// in the kernel's listen backlog until one closes (keep it under the open-file limit).
+    pub max_connections: usize,
+    /// Time a new connection has to send the HTTP/2 preface, in milliseconds; then it is closed.
+    pub handshake_timeout_ms: u64,
+    /// Time a connection may stay without any call, in milliseconds; then it is closed (gRPC
+    /// clients reconnect on their next call). Open streams keep their connection.
+    pub idle_timeout_ms: u64,
+    /// Concurrent calls (HTTP/2 streams) on one connection; the client queues beyond it.
+    pub max_streams_per_connection: u32,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 4 << 20,
+            // An idle connection costs ~10 KB; 10k stay well under a 20k-60k file limit.
+            max_connections: 10_000,
+            handshake_timeout_ms: 10_000,
+            // Long enough that a client between bursts keeps its connection warm.
+            idle_timeout_ms: 300_000,
+            max_streams_per_connection: 1_024,
+        }
+    }
+}
+
+impl ConnectionLimits {
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// Checks that every bound is positive; an error names the key (`limits.<field>`).
+    pub fn validate(&self) -> Result<(), String> {
+        all_positive(&[
+            ("limits.max_request_bytes", self.max_request_bytes as u64),
+            ("limits.max_connections", self.max_connections as u64),
+            ("limits.handshake_timeout_ms", self.handshake_timeout_ms),
+            ("limits.idle_timeout_ms", self.idle_timeout_ms),
+            ("limits.max_streams_per_connection", u64::from(self.max_streams_per_connection)),
+        ])
+    }
+}
 
 /// Bytes of the HTTP/2 client preface (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`).
 const PREFACE_BYTES: usize = 24;
@@ -66,7 +122,7 @@ impl Calls {
 }
 
 /// One open call; it ends when dropped (with its response body, or its handler if cancelled).
-struct CallGuard(Arc<Calls>);
+pub struct CallGuard(Arc<Calls>);
 
 impl CallGuard {
     fn open(calls: Arc<Calls>) -> Self {
@@ -89,6 +145,14 @@ pub struct ConnectionInfo {
     /// With mutual TLS: the identity in the client's verified certificate.
     pub certificate: Option<Arc<str>>,
     calls: Arc<Calls>,
+}
+
+impl ConnectionInfo {
+    /// Counts a call on this connection until the guard is dropped: a connection with an open
+    /// call is never idle.
+    pub fn open_call(&self) -> CallGuard {
+        CallGuard::open(self.calls.clone())
+    }
 }
 
 /// The bytes of a connection: plain TCP or TLS over it.
@@ -183,155 +247,6 @@ impl AsyncRead for Connection {
     }
 }
 
-/// A tower layer in front of every service that admits each call: counts it among its
-/// connection's open calls (for the idle timeout) and authenticates it ([`Auth::admit`]).
-#[derive(Clone)]
-pub struct CallsLayer(pub Arc<Auth>);
-
-impl<S> tower::Layer<S> for CallsLayer {
-    type Service = Admit<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Admit { inner, auth: self.0.clone() }
-    }
-}
-
-#[derive(Clone)]
-pub struct Admit<S> {
-    inner: S,
-    auth: Arc<Auth>,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for Admit<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let guard = request.extensions().get::<ConnectionInfo>().map(|info| CallGuard::open(info.calls.clone()));
-        let mut record = CallRecord::new(request.uri().path());
-        let peer = request.extensions().get::<ConnectionInfo>().and_then(|info| info.tcp.remote_addr());
-        // Everything the call does is in its span: its log lines, its stream's task.
-        let span = tracing::info_span!("call", method = record.method, peer = ?peer);
-        record.span = span.clone();
-        let _entered = span.enter();
-        if let Some(refused) = self.auth.admit(&mut request) {
-            record.code = grpc_status(refused.headers());
-            return async move { Ok(refused) }.boxed();
-        }
-        let response = self.inner.call(request);
-        drop(_entered);
-        async move {
-            let response = response.await?;
-            // A status in the headers is a trailers-only response: the call failed at once.
-            record.code = grpc_status(response.headers());
-            // The call lasts as long as its response body: a stream ends when its body does.
-            Ok(response.map(|body| tonic::body::Body::new(GuardedBody { body, _guard: guard, record })))
-        }
-        .instrument(span)
-        .boxed()
-    }
-}
-
-/// The `grpc-status` in headers or trailers, if any.
-fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
-    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
-}
-
-/// One call's method, start and status; counted in the gRPC metrics when it ends.
-struct CallRecord {
-    method: &'static str,
-    started: std::time::Instant,
-    code: Option<i32>,
-    /// The call's span: its stream's work and its end are logged in it.
-    span: tracing::Span,
-}
-
-impl CallRecord {
-    fn new(path: &str) -> Self {
-        Self { method: method_label(path), started: std::time::Instant::now(), code: None, span: tracing::Span::none() }
-    }
-}
-
-/// The method label of a path: known methods only, so hostile paths cannot add label values.
-fn method_label(path: &str) -> &'static str {
-    const METHODS: &[&str] = &[
-        "/tributary.v1.Gateway/DescribeTopics",
-        "/tributary.v1.Gateway/GetSnapshot",
-        "/tributary.v1.Gateway/Subscribe",
-        "/tributary.v1.Translators/Upload",
-        "/tributary.v1.Translators/List",
-        "/tributary.v1.Translators/Describe",
-        "/tributary.v1.Translators/Delete",
-        "/tributary.v1.Subscriptions/Commit",
-        "/tributary.v1.Subscriptions/List",
-        "/tributary.v1.Subscriptions/Describe",
-        "/tributary.v1.Subscriptions/Delete",
-        "/grpc.health.v1.Health/Check",
-        "/grpc.health.v1.Health/Watch",
-    ];
-    match METHODS.iter().find(|m| **m == path) {
-        Some(m) => &m[1..],
-        None if path.starts_with("/grpc.reflection.") => "reflection",
-        None => "other",
-    }
-}
-
-impl Drop for CallRecord {
-    fn drop(&mut self) {
-        // No status at all: the client went away first.
-        let code = self.code.map_or(tonic::Code::Cancelled, tonic::Code::from_i32);
-        let _entered = self.span.enter();
-        tracing::debug!(code = ?code, seconds = self.started.elapsed().as_secs_f64(), "call ended");
-        metrics::counter!("tributary_grpc_requests_total", "method" => self.method, "code" => format!("{code:?}"))
-            .increment(1);
-        metrics::histogram!("tributary_grpc_request_duration_seconds", "method" => self.method)
-            .record(self.started.elapsed().as_secs_f64());
-    }
-}
-
-struct GuardedBody {
-    body: tonic::body::Body,
-    _guard: Option<CallGuard>,
-    record: CallRecord,
-}
-
-impl http_body::Body for GuardedBody {
-    type Data = bytes::Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let this = self.get_mut();
-        let _entered = this.record.span.enter();
-        let frame = Pin::new(&mut this.body).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(f))) = &frame {
-            if let Some(code) = f.trailers_ref().and_then(grpc_status) {
-                this.record.code = Some(code);
-            }
-        }
-        frame
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
 impl AsyncRead for Io {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
@@ -408,18 +323,19 @@ impl AsyncWrite for Connection {
     }
 }
 
-/// Connections accepted on `listener`, at most `max` open at once, with Nagle's algorithm off: a
-/// stream's small messages (the first progress, a record at the head) would otherwise wait for
-/// the client's delayed ACK (~40 ms on Linux). With `tls`, each connection's TLS handshake runs on
-/// its own task within `handshake_timeout`, so a slow or silent client delays no other.
+/// Connections accepted on `listener`, at most `limits.max_connections` open at once, with
+/// Nagle's algorithm off: a stream's small messages (the first progress, a record at the head)
+/// would otherwise wait for the client's delayed ACK (~40 ms on Linux). With `tls`, each
+/// connection's TLS handshake runs on its own task within the handshake timeout, so a slow or
+/// silent client delays no other.
 pub fn incoming(
     listener: TcpListener,
-    max: usize,
-    handshake_timeout: Duration,
-    idle_timeout: Duration,
+    limits: &ConnectionLimits,
     tls: Option<Arc<Tls>>,
     shutdown: CancellationToken,
 ) -> impl Stream<Item = io::Result<Connection>> + Send + 'static {
+    let (handshake_timeout, idle_timeout) = (limits.handshake_timeout(), limits.idle_timeout());
+    let max = limits.max_connections;
     let (tx, rx) = tokio::sync::mpsc::channel::<Connection>(64);
     tokio::spawn(async move {
         let slots = Arc::new(Semaphore::new(max));
@@ -489,4 +405,128 @@ pub fn incoming(
         }
     });
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (Ok(c), rx)) })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{net::SocketAddr, time::Instant};
+
+    use futures::StreamExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    const PREFACE: &[u8; PREFACE_BYTES] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    const LONG: Duration = Duration::from_secs(5);
+
+    type Incoming = Pin<Box<dyn Stream<Item = io::Result<Connection>> + Send>>;
+
+    async fn listen(limits: ConnectionLimits) -> (SocketAddr, Incoming, CancellationToken) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        (addr, Box::pin(incoming(listener, &limits, None, shutdown.clone())), shutdown)
+    }
+
+    async fn next(incoming: &mut Incoming) -> Connection {
+        tokio::time::timeout(LONG, incoming.next()).await.expect("accepted").expect("open").expect("no error")
+    }
+
+    /// A client that has sent `sent`, and the gateway's side of its connection.
+    async fn connect(addr: SocketAddr, incoming: &mut Incoming, sent: &[u8]) -> (TcpStream, Connection) {
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(sent).await.unwrap();
+        let mut connection = next(incoming).await;
+        let mut received = vec![0; sent.len()];
+        connection.read_exact(&mut received).await.unwrap();
+        assert_eq!(received, sent);
+        (client, connection)
+    }
+
+    /// Reads until the gateway's side ends the connection with an error.
+    async fn closed(connection: &mut Connection) -> io::Error {
+        let mut buf = [0u8; 64];
+        let read = async {
+            loop {
+                match connection.read(&mut buf).await {
+                    Ok(0) => panic!("the client closed first"),
+                    Ok(_) => continue,
+                    Err(e) => return e,
+                }
+            }
+        };
+        tokio::time::timeout(LONG, read).await.expect("the gateway closes the connection")
+    }
+
+    async fn still_open(connection: &mut Connection, wait: Duration) -> bool {
+        tokio::time::timeout(wait, connection.read(&mut [0u8; 64])).await.is_err()
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_a_new_connection_waits_in_the_backlog_until_one_closes() {
+        let (addr, mut incoming, _shutdown) =
+            listen(ConnectionLimits { max_connections: 1, ..Default::default() }).await;
+        let (_first_client, first) = connect(addr, &mut incoming, b"").await;
+        // The kernel completes the connection; the gateway does not accept it.
+        let second_client = TcpStream::connect(addr).await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), incoming.next()).await.is_err(),
+            "a second connection is accepted at the cap"
+        );
+        drop(first);
+        let second = next(&mut incoming).await;
+        assert_eq!(second.tcp.remote_addr(), Some(second_client.local_addr().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn a_connection_without_the_http2_preface_is_closed_after_the_handshake_timeout() {
+        let timeout = Duration::from_millis(200);
+        let (addr, mut incoming, _shutdown) =
+            listen(ConnectionLimits { handshake_timeout_ms: 200, ..Default::default() }).await;
+        let started = Instant::now();
+        // Part of the preface is not enough.
+        let (_client, mut silent) = connect(addr, &mut incoming, &PREFACE[..10]).await;
+        let error = closed(&mut silent).await;
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+        assert!(error.to_string().contains("limits.handshake_timeout_ms"), "{error}");
+        assert!(started.elapsed() >= timeout, "closed after {:?}", started.elapsed());
+
+        let (_client, mut speaking) = connect(addr, &mut incoming, PREFACE).await;
+        assert!(still_open(&mut speaking, timeout * 3).await, "a connection that sent the preface is kept");
+    }
+
+    #[tokio::test]
+    async fn a_connection_without_a_call_is_closed_after_the_idle_timeout_and_one_with_a_call_is_not() {
+        let timeout = Duration::from_millis(300);
+        let (addr, mut incoming, _shutdown) =
+            listen(ConnectionLimits { idle_timeout_ms: 300, ..Default::default() }).await;
+        let started = Instant::now();
+        let (_client, mut quiet) = connect(addr, &mut incoming, PREFACE).await;
+        let error = closed(&mut quiet).await;
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+        assert!(error.to_string().contains("limits.idle_timeout_ms"), "{error}");
+        assert!(started.elapsed() >= timeout, "closed after {:?}", started.elapsed());
+
+        let (_client, mut busy) = connect(addr, &mut incoming, PREFACE).await;
+        let call = busy.connect_info().open_call();
+        assert!(still_open(&mut busy, timeout * 3).await, "a connection with an open call is idle");
+        let ended = Instant::now();
+        drop(call);
+        assert_eq!(closed(&mut busy).await.kind(), io::ErrorKind::TimedOut);
+        assert!(ended.elapsed() >= timeout, "closed {:?} after its call ended", ended.elapsed());
+    }
+
+    #[tokio::test]
+    async fn at_shutdown_a_connection_without_a_call_is_closed_after_a_grace() {
+        let (addr, mut incoming, shutdown) = listen(ConnectionLimits::default()).await;
+        let (_client, mut quiet) = connect(addr, &mut incoming, PREFACE).await;
+        let (_client, mut busy) = connect(addr, &mut incoming, PREFACE).await;
+        let _call = busy.connect_info().open_call();
+        assert!(still_open(&mut quiet, SHUTDOWN_GRACE).await, "closed before the shutdown");
+        let started = Instant::now();
+        shutdown.cancel();
+        assert_eq!(closed(&mut quiet).await.kind(), io::ErrorKind::ConnectionAborted);
+        assert!(started.elapsed() >= SHUTDOWN_GRACE, "closed after {:?}", started.elapsed());
+        assert!(still_open(&mut busy, SHUTDOWN_GRACE * 2).await, "a connection with an open call is cut");
+    }
 }

@@ -10,9 +10,15 @@
 //!   each section belongs to the crate it configures.
 //! - [`connections`] and [`tls`]: accepted connections within budgets, plain or TLS with
 //!   reloaded certificates; a client certificate's identity.
+//! - [`calls`]: the layer in front of every service: counts each call on its connection,
+//!   authenticates it and measures it.
 //! - [`auth`]: who is calling (bearer tokens, client certificates) and what they may do (the
 //!   policy), with an audit log.
+//! - [`events`]: the named events only the server emits (connections, TLS, auth reloads,
+//!   drain), declared with the core's event machinery.
 //! - [`telemetry`]: the Prometheus metrics listener and the metrics' descriptions.
+//! - [`sharding`]: the `[sharding]` section, and who holds which partition in a sharded fleet
+//!   (`GetTopology`, and the owner in the details of a call on a partition held elsewhere).
 //! - [`app`]: build, then serve: ingest, the services, health and reflection on one port, and the
 //!   shutdown protocol.
 //!
@@ -24,9 +30,12 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod calls;
 pub mod config;
 pub mod connections;
+pub mod events;
 pub mod logs;
+pub mod sharding;
 pub mod telemetry;
 pub mod tls;
 

@@ -1,7 +1,7 @@
 //! Prometheus metrics on their own HTTP listener (`metrics.listen`, off by default): every crate
 //! records through the `metrics` facade; this module installs the Prometheus exporter
 //! (`metrics-exporter-prometheus`, chosen because the facade keeps the core free of any exporter
-//! and the exporter brings its own listener) and describes every metric. The README lists them.
+//! and the exporter brings its own listener) and describes every metric. `docs/operations.md` lists them.
 
 use std::{
     net::SocketAddr,
@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
-use tributary_core::{buffer::Budget, events, view::View};
+use tributary_core::{buffer::Budget, view::View};
+
+use crate::events;
 
 /// The `[metrics]` configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -161,7 +163,7 @@ fn describe() {
 /// Samples the lag of every open Subscribe stream and sets the committed lag of durable
 /// subscriptions, every second until `shutdown`.
 pub async fn lags(
-    durable: Arc<crate::api::subscriptions::Durable>,
+    durable: Arc<tributary_core::durable::Durable>,
     streams: crate::api::lag::StreamLags,
     shutdown: CancellationToken,
 ) {

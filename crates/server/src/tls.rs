@@ -22,7 +22,8 @@ use tokio_rustls::rustls::{
 };
 use tokio_util::sync::CancellationToken;
 use tracing::info;
-use tributary_core::events;
+
+use crate::events;
 
 /// Whether a client must present a certificate (with `client_ca_file`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +68,18 @@ impl Default for TlsConfig {
 impl TlsConfig {
     pub fn enabled(&self) -> bool {
         self.cert_file.is_some()
+    }
+
+    /// Checks that the files make sense together (whether they load is [`Tls::load`]'s
+    /// question); an error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err("`tls.cert_file` and `tls.key_file` go together: set both to serve TLS".into());
+        }
+        if self.client_ca_file.is_some() && !self.enabled() {
+            return Err("`tls.client_ca_file` needs `tls.cert_file` and `tls.key_file`: mutual TLS is TLS first".into());
+        }
+        Ok(())
     }
 
     fn files(&self) -> Vec<&Path> {
@@ -211,4 +224,107 @@ pub fn certificate_identity(der: &[u8]) -> Option<String> {
         | x509_parser::extensions::GeneralName::RFC822Name(s) => Some(s.to_string()),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_rustls::rustls::{pki_types::ServerName, ClientConfig};
+
+    use super::*;
+
+    /// A CA, a server certificate (for localhost) and `clients` in a new directory, by
+    /// `scripts/certs.sh` as an operator would make them.
+    fn certs(clients: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/certs.sh");
+        let out = std::process::Command::new(script).arg(dir.path()).args(clients).output().unwrap();
+        assert!(out.status.success(), "certs.sh: {}", String::from_utf8_lossy(&out.stderr));
+        dir
+    }
+
+    fn server_files(dir: &Path) -> TlsConfig {
+        TlsConfig {
+            cert_file: Some(dir.join("server.pem")),
+            key_file: Some(dir.join("server.key")),
+            ..TlsConfig::default()
+        }
+    }
+
+    /// Whether a client that trusts `ca` completes a TLS handshake with `tls` as it is now.
+    async fn handshake(tls: &Tls, ca: &Path) -> Result<(), String> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tls.acceptor();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let _ = acceptor.accept(tcp).await;
+        });
+        let mut roots = RootCertStore::empty();
+        for cert in read_certs(ca, "ca").unwrap() {
+            roots.add(cert).unwrap();
+        }
+        let client = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let result = tokio_rustls::TlsConnector::from(Arc::new(client)).connect(name, tcp).await;
+        server.await.unwrap();
+        result.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn certificates_load_and_reload_when_their_files_change() {
+        let (old, new) = (certs(&[]), certs(&[]));
+        let config = server_files(old.path());
+        let tls = Tls::load(&config).unwrap();
+        handshake(&tls, &old.path().join("ca.pem")).await.unwrap();
+        let err = handshake(&tls, &new.path().join("ca.pem")).await.unwrap_err();
+        assert!(err.contains("certificate"), "{err}");
+
+        for file in ["server.pem", "server.key"] {
+            std::fs::copy(new.path().join(file), old.path().join(file)).unwrap();
+        }
+        tls.reload(false);
+        handshake(&tls, &new.path().join("ca.pem")).await.expect("new connections use the new certificate");
+        assert!(handshake(&tls, &old.path().join("ca.pem")).await.is_err());
+
+        // A broken file (half written during a rotation) keeps the certificates in use.
+        std::fs::write(old.path().join("server.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+        tls.reload(false);
+        handshake(&tls, &new.path().join("ca.pem")).await.expect("the previous certificate stays in use");
+    }
+
+    #[test]
+    fn a_file_that_does_not_load_is_named_by_its_key() {
+        let pki = certs(&["alice"]);
+        let dir = pki.path();
+        let garbage = dir.join("garbage.pem");
+        std::fs::write(&garbage, "not PEM at all\n").unwrap();
+        let load = |config: TlsConfig| Tls::load(&config).err().expect("refused");
+
+        let err = load(TlsConfig { cert_file: Some(garbage.clone()), ..server_files(dir) });
+        assert!(err.starts_with("tls.cert_file") && err.contains("garbage.pem"), "{err}");
+        let err = load(TlsConfig { key_file: Some(dir.join("missing.key")), ..server_files(dir) });
+        assert!(err.starts_with("tls.key_file") && err.contains("missing.key"), "{err}");
+        let err = load(TlsConfig { client_ca_file: Some(garbage), ..server_files(dir) });
+        assert!(err.starts_with("tls.client_ca_file"), "{err}");
+        let err = load(TlsConfig { key_file: Some(dir.join("alice.key")), ..server_files(dir) });
+        assert!(err.contains("do not make a usable pair"), "{err}");
+
+        let mutual = TlsConfig { client_ca_file: Some(dir.join("ca.pem")), ..server_files(dir) };
+        assert!(Tls::load(&mutual).is_ok());
+    }
+
+    #[test]
+    fn a_client_certificate_is_identified_by_its_common_name() {
+        let pki = certs(&["alice"]);
+        let der = |file: &str| read_certs(&pki.path().join(file), "test").unwrap().remove(0);
+        assert_eq!(certificate_identity(&der("alice.pem")), Some("alice".to_string()));
+        assert_eq!(certificate_identity(&der("server.pem")), Some("server".to_string()));
+        assert_eq!(certificate_identity(b"not a certificate"), None);
+    }
 }

@@ -5,6 +5,10 @@
 //!
 //! It must not share code with the gateway's data path: the reference is only independent if it
 //! reads Kafka on its own.
+//!
+//! [`bench`] holds what the two benchmarks share (the raw-consumer baseline and its profiles).
+
+pub mod bench;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -49,6 +53,14 @@ fn admin() -> AdminClient<DefaultClientContext> {
 
 fn admin_at(bootstrap: &str) -> AdminClient<DefaultClientContext> {
     ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin client")
+}
+
+/// Deletes a topic (a benchmark's big one, once measured).
+pub async fn delete_topic(name: &str) {
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for r in admin().delete_topics(&[name], &opts).await.expect("delete topic") {
+        r.unwrap_or_else(|(t, e)| panic!("delete topic {t}: {e}"));
+    }
 }
 
 /// Creates a topic on the broker at `bootstrap` (a test's own broker).
@@ -280,12 +292,15 @@ pub struct Gateway {
     task: Option<JoinHandle<Result<(), tributary_core::Error>>>,
 }
 
+/// A gateway's configuration for `topics`, with the data path's `limits` (the connection limits
+/// are their defaults: set `config.limits.connections` to change them).
 pub fn config(topics: &[&str], limits: Limits) -> Config {
-    let mut config = Config { limits, ..Config::default() };
+    let mut config = Config::default();
+    config.limits.core = limits;
     config.kafka.bootstrap_servers = bootstrap();
     config.kafka.topics = topics.iter().map(|t| t.to_string()).collect();
     config.kafka.metadata_refresh_ms = 500;
-    config.limits.progress_interval_ms = 200;
+    config.limits.core.progress_interval_ms = 200;
     config.translators.data_dir = scratch_dir("registry");
     // The gateway runs in the test's process: compiles run in the real `tributary` binary.
     config.translators.compiler = Some(binary());
@@ -362,7 +377,7 @@ pub async fn wait_serving(addr: std::net::SocketAddr) {
     }
 }
 
-/// The root of the repository (for `translators/dist`, `scripts/`, the README).
+/// The root of the repository (for `translators/dist`, `scripts/`, `docs/`).
 pub fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
 }
@@ -407,9 +422,11 @@ impl Process {
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let addr =
             line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        let addr = addr.parse().unwrap();
-        wait_serving(addr).await;
-        Process { child, addr }
+        // Owned before the wait: a gateway that never reports SERVING is killed when the wait
+        // panics, instead of outliving the test (and holding its output pipe open).
+        let process = Process { child, addr: addr.parse().unwrap() };
+        wait_serving(process.addr).await;
+        process
     }
 
     /// Resident memory of the process, in KiB.

@@ -23,7 +23,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::host::Invalid;
+use crate::{
+    config::TranslatorsConfig,
+    engine::{self, Engine, Invalid},
+};
 
 /// The subcommand of the `tributary` executable that compiles one component.
 pub const SUBCOMMAND: &str = "compile-translator";
@@ -102,6 +105,25 @@ pub struct Budget {
     pub scratch: PathBuf,
 }
 
+impl Budget {
+    /// The budget of `[translators]`: its compiler (by default this executable), deadline,
+    /// memory limit, and its data directory as scratch space.
+    pub fn from_config(limits: &TranslatorsConfig) -> Result<Self, String> {
+        let program = match &limits.compiler {
+            Some(path) => path.clone(),
+            None => {
+                std::env::current_exe().map_err(|e| format!("cannot locate this executable to compile with: {e}"))?
+            }
+        };
+        Ok(Self {
+            program,
+            timeout: Duration::from_millis(limits.compile_timeout_ms),
+            memory_bytes: limits.compile_memory_bytes,
+            scratch: limits.data_dir.clone(),
+        })
+    }
+}
+
 /// Compiles `bytes` in a child process under `budget`; returns the serialized form.
 /// Blocking: polls the child until it ends, its deadline passes or `cancel` is set.
 pub fn compile_in_child(budget: &Budget, bytes: &[u8], cancel: &Cancel) -> Result<Vec<u8>, CompileError> {
@@ -163,6 +185,8 @@ fn outcome(status: ExitStatus, output: &Path, stderr: &str, budget: &Budget) -> 
                 .unwrap_or_else(|e| CompileError::Failed(format!("unreadable reason from the compiler: {e}"))))
         }
         _ if out_of_memory(stderr) => Err(CompileError::OutOfMemory(budget.memory_bytes)),
+        // The CPU-time backstop (several compiler threads can spend it before the deadline).
+        None if cpu_limit(status) => Err(CompileError::TimedOut(budget.timeout)),
         _ => {
             let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message");
             Err(CompileError::Failed(format!("{status}: {last}")))
@@ -172,8 +196,14 @@ fn outcome(status: ExitStatus, output: &Path, stderr: &str, budget: &Budget) -> 
 
 /// Whether the child's error output says an allocation failed (Rust's handler aborts with
 /// "memory allocation of N bytes failed"; an mmap refused by the limit gives ENOMEM).
-pub(crate) fn out_of_memory(stderr: &str) -> bool {
+fn out_of_memory(stderr: &str) -> bool {
     ["memory allocation of", "Cannot allocate memory", "out of memory"].iter().any(|s| stderr.contains(s))
+}
+
+/// Whether the child was stopped by `RLIMIT_CPU`.
+fn cpu_limit(status: ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal() == Some(libc::SIGXCPU)
 }
 
 fn read_start(path: &Path) -> String {
@@ -220,7 +250,7 @@ fn limit_child(_: &mut Command, _: &Budget) {}
 pub fn child_main(input: &Path, output: &Path) -> i32 {
     let run = || -> Result<i32, String> {
         let bytes = std::fs::read(input).map_err(|e| format!("read {}: {e}", input.display()))?;
-        let (status, written) = match crate::host::compile_standalone(&bytes)? {
+        let (status, written) = match compile_standalone(&bytes)? {
             Ok(compiled) => (0, compiled),
             Err(invalid) => (EXIT_INVALID, serde_json::to_vec(&invalid).map_err(|e| e.to_string())?),
         };
@@ -231,6 +261,25 @@ pub fn child_main(input: &Path, output: &Path) -> i32 {
         eprintln!("compile-translator: {message}");
         1
     })
+}
+
+/// Compiles and checks a component in this process and serializes it: the child's work. The
+/// outer error is a failure of the compiler itself.
+fn compile_standalone(bytes: &[u8]) -> Result<Result<Vec<u8>, Invalid>, String> {
+    let engine = Engine::for_compiling()?;
+    if let Err(invalid) = engine::precheck(bytes) {
+        return Ok(Err(invalid));
+    }
+    let component = match engine.compile(bytes) {
+        Ok(component) => component,
+        // Memory refused by the compile budget is the compiler's failure, not the component's.
+        Err(e) if out_of_memory(&format!("{e:#}")) => return Err(format!("{e:#}")),
+        Err(e) => return Ok(Err(Invalid::Malformed(format!("{e:#}")))),
+    };
+    if let Err(invalid) = engine.check(&component) {
+        return Ok(Err(invalid));
+    }
+    component.serialize().map(Ok).map_err(|e| format!("serialize: {e:#}"))
 }
 
 #[cfg(test)]
@@ -255,6 +304,8 @@ mod tests {
         assert_eq!(oom, Err(CompileError::OutOfMemory(1 << 30)));
         let crash = outcome(abort, missing, "thread panicked\nsomething else\n", &budget()).unwrap_err();
         assert!(matches!(&crash, CompileError::Failed(m) if m.contains("something else")), "{crash:?}");
+        let cpu = outcome(ExitStatus::from_raw(libc::SIGXCPU), missing, "", &budget());
+        assert_eq!(cpu, Err(CompileError::TimedOut(budget().timeout)), "the CPU backstop is the time budget");
         let no_output = outcome(ExitStatus::from_raw(0), missing, "", &budget()).unwrap_err();
         assert!(matches!(no_output, CompileError::Failed(_)));
     }

@@ -2,6 +2,7 @@
 //! under. Each limit ends only the calls that break it.
 
 use serde::{Deserialize, Serialize};
+use tributary_core::limits::all_positive;
 
 /// Storage and sandbox limits of translators.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,5 +68,29 @@ impl Default for TranslatorsConfig {
             compile_memory_bytes: 1 << 30,
             compiler: None,
         }
+    }
+}
+
+impl TranslatorsConfig {
+    /// Checks what serde cannot: every limit is positive and the compiler has room to run. An
+    /// error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        all_positive(&[
+            ("translators.call_deadline_ms", self.call_deadline_ms),
+            ("translators.memory_bytes", self.memory_bytes as u64),
+            ("translators.output_bytes", self.output_bytes as u64),
+            ("translators.output_records", self.output_records as u64),
+            ("translators.max_component_bytes", self.max_component_bytes as u64),
+            ("translators.max_instances", u64::from(self.max_instances)),
+            ("translators.batch_records", self.batch_records as u64),
+            ("translators.max_concurrent_uploads", self.max_concurrent_uploads as u64),
+            ("translators.upload_timeout_ms", self.upload_timeout_ms),
+            ("translators.compile_timeout_ms", self.compile_timeout_ms),
+        ])?;
+        // The compiler process itself (an engine, a few threads) needs some tens of MiB.
+        if self.compile_memory_bytes < 64 << 20 {
+            return Err("`translators.compile_memory_bytes` must be at least 67108864 (64 MiB)".into());
+        }
+        Ok(())
     }
 }

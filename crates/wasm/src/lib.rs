@@ -2,12 +2,20 @@
 //!
 //! # What it owns
 //!
+//! From the bottom up (each module imports only those above it in this list):
+//!
 //! - [`config`]: the `[translators]` configuration: storage and sandbox limits.
-//! - [`compile`]: compiling components in a child process under a time and memory budget.
-//! - [`host`]: the wasmtime engine with the gateway's safe defaults (component model, epoch
-//!   deadlines, pooling allocator with a memory cap, empty linker), validation and compilation.
+//! - [`limits`]: the instance pool's limits and the check of what a component declares against
+//!   them (before compiling, so an upload over a limit is refused with its name and numbers).
+//! - [`engine`]: the wasmtime engine with the gateway's safe defaults (component model, epoch
+//!   deadlines, pooling allocator with a memory cap, empty linker), the sandbox every store runs
+//!   in, and the validation of components. The only module that configures wasmtime.
+//! - [`compile`]: compiling components in a child process under a time and memory budget, and
+//!   the child's side of it.
 //! - [`translator`]: a component with one configuration and its pool of initialized instances;
 //!   it implements the core's [`Translate`](tributary_core::translate::Translate) port.
+//! - [`host`]: the gateway's host: compiles uploads (through [`compile`]), loads compiled forms
+//!   and makes translators.
 //! - [`registry`]: components stored durably by digest, names with versions, and the translators
 //!   shared by every call that uses the same (digest, configuration).
 //!
@@ -18,13 +26,17 @@
 
 pub mod compile;
 pub mod config;
+pub mod engine;
 pub mod host;
+pub mod limits;
 pub mod registry;
 pub mod translator;
 
 pub use compile::{Cancel, CompileError};
 pub use config::TranslatorsConfig;
-pub use host::{Host, Invalid};
+pub use engine::{Invalid, Unloadable};
+pub use host::Host;
+pub use limits::{Exceeded, Limit};
 pub use registry::{sha256_hex, Registry, TranslatorInfo, TranslatorRef, VersionInfo};
 pub use translator::Translator;
 

@@ -32,6 +32,7 @@ use tributary_core::{events, translate::Translation, Error, TranslatorFailure};
 
 use crate::{
     compile::{Cancel, CompileError},
+    engine::{Invalid, Unloadable},
     host::Host,
     translator::Translator,
 };
@@ -99,7 +100,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Checks a translator name: 1-64 of [a-z0-9._-], starting with a letter or digit. The message
 /// quotes at most the first 64 characters of a bad name, so errors stay small.
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_translator_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
@@ -161,6 +162,12 @@ fn unseal(file: &[u8]) -> Option<&[u8]> {
 /// What an upload's caller sees of a failed compile.
 fn compile_error(e: CompileError) -> Error {
     match e {
+        CompileError::Invalid(Invalid::Limit(exceeded)) => Error::ComponentLimit {
+            limit: exceeded.limit.name().into(),
+            requested: exceeded.requested,
+            allowed: exceeded.allowed,
+            message: exceeded.to_string(),
+        },
         CompileError::Invalid(invalid) => Error::invalid("chunk", invalid.to_string()),
         CompileError::TimedOut(_) | CompileError::OutOfMemory(_) => Error::ResourceExhausted(e.to_string()),
         CompileError::Cancelled => Error::ResourceExhausted("the upload was cancelled while compiling".into()),
@@ -196,7 +203,7 @@ impl Registry {
             write: Mutex::new(()),
         };
         for (name, versions) in index.names {
-            if let Err(problem) = check_name(&name) {
+            if let Err(problem) = check_translator_name(&name) {
                 events::emit(&events::TranslatorIndexInvalid { detail: format!("invalid name: {problem}") });
                 continue;
             }
@@ -249,9 +256,15 @@ impl Registry {
         let compiled_path = self.compiled_path(digest);
         match std::fs::read(&compiled_path) {
             Ok(file) => match unseal(&file) {
-                Some(compiled) => match self.host.deserialize(compiled) {
-                    Some(component) => return Ok(component),
-                    None => recompiled(digest, "written by another wasmtime build".into()),
+                Some(compiled) => match self.host.load(compiled) {
+                    Ok(component) => return Ok(component),
+                    // Compiling again would be refused the same way (e.g. the limits changed).
+                    Err(Unloadable::Invalid(invalid)) => {
+                        return Err(format!("the stored component is refused: {invalid}"))
+                    }
+                    Err(Unloadable::OtherBuild(why)) => {
+                        recompiled(digest, format!("written by another wasmtime build: {why}"))
+                    }
                 },
                 None => {
                     recompiled(digest, format!("{} fails its checksum (corrupt or truncated)", compiled_path.display()))
@@ -287,7 +300,7 @@ impl Registry {
     /// Validates, compiles (under the compile budget, stopped when `cancel` is set) and stores a
     /// component under `name`. Blocking (compiles).
     pub fn upload(&self, name: &str, bytes: &[u8], cancel: &Cancel) -> Result<VersionInfo, Error> {
-        check_name(name).map_err(|m| Error::invalid("header.name", m))?;
+        check_translator_name(name).map_err(|m| Error::invalid("header.name", m))?;
         let digest = sha256_hex(bytes);
         let (component, compiled) = match self.components.get(&digest) {
             Some(c) => (c.clone(), None),
@@ -481,12 +494,12 @@ mod tests {
 
     #[test]
     fn names_are_checked() {
-        assert!(check_name("field-mapper.v2").is_ok());
-        assert!(check_name("").is_err());
-        assert!(check_name("-x").is_err());
-        assert!(check_name("Upper").is_err());
-        assert!(check_name(&"a".repeat(65)).is_err());
-        assert!(check_name(&"x".repeat(10_000)).unwrap_err().len() < 300, "a bad name is not echoed whole");
+        assert!(check_translator_name("field-mapper.v2").is_ok());
+        assert!(check_translator_name("").is_err());
+        assert!(check_translator_name("-x").is_err());
+        assert!(check_translator_name("Upper").is_err());
+        assert!(check_translator_name(&"a".repeat(65)).is_err());
+        assert!(check_translator_name(&"x".repeat(10_000)).unwrap_err().len() < 300, "a bad name is not echoed whole");
         assert!(check_digest("").is_ok() && check_digest(&sha256_hex(b"x")).is_ok());
         assert!(check_digest("ABC").is_err() && check_digest(&"f".repeat(65)).is_err());
     }

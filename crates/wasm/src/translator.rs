@@ -3,7 +3,7 @@
 //! [`Translate`] port: a deadline per call, a memory cap per instance, an output cap per batch.
 
 use std::{
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -16,7 +16,7 @@ use wasmtime::{Store, Trap};
 
 use crate::{
     bindings::{self, HeaderParam, OutputRecord, SourceRecord},
-    host::{Host, IdlePool, Sandbox, EPOCH_TICK},
+    engine::{Idle, Runtime, Sandbox, EPOCH_TICK},
 };
 
 /// Idle instances kept per translator; more are dropped after use.
@@ -30,6 +30,24 @@ pub(crate) struct Live {
     store: Store<Sandbox>,
     bindings: bindings::Translator,
     _counted: Counted,
+}
+
+/// The idle instances of one translator.
+#[derive(Default)]
+struct IdlePool(Mutex<Vec<Live>>);
+
+impl IdlePool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Live>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Idle for IdlePool {
+    fn drop_all(&self) -> usize {
+        // Taken under the lock, dropped after it: dropping an instance frees its pool slots.
+        let dropped = std::mem::take(&mut *self.lock());
+        dropped.len()
+    }
 }
 
 /// Counts an instance in `tributary_translator_instances` while it lives.
@@ -51,7 +69,7 @@ impl Drop for Counted {
 /// A translator with one configuration; shared by every subscriber that uses the same
 /// (component, configuration), which share its initialized instances.
 pub struct Translator {
-    host: Arc<Host>,
+    runtime: Arc<Runtime>,
     pre: bindings::TranslatorPre<Sandbox>,
     config: String,
     idle: Arc<IdlePool>,
@@ -61,20 +79,21 @@ pub struct Translator {
 
 impl Translator {
     pub(crate) fn new(
-        host: Arc<Host>,
+        runtime: Arc<Runtime>,
         pre: bindings::TranslatorPre<Sandbox>,
         config: String,
     ) -> Result<Self, TranslatorFailure> {
         let idle = Arc::new(IdlePool::default());
-        host.register_idle_pool(&idle);
-        let translator = Translator { host, pre, config, idle, shared: SharedOutcomes::default() };
+        let registered: Arc<dyn Idle> = idle.clone();
+        runtime.register_idle(Arc::downgrade(&registered));
+        let translator = Translator { runtime, pre, config, idle, shared: SharedOutcomes::default() };
         let live = translator.instantiate()?;
-        translator.idle.lock().unwrap_or_else(|e| e.into_inner()).push(live);
+        translator.idle.lock().push(live);
         Ok(translator)
     }
 
     fn deadline_ticks(&self) -> u64 {
-        (self.host.limits.call_deadline_ms as u128 / EPOCH_TICK.as_millis()).max(1) as u64
+        (self.runtime.limits().call_deadline_ms as u128 / EPOCH_TICK.as_millis()).max(1) as u64
     }
 
     /// A new instance. When the instance pool is full it takes the slots of idle instances (of
@@ -88,7 +107,7 @@ impl Translator {
                     if Instant::now() >= deadline {
                         return Err(TranslatorFailure::Instances(n));
                     }
-                    if self.host.reclaim_idle() == 0 {
+                    if self.runtime.reclaim_idle() == 0 {
                         std::thread::sleep(INSTANCE_POLL);
                     }
                 }
@@ -98,17 +117,12 @@ impl Translator {
     }
 
     fn try_instantiate(&self) -> Result<Live, TranslatorFailure> {
-        let sandbox = Sandbox {
-            memory_bytes: self.host.limits.memory_bytes,
-            hit_memory: false,
-            max_instances: self.host.limits.max_instances,
-        };
-        let mut store = Store::new(&self.host.engine, sandbox);
-        store.limiter(|l| l);
+        let limits = self.runtime.limits();
+        let mut store = self.runtime.engine().store(Sandbox::new(limits));
         // Bounds what the host copies out of the guest in one call (wasmtime's DoS guard), so
         // aliased output buffers cannot make the host allocate past the output cap before we
         // count; twice the cap leaves room for the records' own structure.
-        store.set_hostcall_fuel(self.host.limits.output_bytes.saturating_mul(2));
+        store.set_hostcall_fuel(limits.output_bytes.saturating_mul(2));
         store.set_epoch_deadline(self.deadline_ticks());
         let bindings = self.pre.instantiate(&mut store).map_err(|e| classify(&store, e))?;
         store.set_epoch_deadline(self.deadline_ticks());
@@ -121,7 +135,7 @@ impl Translator {
 
     /// Runs the guest on a batch. A failed call drops its instance; others are reused.
     fn call(&self, batch: &[SourceRecord]) -> Result<Vec<bindings::Outcome>, TranslatorFailure> {
-        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let pooled = self.idle.lock().pop();
         let mut live = match pooled {
             Some(live) => live,
             None => self.instantiate()?,
@@ -137,10 +151,10 @@ impl Translator {
         };
         let records: usize =
             outcomes.iter().map(|o| if let bindings::Outcome::Ok(outs) = o { outs.len() } else { 0 }).sum();
-        if records > self.host.limits.output_records {
+        if records > self.runtime.limits().output_records {
             return Err(TranslatorFailure::Output(format!(
                 "{records} output records returned; the cap is {} per call (translators.output_records)",
-                self.host.limits.output_records
+                self.runtime.limits().output_records
             )));
         }
         let bytes: usize = outcomes
@@ -150,10 +164,10 @@ impl Translator {
                 bindings::Outcome::Err(m) => m.len(),
             })
             .sum();
-        if bytes > self.host.limits.output_bytes {
+        if bytes > self.runtime.limits().output_bytes {
             return Err(TranslatorFailure::Output(format!(
                 "{bytes} bytes returned; the cap is {} (translators.output_bytes)",
-                self.host.limits.output_bytes
+                self.runtime.limits().output_bytes
             )));
         }
         self.release(live);
@@ -161,7 +175,7 @@ impl Translator {
     }
 
     fn release(&self, live: Live) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.idle.lock();
         if idle.len() < MAX_IDLE {
             idle.push(live);
         }
@@ -191,11 +205,11 @@ fn output_size(o: &OutputRecord) -> usize {
 
 /// Names what went wrong in a call that returned a wasmtime error.
 fn classify(store: &Store<Sandbox>, error: wasmtime::Error) -> TranslatorFailure {
-    if store.data().hit_memory {
+    if store.data().hit_memory() {
         return TranslatorFailure::Memory;
     }
     if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
-        return TranslatorFailure::Instances(store.data().max_instances);
+        return TranslatorFailure::Instances(store.data().max_instances());
     }
     // wasmtime's hostcall-fuel error type is private; its message is stable.
     if format!("{error:#}").contains("fuel allocated for hostcalls has been exhausted") {

@@ -21,6 +21,7 @@ pub use runner::run;
 pub use start::{plan, plan_offsets, Plan};
 
 use crate::{
+    buffer::Weighed,
     error::Error,
     filter::KeyFilter,
     limits::Limits,
@@ -45,7 +46,7 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// How the delivering layer encodes a record: tail records delivered untranslated are
     /// encoded once and shared by every subscriber (`None`: each delivery encodes its own).
-    pub wire: Option<crate::record::WireEncoder>,
+    pub wire: Option<crate::record::EncodeRecord>,
 }
 
 /// A validated subscription, ready to run.
@@ -99,6 +100,34 @@ pub struct Progress {
     pub skipped_records: u64,
 }
 
+/// The bytes an event holds while it waits for its client: its records' sizes, or a progress
+/// message's few bytes per partition.
+impl Weighed for Result<Event, Error> {
+    fn weight(&self) -> usize {
+        match self {
+            Ok(Event::Records(outputs)) => outputs.iter().map(Output::size).sum(),
+            Ok(Event::Progress(p)) => 64 * p.offsets.len(),
+            Err(_) => 0,
+        }
+    }
+}
+
 /// Where a subscription's events go. A stream that ends early ends with an error that carries the
 /// position to resume from.
 pub type EventSender = crate::buffer::Sender<Result<Event, Error>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Record;
+
+    #[test]
+    fn an_event_weighs_its_records_or_its_positions() {
+        let record = Record::new("t".into(), 0, 0, 0, None, Some(&[b'x'; 1000]), &[]);
+        let records: Result<Event, Error> = Ok(Event::Records(vec![Output::untranslated(record); 10]));
+        assert_eq!(records.weight(), 10 * (1000 + crate::record::RECORD_OVERHEAD));
+        let offsets = vec![PartitionOffset { topic: "t".into(), partition: 0, offset: 0 }; 3];
+        assert_eq!(Ok(Event::Progress(Progress { offsets, skipped_records: 0 })).weight(), 3 * 64);
+        assert_eq!(Err::<Event, _>(Error::Internal("x".into())).weight(), 0);
+    }
+}

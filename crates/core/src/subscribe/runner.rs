@@ -18,7 +18,7 @@ use crate::{
     error::Error,
     events,
     record::{Output, PartitionOffset, Record},
-    source::{CatchUpReader, Position, Read},
+    source::{CatchUpReader, Read},
     view::{TailRead, TailRecord},
 };
 
@@ -62,6 +62,9 @@ struct Runner<'a> {
     sent: Vec<PartitionOffset>,
     /// Records skipped because their translation returned an error (`skip_errors`).
     skipped: u64,
+    /// Per followed topic, how many of its partitions were looked at for cursors: only later
+    /// ones are new to the topic.
+    known: HashMap<Arc<str>, i32>,
 }
 
 /// The client is gone (or cannot be told anything): stop without an error.
@@ -83,6 +86,7 @@ impl<'a> Runner<'a> {
             max_bytes: shared.limits.max_batch_bytes,
             sent: Vec::new(),
             skipped: 0,
+            known: HashMap::new(),
         }
     }
 
@@ -122,6 +126,7 @@ impl<'a> Runner<'a> {
                 w.borrow_and_update();
             }
             self.add_new_partitions();
+            self.check_held()?;
             self.read_tails();
             self.read_catchup().await?;
             if !self.batch.is_empty() {
@@ -197,17 +202,34 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    /// Follows partitions added to a followed topic, from their start (rule 4).
+    /// Follows partitions added to a followed topic, from their start (rule 4). The first look
+    /// goes over every partition (one added between the plan and the run is followed too); a
+    /// partition held by another replica then is not followed by this stream, even if it comes
+    /// here later: its client follows it where it was (sharding, `docs/sharding.md`).
     fn add_new_partitions(&mut self) {
         for topic in &self.sub.topics {
-            let known = self.sub.cursors.iter().filter(|c| c.shard.topic == topic.name).count() as i32;
-            for partition in known..topic.partitions() {
+            let known = self.known.get(&topic.name).copied().unwrap_or(0);
+            let partitions = topic.partitions();
+            for partition in known..partitions {
+                if self.index.contains_key(&(topic.name.clone(), partition)) {
+                    continue;
+                }
                 if let Some(shard) = topic.shard(partition) {
                     let start = shard.start();
                     self.index.insert((topic.name.clone(), partition), self.sub.cursors.len());
                     self.sub.cursors.push(Cursor::new(shard, start));
                 }
             }
+            self.known.insert(topic.name.clone(), partitions);
+        }
+    }
+
+    /// Ends the stream when a partition it reads was taken from this replica (sharding): the
+    /// client resumes it, from the position in the error, where it moves.
+    fn check_held(&self) -> Result<(), Error> {
+        match self.sub.cursors.iter().find(|c| c.shard.is_released()) {
+            Some(c) => Err(Error::not_held(c.shard.topic.to_string(), c.shard.partition)),
+            None => Ok(()),
         }
     }
 
@@ -247,7 +269,7 @@ impl<'a> Runner<'a> {
                         tail_start,
                         "cursor behind the tail buffer"
                     );
-                    let position: Position = (cursor.shard.topic.clone(), cursor.shard.partition, cursor.pos);
+                    let position = cursor.position();
                     self.sub.cursors[at].behind = true;
                     if let Some(c) = &self.catchup {
                         if let Err(e) = c.reader.assign(&[position]) {
@@ -263,13 +285,7 @@ impl<'a> Runner<'a> {
     /// Opens the catch-up reader over every cursor that is behind.
     fn open_catchup(&mut self, permit: OwnedSemaphorePermit) -> Result<(), Error> {
         let reader = self.shared.log.catch_up(self.shared.limits.catchup_prefetch_kbytes)?;
-        let behind: Vec<Position> = self
-            .sub
-            .cursors
-            .iter()
-            .filter(|c| c.behind)
-            .map(|c| (c.shard.topic.clone(), c.shard.partition, c.pos))
-            .collect();
+        let behind: Vec<PartitionOffset> = self.sub.cursors.iter().filter(|c| c.behind).map(Cursor::position).collect();
         reader.assign(&behind)?;
         self.catchup = Some(CatchUp { reader, _permit: permit });
         Ok(())
@@ -294,11 +310,11 @@ impl<'a> Runner<'a> {
             }
         }
         let Some(catchup) = &self.catchup else { return Ok(()) };
-        for (topic, partition, position) in catchup.reader.positions() {
-            if let Some(&i) = self.index.get(&(topic, partition)) {
+        for p in catchup.reader.positions() {
+            if let Some(&i) = self.index.get(&(Arc::from(p.topic), p.partition)) {
                 let cursor = &mut self.sub.cursors[i];
-                if cursor.behind && position > cursor.pos {
-                    cursor.pos = position; // past transaction markers
+                if cursor.behind && p.offset > cursor.pos {
+                    cursor.pos = p.offset; // past transaction markers
                 }
             }
         }
@@ -306,7 +322,7 @@ impl<'a> Runner<'a> {
         for cursor in self.sub.cursors.iter_mut().filter(|c| c.behind) {
             if cursor.pos >= cursor.shard.tail_start() {
                 cursor.behind = false;
-                switched.push((cursor.shard.topic.clone(), cursor.shard.partition, cursor.pos));
+                switched.push(cursor.position());
             }
         }
         if self.sub.cursors.iter().all(|c| !c.behind) {

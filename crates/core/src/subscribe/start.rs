@@ -11,7 +11,7 @@ use crate::{
     error::Error,
     record::PartitionOffset,
     source::Watermarks,
-    view::{TopicView, View},
+    view::{Holding, TopicView, View},
     watermarks::{Answer, WatermarkCache},
 };
 
@@ -53,12 +53,18 @@ pub fn plan_offsets(
                 format!("partition {} is negative", po.partition),
             ));
         }
-        if topic.shard(po.partition).is_none() {
-            return Err(Error::UnknownPartition {
-                topic: po.topic.clone(),
-                partition: po.partition,
-                partitions: topic.partitions(),
-            });
+        match topic.holding(po.partition) {
+            // A loading partition is followed from where it is asked for: its records are
+            // delivered as ingest reads them.
+            Holding::Held(_) | Holding::Loading(_) => {}
+            Holding::NotHeld => return Err(Error::not_held(po.topic.clone(), po.partition)),
+            Holding::Unknown => {
+                return Err(Error::UnknownPartition {
+                    topic: po.topic.clone(),
+                    partition: po.partition,
+                    partitions: topic.partitions(),
+                })
+            }
         }
         if po.offset < 0 {
             return Err(Error::invalid(

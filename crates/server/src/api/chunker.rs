@@ -2,7 +2,7 @@
 //! one carrying the snapshot's offsets and the last one marked `last`.
 //!
 //! Entries are written straight into the chunk's buffer as protobuf (no `SnapshotEntry` structs,
-//! no allocation per entry); the chunks go out through [`wire::WireCodec`] as they are.
+//! no allocation per entry); the chunks go out through [`super::codec::WireCodec`] as they are.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::{
@@ -11,7 +11,10 @@ use prost::{
 };
 use tributary_core::Output;
 
-use crate::{api::wire, pb};
+use crate::{
+    api::encode::{encode_entry, Wire, WireBuf},
+    pb,
+};
 
 /// `SnapshotChunk` fields.
 const OFFSETS: u32 = 1;
@@ -31,8 +34,8 @@ impl Chunk {
     }
 }
 
-impl wire::Wire for Chunk {
-    fn write(&self, buf: &mut impl wire::WireBuf) {
+impl Wire for Chunk {
+    fn write(&self, buf: &mut impl WireBuf) {
         buf.reserve(self.0.len());
         buf.put_slice(&self.0);
     }
@@ -60,7 +63,7 @@ impl Chunker {
     /// entry larger than the bound goes alone in its chunk.
     pub fn push(&mut self, output: Output) -> Option<Chunk> {
         self.scratch.clear();
-        wire::encode_entry(&output, &mut self.scratch);
+        encode_entry(&output, &mut self.scratch);
         let len = self.scratch.len();
         let framed = 1 + prost::encoding::encoded_len_varint(len as u64) + len;
         let full = (self.entries > 0 && self.chunk.len() + framed > self.max_bytes).then(|| {

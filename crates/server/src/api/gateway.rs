@@ -11,12 +11,13 @@ use tonic::{metadata::MetadataMap, Request, Response, Status};
 use tracing::Instrument;
 use tributary_core::{
     buffer,
+    durable::Durable,
     limits::requested_or_max,
-    positions::{check_name, Stamp},
+    positions::{check_subscription_name, Stamp},
     snapshot::{self, SnapshotEvent},
     subscribe::{self, Shared, Stop, Subscription},
     translate::Translation,
-    view::View,
+    view::{TopicView, View},
     watermarks::Answer,
     Error,
 };
@@ -26,13 +27,14 @@ use crate::{
     api::{
         chunker::{Chunk, Chunker},
         convert,
+        encode::SubscribeWire,
         lag::StreamLags,
         status::status,
-        subscriptions::{self, Durable},
-        wire::{self, SubscribeWire},
+        subscriptions,
     },
     auth::{Auth, Caller, Permission},
     pb,
+    sharding::Topology,
 };
 
 /// How long DescribeTopics waits for Kafka before it answers with the last known watermarks.
@@ -56,6 +58,9 @@ pub struct GatewayService {
     auth: Arc<Auth>,
     /// Where each open Subscribe stream's client stands.
     lags: StreamLags,
+    /// Who holds which partition (sharding): GetTopology, and where a call on a partition held
+    /// elsewhere should go.
+    topology: Arc<Topology>,
 }
 
 impl GatewayService {
@@ -69,7 +74,24 @@ impl GatewayService {
         buffers: buffer::Budget,
     ) -> Self {
         let streams = Arc::new(Semaphore::new(shared.limits.max_streams));
-        Self { view, shared, registry, streams, buffers, tasks, durable, auth, lags: StreamLags::default() }
+        Self {
+            view,
+            shared,
+            registry,
+            streams,
+            buffers,
+            tasks,
+            durable,
+            auth,
+            lags: StreamLags::default(),
+            topology: Arc::default(),
+        }
+    }
+
+    /// Answers GetTopology, and locates partitions held elsewhere, from `topology`.
+    pub fn with_topology(mut self, topology: Arc<Topology>) -> Self {
+        self.topology = topology;
+        self
     }
 
     /// Registers every Subscribe stream's delivered position in `lags` (sampled into metrics).
@@ -93,7 +115,7 @@ impl GatewayService {
                 "name the translator to use (Translators/List shows them)",
             ));
         }
-        registry::check_name(&reference.name).map_err(|m| Error::invalid(format!("{field}.name"), m))?;
+        registry::check_translator_name(&reference.name).map_err(|m| Error::invalid(format!("{field}.name"), m))?;
         registry::check_digest(&reference.digest).map_err(|m| Error::invalid(format!("{field}.digest"), m))?;
         self.auth.check(caller, Permission::UseTranslator(&reference.name))?;
         let (registry, reference) = (self.registry.clone(), convert::translator_ref(reference));
@@ -119,19 +141,27 @@ impl GatewayService {
         Ok(StreamSlot { _permit: permit, kind })
     }
 
+    /// The topics a describing call names, or every exposed topic the caller may read.
+    fn described(&self, caller: &Caller, names: &[String]) -> Result<Vec<Arc<TopicView>>, Error> {
+        if names.is_empty() {
+            return Ok(self
+                .view
+                .topics()
+                .filter(|t| self.auth.allows(caller, Permission::ReadTopic(&t.name)))
+                .cloned()
+                .collect());
+        }
+        let topics = self.view.requested(names, "topics")?;
+        self.check_read(caller, topics.iter().map(|t| &*t.name))?;
+        Ok(topics)
+    }
+
     async fn describe(
         &self,
         caller: &Caller,
         request: pb::DescribeTopicsRequest,
     ) -> Result<pb::DescribeTopicsResponse, Error> {
-        let topics: Vec<_> = if request.topics.is_empty() {
-            // Every exposed topic the caller may read.
-            self.view.topics().filter(|t| self.auth.allows(caller, Permission::ReadTopic(&t.name))).cloned().collect()
-        } else {
-            let topics = self.view.requested(&request.topics, "topics")?;
-            self.check_read(caller, topics.iter().map(|t| &*t.name))?;
-            topics
-        };
+        let topics = self.described(caller, &request.topics)?;
         self.view.check_assigned()?;
         let shards: Vec<_> = topics.iter().flat_map(|t| t.shards()).collect();
         let partitions: Vec<_> = shards.iter().map(|s| (s.topic.clone(), s.partition)).collect();
@@ -156,6 +186,34 @@ impl GatewayService {
         })
     }
 
+    async fn topology(
+        &self,
+        caller: &Caller,
+        request: pb::GetTopologyRequest,
+    ) -> Result<pb::GetTopologyResponse, Error> {
+        let topics = self.described(caller, &request.topics)?;
+        self.view.check_assigned()?;
+        let owners = self.topology.owners().await?;
+        let mut partitions = Vec::new();
+        for topic in &topics {
+            for partition in 0..topic.partitions() {
+                let owner = owners.owner(&topic.name, partition);
+                partitions.push(pb::PartitionOwner {
+                    topic: topic.name.to_string(),
+                    partition,
+                    owner: owner.unwrap_or_default().to_string(),
+                    moving: owner.is_none(),
+                });
+            }
+        }
+        Ok(pb::GetTopologyResponse {
+            partitions,
+            sharded: owners.owners.is_some(),
+            address: owners.address.clone(),
+            group_state: owners.state.clone(),
+        })
+    }
+
     async fn snapshot(
         &self,
         caller: &Caller,
@@ -173,7 +231,7 @@ impl GatewayService {
         let translation = self.translation(caller, request.translator, "translator").await?;
         let permit = self.stream_permit("snapshot")?;
         snapshot::wait_ready(&self.view, wait).await?;
-        let taken = snapshot::take(&topics);
+        let taken = snapshot::take(&self.view, &topics)?;
         let offsets = convert::offsets(&taken.offsets);
         let (tx, rx) = buffer::channel(limits.stream_buffer_messages, limits.stream_buffer_bytes, &self.buffers);
         self.tasks.spawn(
@@ -193,7 +251,7 @@ impl GatewayService {
     ) -> Result<BoxStream<'static, Result<SubscribeWire, Status>>, Error> {
         let name = request.subscription_name;
         if !name.is_empty() {
-            check_name(&name, "subscription_name")?;
+            check_subscription_name(&name, "subscription_name")?;
             self.auth.check(caller, Permission::OwnSubscription(&name))?;
         }
         let from: Vec<_> = request.from_offsets.into_iter().map(convert::from_partition_offset).collect();
@@ -259,7 +317,7 @@ impl GatewayService {
                         let bytes: usize = outputs.iter().map(tributary_core::Output::data_bytes).sum();
                         records_delivered.increment(count);
                         bytes_delivered.increment(bytes as u64);
-                        // Encoded as tonic writes the response (wire::SubscribeWire).
+                        // Encoded as tonic writes the response (encode::SubscribeWire).
                         Ok(SubscribeWire::Records(outputs))
                     }
                     Ok(event) => Ok(SubscribeWire::Message(convert::event(event))),
@@ -269,7 +327,7 @@ impl GatewayService {
             .boxed())
     }
 
-    /// `GetSnapshot`, its chunks written as they are packed ([`wire::GatewayRoutes`]).
+    /// `GetSnapshot` as `GatewayRoutes` serves it: its chunks written as they are packed.
     pub async fn snapshot_wire(
         &self,
         request: Request<pb::GetSnapshotRequest>,
@@ -279,16 +337,22 @@ impl GatewayService {
             .map(|d| d.mul_f64(0.9))
             .unwrap_or(Duration::from_millis(self.shared.limits.ready_wait_ms));
         let caller = Caller::of(&request);
-        self.snapshot(&caller, request.into_inner(), wait).await.map(Response::new).map_err(status)
+        match self.snapshot(&caller, request.into_inner(), wait).await {
+            Ok(stream) => Ok(Response::new(stream)),
+            Err(e) => Err(status(self.topology.locate(e).await)),
+        }
     }
 
-    /// `Subscribe`, its responses written from pre-encoded records ([`wire::GatewayRoutes`]).
+    /// `Subscribe` as `GatewayRoutes` serves it: its responses written from pre-encoded records.
     pub async fn subscribe_wire(
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<BoxStream<'static, Result<SubscribeWire, Status>>>, Status> {
         let caller = Caller::of(&request);
-        self.subscribe(&caller, request.into_inner()).await.map(Response::new).map_err(status)
+        match self.subscribe(&caller, request.into_inner()).await {
+            Ok(stream) => Ok(Response::new(stream)),
+            Err(e) => Err(status(self.topology.locate(e).await)),
+        }
     }
 }
 
@@ -357,6 +421,8 @@ fn deadline(metadata: &MetadataMap) -> Option<Duration> {
     })
 }
 
+/// The generated server's entry. `GatewayRoutes` takes `GetSnapshot` and `Subscribe` before they
+/// reach it; the generated trait needs them all the same, so they answer here with the same messages.
 #[tonic::async_trait]
 impl pb::gateway_server::Gateway for GatewayService {
     async fn describe_topics(
@@ -367,6 +433,14 @@ impl pb::gateway_server::Gateway for GatewayService {
         self.describe(&caller, request.into_inner()).await.map(Response::new).map_err(status)
     }
 
+    async fn get_topology(
+        &self,
+        request: Request<pb::GetTopologyRequest>,
+    ) -> Result<Response<pb::GetTopologyResponse>, Status> {
+        let caller = Caller::of(&request);
+        self.topology(&caller, request.into_inner()).await.map(Response::new).map_err(status)
+    }
+
     type GetSnapshotStream = BoxStream<'static, Result<pb::SnapshotChunk, Status>>;
 
     async fn get_snapshot(
@@ -374,7 +448,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         request: Request<pb::GetSnapshotRequest>,
     ) -> Result<Response<Self::GetSnapshotStream>, Status> {
         let stream = self.snapshot_wire(request).await?;
-        Ok(stream.map(wire::as_chunks))
+        Ok(stream.map(as_chunks))
     }
 
     type SubscribeStream = BoxStream<'static, Result<pb::SubscribeResponse, Status>>;
@@ -384,8 +458,22 @@ impl pb::gateway_server::Gateway for GatewayService {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let stream = self.subscribe_wire(request).await?;
-        Ok(stream.map(wire::as_messages))
+        Ok(stream.map(as_messages))
     }
+}
+
+/// The hand-encoded responses as the generated server's stream.
+fn as_messages(
+    stream: BoxStream<'static, Result<SubscribeWire, Status>>,
+) -> BoxStream<'static, Result<pb::SubscribeResponse, Status>> {
+    stream.map(|item| item.and_then(SubscribeWire::into_message)).boxed()
+}
+
+/// The encoded chunks as the generated server's stream.
+fn as_chunks(
+    stream: BoxStream<'static, Result<Chunk, Status>>,
+) -> BoxStream<'static, Result<pb::SnapshotChunk, Status>> {
+    stream.map(|item| item.and_then(Chunk::into_message)).boxed()
 }
 
 #[cfg(test)]

@@ -20,9 +20,17 @@ pub const ERROR_DOMAIN: &str = "tributary.v1";
 /// The gRPC code of an error.
 pub fn code(error: &Error) -> Code {
     match error {
-        Error::InvalidArgument { .. } | Error::TranslatorConfig { .. } => Code::InvalidArgument,
+        // A component over a limit is refused like any other invalid upload: the same bytes are
+        // refused every time, so it is no transient shortage for a client to retry.
+        Error::InvalidArgument { .. } | Error::TranslatorConfig { .. } | Error::ComponentLimit { .. } => {
+            Code::InvalidArgument
+        }
         Error::UnknownTopic { .. } | Error::UnknownPartition { .. } | Error::UnknownTranslator { .. } => Code::NotFound,
         Error::TooOld { .. } | Error::BeyondEnd { .. } => Code::OutOfRange,
+        // Held elsewhere: this call cannot succeed here, the client goes to the owner. Held by no
+        // one: it moves, and a retry soon finds its new owner.
+        Error::PartitionNotHeld { owner: Some(_), .. } => Code::FailedPrecondition,
+        Error::PartitionNotHeld { owner: None, .. } => Code::Unavailable,
         Error::NotReady { .. } | Error::Kafka { .. } | Error::ShuttingDown { .. } => Code::Unavailable,
         Error::ResourceExhausted(_) => Code::ResourceExhausted,
         Error::Unimplemented(_) => Code::Unimplemented,
@@ -53,6 +61,8 @@ pub fn reason_of(error: &Error) -> &'static str {
         Error::UnknownPartition { .. } => "UNKNOWN_PARTITION",
         Error::TooOld { .. } => "OFFSET_TOO_OLD",
         Error::BeyondEnd { .. } => "OFFSET_BEYOND_END",
+        Error::PartitionNotHeld { owner: Some(_), .. } => "PARTITION_NOT_HELD",
+        Error::PartitionNotHeld { owner: None, .. } => "PARTITION_MOVING",
         Error::NotReady { .. } => "VIEW_LOADING",
         Error::Kafka { .. } => "KAFKA_UNAVAILABLE",
         Error::ResourceExhausted(_) => "LIMIT_REACHED",
@@ -60,6 +70,7 @@ pub fn reason_of(error: &Error) -> &'static str {
         Error::Unimplemented(_) => "NOT_IMPLEMENTED",
         Error::UnknownTranslator { .. } => "UNKNOWN_TRANSLATOR",
         Error::TranslatorConfig { .. } => "TRANSLATOR_CONFIG_REJECTED",
+        Error::ComponentLimit { .. } => "COMPONENT_EXCEEDS_LIMIT",
         Error::Translator { failure, .. } => match failure {
             TranslatorFailure::Trap(_) => "TRANSLATOR_TRAP",
             TranslatorFailure::Deadline => "TRANSLATOR_DEADLINE",
@@ -103,8 +114,20 @@ fn metadata(error: &Error) -> HashMap<String, String> {
         Error::UnknownTranslator { name, .. } => {
             m.insert("translator".into(), name.clone());
         }
+        Error::ComponentLimit { limit, requested, allowed, .. } => {
+            m.insert("limit".into(), limit.clone());
+            m.insert("requested".into(), requested.to_string());
+            m.insert("allowed".into(), allowed.to_string());
+        }
         Error::Subscription { name, .. } | Error::SubscriptionTakenOver { name, .. } => {
             m.insert("subscription".into(), name.clone());
+        }
+        Error::PartitionNotHeld { topic, partition, owner, .. } => {
+            m.insert("topic".into(), topic.clone());
+            m.insert("partition".into(), partition.to_string());
+            if let Some(owner) = owner {
+                m.insert("owner".into(), owner.clone());
+            }
         }
         _ => {}
     }
@@ -119,17 +142,40 @@ fn details(error: &Error) -> Vec<prost_types::Any> {
             &OffsetsDetail { kind: kind as i32, offsets: offsets.iter().map(convert::partition_offset).collect() },
         )
     };
-    match error {
-        Error::InvalidArgument { field, message } => vec![any(
+    let bad_request = |field: &str, description: &str| {
+        any(
             "google.rpc.BadRequest",
             &rpc::BadRequest {
                 field_violations: vec![rpc::bad_request::FieldViolation {
-                    field: field.clone(),
-                    description: message.clone(),
+                    field: field.into(),
+                    description: description.into(),
                     ..Default::default()
                 }],
             },
-        )],
+        )
+    };
+    // How long a client waits before it asks again for a partition that is moving: about a
+    // rebalance's second round (cooperative: the new owner is assigned after the old one let go).
+    let retry = || {
+        any(
+            "google.rpc.RetryInfo",
+            &rpc::RetryInfo { retry_delay: Some(prost_types::Duration { seconds: 1, nanos: 0 }) },
+        )
+    };
+    match error {
+        Error::InvalidArgument { field, message } => vec![bad_request(field, message)],
+        Error::PartitionNotHeld { owner, resume, .. } => {
+            let mut details = Vec::new();
+            if owner.is_none() {
+                details.push(retry());
+            }
+            if !resume.is_empty() {
+                details.push(offsets(Kind::Resume, resume));
+            }
+            details
+        }
+        // The component's bytes travel in the upload's chunks.
+        Error::ComponentLimit { message, .. } => vec![bad_request("chunk", message)],
         Error::TooOld { earliest_offsets, .. } => vec![offsets(Kind::Earliest, earliest_offsets)],
         Error::BeyondEnd { latest_offsets, .. } => vec![offsets(Kind::Latest, latest_offsets)],
         Error::Kafka { resume, .. }
@@ -225,10 +271,56 @@ mod tests {
     }
 
     #[test]
+    fn a_partition_held_elsewhere_names_its_owner_and_one_held_by_no_one_says_retry() {
+        let elsewhere = status(Error::PartitionNotHeld {
+            topic: "t".into(),
+            partition: 3,
+            owner: Some("10.0.0.2:50051".into()),
+            resume: Vec::new(),
+        });
+        assert_eq!(elsewhere.code(), Code::FailedPrecondition);
+        assert_eq!(reason(&elsewhere).as_deref(), Some("PARTITION_NOT_HELD"));
+        let metadata = error_metadata(&elsewhere);
+        assert_eq!(metadata.get("owner").map(String::as_str), Some("10.0.0.2:50051"));
+        assert_eq!((metadata["topic"].as_str(), metadata["partition"].as_str()), ("t", "3"));
+        assert!(elsewhere.message().contains("10.0.0.2:50051"), "{}", elsewhere.message());
+        assert!(detail::<rpc::RetryInfo>(&elsewhere, "google.rpc.RetryInfo").is_none(), "no use retrying here");
+
+        // A stream on a partition taken from this replica: UNAVAILABLE, retry, and where it stood.
+        let resume = vec![PartitionOffset::new("t", 3, 40), PartitionOffset::new("t", 1, 7)];
+        let moving = status(Error::not_held("t", 3).with_resume(resume.clone()));
+        assert_eq!(moving.code(), Code::Unavailable);
+        assert_eq!(reason(&moving).as_deref(), Some("PARTITION_MOVING"));
+        assert!(!error_metadata(&moving).contains_key("owner"));
+        let retry = detail::<rpc::RetryInfo>(&moving, "google.rpc.RetryInfo").expect("retry info");
+        assert_eq!(retry.retry_delay.map(|d| d.seconds), Some(1));
+        let detail = offsets_detail(&moving).expect("resume offsets");
+        assert_eq!(detail.kind(), Kind::Resume);
+        assert_eq!(detail.offsets, resume.iter().map(convert::partition_offset).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn invalid_argument_names_the_field() {
         let status = status(Error::invalid("from_offsets[2].offset", "must be >= 0"));
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(bad_field(&status).as_deref(), Some("from_offsets[2].offset"));
+    }
+
+    #[test]
+    fn a_component_over_a_limit_names_the_limit_and_both_numbers() {
+        let status = status(Error::ComponentLimit {
+            limit: "translators.memory_bytes".into(),
+            requested: 196_608_000,
+            allowed: 134_217_728,
+            message: "too much memory".into(),
+        });
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(reason(&status).as_deref(), Some("COMPONENT_EXCEEDS_LIMIT"));
+        let metadata = error_metadata(&status);
+        assert_eq!(metadata.get("limit").map(String::as_str), Some("translators.memory_bytes"));
+        assert_eq!(metadata.get("requested").map(String::as_str), Some("196608000"));
+        assert_eq!(metadata.get("allowed").map(String::as_str), Some("134217728"));
+        assert_eq!(bad_field(&status).as_deref(), Some("chunk"));
     }
 
     #[test]

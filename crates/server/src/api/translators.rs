@@ -62,7 +62,7 @@ impl TranslatorsService {
                 ))
             }
         };
-        registry::check_name(&header.name).map_err(|m| Error::invalid("header.name", m))?;
+        registry::check_translator_name(&header.name).map_err(|m| Error::invalid("header.name", m))?;
         // Before any byte of the component is received.
         self.auth.check(caller, Permission::ManageTranslator(&header.name))?;
         let too_large = |size: u64| {
@@ -167,7 +167,7 @@ impl pb::translators_server::Translators for TranslatorsService {
     ) -> Result<Response<pb::TranslatorInfo>, Status> {
         let caller = Caller::of(&request);
         let name = request.into_inner().name;
-        registry::check_name(&name).map_err(|m| status(Error::invalid("name", m)))?;
+        registry::check_translator_name(&name).map_err(|m| status(Error::invalid("name", m)))?;
         self.auth.check(&caller, Permission::UseTranslator(&name)).map_err(status)?;
         let info = self.registry.describe(&name).map_err(status)?;
         Ok(Response::new(convert::translator_info(info)))
@@ -179,7 +179,7 @@ impl pb::translators_server::Translators for TranslatorsService {
     ) -> Result<Response<pb::DeleteTranslatorResponse>, Status> {
         let caller = Caller::of(&request);
         let request = request.into_inner();
-        registry::check_name(&request.name).map_err(|m| status(Error::invalid("name", m)))?;
+        registry::check_translator_name(&request.name).map_err(|m| status(Error::invalid("name", m)))?;
         registry::check_digest(&request.digest).map_err(|m| status(Error::invalid("digest", m)))?;
         self.auth.check(&caller, Permission::ManageTranslator(&request.name)).map_err(status)?;
         let what = format!("{} {}", request.name, request.digest);

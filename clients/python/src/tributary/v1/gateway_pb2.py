@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atributary/v1/gateway.proto\x12\x0ctributary.v1\"C\n\x0fPartitionOffset\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"3\n\x06Header\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\x05value\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x42\x08\n\x06_value\",\n\tKeyFilter\x12\r\n\x05\x65xact\x18\x01 \x03(\x0c\x12\x10\n\x08prefixes\x18\x02 \x03(\x0c\"R\n\rTranslatorRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0e\n\x06\x63onfig\x18\x03 \x01(\t\x12\x13\n\x0bskip_errors\x18\x04 \x01(\x08\"\'\n\x15\x44\x65scribeTopicsRequest\x12\x0e\n\x06topics\x18\x01 \x03(\t\"\x8b\x01\n\x16\x44\x65scribeTopicsResponse\x12.\n\x06topics\x18\x01 \x03(\x0b\x32\x1e.tributary.v1.TopicDescription\x12\r\n\x05ready\x18\x02 \x01(\x08\x12\x17\n\x0fkafka_reachable\x18\x03 \x01(\x08\x12\x19\n\x11watermarks_age_ms\x18\x04 \x01(\x03\"X\n\x10TopicDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x36\n\npartitions\x18\x02 \x03(\x0b\x32\".tributary.v1.PartitionDescription\"|\n\x14PartitionDescription\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x17\n\x0f\x65\x61rliest_offset\x18\x02 \x01(\x03\x12\x15\n\rlatest_offset\x18\x03 \x01(\x03\x12\x13\n\x0bview_offset\x18\x04 \x01(\x03\x12\x0c\n\x04keys\x18\x05 \x01(\x04\"\x9b\x01\n\x12GetSnapshotRequest\x12\x0e\n\x06topics\x18\x01 \x03(\t\x12+\n\nkey_filter\x18\x02 \x01(\x0b\x32\x17.tributary.v1.KeyFilter\x12\x17\n\x0fmax_chunk_bytes\x18\x03 \x01(\r\x12/\n\ntranslator\x18\x04 \x01(\x0b\x32\x1b.tributary.v1.TranslatorRef\"\xb0\x01\n\rSnapshotEntry\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\x12\x0b\n\x03key\x18\x05 \x01(\x0c\x12\r\n\x05value\x18\x06 \x01(\x0c\x12%\n\x07headers\x18\x07 \x03(\x0b\x32\x14.tributary.v1.Header\x12\x14\n\x0coutput_index\x18\x08 \x01(\r\"\x94\x01\n\rSnapshotChunk\x12.\n\x07offsets\x18\x01 \x03(\x0b\x32\x1d.tributary.v1.PartitionOffset\x12,\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x1b.tributary.v1.SnapshotEntry\x12\x0c\n\x04last\x18\x03 \x01(\x08\x12\x17\n\x0fskipped_records\x18\x04 \x01(\x04\"\xa2\x02\n\x10SubscribeRequest\x12\x0e\n\x06topics\x18\x01 \x03(\t\x12\x33\n\x0c\x66rom_offsets\x18\x02 \x03(\x0b\x32\x1d.tributary.v1.PartitionOffset\x12+\n\nkey_filter\x18\x03 \x01(\x0b\x32\x17.tributary.v1.KeyFilter\x12\x19\n\x11max_batch_records\x18\x04 \x01(\r\x12/\n\ntranslator\x18\x05 \x01(\x0b\x32\x1b.tributary.v1.TranslatorRef\x12\x19\n\x11subscription_name\x18\x06 \x01(\t\x12 \n\x18\x61\x63\x63\x65pt_translator_change\x18\x07 \x01(\x08\x12\x13\n\x0b\x61uto_commit\x18\x08 \x01(\x08\"\xc5\x01\n\x06Record\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\x12\x10\n\x03key\x18\x05 \x01(\x0cH\x00\x88\x01\x01\x12\x12\n\x05value\x18\x06 \x01(\x0cH\x01\x88\x01\x01\x12%\n\x07headers\x18\x07 \x03(\x0b\x32\x14.tributary.v1.Header\x12\x14\n\x0coutput_index\x18\x08 \x01(\rB\x06\n\x04_keyB\x08\n\x06_value\"4\n\x0bRecordBatch\x12%\n\x07records\x18\x01 \x03(\x0b\x32\x14.tributary.v1.Record\"S\n\x08Progress\x12.\n\x07offsets\x18\x01 \x03(\x0b\x32\x1d.tributary.v1.PartitionOffset\x12\x17\n\x0fskipped_records\x18\x02 \x01(\x04\"x\n\x11SubscribeResponse\x12,\n\x07records\x18\x01 \x01(\x0b\x32\x19.tributary.v1.RecordBatchH\x00\x12*\n\x08progress\x18\x02 \x01(\x0b\x32\x16.tributary.v1.ProgressH\x00\x42\t\n\x07message\"\xb3\x01\n\rOffsetsDetail\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .tributary.v1.OffsetsDetail.Kind\x12.\n\x07offsets\x18\x02 \x03(\x0b\x32\x1d.tributary.v1.PartitionOffset\"B\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x45\x41RLIEST\x10\x01\x12\n\n\x06RESUME\x10\x02\x12\n\n\x06LATEST\x10\x03\x32\x86\x02\n\x07Gateway\x12[\n\x0e\x44\x65scribeTopics\x12#.tributary.v1.DescribeTopicsRequest\x1a$.tributary.v1.DescribeTopicsResponse\x12N\n\x0bGetSnapshot\x12 .tributary.v1.GetSnapshotRequest\x1a\x1b.tributary.v1.SnapshotChunk0\x01\x12N\n\tSubscribe\x12\x1e.tributary.v1.SubscribeRequest\x1a\x1f.tributary.v1.SubscribeResponse0\x01\x42\x43ZAgithub.com/tributary/tributary/clients/go/tributaryv1;tributaryv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atributary/v1/gateway.proto\x12\x0ctributary.v1\"C\n\x0fPartitionOffset\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"3\n\x06Header\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\x05value\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x42\x08\n\x06_value\",\n\tKeyFilter\x12\r\n\x05\x65xact\x18\x01 \x03(\x0c\x12\x10\n\x08prefixes\x18\x02 \x03(\x0c\"R\n\rTranslatorRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0e\n\x06\x63onfig\x18\x03 \x01(\t\x12\x13\n\x0bskip_errors\x18\x04 \x01(\x08\"\'\n\x15\x44\x65scribeTopicsRequest\x12\x0e\n\x06topics\x18\x01 \x03(\t\"\x8b\x01\n\x16\x44\x65scribeTopicsResponse\x12.\n\x06topics\x18\x01 \x03(\x0b\x32\x1e.tributary.v1.TopicDescription\x12\r\n\x05ready\x18\x02 \x01(\x08\x12\x17\n\x0fkafka_reachable\x18\x03 \x01(\x08\x12\x19\n\x11watermarks_age_ms\x18\x04 \x01(\x03\"X\n\x10TopicDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x36\n\npartitions\x18\x02 \x03(\x0b\x32\".tributary.v1.PartitionDescription\"|\n\x14PartitionDescription\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x17\n\x0f\x65\x61rliest_offset\x18\x02 \x01(\x03\x12\x15\n\rlatest_offset\x18\x03 \x01(\x03\x12\x13\n\x0bview_offset\x18\x04 \x01(\x03\x12\x0c\n\x04keys\x18\x05 \x01(\x04\"$\n\x12GetTopologyRequest\x12\x0e\n\x06topics\x18\x01 \x03(\t\"~\n\x13GetTopologyResponse\x12\x30\n\npartitions\x18\x01 \x03(\x0b\x32\x1c.tributary.v1.PartitionOwner\x12\x0f\n\x07sharded\x18\x02 \x01(\x08\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x13\n\x0bgroup_state\x18\x04 \x01(\t\"Q\n\x0ePartitionOwner\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x0e\n\x06moving\x18\x04 \x01(\x08\"\x9b\x01\n\x12GetSnapshotRequest\x12\x0e\n\x06topics\x18\x01 \x03(\t\x12+\n\nkey_filter\x18\x02 \x01(\x0b\x32\x17.tributary.v1.KeyFilter\x12\x17\n\x0fmax_chunk_bytes\x18\x03 \x01(\r\x12/\n\ntranslator\x18\x04 \x01(\x0b\x32\x1b.tributary.v1.TranslatorRef\"\xb0\x01\n\rSnapshotEntry\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\x12\x0b\n\x03key\x18\x05 \x01(\x0c\x12\r\n\x05value\x18\x06 \x01(\x0c\x12%\n\x07headers\x18\x07 \x03(\x0b\x32\x14.tributary.v1.Header\x12\x14\n\x0coutput_index\x18\x08 \x01(\r\"\x94\x01\n\rSnapshotChunk\x12.\n\x07offsets\x18\x01 \x03(\x0b\x32\x1d.tributary.v1.PartitionOffset\x12,\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x1b.tributary.v1.SnapshotEntry\x12\x0c\n\x04last\x18\x03 \x01(\x08\x12\x17\n\x0fskipped_records\x18\x04 \x01(\x04\"\xa2\x02\n\x10SubscribeRequest\x12\x0e\n\x06topics\x18\x01 \x03(\t\x12\x33\n\x0c\x66rom_offsets\x18\x02 \x03(\x0b\x32\x1d.tributary.v1.PartitionOffset\x12+\n\nkey_filter\x18\x03 \x01(\x0b\x32\x17.tributary.v1.KeyFilter\x12\x19\n\x11max_batch_records\x18\x04 \x01(\r\x12/\n\ntranslator\x18\x05 \x01(\x0b\x32\x1b.tributary.v1.TranslatorRef\x12\x19\n\x11subscription_name\x18\x06 \x01(\t\x12 \n\x18\x61\x63\x63\x65pt_translator_change\x18\x07 \x01(\x08\x12\x13\n\x0b\x61uto_commit\x18\x08 \x01(\x08\"\xc5\x01\n\x06Record\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\x12\x10\n\x03key\x18\x05 \x01(\x0cH\x00\x88\x01\x01\x12\x12\n\x05value\x18\x06 \x01(\x0cH\x01\x88\x01\x01\x12%\n\x07headers\x18\x07 \x03(\x0b\x32\x14.tributary.v1.Header\x12\x14\n\x0coutput_index\x18\x08 \x01(\rB\x06\n\x04_keyB\x08\n\x06_value\"4\n\x0bRecordBatch\x12%\n\x07records\x18\x01 \x03(\x0b\x32\x14.tributary.v1.Record\"S\n\x08Progress\x12.\n\x07offsets\x18\x01 \x03(\x0b\x32\x1d.tributary.v1.PartitionOffset\x12\x17\n\x0fskipped_records\x18\x02 \x01(\x04\"x\n\x11SubscribeResponse\x12,\n\x07records\x18\x01 \x01(\x0b\x32\x19.tributary.v1.RecordBatchH\x00\x12*\n\x08progress\x18\x02 \x01(\x0b\x32\x16.tributary.v1.ProgressH\x00\x42\t\n\x07message\"\xb3\x01\n\rOffsetsDetail\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .tributary.v1.OffsetsDetail.Kind\x12.\n\x07offsets\x18\x02 \x03(\x0b\x32\x1d.tributary.v1.PartitionOffset\"B\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x45\x41RLIEST\x10\x01\x12\n\n\x06RESUME\x10\x02\x12\n\n\x06LATEST\x10\x03\x32\xda\x02\n\x07Gateway\x12[\n\x0e\x44\x65scribeTopics\x12#.tributary.v1.DescribeTopicsRequest\x1a$.tributary.v1.DescribeTopicsResponse\x12N\n\x0bGetSnapshot\x12 .tributary.v1.GetSnapshotRequest\x1a\x1b.tributary.v1.SnapshotChunk0\x01\x12N\n\tSubscribe\x12\x1e.tributary.v1.SubscribeRequest\x1a\x1f.tributary.v1.SubscribeResponse0\x01\x12R\n\x0bGetTopology\x12 .tributary.v1.GetTopologyRequest\x1a!.tributary.v1.GetTopologyResponseBCZAgithub.com/tributary/tributary/clients/go/tributaryv1;tributaryv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,26 +48,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOPICDESCRIPTION']._serialized_end=567
   _globals['_PARTITIONDESCRIPTION']._serialized_start=569
   _globals['_PARTITIONDESCRIPTION']._serialized_end=693
-  _globals['_GETSNAPSHOTREQUEST']._serialized_start=696
-  _globals['_GETSNAPSHOTREQUEST']._serialized_end=851
-  _globals['_SNAPSHOTENTRY']._serialized_start=854
-  _globals['_SNAPSHOTENTRY']._serialized_end=1030
-  _globals['_SNAPSHOTCHUNK']._serialized_start=1033
-  _globals['_SNAPSHOTCHUNK']._serialized_end=1181
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=1184
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=1474
-  _globals['_RECORD']._serialized_start=1477
-  _globals['_RECORD']._serialized_end=1674
-  _globals['_RECORDBATCH']._serialized_start=1676
-  _globals['_RECORDBATCH']._serialized_end=1728
-  _globals['_PROGRESS']._serialized_start=1730
-  _globals['_PROGRESS']._serialized_end=1813
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=1815
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=1935
-  _globals['_OFFSETSDETAIL']._serialized_start=1938
-  _globals['_OFFSETSDETAIL']._serialized_end=2117
-  _globals['_OFFSETSDETAIL_KIND']._serialized_start=2051
-  _globals['_OFFSETSDETAIL_KIND']._serialized_end=2117
-  _globals['_GATEWAY']._serialized_start=2120
-  _globals['_GATEWAY']._serialized_end=2382
+  _globals['_GETTOPOLOGYREQUEST']._serialized_start=695
+  _globals['_GETTOPOLOGYREQUEST']._serialized_end=731
+  _globals['_GETTOPOLOGYRESPONSE']._serialized_start=733
+  _globals['_GETTOPOLOGYRESPONSE']._serialized_end=859
+  _globals['_PARTITIONOWNER']._serialized_start=861
+  _globals['_PARTITIONOWNER']._serialized_end=942
+  _globals['_GETSNAPSHOTREQUEST']._serialized_start=945
+  _globals['_GETSNAPSHOTREQUEST']._serialized_end=1100
+  _globals['_SNAPSHOTENTRY']._serialized_start=1103
+  _globals['_SNAPSHOTENTRY']._serialized_end=1279
+  _globals['_SNAPSHOTCHUNK']._serialized_start=1282
+  _globals['_SNAPSHOTCHUNK']._serialized_end=1430
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=1433
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1723
+  _globals['_RECORD']._serialized_start=1726
+  _globals['_RECORD']._serialized_end=1923
+  _globals['_RECORDBATCH']._serialized_start=1925
+  _globals['_RECORDBATCH']._serialized_end=1977
+  _globals['_PROGRESS']._serialized_start=1979
+  _globals['_PROGRESS']._serialized_end=2062
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=2064
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=2184
+  _globals['_OFFSETSDETAIL']._serialized_start=2187
+  _globals['_OFFSETSDETAIL']._serialized_end=2366
+  _globals['_OFFSETSDETAIL_KIND']._serialized_start=2300
+  _globals['_OFFSETSDETAIL_KIND']._serialized_end=2366
+  _globals['_GATEWAY']._serialized_start=2369
+  _globals['_GATEWAY']._serialized_end=2715
 # @@protoc_insertion_point(module_scope)

@@ -85,6 +85,36 @@ class PartitionDescription(_message.Message):
     keys: int
     def __init__(self, partition: _Optional[int] = ..., earliest_offset: _Optional[int] = ..., latest_offset: _Optional[int] = ..., view_offset: _Optional[int] = ..., keys: _Optional[int] = ...) -> None: ...
 
+class GetTopologyRequest(_message.Message):
+    __slots__ = ("topics",)
+    TOPICS_FIELD_NUMBER: _ClassVar[int]
+    topics: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, topics: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetTopologyResponse(_message.Message):
+    __slots__ = ("partitions", "sharded", "address", "group_state")
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    SHARDED_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_STATE_FIELD_NUMBER: _ClassVar[int]
+    partitions: _containers.RepeatedCompositeFieldContainer[PartitionOwner]
+    sharded: bool
+    address: str
+    group_state: str
+    def __init__(self, partitions: _Optional[_Iterable[_Union[PartitionOwner, _Mapping]]] = ..., sharded: bool = ..., address: _Optional[str] = ..., group_state: _Optional[str] = ...) -> None: ...
+
+class PartitionOwner(_message.Message):
+    __slots__ = ("topic", "partition", "owner", "moving")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    MOVING_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    partition: int
+    owner: str
+    moving: bool
+    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., owner: _Optional[str] = ..., moving: bool = ...) -> None: ...
+
 class GetSnapshotRequest(_message.Message):
     __slots__ = ("topics", "key_filter", "max_chunk_bytes", "translator")
     TOPICS_FIELD_NUMBER: _ClassVar[int]

@@ -50,6 +50,11 @@ class GatewayStub(object):
                 request_serializer=tributary_dot_v1_dot_gateway__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=tributary_dot_v1_dot_gateway__pb2.SubscribeResponse.FromString,
                 _registered_method=True)
+        self.GetTopology = channel.unary_unary(
+                '/tributary.v1.Gateway/GetTopology',
+                request_serializer=tributary_dot_v1_dot_gateway__pb2.GetTopologyRequest.SerializeToString,
+                response_deserializer=tributary_dot_v1_dot_gateway__pb2.GetTopologyResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer(object):
@@ -80,6 +85,15 @@ class GatewayServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTopology(self, request, context):
+        """Which replica serves each partition of the exposed topics. Without sharding this replica
+        serves every partition; with `[sharding] group`, the group's current assignment, read from
+        its coordinator (at most once a second). A partition no replica holds yet is `moving`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +111,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=tributary_dot_v1_dot_gateway__pb2.SubscribeRequest.FromString,
                     response_serializer=tributary_dot_v1_dot_gateway__pb2.SubscribeResponse.SerializeToString,
+            ),
+            'GetTopology': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTopology,
+                    request_deserializer=tributary_dot_v1_dot_gateway__pb2.GetTopologyRequest.FromString,
+                    response_serializer=tributary_dot_v1_dot_gateway__pb2.GetTopologyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +200,33 @@ class Gateway(object):
             '/tributary.v1.Gateway/Subscribe',
             tributary_dot_v1_dot_gateway__pb2.SubscribeRequest.SerializeToString,
             tributary_dot_v1_dot_gateway__pb2.SubscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTopology(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tributary.v1.Gateway/GetTopology',
+            tributary_dot_v1_dot_gateway__pb2.GetTopologyRequest.SerializeToString,
+            tributary_dot_v1_dot_gateway__pb2.GetTopologyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,15 +3,11 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
+    sync::{atomic::Ordering, Arc, Mutex},
     time::Duration,
 };
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -21,96 +17,13 @@ use crate::{
     filter::KeyFilter,
     limits::Limits,
     record::{Output, PartitionOffset, Payload, Record},
-    source::{CatchUpReader, Log, Partition, Position, Read, Watermarks},
+    source::{CatchUpReader, Partition, Read},
     subscribe::{Cursor, Event, Progress, Shared, Subscription},
+    testing::{MemoryLog, MemoryReader},
     translate::{Outcome, Translate, Translation},
     view::{Shard, TopicView, View},
     watermarks::WatermarkCache,
 };
-
-/// A's log in memory: every record ever appended, per partition.
-#[derive(Default)]
-struct MemoryLog {
-    records: Arc<Mutex<BTreeMap<Partition, Vec<Record>>>>,
-    /// Catch-up readers opened so far.
-    opened: AtomicUsize,
-}
-
-impl Log for MemoryLog {
-    fn watermarks(&self, partitions: &[Partition]) -> Result<Vec<Watermarks>, Error> {
-        let records = self.records.lock().unwrap();
-        Ok(partitions
-            .iter()
-            .map(|p| {
-                let log = records.get(p).map(Vec::as_slice).unwrap_or_default();
-                Watermarks {
-                    earliest: log.first().map_or(0, |r| r.offset),
-                    latest: log.last().map_or(0, |r| r.offset + 1),
-                }
-            })
-            .collect())
-    }
-
-    fn catch_up(&self, _prefetch_kbytes: usize) -> Result<Box<dyn CatchUpReader>, Error> {
-        self.opened.fetch_add(1, Ordering::SeqCst);
-        Ok(Box::new(MemoryReader { records: self.records.clone(), assigned: Mutex::default() }))
-    }
-}
-
-struct MemoryReader {
-    records: Arc<Mutex<BTreeMap<Partition, Vec<Record>>>>,
-    assigned: Mutex<BTreeMap<Partition, i64>>,
-}
-
-impl MemoryReader {
-    fn next(&self) -> Option<Record> {
-        let records = self.records.lock().unwrap();
-        let mut assigned = self.assigned.lock().unwrap();
-        for (partition, pos) in assigned.iter_mut() {
-            if let Some(r) = records.get(partition).and_then(|log| log.iter().find(|r| r.offset >= *pos)) {
-                *pos = r.offset + 1;
-                return Some(r.clone());
-            }
-        }
-        None
-    }
-}
-
-impl CatchUpReader for MemoryReader {
-    fn assign(&self, positions: &[Position]) -> Result<(), Error> {
-        let mut assigned = self.assigned.lock().unwrap();
-        for (t, p, o) in positions {
-            assigned.insert((t.clone(), *p), *o);
-        }
-        Ok(())
-    }
-
-    fn unassign(&self, positions: &[Position]) -> Result<(), Error> {
-        let mut assigned = self.assigned.lock().unwrap();
-        for (t, p, _) in positions {
-            assigned.remove(&(t.clone(), *p));
-        }
-        Ok(())
-    }
-
-    fn recv(&self) -> BoxFuture<'_, Read> {
-        Box::pin(async move {
-            match self.next() {
-                Some(r) => Read::Record(r),
-                // Nothing more is ever written behind the tail in these tests.
-                None => futures::future::pending().await,
-            }
-        })
-    }
-
-    fn try_recv(&self) -> Option<Read> {
-        self.next().map(Read::Record)
-    }
-
-    fn positions(&self) -> Vec<Position> {
-        self.assigned.lock().unwrap().iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect()
-    }
-}
 
 /// One topic "t" with one partition, its view and its log.
 struct Fixture {
@@ -312,6 +225,27 @@ async fn shutdown_ends_the_stream_with_its_resume_position() {
     }
 }
 
+#[tokio::test]
+async fn a_partition_taken_from_this_replica_ends_the_stream_unavailable_with_its_position() {
+    let f = Fixture::new(limits(100, 1000));
+    f.append(0..4, "k");
+    let (tx, mut rx) = crate::buffer::channel(16, usize::MAX, &crate::buffer::Budget::new(usize::MAX));
+    tokio::spawn(run(f.subscription(1, KeyFilter::default(), None), f.shared(), tx));
+    let mut seen = Seen::default();
+    seen.until(&mut rx, 4).await;
+    assert!(seen.error.is_none());
+    assert!(f.topic.release(0).is_some_and(|s| Arc::ptr_eq(&s, &f.shard)));
+    seen.until(&mut rx, i64::MAX).await;
+    match seen.error.expect("the stream ends when its partition is taken") {
+        Error::PartitionNotHeld { topic, partition, owner: None, resume } => {
+            assert_eq!((topic.as_str(), partition), ("t", 0));
+            assert_eq!(resume, vec![PartitionOffset::new("t", 0, 4)], "where the client stands");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(rx.recv().await.is_none(), "nothing after the error");
+}
+
 /// A reader hands over at most the records asked for, and stops once their bytes reach the
 /// budget (the last one may pass it), in order.
 #[test]
@@ -319,7 +253,7 @@ fn reads_are_taken_in_bulk_within_a_count_and_a_byte_budget() {
     let record = |offset| Record::new("t".into(), 0, offset, 0, Some(b"k"), Some(&[b'v'; 100]), &[]);
     let log: BTreeMap<Partition, Vec<Record>> = [(("t".into(), 0), (0..10).map(record).collect())].into();
     let reader = MemoryReader { records: Arc::new(Mutex::new(log)), assigned: Mutex::new(BTreeMap::new()) };
-    reader.assign(&[("t".into(), 0, 0)]).unwrap();
+    reader.assign(&[PartitionOffset::new("t", 0, 0)]).unwrap();
     let offsets =
         |reads: &[Read]| reads.iter().map(|r| if let Read::Record(r) = r { r.offset } else { -1 }).collect::<Vec<_>>();
     let mut out = Vec::new();

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tributary/v1/gateway.proto.
  */
 export const file_tributary_v1_gateway: GenFile = /*@__PURE__*/
-  fileDesc("Chp0cmlidXRhcnkvdjEvZ2F0ZXdheS5wcm90bxIMdHJpYnV0YXJ5LnYxIkMKD1BhcnRpdGlvbk9mZnNldBINCgV0b3BpYxgBIAEoCRIRCglwYXJ0aXRpb24YAiABKAUSDgoGb2Zmc2V0GAMgASgDIjMKBkhlYWRlchILCgNrZXkYASABKAkSEgoFdmFsdWUYAiABKAxIAIgBAUIICgZfdmFsdWUiLAoJS2V5RmlsdGVyEg0KBWV4YWN0GAEgAygMEhAKCHByZWZpeGVzGAIgAygMIlIKDVRyYW5zbGF0b3JSZWYSDAoEbmFtZRgBIAEoCRIOCgZkaWdlc3QYAiABKAkSDgoGY29uZmlnGAMgASgJEhMKC3NraXBfZXJyb3JzGAQgASgIIicKFURlc2NyaWJlVG9waWNzUmVxdWVzdBIOCgZ0b3BpY3MYASADKAkiiwEKFkRlc2NyaWJlVG9waWNzUmVzcG9uc2USLgoGdG9waWNzGAEgAygLMh4udHJpYnV0YXJ5LnYxLlRvcGljRGVzY3JpcHRpb24SDQoFcmVhZHkYAiABKAgSFwoPa2Fma2FfcmVhY2hhYmxlGAMgASgIEhkKEXdhdGVybWFya3NfYWdlX21zGAQgASgDIlgKEFRvcGljRGVzY3JpcHRpb24SDAoEbmFtZRgBIAEoCRI2CgpwYXJ0aXRpb25zGAIgAygLMiIudHJpYnV0YXJ5LnYxLlBhcnRpdGlvbkRlc2NyaXB0aW9uInwKFFBhcnRpdGlvbkRlc2NyaXB0aW9uEhEKCXBhcnRpdGlvbhgBIAEoBRIXCg9lYXJsaWVzdF9vZmZzZXQYAiABKAMSFQoNbGF0ZXN0X29mZnNldBgDIAEoAxITCgt2aWV3X29mZnNldBgEIAEoAxIMCgRrZXlzGAUgASgEIpsBChJHZXRTbmFwc2hvdFJlcXVlc3QSDgoGdG9waWNzGAEgAygJEisKCmtleV9maWx0ZXIYAiABKAsyFy50cmlidXRhcnkudjEuS2V5RmlsdGVyEhcKD21heF9jaHVua19ieXRlcxgDIAEoDRIvCgp0cmFuc2xhdG9yGAQgASgLMhsudHJpYnV0YXJ5LnYxLlRyYW5zbGF0b3JSZWYisAEKDVNuYXBzaG90RW50cnkSDQoFdG9waWMYASABKAkSEQoJcGFydGl0aW9uGAIgASgFEg4KBm9mZnNldBgDIAEoAxIUCgx0aW1lc3RhbXBfbXMYBCABKAMSCwoDa2V5GAUgASgMEg0KBXZhbHVlGAYgASgMEiUKB2hlYWRlcnMYByADKAsyFC50cmlidXRhcnkudjEuSGVhZGVyEhQKDG91dHB1dF9pbmRleBgIIAEoDSKUAQoNU25hcHNob3RDaHVuaxIuCgdvZmZzZXRzGAEgAygLMh0udHJpYnV0YXJ5LnYxLlBhcnRpdGlvbk9mZnNldBIsCgdlbnRyaWVzGAIgAygLMhsudHJpYnV0YXJ5LnYxLlNuYXBzaG90RW50cnkSDAoEbGFzdBgDIAEoCBIXCg9za2lwcGVkX3JlY29yZHMYBCABKAQiogIKEFN1YnNjcmliZVJlcXVlc3QSDgoGdG9waWNzGAEgAygJEjMKDGZyb21fb2Zmc2V0cxgCIAMoCzIdLnRyaWJ1dGFyeS52MS5QYXJ0aXRpb25PZmZzZXQSKwoKa2V5X2ZpbHRlchgDIAEoCzIXLnRyaWJ1dGFyeS52MS5LZXlGaWx0ZXISGQoRbWF4X2JhdGNoX3JlY29yZHMYBCABKA0SLwoKdHJhbnNsYXRvchgFIAEoCzIbLnRyaWJ1dGFyeS52MS5UcmFuc2xhdG9yUmVmEhkKEXN1YnNjcmlwdGlvbl9uYW1lGAYgASgJEiAKGGFjY2VwdF90cmFuc2xhdG9yX2NoYW5nZRgHIAEoCBITCgthdXRvX2NvbW1pdBgIIAEoCCLFAQoGUmVjb3JkEg0KBXRvcGljGAEgASgJEhEKCXBhcnRpdGlvbhgCIAEoBRIOCgZvZmZzZXQYAyABKAMSFAoMdGltZXN0YW1wX21zGAQgASgDEhAKA2tleRgFIAEoDEgAiAEBEhIKBXZhbHVlGAYgASgMSAGIAQESJQoHaGVhZGVycxgHIAMoCzIULnRyaWJ1dGFyeS52MS5IZWFkZXISFAoMb3V0cHV0X2luZGV4GAggASgNQgYKBF9rZXlCCAoGX3ZhbHVlIjQKC1JlY29yZEJhdGNoEiUKB3JlY29yZHMYASADKAsyFC50cmlidXRhcnkudjEuUmVjb3JkIlMKCFByb2dyZXNzEi4KB29mZnNldHMYASADKAsyHS50cmlidXRhcnkudjEuUGFydGl0aW9uT2Zmc2V0EhcKD3NraXBwZWRfcmVjb3JkcxgCIAEoBCJ4ChFTdWJzY3JpYmVSZXNwb25zZRIsCgdyZWNvcmRzGAEgASgLMhkudHJpYnV0YXJ5LnYxLlJlY29yZEJhdGNoSAASKgoIcHJvZ3Jlc3MYAiABKAsyFi50cmlidXRhcnkudjEuUHJvZ3Jlc3NIAEIJCgdtZXNzYWdlIrMBCg1PZmZzZXRzRGV0YWlsEi4KBGtpbmQYASABKA4yIC50cmlidXRhcnkudjEuT2Zmc2V0c0RldGFpbC5LaW5kEi4KB29mZnNldHMYAiADKAsyHS50cmlidXRhcnkudjEuUGFydGl0aW9uT2Zmc2V0IkIKBEtpbmQSFAoQS0lORF9VTlNQRUNJRklFRBAAEgwKCEVBUkxJRVNUEAESCgoGUkVTVU1FEAISCgoGTEFURVNUEAMyhgIKB0dhdGV3YXkSWwoORGVzY3JpYmVUb3BpY3MSIy50cmlidXRhcnkudjEuRGVzY3JpYmVUb3BpY3NSZXF1ZXN0GiQudHJpYnV0YXJ5LnYxLkRlc2NyaWJlVG9waWNzUmVzcG9uc2USTgoLR2V0U25hcHNob3QSIC50cmlidXRhcnkudjEuR2V0U25hcHNob3RSZXF1ZXN0GhsudHJpYnV0YXJ5LnYxLlNuYXBzaG90Q2h1bmswARJOCglTdWJzY3JpYmUSHi50cmlidXRhcnkudjEuU3Vic2NyaWJlUmVxdWVzdBofLnRyaWJ1dGFyeS52MS5TdWJzY3JpYmVSZXNwb25zZTABQkNaQWdpdGh1Yi5jb20vdHJpYnV0YXJ5L3RyaWJ1dGFyeS9jbGllbnRzL2dvL3RyaWJ1dGFyeXYxO3RyaWJ1dGFyeXYxYgZwcm90bzM");
+  fileDesc("Chp0cmlidXRhcnkvdjEvZ2F0ZXdheS5wcm90bxIMdHJpYnV0YXJ5LnYxIkMKD1BhcnRpdGlvbk9mZnNldBINCgV0b3BpYxgBIAEoCRIRCglwYXJ0aXRpb24YAiABKAUSDgoGb2Zmc2V0GAMgASgDIjMKBkhlYWRlchILCgNrZXkYASABKAkSEgoFdmFsdWUYAiABKAxIAIgBAUIICgZfdmFsdWUiLAoJS2V5RmlsdGVyEg0KBWV4YWN0GAEgAygMEhAKCHByZWZpeGVzGAIgAygMIlIKDVRyYW5zbGF0b3JSZWYSDAoEbmFtZRgBIAEoCRIOCgZkaWdlc3QYAiABKAkSDgoGY29uZmlnGAMgASgJEhMKC3NraXBfZXJyb3JzGAQgASgIIicKFURlc2NyaWJlVG9waWNzUmVxdWVzdBIOCgZ0b3BpY3MYASADKAkiiwEKFkRlc2NyaWJlVG9waWNzUmVzcG9uc2USLgoGdG9waWNzGAEgAygLMh4udHJpYnV0YXJ5LnYxLlRvcGljRGVzY3JpcHRpb24SDQoFcmVhZHkYAiABKAgSFwoPa2Fma2FfcmVhY2hhYmxlGAMgASgIEhkKEXdhdGVybWFya3NfYWdlX21zGAQgASgDIlgKEFRvcGljRGVzY3JpcHRpb24SDAoEbmFtZRgBIAEoCRI2CgpwYXJ0aXRpb25zGAIgAygLMiIudHJpYnV0YXJ5LnYxLlBhcnRpdGlvbkRlc2NyaXB0aW9uInwKFFBhcnRpdGlvbkRlc2NyaXB0aW9uEhEKCXBhcnRpdGlvbhgBIAEoBRIXCg9lYXJsaWVzdF9vZmZzZXQYAiABKAMSFQoNbGF0ZXN0X29mZnNldBgDIAEoAxITCgt2aWV3X29mZnNldBgEIAEoAxIMCgRrZXlzGAUgASgEIiQKEkdldFRvcG9sb2d5UmVxdWVzdBIOCgZ0b3BpY3MYASADKAkifgoTR2V0VG9wb2xvZ3lSZXNwb25zZRIwCgpwYXJ0aXRpb25zGAEgAygLMhwudHJpYnV0YXJ5LnYxLlBhcnRpdGlvbk93bmVyEg8KB3NoYXJkZWQYAiABKAgSDwoHYWRkcmVzcxgDIAEoCRITCgtncm91cF9zdGF0ZRgEIAEoCSJRCg5QYXJ0aXRpb25Pd25lchINCgV0b3BpYxgBIAEoCRIRCglwYXJ0aXRpb24YAiABKAUSDQoFb3duZXIYAyABKAkSDgoGbW92aW5nGAQgASgIIpsBChJHZXRTbmFwc2hvdFJlcXVlc3QSDgoGdG9waWNzGAEgAygJEisKCmtleV9maWx0ZXIYAiABKAsyFy50cmlidXRhcnkudjEuS2V5RmlsdGVyEhcKD21heF9jaHVua19ieXRlcxgDIAEoDRIvCgp0cmFuc2xhdG9yGAQgASgLMhsudHJpYnV0YXJ5LnYxLlRyYW5zbGF0b3JSZWYisAEKDVNuYXBzaG90RW50cnkSDQoFdG9waWMYASABKAkSEQoJcGFydGl0aW9uGAIgASgFEg4KBm9mZnNldBgDIAEoAxIUCgx0aW1lc3RhbXBfbXMYBCABKAMSCwoDa2V5GAUgASgMEg0KBXZhbHVlGAYgASgMEiUKB2hlYWRlcnMYByADKAsyFC50cmlidXRhcnkudjEuSGVhZGVyEhQKDG91dHB1dF9pbmRleBgIIAEoDSKUAQoNU25hcHNob3RDaHVuaxIuCgdvZmZzZXRzGAEgAygLMh0udHJpYnV0YXJ5LnYxLlBhcnRpdGlvbk9mZnNldBIsCgdlbnRyaWVzGAIgAygLMhsudHJpYnV0YXJ5LnYxLlNuYXBzaG90RW50cnkSDAoEbGFzdBgDIAEoCBIXCg9za2lwcGVkX3JlY29yZHMYBCABKAQiogIKEFN1YnNjcmliZVJlcXVlc3QSDgoGdG9waWNzGAEgAygJEjMKDGZyb21fb2Zmc2V0cxgCIAMoCzIdLnRyaWJ1dGFyeS52MS5QYXJ0aXRpb25PZmZzZXQSKwoKa2V5X2ZpbHRlchgDIAEoCzIXLnRyaWJ1dGFyeS52MS5LZXlGaWx0ZXISGQoRbWF4X2JhdGNoX3JlY29yZHMYBCABKA0SLwoKdHJhbnNsYXRvchgFIAEoCzIbLnRyaWJ1dGFyeS52MS5UcmFuc2xhdG9yUmVmEhkKEXN1YnNjcmlwdGlvbl9uYW1lGAYgASgJEiAKGGFjY2VwdF90cmFuc2xhdG9yX2NoYW5nZRgHIAEoCBITCgthdXRvX2NvbW1pdBgIIAEoCCLFAQoGUmVjb3JkEg0KBXRvcGljGAEgASgJEhEKCXBhcnRpdGlvbhgCIAEoBRIOCgZvZmZzZXQYAyABKAMSFAoMdGltZXN0YW1wX21zGAQgASgDEhAKA2tleRgFIAEoDEgAiAEBEhIKBXZhbHVlGAYgASgMSAGIAQESJQoHaGVhZGVycxgHIAMoCzIULnRyaWJ1dGFyeS52MS5IZWFkZXISFAoMb3V0cHV0X2luZGV4GAggASgNQgYKBF9rZXlCCAoGX3ZhbHVlIjQKC1JlY29yZEJhdGNoEiUKB3JlY29yZHMYASADKAsyFC50cmlidXRhcnkudjEuUmVjb3JkIlMKCFByb2dyZXNzEi4KB29mZnNldHMYASADKAsyHS50cmlidXRhcnkudjEuUGFydGl0aW9uT2Zmc2V0EhcKD3NraXBwZWRfcmVjb3JkcxgCIAEoBCJ4ChFTdWJzY3JpYmVSZXNwb25zZRIsCgdyZWNvcmRzGAEgASgLMhkudHJpYnV0YXJ5LnYxLlJlY29yZEJhdGNoSAASKgoIcHJvZ3Jlc3MYAiABKAsyFi50cmlidXRhcnkudjEuUHJvZ3Jlc3NIAEIJCgdtZXNzYWdlIrMBCg1PZmZzZXRzRGV0YWlsEi4KBGtpbmQYASABKA4yIC50cmlidXRhcnkudjEuT2Zmc2V0c0RldGFpbC5LaW5kEi4KB29mZnNldHMYAiADKAsyHS50cmlidXRhcnkudjEuUGFydGl0aW9uT2Zmc2V0IkIKBEtpbmQSFAoQS0lORF9VTlNQRUNJRklFRBAAEgwKCEVBUkxJRVNUEAESCgoGUkVTVU1FEAISCgoGTEFURVNUEAMy2gIKB0dhdGV3YXkSWwoORGVzY3JpYmVUb3BpY3MSIy50cmlidXRhcnkudjEuRGVzY3JpYmVUb3BpY3NSZXF1ZXN0GiQudHJpYnV0YXJ5LnYxLkRlc2NyaWJlVG9waWNzUmVzcG9uc2USTgoLR2V0U25hcHNob3QSIC50cmlidXRhcnkudjEuR2V0U25hcHNob3RSZXF1ZXN0GhsudHJpYnV0YXJ5LnYxLlNuYXBzaG90Q2h1bmswARJOCglTdWJzY3JpYmUSHi50cmlidXRhcnkudjEuU3Vic2NyaWJlUmVxdWVzdBofLnRyaWJ1dGFyeS52MS5TdWJzY3JpYmVSZXNwb25zZTABElIKC0dldFRvcG9sb2d5EiAudHJpYnV0YXJ5LnYxLkdldFRvcG9sb2d5UmVxdWVzdBohLnRyaWJ1dGFyeS52MS5HZXRUb3BvbG9neVJlc3BvbnNlQkNaQWdpdGh1Yi5jb20vdHJpYnV0YXJ5L3RyaWJ1dGFyeS9jbGllbnRzL2dvL3RyaWJ1dGFyeXYxO3RyaWJ1dGFyeXYxYgZwcm90bzM");
 
 /**
  * A position in a partition. `offset` names the *next* offset to read, as Kafka's committed
@@ -268,6 +268,103 @@ export const PartitionDescriptionSchema: GenMessage<PartitionDescription> = /*@_
   messageDesc(file_tributary_v1_gateway, 7);
 
 /**
+ * @generated from message tributary.v1.GetTopologyRequest
+ */
+export type GetTopologyRequest = Message<"tributary.v1.GetTopologyRequest"> & {
+  /**
+   * Topics to describe; empty describes every exposed topic the caller may read.
+   *
+   * @generated from field: repeated string topics = 1;
+   */
+  topics: string[];
+};
+
+/**
+ * Describes the message tributary.v1.GetTopologyRequest.
+ * Use `create(GetTopologyRequestSchema)` to create a new message.
+ */
+export const GetTopologyRequestSchema: GenMessage<GetTopologyRequest> = /*@__PURE__*/
+  messageDesc(file_tributary_v1_gateway, 8);
+
+/**
+ * @generated from message tributary.v1.GetTopologyResponse
+ */
+export type GetTopologyResponse = Message<"tributary.v1.GetTopologyResponse"> & {
+  /**
+   * Every partition of every described topic, by topic then partition.
+   *
+   * @generated from field: repeated tributary.v1.PartitionOwner partitions = 1;
+   */
+  partitions: PartitionOwner[];
+
+  /**
+   * Whether the replicas share the partitions (`[sharding] group` is set).
+   *
+   * @generated from field: bool sharded = 2;
+   */
+  sharded: boolean;
+
+  /**
+   * The address this replica advertises.
+   *
+   * @generated from field: string address = 3;
+   */
+  address: string;
+
+  /**
+   * The sharding group's state as its coordinator reports it (`Stable`, `PreparingRebalance`,
+   * `CompletingRebalance`, `Empty`, `Dead`); empty without sharding. Outside `Stable` a
+   * rebalance is under way and owners are about to change.
+   *
+   * @generated from field: string group_state = 4;
+   */
+  groupState: string;
+};
+
+/**
+ * Describes the message tributary.v1.GetTopologyResponse.
+ * Use `create(GetTopologyResponseSchema)` to create a new message.
+ */
+export const GetTopologyResponseSchema: GenMessage<GetTopologyResponse> = /*@__PURE__*/
+  messageDesc(file_tributary_v1_gateway, 9);
+
+/**
+ * @generated from message tributary.v1.PartitionOwner
+ */
+export type PartitionOwner = Message<"tributary.v1.PartitionOwner"> & {
+  /**
+   * @generated from field: string topic = 1;
+   */
+  topic: string;
+
+  /**
+   * @generated from field: int32 partition = 2;
+   */
+  partition: number;
+
+  /**
+   * The address (host:port) of the replica that serves the partition; empty while `moving`.
+   *
+   * @generated from field: string owner = 3;
+   */
+  owner: string;
+
+  /**
+   * No replica holds the partition now (a rebalance moves it): retry shortly.
+   *
+   * @generated from field: bool moving = 4;
+   */
+  moving: boolean;
+};
+
+/**
+ * Describes the message tributary.v1.PartitionOwner.
+ * Use `create(PartitionOwnerSchema)` to create a new message.
+ */
+export const PartitionOwnerSchema: GenMessage<PartitionOwner> = /*@__PURE__*/
+  messageDesc(file_tributary_v1_gateway, 10);
+
+/**
  * @generated from message tributary.v1.GetSnapshotRequest
  */
 export type GetSnapshotRequest = Message<"tributary.v1.GetSnapshotRequest"> & {
@@ -306,7 +403,7 @@ export type GetSnapshotRequest = Message<"tributary.v1.GetSnapshotRequest"> & {
  * Use `create(GetSnapshotRequestSchema)` to create a new message.
  */
 export const GetSnapshotRequestSchema: GenMessage<GetSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_tributary_v1_gateway, 8);
+  messageDesc(file_tributary_v1_gateway, 11);
 
 /**
  * One entry of the state: the last record of its key (tombstoned keys are absent).
@@ -367,7 +464,7 @@ export type SnapshotEntry = Message<"tributary.v1.SnapshotEntry"> & {
  * Use `create(SnapshotEntrySchema)` to create a new message.
  */
 export const SnapshotEntrySchema: GenMessage<SnapshotEntry> = /*@__PURE__*/
-  messageDesc(file_tributary_v1_gateway, 9);
+  messageDesc(file_tributary_v1_gateway, 12);
 
 /**
  * @generated from message tributary.v1.SnapshotChunk
@@ -407,7 +504,7 @@ export type SnapshotChunk = Message<"tributary.v1.SnapshotChunk"> & {
  * Use `create(SnapshotChunkSchema)` to create a new message.
  */
 export const SnapshotChunkSchema: GenMessage<SnapshotChunk> = /*@__PURE__*/
-  messageDesc(file_tributary_v1_gateway, 10);
+  messageDesc(file_tributary_v1_gateway, 13);
 
 /**
  * @generated from message tributary.v1.SubscribeRequest
@@ -484,7 +581,7 @@ export type SubscribeRequest = Message<"tributary.v1.SubscribeRequest"> & {
  * Use `create(SubscribeRequestSchema)` to create a new message.
  */
 export const SubscribeRequestSchema: GenMessage<SubscribeRequest> = /*@__PURE__*/
-  messageDesc(file_tributary_v1_gateway, 11);
+  messageDesc(file_tributary_v1_gateway, 14);
 
 /**
  * A Kafka record as A wrote it.
@@ -547,7 +644,7 @@ export type Record = Message<"tributary.v1.Record"> & {
  * Use `create(RecordSchema)` to create a new message.
  */
 export const RecordSchema: GenMessage<Record> = /*@__PURE__*/
-  messageDesc(file_tributary_v1_gateway, 12);
+  messageDesc(file_tributary_v1_gateway, 15);
 
 /**
  * @generated from message tributary.v1.RecordBatch
@@ -566,7 +663,7 @@ export type RecordBatch = Message<"tributary.v1.RecordBatch"> & {
  * Use `create(RecordBatchSchema)` to create a new message.
  */
 export const RecordBatchSchema: GenMessage<RecordBatch> = /*@__PURE__*/
-  messageDesc(file_tributary_v1_gateway, 13);
+  messageDesc(file_tributary_v1_gateway, 16);
 
 /**
  * The position to resume from: for every partition of the subscription, the next offset not yet
@@ -594,7 +691,7 @@ export type Progress = Message<"tributary.v1.Progress"> & {
  * Use `create(ProgressSchema)` to create a new message.
  */
 export const ProgressSchema: GenMessage<Progress> = /*@__PURE__*/
-  messageDesc(file_tributary_v1_gateway, 14);
+  messageDesc(file_tributary_v1_gateway, 17);
 
 /**
  * @generated from message tributary.v1.SubscribeResponse
@@ -623,7 +720,7 @@ export type SubscribeResponse = Message<"tributary.v1.SubscribeResponse"> & {
  * Use `create(SubscribeResponseSchema)` to create a new message.
  */
 export const SubscribeResponseSchema: GenMessage<SubscribeResponse> = /*@__PURE__*/
-  messageDesc(file_tributary_v1_gateway, 15);
+  messageDesc(file_tributary_v1_gateway, 18);
 
 /**
  * Attached (as google.protobuf.Any in the google.rpc.Status details) to errors that carry
@@ -649,7 +746,7 @@ export type OffsetsDetail = Message<"tributary.v1.OffsetsDetail"> & {
  * Use `create(OffsetsDetailSchema)` to create a new message.
  */
 export const OffsetsDetailSchema: GenMessage<OffsetsDetail> = /*@__PURE__*/
-  messageDesc(file_tributary_v1_gateway, 16);
+  messageDesc(file_tributary_v1_gateway, 19);
 
 /**
  * @generated from enum tributary.v1.OffsetsDetail.Kind
@@ -686,7 +783,7 @@ export enum OffsetsDetail_Kind {
  * Describes the enum tributary.v1.OffsetsDetail.Kind.
  */
 export const OffsetsDetail_KindSchema: GenEnum<OffsetsDetail_Kind> = /*@__PURE__*/
-  enumDesc(file_tributary_v1_gateway, 16, 0);
+  enumDesc(file_tributary_v1_gateway, 19, 0);
 
 /**
  * The gateway between A's Kafka topics and B.
@@ -726,6 +823,18 @@ export const Gateway: GenService<{
     methodKind: "server_streaming";
     input: typeof SubscribeRequestSchema;
     output: typeof SubscribeResponseSchema;
+  },
+  /**
+   * Which replica serves each partition of the exposed topics. Without sharding this replica
+   * serves every partition; with `[sharding] group`, the group's current assignment, read from
+   * its coordinator (at most once a second). A partition no replica holds yet is `moving`.
+   *
+   * @generated from rpc tributary.v1.Gateway.GetTopology
+   */
+  getTopology: {
+    methodKind: "unary";
+    input: typeof GetTopologyRequestSchema;
+    output: typeof GetTopologyResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_tributary_v1_gateway, 0);

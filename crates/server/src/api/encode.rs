@@ -1,51 +1,36 @@
-//! `Subscribe` responses and snapshot chunks written from pre-encoded records, so that a record
-//! at the head is encoded once for every subscriber that delivers it as it is, and a snapshot
-//! entry costs no protobuf struct.
+//! `Subscribe` responses and snapshot entries encoded as protobuf by hand, so that a record at
+//! the head is encoded once for every subscriber that delivers it as it is, and a snapshot entry
+//! costs no protobuf struct.
 //!
 //! A `RecordBatch` is a sequence of `Record` messages, each framed by a tag and a length: a
-//! `SubscribeResponse` is written straight into tonic's buffer, record by record, with no protobuf
-//! structs and no per-record allocation. The tail buffer keeps each record's encoding (made by
-//! [`encode_record`] for the first subscriber that reads it), so a subscriber near the head costs
-//! a copy of the bytes into its HTTP/2 stream; other records (catch-up reads, translated outputs)
-//! are encoded in place, their lengths computed first. The bytes on the wire are exactly those of
-//! `tributary.v1.SubscribeResponse`: clients see no difference.
+//! `SubscribeResponse` is written straight into the output buffer, record by record, with no
+//! protobuf structs and no per-record allocation. The tail buffer keeps each record's encoding
+//! (made by [`encode_record`] for the first subscriber that reads it), so a subscriber near the
+//! head costs a copy of the bytes into its HTTP/2 stream; other records (catch-up reads,
+//! translated outputs) are encoded in place, their lengths computed first. The bytes on the wire
+//! are exactly those of `tributary.v1.SubscribeResponse`: clients see no difference.
 //!
-//! tonic's generated server encodes its own response structs, so `Subscribe` and `GetSnapshot`
-//! are routed here ([`GatewayRoutes`]) and served with a [`WireCodec`]; every other Gateway
-//! method goes to the generated server.
-
-use std::{
-    convert::Infallible,
-    marker::PhantomData,
-    task::{Context, Poll},
-};
+//! This module knows protobuf's encoding, not tonic's codec: [`super::codec`] hands tonic's buffer
+//! to a [`Wire`] response, and [`super::routes`] decides which calls are answered that way.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures::{future::BoxFuture, stream::BoxStream, StreamExt};
 use prost::{
     encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType},
     Message,
 };
-use tonic::{
-    body::Body,
-    codec::{BufferSettings, Codec, EncodeBuf, Encoder},
-    server::{Grpc, NamedService, ServerStreamingService},
-    Status,
-};
+use tonic::Status;
 use tributary_core::{Output, Record};
 
-use crate::{
-    api::{chunker::Chunk, GatewayService},
-    pb,
-};
+use crate::pb;
 
-/// A response written as protobuf by [`WireCodec`].
+/// A response written as protobuf by hand ([`super::codec::WireCodec`] writes it into tonic's
+/// buffer).
 pub trait Wire {
     /// Writes the response, reserving its exact length first (one allocation per response).
     fn write(&self, buf: &mut impl WireBuf);
 }
 
-/// A buffer a [`Wire`] response is written into: tonic's, or a plain one in tests.
+/// A buffer a [`Wire`] response is written into: tonic's ([`super::codec`]), or a plain one.
 pub trait WireBuf: BufMut {
     fn reserve(&mut self, additional: usize);
 }
@@ -55,21 +40,6 @@ impl WireBuf for BytesMut {
         BytesMut::reserve(self, additional);
     }
 }
-
-impl WireBuf for EncodeBuf<'_> {
-    fn reserve(&mut self, additional: usize) {
-        EncodeBuf::reserve(self, additional);
-    }
-}
-
-/// The first buffer tonic allocates for a response stream, kept while the stream lives. tonic's
-/// default (8 KiB) was most of an idle subscriber's memory; responses reserve their exact length
-/// as they are written, so a small start costs no growth steps.
-const STREAM_BUFFER_START: usize = 256;
-
-/// How many bytes of ready responses tonic gathers before it hands them to HTTP/2 (tonic's
-/// default).
-const YIELD_THRESHOLD: usize = 32 * 1024;
 
 /// One `SubscribeResponse`, ready to write.
 #[derive(Debug)]
@@ -267,140 +237,6 @@ fn put_varint(tag: u32, value: u64, buf: &mut impl BufMut) {
         encode_key(tag, WireType::Varint, buf);
         encode_varint(value, buf);
     }
-}
-
-/// Decodes requests with prost and writes [`Wire`] responses.
-pub struct WireCodec<T, Request>(PhantomData<fn() -> (T, Request)>);
-
-impl<T, Request> Default for WireCodec<T, Request> {
-    fn default() -> Self {
-        Self(PhantomData)
-    }
-}
-
-impl<T, Request> Codec for WireCodec<T, Request>
-where
-    T: Wire + Send + 'static,
-    Request: Message + Default + Send + 'static,
-{
-    type Encode = T;
-    type Decode = Request;
-    type Encoder = WireEncoder<T>;
-    type Decoder = tonic_prost::ProstDecoder<Request>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        WireEncoder(PhantomData)
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::default()
-    }
-}
-
-pub struct WireEncoder<T>(PhantomData<fn(T)>);
-
-impl<T: Wire> Encoder for WireEncoder<T> {
-    type Item = T;
-    type Error = Status;
-
-    fn encode(&mut self, item: T, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.write(dst);
-        Ok(())
-    }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::new(STREAM_BUFFER_START, YIELD_THRESHOLD)
-    }
-}
-
-/// The `tributary.v1.Gateway` service with `Subscribe` served from pre-encoded records.
-#[derive(Clone)]
-pub struct GatewayRoutes {
-    generated: pb::gateway_server::GatewayServer<GatewayService>,
-    service: GatewayService,
-    max_request_bytes: usize,
-}
-
-impl GatewayRoutes {
-    pub fn new(service: GatewayService, max_request_bytes: usize) -> Self {
-        let generated =
-            pb::gateway_server::GatewayServer::new(service.clone()).max_decoding_message_size(max_request_bytes);
-        Self { generated, service, max_request_bytes }
-    }
-}
-
-const SUBSCRIBE_PATH: &str = "/tributary.v1.Gateway/Subscribe";
-const SNAPSHOT_PATH: &str = "/tributary.v1.Gateway/GetSnapshot";
-
-impl NamedService for GatewayRoutes {
-    const NAME: &'static str = pb::gateway_server::SERVICE_NAME;
-}
-
-impl tower::Service<http::Request<Body>> for GatewayRoutes {
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let (service, max) = (self.service.clone(), Some(self.max_request_bytes));
-        match request.uri().path() {
-            SUBSCRIBE_PATH => Box::pin(async move {
-                let mut grpc = Grpc::new(WireCodec::<SubscribeWire, pb::SubscribeRequest>::default())
-                    .apply_max_message_size_config(max, None);
-                Ok(grpc.server_streaming(SubscribeMethod(service), request).await)
-            }),
-            SNAPSHOT_PATH => Box::pin(async move {
-                let mut grpc = Grpc::new(WireCodec::<Chunk, pb::GetSnapshotRequest>::default())
-                    .apply_max_message_size_config(max, None);
-                Ok(grpc.server_streaming(SnapshotMethod(service), request).await)
-            }),
-            _ => self.generated.call(request),
-        }
-    }
-}
-
-struct SubscribeMethod(GatewayService);
-
-impl ServerStreamingService<pb::SubscribeRequest> for SubscribeMethod {
-    type Response = SubscribeWire;
-    type ResponseStream = BoxStream<'static, Result<SubscribeWire, Status>>;
-    type Future = BoxFuture<'static, Result<tonic::Response<Self::ResponseStream>, Status>>;
-
-    fn call(&mut self, request: tonic::Request<pb::SubscribeRequest>) -> Self::Future {
-        let service = self.0.clone();
-        Box::pin(async move { service.subscribe_wire(request).await })
-    }
-}
-
-struct SnapshotMethod(GatewayService);
-
-impl ServerStreamingService<pb::GetSnapshotRequest> for SnapshotMethod {
-    type Response = Chunk;
-    type ResponseStream = BoxStream<'static, Result<Chunk, Status>>;
-    type Future = BoxFuture<'static, Result<tonic::Response<Self::ResponseStream>, Status>>;
-
-    fn call(&mut self, request: tonic::Request<pb::GetSnapshotRequest>) -> Self::Future {
-        let service = self.0.clone();
-        Box::pin(async move { service.snapshot_wire(request).await })
-    }
-}
-
-/// The routed responses as the generated server's stream.
-pub fn as_messages(
-    stream: BoxStream<'static, Result<SubscribeWire, Status>>,
-) -> BoxStream<'static, Result<pb::SubscribeResponse, Status>> {
-    stream.map(|item| item.and_then(SubscribeWire::into_message)).boxed()
-}
-
-/// The routed chunks as the generated server's stream.
-pub fn as_chunks(
-    stream: BoxStream<'static, Result<Chunk, Status>>,
-) -> BoxStream<'static, Result<pb::SnapshotChunk, Status>> {
-    stream.map(|item| item.and_then(Chunk::into_message)).boxed()
 }
 
 #[cfg(test)]

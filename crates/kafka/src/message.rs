@@ -1,0 +1,75 @@
+//! Kafka messages as the core's [`Record`]s: the one place a message's key, value, headers and
+//! timestamp are read, for ingest and catch-up readers alike.
+
+use std::sync::Arc;
+
+use rdkafka::message::{Headers, Message};
+use tributary_core::Record;
+
+/// Copies a Kafka message into the gateway's record: key, value and header values in one buffer.
+pub(crate) fn to_record<M: Message>(m: &M, topic: Arc<str>) -> Record {
+    // Once per record: librdkafka parses the headers (and allocates) on every call while a record
+    // has none, which every Kafka v2 record without headers is.
+    let headers: Vec<(&str, Option<&[u8]>)> =
+        m.headers().map(|hs| hs.iter().map(|h| (h.key, h.value)).collect()).unwrap_or_default();
+    let timestamp_ms = m.timestamp().to_millis().unwrap_or(-1);
+    Record::new(topic, m.partition(), m.offset(), timestamp_ms, m.key(), m.payload(), &headers)
+}
+
+/// A record of `m`, sharing the name of its topic when it is one of `topics` (no allocation).
+pub(crate) fn record_of<M: Message>(topics: &[Arc<str>], m: &M) -> Record {
+    let known = topics.iter().find(|t| ***t == *m.topic()).cloned();
+    to_record(m, known.unwrap_or_else(|| Arc::from(m.topic())))
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage, Timestamp};
+
+    use super::*;
+
+    fn message(key: Option<&[u8]>, value: Option<&[u8]>, headers: Option<OwnedHeaders>, at: Timestamp) -> OwnedMessage {
+        OwnedMessage::new(value.map(<[u8]>::to_vec), key.map(<[u8]>::to_vec), "t".into(), at, 3, 42, headers)
+    }
+
+    #[test]
+    fn keys_values_and_headers_keep_null_apart_from_empty() {
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "null", value: None::<&[u8]> })
+            .insert(Header { key: "empty", value: Some(&b""[..]) })
+            .insert(Header { key: "full", value: Some(&b"x"[..]) })
+            .insert(Header { key: "full", value: Some(&b"again"[..]) });
+        let r = to_record(&message(Some(b""), None, Some(headers), Timestamp::CreateTime(7)), "t".into());
+        assert_eq!((&*r.topic, r.partition, r.offset), ("t", 3, 42));
+        assert_eq!((r.key(), r.value()), (Some(&b""[..]), None), "an empty key and a tombstone");
+        let expected: Vec<(&str, Option<&[u8]>)> =
+            vec![("null", None), ("empty", Some(b"")), ("full", Some(b"x")), ("full", Some(b"again"))];
+        assert_eq!(r.headers().collect::<Vec<_>>(), expected, "every header, in order, repeats kept");
+
+        let r = to_record(&message(None, Some(b""), None, Timestamp::CreateTime(7)), "t".into());
+        assert_eq!((r.key(), r.value()), (None, Some(&b""[..])), "a keyless record with an empty value");
+        assert_eq!(r.headers().count(), 0);
+    }
+
+    #[test]
+    fn timestamps_of_either_kind_are_kept_and_a_missing_one_is_minus_one() {
+        for (at, ms) in [
+            (Timestamp::CreateTime(1_700_000_000_000), 1_700_000_000_000),
+            (Timestamp::LogAppendTime(5), 5),
+            (Timestamp::NotAvailable, -1),
+        ] {
+            assert_eq!(to_record(&message(Some(b"k"), Some(b"v"), None, at), "t".into()).timestamp_ms, ms, "{at:?}");
+        }
+    }
+
+    #[test]
+    fn records_share_the_name_of_a_known_topic() {
+        let known: Vec<Arc<str>> = vec!["other".into(), "t".into()];
+        let m = message(Some(b"k"), Some(b"v"), None, Timestamp::NotAvailable);
+        let r = record_of(&known, &m);
+        assert!(Arc::ptr_eq(&r.topic, &known[1]), "no allocation per record for an assigned topic");
+        let unknown = record_of(&known[..1], &m);
+        assert_eq!(&*unknown.topic, "t");
+        assert!(!Arc::ptr_eq(&unknown.topic, &known[1]));
+    }
+}
