@@ -304,7 +304,13 @@ async fn a_stalled_subscriber_costs_bounded_memory_and_gets_everything_later() {
     fast_got.sort();
     let mut want = in_kafka.clone();
     want.sort();
-    assert!(fast_got == want, "the fast follower got {} of Kafka's {} records", fast_got.len(), want.len());
+    let missing: Vec<_> = want.iter().filter(|r| fast_got.binary_search(r).is_err()).take(20).collect();
+    assert!(
+        fast_got == want,
+        "the fast follower got {} of Kafka's {} records; first missing: {missing:?}",
+        fast_got.len(),
+        want.len()
+    );
     // 60 MB went through; the stalled stream holds at most its bounded buffer.
     assert!(grown_mib < 100, "gateway memory grew by {grown_mib} MiB");
 

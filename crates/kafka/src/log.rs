@@ -81,6 +81,14 @@ impl Reader {
         record_of(&self.topics.read().unwrap_or_else(|e| e.into_inner()), m)
     }
 
+    /// Drops the records of these partitions that wait to be handed out.
+    fn forget(&self, partitions: &[PartitionOffset]) {
+        self.ready().retain(|read| match read {
+            Read::Record(r) => !partitions.iter().any(|p| p.partition == r.partition && *p.topic == *r.topic),
+            _ => true,
+        });
+    }
+
     fn ready(&self) -> std::sync::MutexGuard<'_, VecDeque<Read>> {
         self.ready.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -103,7 +111,12 @@ impl Reader {
 }
 
 impl CatchUpReader for Reader {
+    /// Records of these partitions taken from librdkafka under an earlier assignment and not
+    /// handed out yet are dropped first: a cursor that left the reader and comes back reads from
+    /// its new offset, and an earlier prefetch whose first records were dropped meanwhile (the
+    /// cursor read the tail buffer then) would otherwise start past that offset.
     fn assign(&self, positions: &[PartitionOffset]) -> Result<(), Error> {
+        self.forget(positions);
         {
             let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
             for p in positions {
@@ -116,6 +129,7 @@ impl CatchUpReader for Reader {
     }
 
     fn unassign(&self, positions: &[PartitionOffset]) -> Result<(), Error> {
+        self.forget(positions);
         self.consumer.incremental_unassign(&assignment(positions)?).map_err(kafka_error)
     }
 
@@ -240,6 +254,61 @@ mod tests {
         assert_eq!(first.offset, 0);
         // However many records librdkafka handed over in that batch, only one was taken.
         assert_eq!(reader.positions(), vec![PartitionOffset::new(&topic, 0, 1)]);
+    }
+
+    /// A subscription's cursor can leave the reader (it reached the tail buffer) and come back
+    /// behind it later, at an offset below what the reader read the first time. Nothing of the
+    /// first assignment may show through: neither its prefetched records nor librdkafka's
+    /// position, which its batch path only ever moves forward.
+    #[tokio::test]
+    async fn a_partition_assigned_again_reads_and_reports_only_its_new_assignment() {
+        let topic = testing::topic("again", 2);
+        testing::write_n(&topic, 0, 50);
+        testing::write_n(&topic, 1, 50);
+        let reader = reader(&topic, &[(0, 0), (1, 0)]);
+        // Partition 0 read through: librdkafka's position of it is 50.
+        let mut read = 0;
+        while read < 50 {
+            read += take(&*reader, 1, 64).into_iter().map(record).filter(|r| r.partition == 0).count();
+        }
+        let at = |p: i32, o: i64| PartitionOffset::new(&topic, p, o);
+        reader.unassign(&[at(0, 50)]).unwrap();
+        reader.assign(&[at(0, 10)]).unwrap();
+        for p in reader.positions() {
+            assert!(p.partition != 0 || p.offset <= 10, "position {p:?} passes records not read again yet");
+        }
+        // Records of partition 0 come again from 10, in order, whatever partition 1 does.
+        let mut again = Vec::new();
+        let started = Instant::now();
+        while again.len() < 40 && started.elapsed() < WAIT {
+            for r in take(&*reader, 1, 64).into_iter().map(record).filter(|r| r.partition == 0) {
+                again.push(r.offset);
+            }
+            for p in reader.positions() {
+                let next = again.last().map_or(10, |o| o + 1);
+                assert!(p.partition != 0 || p.offset <= next, "position {p:?} passes {next}, the next not handed out");
+            }
+        }
+        assert_eq!(again, (10..50).collect::<Vec<_>>());
+    }
+
+    /// The gap a stalled subscriber once saw: its cursor left the reader with records prefetched,
+    /// the first of them were dropped while it read the tail buffer, and it came back behind at
+    /// an offset below the rest. The next record it reads must be the one at that offset.
+    #[tokio::test]
+    async fn a_partition_assigned_again_does_not_start_past_its_offset() {
+        let topic = testing::topic("prefetched", 1);
+        testing::write_n(&topic, 0, 50);
+        let at = |o: i64| PartitionOffset::new(&topic, 0, o);
+        let reader = reader(&topic, &[(0, 0)]);
+        assert_eq!(record(take(&*reader, 1, 1).pop().expect("a read")).offset, 0);
+        reader.unassign(&[at(1)]).unwrap();
+        // Whatever was prefetched and is taken now belongs to no cursor: it is dropped.
+        let mut dropped = Vec::new();
+        reader.try_recv_many(5, usize::MAX, &mut dropped);
+        reader.assign(&[at(3)]).unwrap();
+        let next = take(&*reader, 1, 1).into_iter().map(record).next().expect("a read");
+        assert_eq!(next.offset, 3, "after {} reads dropped", dropped.len());
     }
 
     #[tokio::test]
