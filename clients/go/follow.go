@@ -98,6 +98,17 @@ func Follow(ctx context.Context, client *Client, opts FollowOptions, handler Han
 	if len(opts.Topics) == 0 && opts.SubscriptionName == "" {
 		return errors.New("tributary: Follow needs topics or a subscription name")
 	}
+	f := newFollower(ctx, client, opts, handler)
+	position, err := f.store.Load(f.appCtx)
+	if err != nil {
+		return fmt.Errorf("tributary: store Load: %w", err)
+	}
+	f.position = position
+	return f.run(ctx)
+}
+
+// newFollower applies the options' defaults; client may be nil until one is chosen (a fleet).
+func newFollower(ctx context.Context, client *Client, opts FollowOptions, handler Handler) *follower {
 	f := &follower{
 		client:  client,
 		opts:    opts,
@@ -119,7 +130,7 @@ func Follow(ctx context.Context, client *Client, opts FollowOptions, handler Han
 	}
 	f.opts.BackoffMax = max(f.opts.BackoffMax, f.opts.BackoffInitial)
 	f.backoff = newBackoff(f.opts.BackoffInitial, f.opts.BackoffMax)
-	return f.run(ctx)
+	return f
 }
 
 type follower struct {
@@ -134,6 +145,8 @@ type follower struct {
 	committed  Position // the last committed position
 	lastCommit time.Time
 	skipResume bool // go straight to the snapshot: nothing committed, or committed too old
+
+	fleet *fleet // the replicas of a fleet (FollowFleet), nil for Follow
 }
 
 // appError is an error of the handler or the store: it stops the follow as it is.
@@ -146,12 +159,8 @@ func (e *appError) Unwrap() error { return e.err }
 // last chunk): retried like UNAVAILABLE.
 var errEndedWithoutStatus = errors.New("tributary: the stream ended without a status")
 
+// run follows from f.position (loaded from the store).
 func (f *follower) run(ctx context.Context) error {
-	position, err := f.store.Load(f.appCtx)
-	if err != nil {
-		return fmt.Errorf("tributary: store Load: %w", err)
-	}
-	f.position = position
 	for {
 		var err error
 		switch {
@@ -238,7 +247,11 @@ func (f *follower) wait(ctx context.Context) bool {
 	case <-timer.C:
 	}
 	// The connection may itself be waiting to reconnect: try at once.
-	f.client.conn.ResetConnectBackoff()
+	if f.fleet != nil {
+		f.fleet.resetConnectBackoff()
+	} else {
+		f.client.conn.ResetConnectBackoff()
+	}
 	return true
 }
 
@@ -251,33 +264,47 @@ func (f *follower) stop() error {
 }
 
 func (f *follower) snapshot(ctx context.Context) error {
+	offsets, err := f.readSnapshot(ctx, f.client, true)
+	if err != nil {
+		return err
+	}
+	// Subscribing with these offsets (and the name) records them as the committed start, so
+	// there is nothing to commit here.
+	return f.save(offsets, false)
+}
+
+// readSnapshot applies client's snapshot to the handler (reset first, with the store cleared,
+// when reset is true) and returns its offsets once the last chunk has been applied.
+func (f *follower) readSnapshot(ctx context.Context, client *Client, reset bool) (Position, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := f.client.Gateway.GetSnapshot(ctx, &pb.GetSnapshotRequest{
+	stream, err := client.Gateway.GetSnapshot(ctx, &pb.GetSnapshotRequest{
 		Topics:     f.opts.Topics,
 		KeyFilter:  f.opts.KeyFilter.proto(),
 		Translator: f.opts.Translator.proto(),
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var offsets Position
 	for {
 		chunk, err := stream.Recv()
 		if err == io.EOF {
-			return errEndedWithoutStatus
+			return nil, errEndedWithoutStatus
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		f.backoff.reset()
 		if offsets == nil {
 			offsets = PositionFromProto(chunk.GetOffsets())
-			if err := f.handler.Reset(f.appCtx); err != nil {
-				return &appError{fmt.Errorf("tributary: handler Reset: %w", err)}
-			}
-			if err := f.store.Clear(f.appCtx); err != nil {
-				return &appError{fmt.Errorf("tributary: store Clear: %w", err)}
+			if reset {
+				if err := f.handler.Reset(f.appCtx); err != nil {
+					return nil, &appError{fmt.Errorf("tributary: handler Reset: %w", err)}
+				}
+				if err := f.store.Clear(f.appCtx); err != nil {
+					return nil, &appError{fmt.Errorf("tributary: store Clear: %w", err)}
+				}
 			}
 		}
 		if entries := chunk.GetEntries(); len(entries) > 0 {
@@ -286,13 +313,11 @@ func (f *follower) snapshot(ctx context.Context) error {
 				changes[i] = changeFromEntry(e)
 			}
 			if err := f.handler.Apply(f.appCtx, changes, nil); err != nil {
-				return &appError{fmt.Errorf("tributary: handler Apply: %w", err)}
+				return nil, &appError{fmt.Errorf("tributary: handler Apply: %w", err)}
 			}
 		}
 		if chunk.GetLast() {
-			// Subscribing with these offsets (and the name) records them as the committed start,
-			// so there is nothing to commit here.
-			return f.save(offsets, false)
+			return offsets, nil
 		}
 	}
 }
@@ -331,15 +356,7 @@ func (f *follower) subscribe(ctx context.Context, resume bool) error {
 			if len(records) == 0 {
 				continue
 			}
-			next := f.position.advance(records)
-			changes := make([]Change, len(records))
-			for i, r := range records {
-				changes[i] = changeFromRecord(r)
-			}
-			if err := f.handler.Apply(f.appCtx, changes, next.Clone()); err != nil {
-				return &appError{fmt.Errorf("tributary: handler Apply: %w", err)}
-			}
-			if err := f.save(next, true); err != nil {
+			if err := f.applyRecords(records, true); err != nil {
 				return err
 			}
 		case *pb.SubscribeResponse_Progress:
@@ -349,6 +366,20 @@ func (f *follower) subscribe(ctx context.Context, resume bool) error {
 			}
 		}
 	}
+}
+
+// applyRecords hands records to the handler with the position after them, then saves that
+// position (committing it when due and commit is set).
+func (f *follower) applyRecords(records []*pb.Record, commit bool) error {
+	next := f.position.advance(records)
+	changes := make([]Change, len(records))
+	for i, r := range records {
+		changes[i] = changeFromRecord(r)
+	}
+	if err := f.handler.Apply(f.appCtx, changes, next.Clone()); err != nil {
+		return &appError{fmt.Errorf("tributary: handler Apply: %w", err)}
+	}
+	return f.save(next, commit)
 }
 
 // save stores position (unless it is already what is saved) and commits it when due.
