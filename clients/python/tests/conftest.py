@@ -162,11 +162,18 @@ def toml_str(value: str) -> str:
 class Gateway:
     """The real gateway binary with a temporary configuration."""
 
-    def __init__(self, topics: Sequence[str], extra: str = "", workdir: Optional[Path] = None) -> None:
+    def __init__(
+        self,
+        topics: Sequence[str],
+        extra: str = "",
+        workdir: Optional[Path] = None,
+        env: Optional[Dict[str, str]] = None,
+    ) -> None:
         assert Path(BIN).is_file(), f"gateway binary {BIN} not found: build it or set TRIBUTARY_BIN"
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="trib-py-"))
         self.topics = list(topics)
         self.extra = extra
+        self.env = dict(env or {})
         self.port = 0
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.runs = 0
@@ -198,6 +205,7 @@ class Gateway:
         out = self.dir / f"stdout.{self.runs}"
         err = self.dir / f"stderr.{self.runs}"
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
+        env.update(self.env)
         with open(out, "wb") as o, open(err, "wb") as e:
             self.proc = subprocess.Popen([BIN, "serve", "--config", str(config)], stdout=o, stderr=e, env=env)
 
@@ -223,6 +231,13 @@ class Gateway:
                 self.proc.wait(10)
         self.proc = None
 
+    def kill(self) -> None:
+        """kill -9: no goodbye to Kafka's group coordinator or to the clients."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
     def stderr(self) -> str:
         return "\n".join(p.read_text()[-2000:] for p in sorted(self.dir.glob("stderr.*")))
 
@@ -243,8 +258,8 @@ def gateway_factory() -> Iterator[Callable[..., Gateway]]:
     """Starts gateways; stops them at the end of the test."""
     started: List[Gateway] = []
 
-    def make(topics: Sequence[str], extra: str = "") -> Gateway:
-        g = Gateway(topics, extra).start()
+    def make(topics: Sequence[str], extra: str = "", env: Optional[Dict[str, str]] = None) -> Gateway:
+        g = Gateway(topics, extra, env=env).start()
         started.append(g)
         return g
 

@@ -9,6 +9,7 @@
 
 from tributary.client import Client
 from tributary.errors import TributaryError, from_rpc_error
+from tributary.fleet import FleetFollower
 from tributary.follow import Follower, Handler
 from tributary.store import FileStore, MemoryStore, Store
 from tributary.types import Change, Header, KeyFilter, Position, Translator
@@ -16,6 +17,7 @@ from tributary.types import Change, Header, KeyFilter, Position, Translator
 __all__ = [
     "Client",
     "Follower",
+    "FleetFollower",
     "Handler",
     "Store",
     "MemoryStore",
