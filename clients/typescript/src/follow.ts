@@ -77,11 +77,11 @@ export interface FollowOptions {
 }
 
 /** A handler's or store's error, which stops the follow as it is. */
-class Fatal {
+export class Fatal {
   constructor(readonly error: unknown) {}
 }
 
-async function guard<T>(fn: () => T | Promise<T>): Promise<T> {
+export async function guard<T>(fn: () => T | Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {
@@ -90,9 +90,9 @@ async function guard<T>(fn: () => T | Promise<T>): Promise<T> {
 }
 
 const encoder = new TextEncoder();
-const bytes = (v: Uint8Array | string): Uint8Array => (typeof v === "string" ? encoder.encode(v) : v);
+export const bytes = (v: Uint8Array | string): Uint8Array => (typeof v === "string" ? encoder.encode(v) : v);
 
-function endedWithoutStatus(call: string): TributaryError {
+export function endedWithoutStatus(call: string): TributaryError {
   return new TributaryError({ code: Code.Unavailable, rawMessage: `${call} ended without a status` });
 }
 
@@ -112,7 +112,7 @@ function tlsFailure(err: unknown): boolean {
 }
 
 /** Whether to wait and subscribe again from the last saved position. */
-function retryable(err: TributaryError): boolean {
+export function retryable(err: TributaryError): boolean {
   switch (err.code) {
     case Code.Unavailable:
     case Code.DeadlineExceeded:
@@ -131,7 +131,7 @@ function retryable(err: TributaryError): boolean {
   }
 }
 
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+export function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   return new Promise((resolve) => {
     if (signal?.aborted) return resolve();
     const done = () => {
@@ -144,7 +144,7 @@ function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   });
 }
 
-function fromEntry(e: SnapshotEntry): Change {
+export function fromEntry(e: SnapshotEntry): Change {
   return {
     topic: e.topic,
     partition: e.partition,
@@ -158,7 +158,7 @@ function fromEntry(e: SnapshotEntry): Change {
   };
 }
 
-function fromRecord(r: RecordMessage): Change {
+export function fromRecord(r: RecordMessage): Change {
   return {
     topic: r.topic,
     partition: r.partition,
@@ -170,6 +170,24 @@ function fromRecord(r: RecordMessage): Change {
     outputIndex: r.outputIndex,
     snapshot: false,
   };
+}
+
+/** The key filter and translator of `options` as the gateway's requests carry them. */
+export function requestParts(options: FollowOptions): {
+  keyFilter: MessageInitShape<typeof KeyFilterSchema> | undefined;
+  translator: MessageInitShape<typeof TranslatorRefSchema> | undefined;
+} {
+  const keyFilter: MessageInitShape<typeof KeyFilterSchema> | undefined = options.keyFilter && {
+    exact: (options.keyFilter.exact ?? []).map(bytes),
+    prefixes: (options.keyFilter.prefixes ?? []).map(bytes),
+  };
+  const translator: MessageInitShape<typeof TranslatorRefSchema> | undefined = options.translator && {
+    name: options.translator.name,
+    digest: options.translator.digest ?? "",
+    config: options.translator.config ?? "",
+    skipErrors: options.translator.skipErrors ?? false,
+  };
+  return { keyFilter, translator };
 }
 
 /**
@@ -186,16 +204,7 @@ export async function follow(client: TributaryClient, options: FollowOptions, ha
   const maxDelay = options.backoffMaxMs ?? 10_000;
   const commitInterval = options.commitIntervalMs ?? 1000;
   const onError = options.onError ?? (() => {});
-  const keyFilter: MessageInitShape<typeof KeyFilterSchema> | undefined = options.keyFilter && {
-    exact: (options.keyFilter.exact ?? []).map(bytes),
-    prefixes: (options.keyFilter.prefixes ?? []).map(bytes),
-  };
-  const translator: MessageInitShape<typeof TranslatorRefSchema> | undefined = options.translator && {
-    name: options.translator.name,
-    digest: options.translator.digest ?? "",
-    config: options.translator.config ?? "",
-    skipErrors: options.translator.skipErrors ?? false,
-  };
+  const { keyFilter, translator } = requestParts(options);
 
   let saved: Position | undefined = await guard(() => store.load());
   let committed: Position | undefined;

@@ -8,6 +8,7 @@ export {
   type KeyFilterOption,
   type TranslatorOption,
 } from "./follow.js";
+export { followFleet, type FleetOptions } from "./fleet.js";
 export { Position, type PartitionOffsetInit, type PartitionOffsetValue } from "./position.js";
 export { FileStore, MemoryStore, type Store } from "./store.js";
 export { Code, TributaryError, codeName, toTributaryError, type FieldViolation, type OffsetsKind } from "./errors.js";

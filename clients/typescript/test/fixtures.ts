@@ -110,6 +110,8 @@ export interface GatewayOptions {
   certsDir?: string;
   /** Static bearer tokens accepted by the gateway: token → identity. */
   tokens?: Record<string, string>;
+  /** More environment for the process (e.g. `TRIBUTARY__SHARDING__GROUP`). */
+  env?: Record<string, string>;
 }
 
 export class GatewayProcess {
@@ -187,7 +189,7 @@ export class GatewayProcess {
     const config = await this.writeConfig();
     const child = spawn(bin, ["serve", "--config", config], {
       stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" },
+      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn", ...this.options.env },
     });
     this.child = child;
     this.output = "";
@@ -236,6 +238,17 @@ export class GatewayProcess {
         done();
       });
       child.kill("SIGTERM");
+    });
+  }
+
+  /** Kills the process (SIGKILL: no clean shutdown) and waits for it to exit. */
+  async kill(): Promise<void> {
+    const child = this.child;
+    this.child = undefined;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    await new Promise<void>((done) => {
+      child.once("exit", () => done());
+      child.kill("SIGKILL");
     });
   }
 
