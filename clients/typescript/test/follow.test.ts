@@ -84,6 +84,12 @@ test("a translator: upload field-mapper.wasm, follow through it (snapshot and st
 
   const value = (id: number, station: string) => JSON.stringify({ id, station, status: "on-air", version: 3 });
   for (let id = 0; id < 6; id++) await kafka.send(topic, id % 2, `assignment/${id}`, value(id, "north"));
+  // The snapshot is exact at the view's offsets, which may still lag what Kafka acknowledged: wait
+  // until the view holds the six, so the snapshot (not the stream) carries them.
+  await waitFor("the view to hold the six records", async () => {
+    const described = await client.gateway.describeTopics({ topics: [topic] }, { timeoutMs: 2000 });
+    return described.topics[0]?.partitions.every((p) => p.viewOffset === 3n);
+  });
   const store = new MemoryStore();
   const handler = new StateHandler();
   const config = JSON.stringify({ rename: { station: "location", id: "assignment_id" }, drop: ["version"], key_prefix: "b/" });
