@@ -8,6 +8,7 @@ mod follow;
 mod grpcurl;
 mod handoff;
 mod hardening;
+mod http;
 mod loading;
 mod observability;
 mod restart;

@@ -12,6 +12,8 @@
 //! - [`translate`]: the [`Translate`](translate::Translate) port a translator runtime plugs into,
 //!   and the one place outcomes become outputs (skip errors, source coordinates).
 //! - [`snapshot`]: `GetSnapshot`: clone each shard's map under a short lock, stream it out.
+//! - [`range`]: a fixed range of one partition, read from the tail buffer or Kafka (the HTTP
+//!   log's chunks).
 //! - [`subscribe`]: `Subscribe`: start positions, per-partition cursors over the tail buffer with a
 //!   catch-up reader for cursors behind it, batching and progress.
 //! - [`source`]: the [`Log`](source::Log) port the Kafka adapter implements (watermarks, catch-up
@@ -44,6 +46,7 @@ pub mod events;
 pub mod filter;
 pub mod limits;
 pub mod positions;
+pub mod range;
 pub mod record;
 pub mod snapshot;
 pub mod source;

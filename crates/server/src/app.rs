@@ -75,6 +75,8 @@ pub struct App {
     tasks: TaskTracker,
     /// Who holds which partition; started in [`App::serve`], once the address is known.
     topology: Arc<Topology>,
+    /// The HTTP log, when `[http] listen` is set.
+    http: Option<Arc<crate::web::log::HttpLog>>,
 }
 
 impl App {
@@ -136,20 +138,20 @@ impl App {
         let lags = StreamLags::default();
         let topology = Arc::new(Topology::default());
         let max_request_bytes = config.limits.connections.max_request_bytes;
-        let gateway = GatewayRoutes::new(
-            GatewayService::new(
-                view.clone(),
-                shared.clone(),
-                registry.clone(),
-                tasks.clone(),
-                durable.clone(),
-                auth.clone(),
-                buffers.clone(),
-            )
-            .with_lags(lags.clone())
-            .with_topology(topology.clone()),
-            max_request_bytes,
-        );
+        let service = GatewayService::new(
+            view.clone(),
+            shared.clone(),
+            registry.clone(),
+            tasks.clone(),
+            durable.clone(),
+            auth.clone(),
+            buffers.clone(),
+        )
+        .with_lags(lags.clone())
+        .with_topology(topology.clone());
+        let http =
+            config.http.listen.map(|_| Arc::new(crate::web::log::HttpLog::new(service.clone(), config.http.clone())));
+        let gateway = GatewayRoutes::new(service, max_request_bytes);
         let subscriptions = pb::subscriptions_server::SubscriptionsServer::new(SubscriptionsService::new(
             durable.clone(),
             auth.clone(),
@@ -196,6 +198,7 @@ impl App {
             shutdown,
             tasks,
             topology,
+            http,
         })
     }
 
@@ -221,6 +224,7 @@ impl App {
             shutdown: token,
             tasks,
             topology,
+            http,
         } = self;
         // The address clients reach this replica at: known once bound (a port 0 is picked then).
         let address = config.sharding.advertised(listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?);
@@ -300,6 +304,12 @@ impl App {
             });
         }
         tokio::spawn(telemetry::lags(durable, lags, token.clone()));
+        if let (Some(http), Some(listen)) = (http, config.http.listen) {
+            let listener =
+                TcpListener::bind(listen).await.map_err(|e| Error::invalid("http.listen", format!("{listen}: {e}")))?;
+            let max = config.http.max_connections;
+            tokio::spawn(crate::web::serve(listener, http, max, tls.clone(), token.clone()));
+        }
 
         let signal = {
             let token = token.clone();

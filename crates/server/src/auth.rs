@@ -339,7 +339,7 @@ impl Auth {
     fn authenticate(
         &self,
         authorization: Option<&http::HeaderValue>,
-        info: Option<&ConnectionInfo>,
+        certificate: Option<&str>,
     ) -> Result<Caller, Error> {
         if let Some(value) = authorization {
             let token = value
@@ -360,7 +360,7 @@ impl Auth {
                 tokens.get(&hash).ok_or_else(|| Error::Unauthenticated("the bearer token is not valid".into()))?;
             return Ok(Caller { identity: Some(entry.identity.clone()), groups: entry.groups.clone() });
         }
-        let identity = info.and_then(|i| i.certificate.as_deref()).map(str::to_string);
+        let identity = certificate.map(str::to_string);
         if identity.is_none() && self.has_policy() {
             return Err(Error::Unauthenticated(
                 "this gateway needs an identity: a bearer token (authorization: Bearer <token>) or a client certificate".into(),
@@ -407,6 +407,21 @@ impl Auth {
         Ok(Caller { identity: Some(identity.to_string()), groups })
     }
 
+    /// Who is calling an HTTP endpoint: its `Authorization` header, else its TLS client
+    /// certificate's identity; an error is UNAUTHENTICATED (401).
+    pub fn authenticate_http(
+        &self,
+        authorization: Option<&http::HeaderValue>,
+        certificate: Option<&str>,
+    ) -> Result<Caller, Error> {
+        self.authenticate(authorization, certificate)
+    }
+
+    /// Whether the gateway has a policy (every call then needs an identity).
+    pub fn enforced(&self) -> bool {
+        self.has_policy()
+    }
+
     /// Whether `caller` has `permission` (always, without a policy).
     pub fn allows(&self, caller: &Caller, permission: Permission<'_>) -> bool {
         let policy = self.policy.read().unwrap_or_else(|e| e.into_inner());
@@ -446,7 +461,7 @@ impl Auth {
     pub fn admit<B>(&self, request: &mut http::Request<B>) -> Option<http::Response<tonic::body::Body>> {
         let caller = self.authenticate(
             request.headers().get(http::header::AUTHORIZATION),
-            request.extensions().get::<ConnectionInfo>(),
+            request.extensions().get::<ConnectionInfo>().and_then(|i| i.certificate.as_deref()),
         );
         match caller {
             Ok(caller) => {

@@ -49,6 +49,8 @@ pub struct Config {
     pub checkpoint: CheckpointConfig,
     /// Partition sharding between the replicas of a fleet (off unless `group` is set).
     pub sharding: ShardingConfig,
+    /// The HTTP log for browsers and HTTP caches (off unless `listen` is set).
+    pub http: crate::web::HttpConfig,
     /// Serve plain TCP on an address other than loopback. Without TLS anyone who reaches the
     /// port reads every exposed topic; the gateway refuses to do that unless this says it is
     /// intended (e.g. TLS ends at a proxy on the same host).
@@ -73,6 +75,7 @@ impl Default for Config {
             tracing: crate::logs::TracingConfig::default(),
             checkpoint: CheckpointConfig::default(),
             sharding: ShardingConfig::default(),
+            http: crate::web::HttpConfig::default(),
             allow_plaintext: false,
         }
     }
@@ -193,6 +196,7 @@ impl Config {
         self.translators.validate().map_err(ConfigError)?;
         self.tls.validate().map_err(ConfigError)?;
         self.sharding.validate(self.listen).map_err(ConfigError)?;
+        self.http.validate().map_err(ConfigError)?;
         let fail = |key: &str, why: String| Err(ConfigError(format!("`{key}` {why}")));
         if !self.tls.enabled() && !self.listen.ip().is_loopback() && !self.allow_plaintext {
             return fail(
@@ -202,6 +206,14 @@ impl Config {
                     self.listen
                 ),
             );
+        }
+        if let Some(listen) = self.http.listen {
+            if !self.tls.enabled() && !listen.ip().is_loopback() && !self.allow_plaintext {
+                return fail(
+                    "http.listen",
+                    format!("is {listen}, not loopback, and TLS is off: set `tls.cert_file` and `tls.key_file`, or `allow_plaintext = true` if plain HTTP there is intended (TLS ends at a proxy or CDN)"),
+                );
+            }
         }
         if let Some(listen) = self.metrics.listen {
             if !listen.ip().is_loopback() && !self.allow_plaintext {

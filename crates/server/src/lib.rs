@@ -19,6 +19,8 @@
 //! - [`telemetry`]: the Prometheus metrics listener and the metrics' descriptions.
 //! - [`sharding`]: the `[sharding]` section, and who holds which partition in a sharded fleet
 //!   (`GetTopology`, and the owner in the details of a call on a partition held elsewhere).
+//! - [`web`]: the HTTP log for browsers and HTTP caches (`[http]`, off by default): snapshot,
+//!   immutable chunks, live long-polls and SSE, under the same auth, translators and filters.
 //! - [`app`]: build, then serve: ingest, the services, health and reflection on one port, and the
 //!   shutdown protocol.
 //!
@@ -38,6 +40,7 @@ pub mod logs;
 pub mod sharding;
 pub mod telemetry;
 pub mod tls;
+pub mod web;
 
 pub use app::serve;
 pub use tributary_wasm::{compile::child_main as compile_translator, sha256_hex};

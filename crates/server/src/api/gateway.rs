@@ -43,24 +43,24 @@ const DESCRIBE_WAIT: Duration = Duration::from_secs(1);
 /// The gateway service; cheap to clone.
 #[derive(Clone)]
 pub struct GatewayService {
-    view: Arc<View>,
-    shared: Shared,
-    registry: Arc<Registry>,
+    pub(crate) view: Arc<View>,
+    pub(crate) shared: Shared,
+    pub(crate) registry: Arc<Registry>,
     /// Open `Subscribe` and `GetSnapshot` streams.
-    streams: Arc<Semaphore>,
+    pub(crate) streams: Arc<Semaphore>,
     /// Bytes every stream's buffer shares (`limits.stream_buffer_total_bytes`).
-    buffers: buffer::Budget,
+    pub(crate) buffers: buffer::Budget,
     /// Every stream's task, so that shutdown knows when the last one ended.
-    tasks: TaskTracker,
+    pub(crate) tasks: TaskTracker,
     /// Named subscriptions.
-    durable: Arc<Durable>,
+    pub(crate) durable: Arc<Durable>,
     /// Who may read which topics and use which translators.
-    auth: Arc<Auth>,
+    pub(crate) auth: Arc<Auth>,
     /// Where each open Subscribe stream's client stands.
-    lags: StreamLags,
+    pub(crate) lags: StreamLags,
     /// Who holds which partition (sharding): GetTopology, and where a call on a partition held
     /// elsewhere should go.
-    topology: Arc<Topology>,
+    pub(crate) topology: Arc<Topology>,
 }
 
 impl GatewayService {
@@ -102,7 +102,7 @@ impl GatewayService {
 
     /// Resolves the request's translator, instantiating it (and calling `init`) if no other
     /// call uses the same (digest, configuration).
-    async fn translation(
+    pub(crate) async fn translation(
         &self,
         caller: &Caller,
         reference: Option<pb::TranslatorRef>,
@@ -130,7 +130,7 @@ impl GatewayService {
         topics.into_iter().try_for_each(|t| self.auth.check(caller, Permission::ReadTopic(t)))
     }
 
-    fn stream_permit(&self, kind: &'static str) -> Result<StreamSlot, Error> {
+    pub(crate) fn stream_permit(&self, kind: &'static str) -> Result<StreamSlot, Error> {
         let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
             Error::ResourceExhausted(format!(
                 "this gateway serves at most {} streams at once (limits.max_streams); retry later or use another replica",
@@ -357,7 +357,7 @@ impl GatewayService {
 }
 
 /// A stream's slot of `limits.max_streams`, counted in `tributary_streams_open`.
-struct StreamSlot {
+pub(crate) struct StreamSlot {
     _permit: OwnedSemaphorePermit,
     kind: &'static str,
 }

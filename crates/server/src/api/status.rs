@@ -94,7 +94,7 @@ pub fn reason_of(error: &Error) -> &'static str {
 }
 
 /// Key-value facts for `ErrorInfo.metadata`.
-fn metadata(error: &Error) -> HashMap<String, String> {
+pub(crate) fn metadata(error: &Error) -> HashMap<String, String> {
     let mut m = HashMap::new();
     match error {
         Error::Translator { name, digest, failure, at, .. } => {
