@@ -84,7 +84,7 @@ pub async fn snapshot_when_ready(addr: SocketAddr, topic: &str) -> Value {
 }
 
 /// Applies the records of an answer to `state`.
-fn apply_json(state: &mut State, answer: &Value) {
+pub fn apply_json(state: &mut State, answer: &Value) {
     for r in answer["records"].as_array().unwrap() {
         let key = r["key"].as_str().expect("test keys are text").as_bytes().to_vec();
         match r["value"].as_str() {
@@ -94,12 +94,12 @@ fn apply_json(state: &mut State, answer: &Value) {
     }
 }
 
-fn offsets(answer: &Value) -> Vec<i64> {
+pub fn offsets(answer: &Value) -> Vec<i64> {
     answer["offsets"].as_array().unwrap().iter().map(|o| o["offset"].as_i64().unwrap()).collect()
 }
 
 /// Records over `partitions` partitions: updates of 60 keys, one in seven a delete.
-fn changes(from: usize, n: usize, partitions: i32) -> Vec<Out> {
+pub fn changes(from: usize, n: usize, partitions: i32) -> Vec<Out> {
     (from..from + n)
         .map(|i| {
             let key = format!("k{}", i % 60);

@@ -9,6 +9,7 @@ mod grpcurl;
 mod handoff;
 mod hardening;
 mod http;
+mod http_cache;
 mod loading;
 mod observability;
 mod restart;
