@@ -9,6 +9,8 @@
 #                                             # 2M and 20M records (benches/restart.rs)
 #   scripts/bench.sh fleet                    # 1 replica vs 3 sharing a topic ([sharding]),
 #                                             # time to serve and memory per replica
+#   scripts/bench.sh http                     # HTTP clients direct and through nginx's cache:
+#                                             # gateway CPU per 1M records, first byte, latency
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -18,7 +20,7 @@ export TRIBUTARY_TEST_BOOTSTRAP="$bootstrap"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(uname -sr)"
 bench=${1:-throughput}
 case "$bench" in
-  throughput | restart | fleet) ;;
-  *) echo "bench.sh: unknown benchmark '$bench' (throughput, restart or fleet)" >&2; exit 2 ;;
+  throughput | restart | fleet | http) ;;
+  *) echo "bench.sh: unknown benchmark '$bench' (throughput, restart, fleet or http)" >&2; exit 2 ;;
 esac
 cargo bench -p tributary-cli --bench "$bench"

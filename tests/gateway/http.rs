@@ -13,49 +13,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tributary_server::config::{Config, Limits};
+use tributary_testkit::web::*;
 
 use crate::harness::*;
-
-/// An HTTP response, read to its end.
-pub struct Reply {
-    pub status: u16,
-    pub headers: http::HeaderMap,
-    pub body: Bytes,
-}
-
-impl Reply {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
-    }
-}
-
-/// GET `target` from the HTTP log at `addr`, with extra request headers.
-pub async fn get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Reply {
-    request(addr, "GET", target, headers).await
-}
-
-pub async fn request(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Reply {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
-    tokio::spawn(connection);
-    let mut builder = http::Request::builder().method(method).uri(target).header("host", "localhost");
-    for (k, v) in headers {
-        builder = builder.header(*k, *v);
-    }
-    let response = sender.send_request(builder.body(Empty::<Bytes>::new()).unwrap()).await.unwrap();
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    Reply { status: parts.status.as_u16(), headers: parts.headers, body }
-}
-
-/// A free loopback port for a listener the gateway binds itself.
-pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
 
 /// A gateway configuration serving the HTTP log on a free port, with a small chunk grid.
 pub fn http_config(topics: &[&str], limits: Limits, chunk_offsets: u64) -> (Config, SocketAddr) {
@@ -66,36 +26,6 @@ pub fn http_config(topics: &[&str], limits: Limits, chunk_offsets: u64) -> (Conf
     config.http.long_poll_ms = 1_500;
     config.http.cors_origins = vec!["http://page.test".into()];
     (config, addr)
-}
-
-/// Waits until the HTTP log answers a snapshot of `topic`.
-pub async fn snapshot_when_ready(addr: SocketAddr, topic: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            let reply = get(addr, &format!("/v1/topics/{topic}/log?from=-1"), &[]).await;
-            if reply.status == 200 {
-                return reply.json();
-            }
-        }
-        assert!(Instant::now() < deadline, "the HTTP log never served a snapshot of {topic}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Applies the records of an answer to `state`.
-pub fn apply_json(state: &mut State, answer: &Value) {
-    for r in answer["records"].as_array().unwrap() {
-        let key = r["key"].as_str().expect("test keys are text").as_bytes().to_vec();
-        match r["value"].as_str() {
-            Some(v) => state.insert(key, v.as_bytes().to_vec()),
-            None => state.remove(&key),
-        };
-    }
-}
-
-pub fn offsets(answer: &Value) -> Vec<i64> {
-    answer["offsets"].as_array().unwrap().iter().map(|o| o["offset"].as_i64().unwrap()).collect()
 }
 
 /// Records over `partitions` partitions: updates of 60 keys, one in seven a delete.
@@ -434,4 +364,80 @@ async fn the_policy_applies_and_answers_to_callers_are_private() {
     assert_eq!(wrong.status, 401);
     let denied = get(addr, &format!("/v1/topics/{hidden}/log?from=-1"), &auth).await;
     assert_eq!((denied.status, denied.json()["error"]["reason"].as_str()), (403, Some("PERMISSION_DENIED")));
+}
+
+/// Translators over HTTP: the snapshot and the chunks through the field mapper rebuild B's model
+/// of a raw rebuild; a translator that traps is a 422 naming it (before any byte of a
+/// snapshot); with `skip_errors`, records whose translation fails are counted, not sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn translators_apply_to_snapshots_and_chunks_and_their_failures_are_errors() {
+    use crate::translators::{assignments, mapped, registry, upload, MAPPER_CONFIG};
+    let topic = unique_topic("http-translate");
+    let mixed = unique_topic("http-translate-mixed");
+    create_topic(&topic, 2).await;
+    create_topic(&mixed, 2).await;
+    produce(&topic, &assignments(0, 200));
+    let values: Vec<String> =
+        (0..20).map(|i| if i % 4 == 1 { format!("bad-{i}") } else { format!("good-{i}") }).collect();
+    produce(&mixed, &values.iter().enumerate().map(|(i, v)| Out::kv(&format!("m{i}"), Some(v))).collect::<Vec<_>>());
+    let (config, addr) = http_config(&[&topic, &mixed], Limits::default(), 50);
+    let gateway = Gateway::start_with(config).await;
+    let mut reg = registry(&gateway).await;
+    upload(&mut reg, "mapper", "field-mapper.wasm").await;
+    upload(&mut reg, "panic", "panic.wasm").await;
+    upload(&mut reg, "errors", "error-value.wasm").await;
+    snapshot_when_ready(addr, &topic).await;
+    let config: String =
+        percent_encoding::utf8_percent_encode(MAPPER_CONFIG, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let query = format!("translator=mapper&translator_config={config}");
+    let log = format!("/v1/topics/{topic}/log");
+
+    let snapshot = get(addr, &format!("{log}?from=-1&{query}"), &[]).await;
+    assert_eq!(snapshot.status, 200, "{}", String::from_utf8_lossy(&snapshot.body));
+    let snapshot = snapshot.json();
+    let mut state = State::new();
+    apply_json(&mut state, &snapshot);
+    produce(&topic, &assignments(1, 300));
+    let target: Vec<i64> = ends(&topic).values().copied().collect();
+    let mut next = snapshot["next"].as_str().unwrap().to_string();
+    let mut kinds = std::collections::BTreeSet::new();
+    loop {
+        let answer = get(addr, &format!("{log}?from={next}&{query}"), &[]).await;
+        assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+        let answer = answer.json();
+        kinds.insert(answer["kind"].as_str().unwrap().to_string());
+        let records = answer["records"].as_array().unwrap();
+        assert!(records.iter().all(|r| r["index"] == 0), "translated outputs say which output they are");
+        apply_json(&mut state, &answer);
+        next = answer["next"].as_str().unwrap().to_string();
+        if offsets(&answer).iter().zip(&target).all(|(o, t)| o >= t) {
+            break;
+        }
+    }
+    let expected: State =
+        rebuild(&read_all(&topic)).into_iter().map(|(k, v)| ([b"b/".as_slice(), &k].concat(), mapped(&v))).collect();
+    assert!(kinds.contains("chunk"), "{kinds:?}");
+    assert_eq!(state.len(), expected.len());
+    assert!(state == expected, "B's state through the mapper over HTTP equals the mapped raw rebuild");
+
+    for from in ["-1", "1_0.0"] {
+        let trap = get(addr, &format!("{log}?from={from}&translator=panic"), &[]).await;
+        assert_eq!(trap.status, 422, "{}", String::from_utf8_lossy(&trap.body));
+        assert_eq!(trap.header("cache-control"), "no-store");
+        let error = trap.json();
+        assert_eq!(
+            (error["error"]["reason"].as_str(), error["error"]["details"]["translator"].as_str()),
+            (Some("TRANSLATOR_TRAP"), Some("panic"))
+        );
+    }
+    let mixed_log = format!("/v1/topics/{mixed}/log");
+    let failing = get(addr, &format!("{mixed_log}?from=1_0.0&translator=errors"), &[]).await;
+    assert_eq!(failing.status, 422, "{}", String::from_utf8_lossy(&failing.body));
+    assert_eq!(failing.json()["error"]["reason"], "TRANSLATOR_ERROR");
+    let skipping = get(addr, &format!("{mixed_log}?from=1_0.0&translator=errors&skip_errors=1"), &[]).await.json();
+    let sent: Vec<&str> =
+        skipping["records"].as_array().unwrap().iter().map(|r| r["value"].as_str().unwrap()).collect();
+    assert_eq!(skipping["skipped_records"], 5, "the five 'bad' records are counted");
+    assert_eq!(sent.len(), 15);
+    assert!(sent.iter().all(|v| v.starts_with("good")), "{sent:?}");
 }

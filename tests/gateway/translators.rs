@@ -48,7 +48,7 @@ pub async fn upload_bytes(
     client.upload(tokio_stream::iter(std::iter::once(header).chain(chunks))).await.map(|r| r.into_inner())
 }
 
-async fn upload(client: &mut Registry, name: &str, file: &str) -> pb::TranslatorVersion {
+pub async fn upload(client: &mut Registry, name: &str, file: &str) -> pb::TranslatorVersion {
     upload_bytes(client, name, &artifact(file)).await.unwrap_or_else(|s| panic!("upload {file}: {s:?}"))
 }
 
@@ -142,7 +142,7 @@ async fn identity_translation_equals_no_translation() {
 }
 
 /// B's model of an assignment, computed here independently of the translator.
-fn mapped(value: &[u8]) -> Vec<u8> {
+pub fn mapped(value: &[u8]) -> Vec<u8> {
     let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(value).unwrap();
     let id = v.remove("id").unwrap();
     let station = v.remove("station").unwrap();
@@ -152,10 +152,10 @@ fn mapped(value: &[u8]) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap()
 }
 
-const MAPPER_CONFIG: &str =
+pub const MAPPER_CONFIG: &str =
     r#"{"rename": {"station": "location", "id": "assignment_id"}, "drop": ["version"], "key_prefix": "b/"}"#;
 
-fn assignments(round: u32, n: u32) -> Vec<Out> {
+pub fn assignments(round: u32, n: u32) -> Vec<Out> {
     (0..n)
         .map(|i| {
             let key = format!("assignment/{}", (i * 7 + round) % 50);

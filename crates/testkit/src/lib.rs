@@ -6,9 +6,11 @@
 //! It must not share code with the gateway's data path: the reference is only independent if it
 //! reads Kafka on its own.
 //!
-//! [`bench`] holds what the two benchmarks share (the raw-consumer baseline and its profiles).
+//! [`bench`] holds what the benchmarks share (the raw-consumer baseline and its profiles); [`web`]
+//! the HTTP log's client side (an HTTP client, a follower, nginx as a cache).
 
 pub mod bench;
+pub mod web;
 
 use std::{
     collections::{BTreeMap, HashMap},

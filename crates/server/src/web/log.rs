@@ -635,17 +635,28 @@ impl HttpLog {
             let _permit = permit;
             snapshot::stream(taken, filter, translation, event_bytes, tx).await;
         });
-        let first = Bytes::from(format.start(&envelope));
+        // The first event before the status: a translator that fails on the first entries (the
+        // usual way) is an error response, not a cut body.
+        let mut rx = rx;
+        let pending = match rx.recv().await {
+            Some(Err(e)) => return Err(e.into()),
+            first => first,
+        };
+        let start = Bytes::from(format.start(&envelope));
         let stream = futures::stream::unfold(
-            (rx, Some(first), false, false),
-            move |(mut rx, first, mut any, done)| async move {
+            (rx, Some(start), pending, false, false),
+            move |(mut rx, start, pending, mut any, done)| async move {
                 if done {
                     return None;
                 }
-                if let Some(first) = first {
-                    return Some((Ok(first), (rx, None, any, false)));
+                if let Some(start) = start {
+                    return Some((Ok(start), (rx, None, pending, any, false)));
                 }
-                let (item, done) = match rx.recv().await {
+                let event = match pending {
+                    Some(event) => Some(event),
+                    None => rx.recv().await,
+                };
+                let (item, done) = match event {
                     Some(Ok(SnapshotEvent::Entries(outputs))) => {
                         let mut out = Vec::new();
                         for o in &outputs {
@@ -663,7 +674,7 @@ impl HttpLog {
                     Some(Err(e)) => (Err(std::io::Error::other(e.to_string())), true),
                     None => (Err(std::io::Error::other("the snapshot ended without its end")), true),
                 };
-                Some((item, (rx, None, any, done)))
+                Some((item, (rx, None, None, any, done)))
             },
         );
         let mut response = Response::new(StreamBody::new(stream.map(|r| r.map(Frame::data))).boxed_unsync());
