@@ -288,6 +288,33 @@ mod tests {
     }
 
     #[test]
+    fn the_http_section_checks_itself_and_its_listener() {
+        figment::Jail::expect_with(|jail| {
+            let topics = "[kafka]\ntopics = [\"a\"]\n";
+            let file = write(&format!(
+                "{topics}[http]\nlisten = \"127.0.0.1:8080\"\ncors_origins = [\"https://app.example.com\"]\n"
+            ));
+            let config = Config::load(Some(file.path()), &Overrides::default()).unwrap();
+            assert_eq!(config.http.listen, Some("127.0.0.1:8080".parse().unwrap()));
+            assert_eq!(config.http.chunk_offsets, crate::web::HttpConfig::default().chunk_offsets);
+            for (toml, says) in [
+                ("[http]\nlisten = \"0.0.0.0:8080\"\n", "`http.listen`"),
+                ("[http]\nepoch = \"a_b\"\n", "http.epoch"),
+                ("[http]\nchunk_offsets = 0\n", "http.chunk_offsets"),
+                ("[http]\ncors_origins = [\"app.example.com\"]\n", "http.cors_origins"),
+            ] {
+                let file = write(&format!("{topics}{toml}"));
+                let err = Config::load(Some(file.path()), &Overrides::default()).unwrap_err().to_string();
+                assert!(err.contains(says), "{toml}: {err}");
+            }
+            jail.set_env("TRIBUTARY__HTTP__CORS_ORIGINS", "[\"*\"]");
+            let config = Config::load(Some(write(topics).path()), &Overrides::default()).unwrap();
+            assert_eq!(config.http.cors_origins, vec!["*"]);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         // Jail serializes tests that read the process environment.
         figment::Jail::expect_with(|_| {

@@ -106,6 +106,16 @@ fn describe() {
     describe_gauge!("tributary_kafka_reachable", "1 if Kafka answered the last watermark refresh, else 0.");
     describe_gauge!("tributary_streams_open", Unit::Count, "Open Subscribe and GetSnapshot streams, by kind.");
     describe_counter!(
+        "tributary_http_requests_total",
+        Unit::Count,
+        "HTTP log requests answered, by kind and status (behind a cache: what reached the gateway)."
+    );
+    describe_histogram!(
+        "tributary_http_response_seconds",
+        Unit::Seconds,
+        "Time to an HTTP log response's head, by kind (a long-poll's wait included)."
+    );
+    describe_counter!(
         "tributary_records_delivered_total",
         Unit::Count,
         "Records (or snapshot entries) handed to clients, by kind."
