@@ -104,7 +104,8 @@ impl Nginx {
         let addr = free_addr();
         let d = dir.display();
         let conf = format!(
-            r#"worker_processes 1;
+            r#"master_process off;
+worker_processes 1;
 error_log {d}/error.log warn;
 pid {d}/nginx.pid;
 events {{ worker_connections 1024; }}
