@@ -25,6 +25,17 @@ pub(crate) async fn replica(topic: &str, group: &str, instance_id: &str) -> Proc
 
 /// A replica advertising `advertise` (default: its listen address).
 async fn replica_advertising(topic: &str, group: &str, instance_id: &str, advertise: Option<&str>) -> Process {
+    replica_with(topic, group, instance_id, advertise, &[]).await
+}
+
+/// A replica with more environment (`extra`).
+async fn replica_with(
+    topic: &str,
+    group: &str,
+    instance_id: &str,
+    advertise: Option<&str>,
+    extra: &[(&str, &str)],
+) -> Process {
     let session = SESSION_MS.to_string();
     let mut env = vec![
         ("TRIBUTARY__SHARDING__GROUP", group),
@@ -34,6 +45,7 @@ async fn replica_advertising(topic: &str, group: &str, instance_id: &str, advert
     if let Some(advertise) = advertise {
         env.push(("TRIBUTARY__SHARDING__ADVERTISE", advertise));
     }
+    env.extend_from_slice(extra);
     Process::spawn(&[topic], &env).await
 }
 
@@ -247,10 +259,12 @@ async fn a_replica_given_no_partition_is_ready_and_names_the_owner() {
     create_topic(&topic, 1).await;
     produce(&topic, &(0..50).map(|i| Out::kv(&format!("k{i}"), Some("v"))).collect::<Vec<_>>());
     let group = unique_topic("sharding-idle-group");
-    let a = replica(&topic, &group, "a").await;
+    let (http_a, http_b) = (tributary_testkit::web::free_addr(), tributary_testkit::web::free_addr());
+    let (http_a_s, http_b_s) = (http_a.to_string(), http_b.to_string());
+    let a = replica_with(&topic, &group, "a", None, &[("TRIBUTARY__HTTP__LISTEN", &http_a_s)]).await;
     settled(&[&a], &topic, |owners| owners.len() == 1).await;
     // Process::spawn returns once the replica reports SERVING: this is the assertion.
-    let b = replica(&topic, &group, "b").await;
+    let b = replica_with(&topic, &group, "b", None, &[("TRIBUTARY__HTTP__LISTEN", &http_b_s)]).await;
     let owners = settled(&[&a, &b], &topic, |owners| owners.len() == 1).await;
     let owner = owners[&0].clone();
     let (holder, idle) = if owner == a.addr.to_string() { (&a, &b) } else { (&b, &a) };
@@ -258,4 +272,15 @@ async fn a_replica_given_no_partition_is_ready_and_names_the_owner() {
     let idle_snapshot = loaded_snapshot(idle, &topic).await;
     assert!(idle_snapshot.entries.is_empty() && idle_snapshot.offsets.is_empty(), "it holds nothing");
     assert_held_elsewhere(idle, &topic, 0, &owner).await;
+
+    // The HTTP log answers for a whole topic: the idle replica says who holds the partition.
+    let (http_holder, http_idle) = if owner == a.addr.to_string() { (http_a, http_b) } else { (http_b, http_a) };
+    let log = format!("/v1/topics/{topic}/log?from=-1");
+    let misdirected = tributary_testkit::web::get(http_idle, &log, &[]).await;
+    assert_eq!(misdirected.status, 421, "{}", String::from_utf8_lossy(&misdirected.body));
+    let error = misdirected.json();
+    assert_eq!(error["error"]["reason"], "PARTITION_NOT_HELD");
+    assert_eq!(error["error"]["details"]["owner"], owner.as_str());
+    let served = tributary_testkit::web::get(http_holder, &log, &[]).await;
+    assert_eq!((served.status, served.json()["records"].as_array().map(Vec::len)), (200, Some(50)));
 }
