@@ -5,7 +5,8 @@
 //! client ends with the whole state.
 //!
 //! `scripts/bench.sh http`. Sizing, with defaults: BENCH_HTTP_RECORDS (1,000,000 records of
-//! BENCH_VALUE_BYTES = 100, one per key) in 4 partitions, BENCH_HTTP_CLIENTS = 8. Clients run on
+//! BENCH_VALUE_BYTES = 100, one per key) in 4 partitions, BENCH_HTTP_CLIENTS = 8, BENCH_HTTP_SSE =
+//! 5,000 SSE streams at the head (0 skips; two file descriptors each). Clients run on
 //! the same 2 cores as the gateway, Kafka and nginx: their JSON parsing is in every wall time,
 //! so the gateway's own CPU is the column to compare.
 
@@ -146,8 +147,7 @@ async fn main() {
         let a = free_addr();
         (a, a.to_string())
     };
-    let env = [("TRIBUTARY__HTTP__LISTEN", http_s.as_str())];
-    let gateway = Process::spawn(&[&topic], &env).await;
+    let gateway = Process::spawn(&[&topic], &[("TRIBUTARY__HTTP__LISTEN", http_s.as_str())]).await;
     let pid = gateway.child.id();
     let ready = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -228,6 +228,59 @@ async fn main() {
             "write to long-polling client, {what}: p50 {:.1} ms, p99 {:.1} ms (100 writes)",
             percentile(&l, 0.5),
             percentile(&l, 0.99)
+        );
+    }
+
+    // Many SSE streams at the head (Zilla's froze at ~20 k): memory per stream, and how long one
+    // write takes to reach every stream.
+    let streams = env("BENCH_HTTP_SSE", 5_000);
+    if streams > 0 {
+        let position = head(http, &topic, &start).await;
+        let rss = gateway.rss_kib();
+        let (opened_tx, mut opened) = tokio::sync::mpsc::channel::<()>(streams);
+        let (reached_tx, mut reached) = tokio::sync::mpsc::channel::<Instant>(streams);
+        for _ in 0..streams {
+            let (url, opened_tx, reached_tx) =
+                (format!("/v1/topics/{topic}/log?from={position}&live=sse"), opened_tx.clone(), reached_tx.clone());
+            tokio::spawn(async move {
+                use http_body_util::BodyExt;
+                let tcp = tokio::net::TcpStream::connect(http).await.unwrap();
+                let (mut sender, connection) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+                tokio::spawn(connection);
+                let request = http::Request::get(url)
+                    .header("host", "localhost")
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap();
+                let response = sender.send_request(request).await.unwrap();
+                assert_eq!(response.status(), 200);
+                let _ = opened_tx.send(()).await;
+                let mut body = response.into_body();
+                while let Some(Ok(frame)) = body.frame().await {
+                    if frame.data_ref().is_some_and(|d| d.windows(6).any(|w| w == b"event:")) {
+                        let _ = reached_tx.send(Instant::now()).await;
+                        return;
+                    }
+                }
+            });
+        }
+        for _ in 0..streams {
+            opened.recv().await.unwrap();
+        }
+        let per_stream = (gateway.rss_kib().saturating_sub(rss)) as f64 / streams as f64;
+        let writer = Writer::new(&topic);
+        writer.warm_up();
+        let written = Instant::now();
+        writer.send(&Out::kv("sse-fan-out", Some("x")));
+        let mut times = Vec::new();
+        for _ in 0..streams {
+            times.push((reached.recv().await.unwrap() - written).as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "{streams} SSE streams at the head: {per_stream:.1} KiB of gateway RSS each; one write reached them all in {:.0} ms (p50 {:.0} ms)",
+            times[times.len() - 1],
+            percentile(&times, 0.5)
         );
     }
     drop(nginx);

@@ -97,6 +97,42 @@ async fn many_clients_behind_a_cache_cost_one_upstream_request_per_url() {
     let log = nginx.log();
     let hits = log.iter().filter(|l| l.starts_with("HIT")).count();
     assert!(hits >= requests / 2, "most requests are served by the cache: {hits} hits of {}", log.len());
+
+    // Without the cache, the gateway collapses clients waiting at the same position itself: every
+    // request is answered, but each answer is read and encoded once.
+    let made = |text: &str| metric(text, "tributary_http_answers_made_total", &[]);
+    let (before_requests, before_made) = {
+        let text = scrape(metrics).await;
+        (metric(&text, "tributary_http_requests_total", &[]), made(&text))
+    };
+    let writer = {
+        let topic = topic.clone();
+        tokio::spawn(async move {
+            for burst in 0..5 {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                produce(&topic, &changes(3_000 + burst * 20, 20, 2));
+            }
+        })
+    };
+    let target = vec![ends[0] + 100, ends[1] + 100];
+    // From where the catch-up ended: the first answer holds the live phase's records too.
+    let (direct, urls, _) = together(CLIENTS, http, &topic, &heads[0], &target, states[0].clone()).await;
+    writer.await.unwrap();
+    let text = scrape(metrics).await;
+    let (requests, answers) =
+        (metric(&text, "tributary_http_requests_total", &[]) - before_requests, made(&text) - before_made);
+    let distinct: BTreeSet<&String> = urls.iter().flatten().collect();
+    println!(
+        "direct: {CLIENTS} clients made {requests} requests over {} URLs; the gateway made {answers} answers",
+        distinct.len()
+    );
+    assert_eq!(direct[0], expected(&topic));
+    assert!(requests >= (CLIENTS * 2) as f64, "every request reached the gateway");
+    assert!(
+        answers <= distinct.len() as f64 + 3.0,
+        "{answers} answers made for {} URLs: the gateway did not share them",
+        distinct.len()
+    );
 }
 
 /// `clients` followers through `addr`, started together from `from` with `state`; their states,

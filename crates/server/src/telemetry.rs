@@ -110,6 +110,11 @@ fn describe() {
         Unit::Count,
         "HTTP log requests answered, by kind and status (behind a cache: what reached the gateway)."
     );
+    describe_counter!(
+        "tributary_http_answers_made_total",
+        Unit::Count,
+        "HTTP log answers read and encoded, by kind (requests for the same one while it is made share it)."
+    );
     describe_histogram!(
         "tributary_http_response_seconds",
         Unit::Seconds,

@@ -19,7 +19,11 @@ use std::{
 };
 
 use bytes::Bytes;
-use futures::StreamExt;
+use dashmap::DashMap;
+use futures::{
+    future::{BoxFuture, Shared},
+    FutureExt, StreamExt,
+};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
@@ -55,6 +59,25 @@ pub struct HttpLog {
     config: HttpConfig,
     /// Long-polls and SSE streams waiting now (`http.max_waiting`).
     waiting: Arc<Semaphore>,
+    /// Answers being made, by position and query: requests for the same one wait for it and
+    /// share its bytes (as a collapsing cache would), so a thousand clients at the head cost
+    /// one read and one encoding per answer.
+    inflight: DashMap<String, SharedAnswer>,
+}
+
+/// An answer being made, which every request for it awaits.
+type SharedAnswer = Shared<BoxFuture<'static, Result<Arc<Encoded>, Problem>>>;
+
+/// An answer encoded once, shared by every request for the same position and query.
+struct Encoded {
+    kind: Kind,
+    next: Position,
+    up_to_date: bool,
+    /// A live answer with no record and no move: an SSE stream sends a keep-alive instead.
+    empty: bool,
+    body: Bytes,
+    records: u64,
+    bytes: u64,
 }
 
 /// What an answer is.
@@ -91,7 +114,7 @@ const UNRESERVED: &percent_encoding::AsciiSet =
     &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 /// A parsed query string.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Query {
     from: Option<String>,
     live: Option<String>,
@@ -211,6 +234,7 @@ fn flag(name: &str, raw: &[u8]) -> Result<bool, Error> {
 }
 
 /// What the request reads, resolved and checked.
+#[derive(Clone)]
 struct Reading {
     name: String,
     topic: Arc<TopicView>,
@@ -234,7 +258,7 @@ struct Answer {
 
 /// Why a request cannot be answered: the core's error, or a position of another epoch or
 /// partition count (409: start again from a snapshot).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Problem {
     Core(Error),
     Stale { reason: &'static str, message: String },
@@ -260,7 +284,7 @@ type Answered = Result<Response<Body>, Problem>;
 impl HttpLog {
     pub fn new(gateway: GatewayService, config: HttpConfig) -> Self {
         let waiting = Arc::new(Semaphore::new(config.max_waiting));
-        Self { gateway, config, waiting }
+        Self { gateway, config, waiting, inflight: DashMap::new() }
     }
 
     /// Answers one request; every response carries the CORS headers its origin is allowed.
@@ -423,7 +447,7 @@ impl HttpLog {
         })
     }
 
-    async fn answer(&self, reading: Reading, live: Live, headers: &HeaderMap) -> Answered {
+    async fn answer(self: &Arc<Self>, reading: Reading, live: Live, headers: &HeaderMap) -> Answered {
         let Some(from) = reading.query.from.clone() else {
             return Err(Error::invalid(
                 "from",
@@ -439,8 +463,67 @@ impl HttpLog {
             _ => None,
         };
         let wait = (live == Live::Poll).then(|| Duration::from_millis(self.config.long_poll_ms));
-        let answer = self.read_from(&reading, &from, wait).await?;
-        Ok(self.respond(&reading, &from, answer, headers))
+        let format = reading.format;
+        let reading = Arc::new(reading);
+        let encoded = self.shared_answer(&reading, &from, wait, format).await?;
+        Ok(self.respond(&reading, &from, &encoded, headers))
+    }
+
+    /// The answer at `from`, encoded in `format`: made once for every request that asks for the
+    /// same position and query while it is being made (on its own task, so a client leaving
+    /// does not cancel it for the others).
+    async fn shared_answer(
+        self: &Arc<Self>,
+        reading: &Arc<Reading>,
+        from: &str,
+        wait: Option<Duration>,
+        format: Format,
+    ) -> Result<Arc<Encoded>, Problem> {
+        let translator = reading.translation.as_ref().map(|t| t.digest.as_str()).unwrap_or_default();
+        let key = format!("{}\n{}\n{translator}\n{from}\n{wait:?}\n{format:?}", reading.name, reading.query.kept());
+        let shared = match self.inflight.entry(key.clone()) {
+            dashmap::Entry::Occupied(e) => e.get().clone(),
+            dashmap::Entry::Vacant(v) => {
+                let (this, reading, from) = (self.clone(), reading.clone(), from.to_string());
+                let task = tokio::spawn(async move {
+                    let answer = this.read_from(&reading, &from, wait).await;
+                    if let Ok(a) = &answer {
+                        metrics::counter!("tributary_http_answers_made_total", "kind" => a.kind.name()).increment(1);
+                    }
+                    let encoded = answer.map(|a| Arc::new(this.encode(&reading, &from, a, format)));
+                    this.inflight.remove(&key);
+                    encoded
+                });
+                let shared = async move {
+                    task.await.unwrap_or_else(|e| Err(Error::Internal(format!("answer task: {e}")).into()))
+                }
+                .boxed()
+                .shared();
+                v.insert(shared.clone());
+                shared
+            }
+        };
+        shared.await
+    }
+
+    /// An answer's body, written once.
+    fn encode(&self, reading: &Reading, from: &str, answer: Answer, format: Format) -> Encoded {
+        let envelope = self.envelope(reading, from, answer.kind, &answer.next, &answer.offsets, answer.up_to_date);
+        let mut body = format.start(&envelope);
+        for (i, o) in answer.outputs.iter().enumerate() {
+            format.record(&mut body, o, i == 0);
+        }
+        format.end(&mut body, answer.skipped);
+        let empty = answer.kind == Kind::Live && answer.outputs.is_empty() && answer.offsets == answer.next.offsets;
+        Encoded {
+            kind: answer.kind,
+            up_to_date: answer.up_to_date,
+            empty: empty && answer.next.wait > 0,
+            next: answer.next,
+            body: Bytes::from(body),
+            records: answer.outputs.len() as u64,
+            bytes: answer.outputs.iter().map(|o| o.data_bytes() as u64).sum(),
+        }
     }
 
     /// The answer at `from`: a chunk, or the live part (waiting up to `wait` when there is none).
@@ -585,7 +668,7 @@ impl HttpLog {
         }
     }
 
-    fn respond(&self, reading: &Reading, from: &str, answer: Answer, request: &HeaderMap) -> Response<Body> {
+    fn respond(&self, reading: &Reading, from: &str, answer: &Encoded, request: &HeaderMap) -> Response<Body> {
         let mut response = Response::new(reply::empty());
         self.headers(reading, answer.kind, &answer.next, answer.up_to_date, response.headers_mut());
         if answer.kind == Kind::Chunk {
@@ -602,14 +685,8 @@ impl HttpLog {
                 return response;
             }
         }
-        let envelope = self.envelope(reading, from, answer.kind, &answer.next, &answer.offsets, answer.up_to_date);
-        let mut body = reading.format.start(&envelope);
-        for (i, o) in answer.outputs.iter().enumerate() {
-            reading.format.record(&mut body, o, i == 0);
-        }
-        reading.format.end(&mut body, answer.skipped);
-        count_delivered(&answer.outputs);
-        *response.body_mut() = reply::full(body);
+        count_delivered(answer.records, answer.bytes);
+        *response.body_mut() = reply::full(answer.body.clone());
         response
     }
 
@@ -663,7 +740,7 @@ impl HttpLog {
                             format.record(&mut out, o, !any);
                             any = true;
                         }
-                        count_delivered(&outputs);
+                        count_delivered(outputs.len() as u64, outputs.iter().map(|o| o.data_bytes() as u64).sum());
                         (Ok(Bytes::from(out)), false)
                     }
                     Some(Ok(SnapshotEvent::End { skipped })) => {
@@ -713,6 +790,7 @@ impl HttpLog {
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
         let this = self.clone();
         let keepalive = Duration::from_secs(self.config.sse_keepalive_s);
+        let reading = Arc::new(reading);
         self.gateway.tasks.spawn(async move {
             let _permit = permit;
             if let Some(first) = first {
@@ -722,35 +800,17 @@ impl HttpLog {
             }
             loop {
                 let answer = tokio::select! {
-                    answer = this.read_from(&reading, &from, Some(keepalive)) => answer,
+                    answer = this.shared_answer(&reading, &from, Some(keepalive), Format::Json) => answer,
                     _ = tx.closed() => return,
                 };
                 let message = match answer {
-                    Ok(a)
-                        if a.kind == Kind::Live
-                            && a.outputs.is_empty()
-                            && a.offsets == a.next.offsets
-                            && a.next.wait > 0 =>
-                    {
-                        Bytes::from_static(b": keep-alive\n\n")
-                    }
+                    Ok(a) if a.empty => Bytes::from_static(b": keep-alive\n\n"),
                     Ok(a) => {
                         let next = Position { wait: 0, ..a.next.clone() }.to_string();
-                        let mut body = Format::Json.start(&this.envelope(
-                            &reading,
-                            &from,
-                            a.kind,
-                            &a.next,
-                            &a.offsets,
-                            a.up_to_date,
-                        ));
-                        for (i, o) in a.outputs.iter().enumerate() {
-                            Format::Json.record(&mut body, o, i == 0);
-                        }
-                        Format::Json.end(&mut body, a.skipped);
-                        count_delivered(&a.outputs);
-                        from = next.clone();
-                        event(a.kind.name(), &next, &body)
+                        count_delivered(a.records, a.bytes);
+                        let message = event(a.kind.name(), &next, &a.body);
+                        from = next;
+                        message
                     }
                     Err(problem) => {
                         let json = match problem {
@@ -816,10 +876,9 @@ fn event(name: &str, id: &str, data: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
-fn count_delivered(outputs: &[Output]) {
-    metrics::counter!("tributary_records_delivered_total", "kind" => "http").increment(outputs.len() as u64);
-    metrics::counter!("tributary_bytes_delivered_total", "kind" => "http")
-        .increment(outputs.iter().map(|o| o.data_bytes() as u64).sum());
+fn count_delivered(records: u64, bytes: u64) {
+    metrics::counter!("tributary_records_delivered_total", "kind" => "http").increment(records);
+    metrics::counter!("tributary_bytes_delivered_total", "kind" => "http").increment(bytes);
 }
 
 #[cfg(test)]
