@@ -32,6 +32,12 @@ npx --no-install tsc --noEmit
 # The package as it installs (dist/, what README's install uses), and that it loads.
 npm run --silent build
 node --input-type=module -e "import('$here/dist/index.js').then((m) => { if (typeof m.follow !== 'function' || typeof m.createClient !== 'function') { throw new Error('dist/index.js lacks follow or createClient'); } })"
+# dist/web.js is what pages import as it is: it must load, and import nothing (no node: module).
+node --input-type=module -e "import('$here/dist/web.js').then((m) => { if (typeof m.followLog !== 'function' || typeof m.LogState !== 'function') { throw new Error('dist/web.js lacks followLog or LogState'); } })"
+if grep -nE '^\s*(import|export) .* from |import\(' dist/web.js; then
+  echo "test.sh: dist/web.js imports a module; browsers load it alone: keep src/web.ts free of imports" >&2
+  exit 1
+fi
 
 export TRIBUTARY_BIN=${TRIBUTARY_BIN:-$repo/target/debug/tributary}
 if [[ ! -x $TRIBUTARY_BIN ]]; then
@@ -39,6 +45,12 @@ if [[ ! -x $TRIBUTARY_BIN ]]; then
   exit 1
 fi
 export TRIBUTARY_TEST_BOOTSTRAP=${TRIBUTARY_TEST_BOOTSTRAP:-127.0.0.1:9092}
+# test/browser.test.ts drives the system's Chromium (scripts/setup.sh installs it).
+export TRIBUTARY_CHROMIUM=${TRIBUTARY_CHROMIUM:-/usr/bin/chromium}
+if [[ ! -x $TRIBUTARY_CHROMIUM ]]; then
+  echo "test.sh: no Chromium at $TRIBUTARY_CHROMIUM (apt-get install chromium, or set TRIBUTARY_CHROMIUM)" >&2
+  exit 1
+fi
 if [[ ! -f $repo/translators/dist/field-mapper.wasm ]]; then
   echo "test.sh: translators/dist/field-mapper.wasm is missing: run scripts/build-translators.sh" >&2
   exit 1

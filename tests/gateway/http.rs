@@ -257,6 +257,7 @@ async fn every_error_is_no_store_json_with_a_reason_and_what_to_do() {
         let body = reply.json();
         assert_eq!(body["error"]["reason"], reason, "{body}");
         assert_eq!(body["error"]["status"], status);
+        assert!(body["error"]["code"].as_str().is_some_and(|c| c != "Unknown" && !c.contains(' ')), "{body}");
         assert!(!body["error"]["message"].as_str().unwrap().is_empty());
         body["error"]["details"].clone()
     };
@@ -316,6 +317,10 @@ async fn every_error_is_no_store_json_with_a_reason_and_what_to_do() {
     assert!(preflight.header("access-control-allow-headers").contains("authorization"));
     let other = get(addr, &format!("{log}?from=1_150.0"), &[("origin", "http://evil.test")]).await;
     assert_eq!((other.status, other.header("access-control-allow-origin")), (200, ""));
+    // A cache must tell answers with and without CORS headers apart, even for a first request
+    // that came without an Origin.
+    let plain = get(addr, &format!("{log}?from=1_150.0"), &[]).await;
+    assert_eq!(plain.header("vary"), "origin");
 }
 
 /// With a policy: no token is 401 with `WWW-Authenticate`, a topic outside the grant is 403,

@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { mkdtemp, writeFile, rm } from "node:fs/promises";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -63,6 +64,11 @@ export class KafkaFixture {
     return BigInt(meta!.baseOffset!);
   }
 
+  /** Writes records in one produce call (values `null`: tombstones); keys and values may be bytes. */
+  async sendBatch(topic: string, records: { partition: number; key: string | Buffer; value: string | Buffer | null }[]): Promise<void> {
+    await this.producer.send({ topic, acks: -1, messages: records.map((r) => ({ key: r.key, value: r.value, partition: r.partition })) });
+  }
+
   /** High watermarks (the offset after the last record) of every partition. */
   async ends(topic: string): Promise<Position> {
     const offsets = await this.admin.fetchTopicOffsets(topic);
@@ -112,10 +118,34 @@ export interface GatewayOptions {
   tokens?: Record<string, string>;
   /** More environment for the process (e.g. `TRIBUTARY__SHARDING__GROUP`). */
   env?: Record<string, string>;
+  /** Serves the HTTP log (`[http]`) on a free loopback port too: `httpUrl`. */
+  http?: HttpOptions;
+}
+
+/** The `[http]` section's settings a test may set; the rest are the gateway's defaults. */
+export interface HttpOptions {
+  /** Page origins allowed by CORS (`["*"]` for any). */
+  corsOrigins?: string[];
+  chunkOffsets?: number;
+  longPollMs?: number;
+}
+
+/** A loopback port that was free a moment ago (the gateway binds it itself). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolvePort(port));
+    });
+  });
 }
 
 export class GatewayProcess {
   port = 0;
+  /** The HTTP log's port (with `options.http`), kept across restarts like `port`. */
+  httpPort = 0;
   private child: ChildProcess | undefined;
   private output = "";
 
@@ -133,6 +163,12 @@ export class GatewayProcess {
 
   get target(): string {
     return `127.0.0.1:${this.port}`;
+  }
+
+  /** The HTTP log's base URL (what comes before `/v1/`). */
+  get httpUrl(): string {
+    if (!this.options.http) throw new Error("this gateway was started without `http`");
+    return `http://127.0.0.1:${this.httpPort}`;
   }
 
   /** A client with the TLS files and the first token, unless `overrides` say otherwise. */
@@ -179,6 +215,14 @@ export class GatewayProcess {
         .join("\n");
       await writeFile(join(this.dir, "tokens.toml"), tokens);
       lines.push("[auth]", `tokens_file = "${join(this.dir, "tokens.toml")}"`);
+    }
+    const http = this.options.http;
+    if (http) {
+      if (this.httpPort === 0) this.httpPort = await freePort();
+      lines.push("[http]", `listen = "127.0.0.1:${this.httpPort}"`);
+      if (http.corsOrigins) lines.push(`cors_origins = [${http.corsOrigins.map((o) => JSON.stringify(o)).join(", ")}]`);
+      if (http.chunkOffsets !== undefined) lines.push(`chunk_offsets = ${http.chunkOffsets}`);
+      if (http.longPollMs !== undefined) lines.push(`long_poll_ms = ${http.longPollMs}`);
     }
     const path = join(this.dir, "tributary.toml");
     await writeFile(path, lines.join("\n") + "\n");
@@ -324,4 +368,20 @@ export function startFollow(client: TributaryClient, options: Omit<FollowOptions
 
 export function stopAll(): void {
   for (const c of running) c.abort();
+}
+
+// ---------------------------------------------------------------- records and states
+
+/** `n` records from the `from`-th on over `partitions` partitions: updates of 60 keys, one in seven a delete. */
+export function changes(from: number, n: number, partitions: number): { partition: number; key: string; value: string | null }[] {
+  return Array.from({ length: n }, (_, j) => {
+    const i = from + j;
+    return { partition: i % partitions, key: `k${i % 60}`, value: i % 7 === 3 ? null : `v${i}` };
+  });
+}
+
+/** A state's entries sorted by key, to compare whole states (and see the difference when they differ). */
+export function entries(state: Map<string, string> | Record<string, string>): [string, string][] {
+  const list = state instanceof Map ? [...state] : Object.entries(state);
+  return list.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
 }

@@ -841,17 +841,19 @@ impl HttpLog {
 
     /// CORS: the allowed origin, the headers a page may send and read.
     fn cors(&self, request: &HeaderMap, out: &mut HeaderMap) {
-        let Some(origin) = request.get(header::ORIGIN) else { return };
         let any = self.config.cors_origins.iter().any(|o| o == "*");
+        if !any && !self.config.cors_origins.is_empty() {
+            // On every answer, not only those to a page: a cache that stored a chunk fetched
+            // without `Origin` must not hand it to a page, which needs the CORS headers.
+            out.append(header::VARY, HeaderValue::from_static("origin"));
+        }
+        let Some(origin) = request.get(header::ORIGIN) else { return };
         let allowed = any || self.config.cors_origins.iter().any(|o| origin.as_bytes() == o.as_bytes());
         if !allowed {
             return;
         }
         let value = if any { HeaderValue::from_static("*") } else { origin.clone() };
         out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
-        if !any {
-            out.append(header::VARY, HeaderValue::from_static("origin"));
-        }
         out.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
             HeaderValue::from_static(

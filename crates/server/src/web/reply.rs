@@ -239,7 +239,13 @@ pub fn error(error: &Error, extra: Map<String, Value>) -> Response<Body> {
 pub fn problem_json(status: StatusCode, reason: &str, message: &str, extra: Map<String, Value>) -> Value {
     json!({ "error": {
         "status": status.as_u16(),
-        "code": status.canonical_reason().unwrap_or_default(),
+        // The gRPC code's name, as in every other error body.
+        "code": match status {
+            StatusCode::NOT_FOUND => "NotFound",
+            StatusCode::CONFLICT => "OutOfRange",
+            StatusCode::METHOD_NOT_ALLOWED => "Unimplemented",
+            _ => "Unknown",
+        },
         "reason": reason,
         "message": message,
         "details": extra,
