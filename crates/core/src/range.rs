@@ -35,7 +35,19 @@ pub struct RangeReader {
     end: i64,
     max_records: usize,
     max_bytes: usize,
-    catchup: Option<(Box<dyn CatchUpReader>, OwnedSemaphorePermit)>,
+    /// The catch-up reader in use.
+    catchup: Option<CatchUp>,
+    /// A catch-up reader assigned nothing, kept to be used again: opening one is a new Kafka
+    /// consumer (threads, connections), which costs more than reading a chunk.
+    spare: Option<CatchUp>,
+}
+
+/// A catch-up reader with its permit of the pool (`limits.max_catchup_readers`).
+pub struct CatchUp {
+    reader: Box<dyn CatchUpReader>,
+    _permit: OwnedSemaphorePermit,
+    /// Where it was assigned last (unassigned when it is parked).
+    assigned: Option<crate::record::PartitionOffset>,
 }
 
 impl RangeReader {
@@ -43,7 +55,31 @@ impl RangeReader {
     /// records and (beyond the first) `limits.max_batch_bytes`.
     pub fn new(shared: Shared, shard: Arc<Shard>, from: i64, end: i64) -> Self {
         let (max_records, max_bytes) = (shared.limits.max_batch_records, shared.limits.max_batch_bytes);
-        Self { shared, shard, pos: from, end, max_records, max_bytes, catchup: None }
+        Self { shared, shard, pos: from, end, max_records, max_bytes, catchup: None, spare: None }
+    }
+
+    /// Uses `spare` (a reader parked by another range) before opening a new one.
+    pub fn with_spare(mut self, spare: Option<CatchUp>) -> Self {
+        self.spare = spare;
+        self
+    }
+
+    /// The catch-up reader this range used (or was given), assigned nothing, for the next range.
+    pub fn into_spare(mut self) -> Option<CatchUp> {
+        self.park();
+        self.spare.take()
+    }
+
+    /// Unassigns the reader in use and keeps it as the spare.
+    fn park(&mut self) {
+        let Some(mut catchup) = self.catchup.take() else { return };
+        if let Some(assigned) = catchup.assigned.take() {
+            if let Err(e) = catchup.reader.unassign(&[assigned]) {
+                events::emit(&events::KafkaCatchupError { error: e.to_string() });
+                return; // dropped: a new one is opened when needed
+            }
+        }
+        self.spare = Some(catchup);
     }
 
     /// The next offset to read.
@@ -57,7 +93,7 @@ impl RangeReader {
     pub async fn next_batch(&mut self) -> Result<Option<Vec<Record>>, Error> {
         loop {
             if self.pos >= self.end {
-                self.catchup = None;
+                self.park();
                 return Ok(None);
             }
             if self.shard.is_released() {
@@ -98,6 +134,13 @@ impl RangeReader {
     }
 
     async fn open_catchup(&mut self) -> Result<(), Error> {
+        let at = self.shard.at(self.pos);
+        if let Some(mut spare) = self.spare.take() {
+            spare.reader.assign(std::slice::from_ref(&at))?;
+            spare.assigned = Some(at);
+            self.catchup = Some(spare);
+            return Ok(());
+        }
         let pool = self.shared.catchup_pool.clone();
         let permit = tokio::time::timeout(CATCHUP_WAIT, pool.acquire_owned())
             .await
@@ -109,8 +152,8 @@ impl RangeReader {
             })?
             .map_err(|_| Error::Internal("catch-up pool closed".into()))?;
         let reader = self.shared.log.catch_up(self.shared.limits.catchup_prefetch_kbytes)?;
-        reader.assign(&[self.shard.at(self.pos)])?;
-        self.catchup = Some((reader, permit));
+        reader.assign(std::slice::from_ref(&at))?;
+        self.catchup = Some(CatchUp { reader, _permit: permit, assigned: Some(at) });
         Ok(())
     }
 
@@ -122,7 +165,7 @@ impl RangeReader {
         let mut stalled = Duration::ZERO;
         let start = self.pos;
         while batch.is_empty() && self.pos < self.end {
-            let Some((reader, _)) = &self.catchup else { break };
+            let Some(CatchUp { reader, .. }) = &self.catchup else { break };
             reader.try_recv_many(self.max_records, self.max_bytes, &mut reads);
             if reads.is_empty() {
                 if let Some(p) = reader.positions().into_iter().find(|p| p.partition == self.shard.partition) {
@@ -160,7 +203,7 @@ impl RangeReader {
             }
         }
         if self.pos >= self.end || self.pos >= self.shard.tail_start() {
-            self.catchup = None;
+            self.park();
         }
         Ok(batch)
     }
@@ -193,19 +236,20 @@ mod tests {
     use crate::{limits::Limits, testing::MemoryLog, view::View, watermarks::WatermarkCache};
 
     /// What a range reader shares, over a log in memory that holds `records` (partition t/0).
-    fn shared(records: Vec<Record>, limits: Limits) -> Shared {
-        let log = MemoryLog::default();
-        log.records.lock().unwrap().insert(("t".into(), 0), records);
-        let log: Arc<dyn crate::source::Log> = Arc::new(log);
+    fn shared(records: Vec<Record>, limits: Limits) -> (Shared, Arc<MemoryLog>) {
+        let memory = Arc::new(MemoryLog::default());
+        memory.records.lock().unwrap().insert(("t".into(), 0), records);
+        let log: Arc<dyn crate::source::Log> = memory.clone();
         let view = Arc::new(View::new(&["t".to_string()]));
-        Shared {
+        let shared = Shared {
             catchup_pool: Arc::new(tokio::sync::Semaphore::new(limits.max_catchup_readers)),
             limits,
             watermarks: WatermarkCache::new(log.clone(), view),
             log,
             shutdown: CancellationToken::new(),
             wire: None,
-        }
+        };
+        (shared, memory)
     }
 
     fn records(shard: &Shard, offsets: impl IntoIterator<Item = i64>, limits: &Limits) -> Vec<Record> {
@@ -230,7 +274,7 @@ mod tests {
         let limits = Limits { max_batch_records: 3, ..Limits::default() };
         let shard = Arc::new(Shard::new("t".into(), 0, 0, 0));
         records(&shard, [0, 1, 2, 4, 5, 7, 8, 9], &limits);
-        let shared = shared(Vec::new(), limits);
+        let (shared, _) = shared(Vec::new(), limits);
         assert_eq!(read_all(RangeReader::new(shared.clone(), shard.clone(), 1, 8)).await.unwrap(), vec![1, 2, 4, 5, 7]);
         assert_eq!(read_all(RangeReader::new(shared.clone(), shard.clone(), 3, 4)).await.unwrap(), Vec::<i64>::new());
         let beyond = read_all(RangeReader::new(shared, shard, 8, 12)).await.unwrap_err();
@@ -243,9 +287,30 @@ mod tests {
         let shard = Arc::new(Shard::new("t".into(), 0, 0, 0));
         let all = records(&shard, 0..10, &limits);
         assert_eq!(shard.tail_start(), 8);
-        let shared = shared(all, limits);
+        let (shared, memory) = shared(all, limits);
         let got = read_all(RangeReader::new(shared.clone(), shard.clone(), 2, 9)).await.unwrap();
         assert_eq!(got, (2..9).collect::<Vec<_>>(), "from Kafka, then the tail");
         assert_eq!(shared.catchup_pool.available_permits(), shared.limits.max_catchup_readers, "reader returned");
+
+        // A reader parked by one range serves the next: one Kafka consumer for both.
+        let mut first = RangeReader::new(shared.clone(), shard.clone(), 0, 4);
+        let mut got = Vec::new();
+        while let Some(batch) = first.next_batch().await.unwrap() {
+            got.extend(batch.iter().map(|r| r.offset));
+        }
+        let spare = first.into_spare();
+        assert!(spare.is_some(), "the reader is kept");
+        let second = RangeReader::new(shared.clone(), shard.clone(), 1, 6).with_spare(spare);
+        let opened = memory.opened.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            read_all(second).await.unwrap(),
+            (1..6).collect::<Vec<_>>(),
+            "from its own start, not the last one's"
+        );
+        assert_eq!(
+            (got, memory.opened.load(std::sync::atomic::Ordering::SeqCst)),
+            ((0..4).collect::<Vec<_>>(), opened),
+            "no new reader opened"
+        );
     }
 }

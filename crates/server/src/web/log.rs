@@ -14,7 +14,10 @@
 //! `max_chunk_bytes`, so a response's memory is bounded and the cut is the same for everyone.
 
 use std::{
-    sync::Arc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -33,7 +36,7 @@ use tokio::sync::Semaphore;
 use tributary_core::{
     buffer,
     filter::KeyFilter,
-    range::RangeReader,
+    range::{CatchUp, RangeReader},
     record::{Output, PartitionOffset, Record},
     snapshot::{self, SnapshotEvent},
     subscribe,
@@ -63,7 +66,22 @@ pub struct HttpLog {
     /// share its bytes (as a collapsing cache would), so a thousand clients at the head cost
     /// one read and one encoding per answer.
     inflight: DashMap<String, SharedAnswer>,
+    /// Catch-up readers parked between chunks (each one a Kafka consumer, which costs more to
+    /// open than a chunk does to read): at most [`IDLE_READERS`], each for [`IDLE_FOR`].
+    idle: Arc<Mutex<Vec<(CatchUp, Instant)>>>,
+    /// Bytes of made answers kept for `live_max_age_s` (at most [`KEPT_BYTES`]).
+    kept: AtomicUsize,
 }
+
+/// Bytes of made answers the gateway keeps for `live_max_age_s` (beyond it, answers are dropped
+/// once sent).
+const KEPT_BYTES: usize = 64 << 20;
+
+/// Catch-up readers kept parked between chunk reads; they hold permits of
+/// `limits.max_catchup_readers` meanwhile.
+const IDLE_READERS: usize = 2;
+/// How long a parked catch-up reader is kept.
+const IDLE_FOR: Duration = Duration::from_secs(5);
 
 /// An answer being made, which every request for it awaits.
 type SharedAnswer = Shared<BoxFuture<'static, Result<Arc<Encoded>, Problem>>>;
@@ -284,7 +302,18 @@ type Answered = Result<Response<Body>, Problem>;
 impl HttpLog {
     pub fn new(gateway: GatewayService, config: HttpConfig) -> Self {
         let waiting = Arc::new(Semaphore::new(config.max_waiting));
-        Self { gateway, config, waiting, inflight: DashMap::new() }
+        let idle: Arc<Mutex<Vec<(CatchUp, Instant)>>> = Arc::default();
+        // Parked readers go back to the pool once they have idled IDLE_FOR, also when no
+        // request comes to look.
+        let parked = Arc::downgrade(&idle);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let Some(idle) = parked.upgrade() else { return };
+                idle.lock().unwrap_or_else(|e| e.into_inner()).retain(|(_, at)| at.elapsed() < IDLE_FOR);
+            }
+        });
+        Self { gateway, config, waiting, inflight: DashMap::new(), idle, kept: AtomicUsize::new(0) }
     }
 
     /// Answers one request; every response carries the CORS headers its origin is allowed.
@@ -491,7 +520,7 @@ impl HttpLog {
                         metrics::counter!("tributary_http_answers_made_total", "kind" => a.kind.name()).increment(1);
                     }
                     let encoded = answer.map(|a| Arc::new(this.encode(&reading, &from, a, format)));
-                    this.inflight.remove(&key);
+                    this.linger(key, encoded.as_ref().map_or(0, |e| e.body.len()));
                     encoded
                 });
                 let shared = async move {
@@ -504,6 +533,25 @@ impl HttpLog {
             }
         };
         shared.await
+    }
+
+    /// Keeps a made answer for `live_max_age_s`, as a cache in front would, so that clients
+    /// asking for it a moment after it was made (the usual case at the head: they come back at
+    /// slightly different times) share it too; at most [`KEPT_BYTES`] of answers are kept.
+    fn linger(self: &Arc<Self>, key: String, size: usize) {
+        let linger = Duration::from_secs(self.config.live_max_age_s);
+        let kept = self.kept.fetch_add(size, Ordering::Relaxed) + size;
+        if linger.is_zero() || kept > KEPT_BYTES {
+            self.kept.fetch_sub(size, Ordering::Relaxed);
+            self.inflight.remove(&key);
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(linger).await;
+            this.inflight.remove(&key);
+            this.kept.fetch_sub(size, Ordering::Relaxed);
+        });
     }
 
     /// An answer's body, written once.
@@ -587,6 +635,7 @@ impl HttpLog {
         let mut bytes = 0usize;
         let mut records: Vec<Record> = Vec::new();
         let mut cut = false;
+        let mut spare = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop().map(|(c, _)| c);
         for (p, shard) in shards.iter().enumerate() {
             if cut {
                 ends[p] = position.offsets[p];
@@ -595,7 +644,8 @@ impl HttpLog {
             if ends[p] <= position.offsets[p] {
                 continue;
             }
-            let mut reader = RangeReader::new(self.gateway.shared.clone(), shard.clone(), position.offsets[p], ends[p]);
+            let mut reader = RangeReader::new(self.gateway.shared.clone(), shard.clone(), position.offsets[p], ends[p])
+                .with_spare(spare.take());
             'read: while let Some(batch) = reader.next_batch().await? {
                 for record in batch {
                     bytes += record.size();
@@ -609,6 +659,13 @@ impl HttpLog {
                         break 'read;
                     }
                 }
+            }
+            spare = reader.into_spare();
+        }
+        if let Some(spare) = spare {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < IDLE_READERS {
+                idle.push((spare, Instant::now()));
             }
         }
         let (outputs, skipped) = match &reading.translation {
@@ -804,7 +861,12 @@ impl HttpLog {
                     _ = tx.closed() => return,
                 };
                 let message = match answer {
-                    Ok(a) if a.empty => Bytes::from_static(b": keep-alive\n\n"),
+                    Ok(a) if a.empty => {
+                        // On from the position with its wait count, as a long-poll client: the
+                        // empty answer just made is kept a moment, and must not be met again.
+                        from = a.next.to_string();
+                        Bytes::from_static(b": keep-alive\n\n")
+                    }
                     Ok(a) => {
                         let next = Position { wait: 0, ..a.next.clone() }.to_string();
                         count_delivered(a.records, a.bytes);
