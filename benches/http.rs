@@ -16,6 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use http_body_util::BodyExt;
 use tributary_testkit::{bench::*, web::*, *};
 
 /// CPU seconds (user + system) the process `pid` has used.
@@ -154,9 +155,8 @@ async fn main() {
     let ttfb = loop {
         let asked = Instant::now();
         let reply = get(http, &format!("/v1/topics/{topic}/log?from=-1"), &[]).await;
+        // The whole body was read; the first byte came before it (measured again below).
         if reply.status == 200 {
-            // The whole body was read; the first byte came before it (measured again below).
-            let _ = reply;
             break asked.elapsed();
         }
         assert!(Instant::now() < deadline, "the gateway did not load in 10 minutes");
@@ -201,16 +201,7 @@ async fn main() {
     let mut firsts = Vec::new();
     for _ in 0..5 {
         let asked = Instant::now();
-        let tcp = tokio::net::TcpStream::connect(http).await.unwrap();
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
-        tokio::spawn(connection);
-        let request = http::Request::get(format!("/v1/topics/{topic}/log?from=-1"))
-            .header("host", "localhost")
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .unwrap();
-        let mut body = sender.send_request(request).await.unwrap().into_body();
-        use http_body_util::BodyExt;
+        let mut body = open(http, "GET", &format!("/v1/topics/{topic}/log?from=-1"), &[]).await.into_body();
         let _first = body.frame().await;
         firsts.push(asked.elapsed().as_secs_f64() * 1000.0);
         drop(body);
@@ -243,16 +234,7 @@ async fn main() {
             let (url, opened_tx, reached_tx) =
                 (format!("/v1/topics/{topic}/log?from={position}&live=sse"), opened_tx.clone(), reached_tx.clone());
             tokio::spawn(async move {
-                use http_body_util::BodyExt;
-                let tcp = tokio::net::TcpStream::connect(http).await.unwrap();
-                let (mut sender, connection) =
-                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
-                tokio::spawn(connection);
-                let request = http::Request::get(url)
-                    .header("host", "localhost")
-                    .body(http_body_util::Empty::<bytes::Bytes>::new())
-                    .unwrap();
-                let response = sender.send_request(request).await.unwrap();
+                let response = open(http, "GET", &url, &[]).await;
                 assert_eq!(response.status(), 200);
                 let _ = opened_tx.send(()).await;
                 let mut body = response.into_body();

@@ -8,9 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
 use serde_json::Value;
 use tributary_server::config::{Config, Limits};
 use tributary_testkit::web::*;
@@ -162,14 +160,7 @@ async fn sse(
     headers: &[(&str, &str)],
     mut done: impl FnMut(&[(String, String, String)]) -> bool,
 ) -> (Vec<(String, String, String)>, usize, u16, String) {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
-    tokio::spawn(connection);
-    let mut builder = http::Request::get(target).header("host", "localhost");
-    for (k, v) in headers {
-        builder = builder.header(*k, *v);
-    }
-    let response = sender.send_request(builder.body(Empty::<Bytes>::new()).unwrap()).await.unwrap();
+    let response = open(addr, "GET", target, headers).await;
     let status = response.status().as_u16();
     let cache = response.headers().get("cache-control").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
     let mut body = response.into_body();

@@ -65,15 +65,7 @@ async fn many_clients_behind_a_cache_cost_one_upstream_request_per_url() {
     // Live: every client waits at the head; the topic is written in five bursts.
     assert!(heads.iter().all(|h| *h == heads[0]), "every client walked to the same position");
     let before = upstream(metrics).await;
-    let writer = {
-        let topic = topic.clone();
-        tokio::spawn(async move {
-            for burst in 0..5 {
-                tokio::time::sleep(Duration::from_millis(700)).await;
-                produce(&topic, &changes(2_000 + burst * 20, 20, 2));
-            }
-        })
-    };
+    let writer = bursts(&topic, 2_000);
     let target = vec![ends[0] + 50, ends[1] + 50];
     let (states, urls, _) = together(CLIENTS, nginx.addr, &topic, &heads[0], &target, states[0].clone()).await;
     writer.await.unwrap();
@@ -105,15 +97,7 @@ async fn many_clients_behind_a_cache_cost_one_upstream_request_per_url() {
         let text = scrape(metrics).await;
         (metric(&text, "tributary_http_requests_total", &[]), made(&text))
     };
-    let writer = {
-        let topic = topic.clone();
-        tokio::spawn(async move {
-            for burst in 0..5 {
-                tokio::time::sleep(Duration::from_millis(700)).await;
-                produce(&topic, &changes(3_000 + burst * 20, 20, 2));
-            }
-        })
-    };
+    let writer = bursts(&topic, 3_000);
     let target = vec![ends[0] + 100, ends[1] + 100];
     // From where the catch-up ended: the first answer holds the live phase's records too.
     let (direct, urls, _) = together(CLIENTS, http, &topic, &heads[0], &target, states[0].clone()).await;
@@ -133,6 +117,17 @@ async fn many_clients_behind_a_cache_cost_one_upstream_request_per_url() {
         "{answers} answers made for {} URLs: the gateway did not share them",
         distinct.len()
     );
+}
+
+/// Five bursts of 20 records over two partitions, 700 ms apart, numbered from `first`.
+fn bursts(topic: &str, first: usize) -> tokio::task::JoinHandle<()> {
+    let topic = topic.to_string();
+    tokio::spawn(async move {
+        for burst in 0..5 {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            produce(&topic, &changes(first + burst * 20, 20, 2));
+        }
+    })
 }
 
 /// `clients` followers through `addr`, started together from `from` with `state`; their states,

@@ -38,6 +38,20 @@ pub async fn get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Re
 }
 
 pub async fn request(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Reply {
+    let response = open(addr, method, target, headers).await;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Reply { status: parts.status.as_u16(), headers: parts.headers, body }
+}
+
+/// Sends a request on a new HTTP/1.1 connection to `addr`; the response's body is left to read
+/// (a stream: SSE, or a snapshot's first bytes).
+pub async fn open(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> http::Response<hyper::body::Incoming> {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
     tokio::spawn(connection);
@@ -45,10 +59,7 @@ pub async fn request(addr: SocketAddr, method: &str, target: &str, headers: &[(&
     for (k, v) in headers {
         builder = builder.header(*k, *v);
     }
-    let response = sender.send_request(builder.body(Empty::<Bytes>::new()).unwrap()).await.unwrap();
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    Reply { status: parts.status.as_u16(), headers: parts.headers, body }
+    sender.send_request(builder.body(Empty::<Bytes>::new()).unwrap()).await.unwrap()
 }
 
 /// A free loopback port for a listener the gateway binds itself.
