@@ -19,15 +19,6 @@ use std::{
 use http_body_util::BodyExt;
 use tributary_testkit::{bench::*, web::*, *};
 
-/// CPU seconds (user + system) the process `pid` has used.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command (which may hold spaces) start after its closing parenthesis.
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
-}
-
 /// `clients` followers through `addr` from the start of the topic to `ends`; wall time, records
 /// delivered and requests made. Every client must end with `want`.
 async fn read_all_through(

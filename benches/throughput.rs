@@ -29,47 +29,8 @@ use rdkafka::{
     consumer::{BaseConsumer, Consumer},
     Message, Offset, TopicPartitionList,
 };
-use tributary_server::pb::{self, gateway_client::GatewayClient, translators_client::TranslatorsClient};
+use tributary_server::pb::{self, translators_client::TranslatorsClient};
 use tributary_testkit::{bench::*, *};
-
-type Gw = GatewayClient<tonic::transport::Channel>;
-
-/// Subscribes with `request` and reads until every partition reaches `ends`, counting records.
-async fn follow(client: &mut Gw, request: pb::SubscribeRequest, ends: &BTreeMap<(String, i32), i64>) -> u64 {
-    let mut stream = client.subscribe(request).await.expect("subscribe").into_inner();
-    let mut pos: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    let mut count = 0u64;
-    while !ends.iter().all(|(k, e)| pos.get(k).is_some_and(|p| p >= e)) {
-        let message = stream.message().await.expect("stream").expect("stream ended early");
-        match message.message.expect("message") {
-            pb::subscribe_response::Message::Records(batch) => {
-                count += batch.records.len() as u64;
-                for r in batch.records {
-                    pos.insert((r.topic, r.partition), r.offset + 1);
-                }
-            }
-            pb::subscribe_response::Message::Progress(p) => {
-                for o in p.offsets {
-                    pos.insert((o.topic, o.partition), o.offset);
-                }
-            }
-        }
-    }
-    count
-}
-
-fn from_start(topic: &str, partitions: i32) -> Vec<pb::PartitionOffset> {
-    (0..partitions).map(|p| pb::PartitionOffset { topic: topic.into(), partition: p, offset: 0 }).collect()
-}
-
-/// CPU seconds (user + system) the process has used.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-    // After the command: state is field 3, utime 14 and stime 15 (1-based, as in proc(5)).
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
-}
 
 /// Threads of a process.
 fn threads(pid: u32) -> usize {
@@ -373,16 +334,7 @@ async fn main() {
         ("identity", "identity.wasm", ""),
         ("mapper", "field-mapper.wasm", r#"{"rename": {"station": "location"}, "drop": ["pad"]}"#),
     ] {
-        let bytes = std::fs::read(repo_root().join("translators/dist").join(file))
-            .expect("scripts/build-translators.sh builds the translators");
-        use pb::upload_translator_request::Part;
-        let messages = vec![
-            pb::UploadTranslatorRequest {
-                part: Some(Part::Header(pb::UploadHeader { name: name.into(), ..Default::default() })),
-            },
-            pb::UploadTranslatorRequest { part: Some(Part::Chunk(bytes.into())) },
-        ];
-        registry.upload(tokio_stream::iter(messages)).await.unwrap();
+        upload_translator(&mut registry, name, file).await;
         let translator = Some(pb::TranslatorRef { name: name.into(), config: config.into(), ..Default::default() });
         let started = Instant::now();
         let n = follow(&mut client, pb::SubscribeRequest { translator, ..request() }, &ends).await;

@@ -11,6 +11,8 @@
 #                                             # time to serve and memory per replica
 #   scripts/bench.sh http                     # HTTP clients direct and through nginx's cache:
 #                                             # gateway CPU per 1M records, first byte, latency
+#   scripts/bench.sh translators              # µs per record of translators (Rust, JavaScript,
+#                                             # Python) in both versions of the contract
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -20,7 +22,7 @@ export TRIBUTARY_TEST_BOOTSTRAP="$bootstrap"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(uname -sr)"
 bench=${1:-throughput}
 case "$bench" in
-  throughput | restart | fleet | http) ;;
-  *) echo "bench.sh: unknown benchmark '$bench' (throughput, restart, fleet or http)" >&2; exit 2 ;;
+  throughput | restart | fleet | http | translators) ;;
+  *) echo "bench.sh: unknown benchmark '$bench' (throughput, restart, fleet, http or translators)" >&2; exit 2 ;;
 esac
 cargo bench -p tributary-cli --bench "$bench"

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Builds B's example translators and the gateway's test fixtures into translators/dist/:
 #
-#   identity.wasm field-mapper.wasm filter.wasm js-uppercase.wasm      examples (components)
-#   x-model.wasm                                                       the main demo's (scripts/demo.sh)
-#   busy-loop.wasm memory-bomb.wasm panic.wasm huge-output.wasm        fixtures (components)
-#   error-value.wasm wrong-world.wasm
+#   identity.wasm field-mapper.wasm filter.wasm                        examples, version 2 of the
+#   x-model.wasm (the main demo's)                                     contract (batch-translator)
+#   js-field-mapper.wasm py-field-mapper.wasm                          (the Rust, JS, Python SDKs)
+#   identity-v1.wasm field-mapper-v1.wasm js-field-mapper-v1.wasm      the same, version 1
+#   py-field-mapper-v1.wasm js-uppercase.wasm                          (translator), for comparisons
+#   busy-loop.wasm memory-bomb.wasm panic.wasm huge-output.wasm        fixtures (components;
+#   error-value.wasm huge-output-v1.wasm wrong-world.wasm              version 2 but the -v1 one)
+#   py-hostile.wasm                                                    (Python: one per mode)
 #   core-module.wasm garbage.bin                                       fixtures (not components)
 #   limit-memory.wasm limit-memories.wasm limit-tables.wasm            fixtures over a limit of
 #   limit-table-elements.wasm limit-component-memories.wasm            the instance pool, and one
@@ -12,9 +16,9 @@
 #   limit-core-instance-size.wasm limit-component-instance-size.wasm   of the hand-written
 #   at-limits.wasm                                                     fixtures/limits/translator.wat)
 #
-# Installs what is missing (the wasm32 target, a pinned wasm-tools, the JS example's npm
-# packages), builds in release, checks that every component imports nothing and exports the
-# translator world (wrong-world: another world), and prints each artifact's size. Idempotent:
+# Installs what is missing (the wasm32 target, a pinned wasm-tools, the JS translators' npm
+# packages), builds in release, checks that every component imports nothing and exports its
+# translator world (wrong-world: neither), and prints each artifact's size. Idempotent:
 # a second run only re-checks (a few seconds).
 #
 # Environment: WASM_TOOLS=/path/to/wasm-tools to use that binary instead of the pinned one;
@@ -40,7 +44,7 @@ fi
 command -v cargo >/dev/null || die "cargo not found: install Rust with rustup"
 command -v rustup >/dev/null || die "rustup not found: the wasm32 target is installed with rustup"
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-    die "node and npm not found: they build the JavaScript example (componentize-js)"
+    die "node and npm not found: they build the JavaScript translators (componentize-js)"
 fi
 
 # --- Tools -------------------------------------------------------------------------------------
@@ -87,18 +91,42 @@ rust_artifacts=(
     fixture_wrong_world:wrong-world
 )
 
-log "building the Rust translators and fixtures (release, $target)"
-# --locked: the committed Cargo.lock is what CI and every developer build.
-cargo build --manifest-path "$translators/Cargo.toml" --release --target "$target" --workspace --locked
+# The same crates built with the SDK's feature `world-v1`: version 1 of the contract (records
+# through the canonical ABI), for the benchmark that compares the two versions and the tests
+# that keep version 1 working. Built first: the build below leaves the default (version 2) core
+# modules in $release.
+rust_v1_artifacts=(
+    translator-identity:translator_identity:identity-v1
+    translator-field-mapper:translator_field_mapper:field-mapper-v1
+    fixture-huge-output:fixture_huge_output:huge-output-v1
+)
+
+# component_new CRATE NAME: the core module of CRATE as the component dist/NAME.wasm. The core
+# module carries its world in a custom section (wit-bindgen's `component-type`); `component
+# new` makes the component from it. No adapter: the module imports nothing.
+component_new() {
+    "$wasm_tools" component new "$release/$1.wasm" -o "$dist/$2.wasm.tmp"
+    mv "$dist/$2.wasm.tmp" "$dist/$2.wasm"
+}
 
 mkdir -p "$dist"
+log "building the Rust translators of version 1 (release, $target, feature world-v1)"
+packages=()
+for triple in "${rust_v1_artifacts[@]}"; do
+    packages+=(-p "${triple%%:*}")
+done
+# --locked: the committed Cargo.lock is what CI and every developer build.
+cargo build --manifest-path "$translators/Cargo.toml" --release --target "$target" --locked \
+    "${packages[@]}" --features tributary-translator-sdk/world-v1
+for triple in "${rust_v1_artifacts[@]}"; do
+    rest=${triple#*:}
+    component_new "${rest%%:*}" "${rest#*:}"
+done
+
+log "building the Rust translators and fixtures (release, $target)"
+cargo build --manifest-path "$translators/Cargo.toml" --release --target "$target" --workspace --locked
 for pair in "${rust_artifacts[@]}"; do
-    crate=${pair%%:*}
-    name=${pair#*:}
-    # The core module carries the world in a custom section (wit-bindgen's `component-type`);
-    # `component new` makes the component from it. No adapter: the module imports nothing.
-    "$wasm_tools" component new "$release/$crate.wasm" -o "$dist/$name.wasm.tmp"
-    mv "$dist/$name.wasm.tmp" "$dist/$name.wasm"
+    component_new "${pair%%:*}" "${pair#*:}"
 done
 
 # A core module where a component is expected: identity before `component new`.
@@ -164,10 +192,10 @@ limit_module limit-table-elements 1 "$(declarations '(table 1048577 funcref)' 1)
 # a component.
 limit_module limit-core-instance-size 1 "$(declarations '(global i32 (i32.const 0))' 70000)"
 limit_component limit-component-instance-size "$(declarations '(global i32 (i32.const 0))' 40000)" 2
-# With the translator's own: 5 memories (4 allowed), 9 tables (8), 33 core instances (32).
+# With the translator's own: 5 memories (4 allowed), 9 tables (8), 65 core instances (64).
 limit_component limit-component-memories "$(declarations '(memory 1)' 1)" 4
 limit_component limit-component-tables "$(declarations '(table 1 funcref)' 1)" 9
-limit_component limit-core-instances "$(declarations '' 0)" 32
+limit_component limit-core-instances "$(declarations '' 0)" 64
 limit_module at-limits 2048 "$(declarations '(table 1048576 funcref)' 1)"
 limit_fixtures=(limit-memory limit-memories limit-tables limit-table-elements limit-core-instance-size
     limit-component-instance-size limit-component-memories limit-component-tables limit-core-instances
@@ -176,35 +204,34 @@ for name in "${limit_fixtures[@]}"; do
     mv "$work/$name.wasm" "$dist/$name.wasm"
 done
 
-# --- JavaScript guest --------------------------------------------------------------------------
+# --- JavaScript guests -------------------------------------------------------------------------
 
-js="$translators/js/uppercase"
-# Input digest: rebuild only when the source, the build, the locked packages or the WIT changed
-# (componentize-js takes ~10 s).
-js_digest=$(cat "$js/src/translator.js" "$js/build.mjs" "$js/package-lock.json" \
-    "$translators/wit/translator.wit" | sha256sum | cut -d' ' -f1)
-lock_digest=$(sha256sum <"$js/package-lock.json" | cut -d' ' -f1)
-if [ "$(cat "$js/node_modules/.tributary-lock" 2>/dev/null)" != "$lock_digest" ]; then
-    log "installing the JavaScript example's packages (npm ci)"
-    # npm ci installs exactly package-lock.json, from scratch.
-    (cd "$js" && npm ci --no-audit --no-fund --loglevel=error)
-    echo "$lock_digest" >"$js/node_modules/.tributary-lock"
-fi
-if [ "$(cat "$dist/.js-uppercase.digest" 2>/dev/null)" != "$js_digest" ] || [ ! -s "$dist/js-uppercase.wasm" ]; then
-    log "building the JavaScript translator (componentize-js)"
-    (cd "$js" && node build.mjs "$dist/js-uppercase.wasm.tmp")
-    mv "$dist/js-uppercase.wasm.tmp" "$dist/js-uppercase.wasm"
-    echo "$js_digest" >"$dist/.js-uppercase.digest"
-fi
+# js-uppercase.wasm (version 1), js-field-mapper.wasm (version 2, through the JavaScript SDK) and
+# js-field-mapper-v1.wasm (version 1): `npm ci` when translators/js/package-lock.json changed,
+# then each component whose inputs changed (componentize-js takes ~10 s each).
+"$translators/js/build.sh" "$dist"
+
+# --- Python guests -----------------------------------------------------------------------------
+
+# py-field-mapper.wasm (version 2, through the Python SDK), py-field-mapper-v1.wasm (version 1)
+# and py-hostile.wasm (hostile fixtures, one mode per init configuration): componentize-py
+# (pinned, in translators/python/.venv) for each component whose inputs changed, ~10 s each.
+command -v python3 >/dev/null || die "python3 not found: it builds the Python translators (componentize-py)"
+WASM_TOOLS="$wasm_tools" "$translators/python/build.sh" "$dist"
 
 # --- Checks ------------------------------------------------------------------------------------
 
-# The exports every translator must have, as `wasm-tools component wit` prints them.
-expected_exports='export init: func(config: string) -> result<_, string>;
+# The exports a translator must have, as `wasm-tools component wit` prints them: version 2
+# exports one interface, version 1 two functions.
+v2_exports='export tributary:translator/batch@0.2.0;'
+v1_exports='export init: func(config: string) -> result<_, string>;
 export translate: func(batch: list<source-record>) -> result<list<outcome>, string>;'
 
-components=(identity field-mapper filter x-model js-uppercase busy-loop memory-bomb panic huge-output
-    error-value wrong-world "${limit_fixtures[@]}")
+v2_components=(identity field-mapper filter x-model busy-loop memory-bomb panic huge-output error-value
+    js-field-mapper py-field-mapper py-hostile)
+v1_components=(identity-v1 field-mapper-v1 huge-output-v1 js-uppercase js-field-mapper-v1 py-field-mapper-v1
+    "${limit_fixtures[@]}")
+components=("${v2_components[@]}" "${v1_components[@]}" wrong-world)
 for name in "${components[@]}"; do
     file="$dist/$name.wasm"
     # Bytes 4..8 are 0d 00 01 00 for a component (01 00 00 00 for a core module).
@@ -226,9 +253,13 @@ $(grep -E '^\s*(import|use) ' <<<"$wit")"
 $bad_imports"
     exports=$(grep -E '^\s*export ' <<<"$wit" | sed -E 's/^\s+//')
     if [ "$name" = wrong-world ]; then
-        [ "$exports" != "$expected_exports" ] || die "wrong-world.wasm implements the translator world"
+        [ "$exports" != "$v1_exports" ] && [ "$exports" != "$v2_exports" ] ||
+            die "wrong-world.wasm implements a translator world"
+    elif [[ " ${v2_components[*]} " == *" $name "* ]]; then
+        [ "$exports" = "$v2_exports" ] || die "$name.wasm does not export the batch-translator world:
+$exports"
     else
-        [ "$exports" = "$expected_exports" ] || die "$name.wasm does not export the translator world:
+        [ "$exports" = "$v1_exports" ] || die "$name.wasm does not export the translator world:
 $exports"
     fi
 done

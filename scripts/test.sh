@@ -35,8 +35,10 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 step "Building the translators (WebAssembly components the tests upload)"
 scripts/build-translators.sh
-step "Translator guest unit tests (native)"
+step "Translator guest unit tests (native): the Rust, JavaScript and Python SDKs and examples"
 (cd translators && cargo test --locked 2>&1) | tee -a "$log"
+translators/js/test.sh 2>&1 | tee -a "$log"
+translators/python/test.sh 2>&1 | tee -a "$log"
 
 step "Starting the suite's own Kafka (fresh data)"
 # Its own ports and a data directory emptied at every run: the tests create topics with unique

@@ -88,8 +88,10 @@ fn random_records(seed: u64, n: usize) -> Vec<Out> {
         .collect()
 }
 
+/// Both versions of the contract: version 2 (one buffer of frames each way) and version 1
+/// (records through the canonical ABI), the identity built from the same source with each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn identity_translation_equals_no_translation() {
+async fn identity_translation_equals_no_translation_in_both_versions_of_the_contract() {
     let topic = unique_topic("identity");
     create_topic(&topic, 3).await;
     let seed: u64 = rand::rng().random();
@@ -98,21 +100,24 @@ async fn identity_translation_equals_no_translation() {
     let gateway = Gateway::start(&[&topic]).await;
     let mut reg = registry(&gateway).await;
     upload(&mut reg, "identity", "identity.wasm").await;
+    upload(&mut reg, "identity-v1", "identity-v1.wasm").await;
     let mut client = gateway.client().await;
 
     let plain = snapshot(&mut client, topic_snapshot(&topic)).await.unwrap();
-    let translated = snapshot(
-        &mut client,
-        pb::GetSnapshotRequest {
-            topics: vec![topic.clone()],
-            translator: reference("identity", ""),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(plain.offsets, translated.offsets);
-    assert_eq!(plain.entries, translated.entries, "identity snapshot entries are the untranslated ones");
+    for name in ["identity", "identity-v1"] {
+        let translated = snapshot(
+            &mut client,
+            pb::GetSnapshotRequest {
+                topics: vec![topic.clone()],
+                translator: reference(name, ""),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(plain.offsets, translated.offsets);
+        assert_eq!(plain.entries, translated.entries, "{name}: snapshot entries are the untranslated ones");
+    }
 
     produce(&topic, &random_records(seed ^ 1, 400));
     let ends = ends(&topic);
@@ -120,25 +125,27 @@ async fn identity_translation_equals_no_translation() {
     let mut a = Follower::start(&mut client, pb::SubscribeRequest { from_offsets: from.clone(), ..Default::default() })
         .await
         .unwrap();
-    let mut b = Follower::start(
-        &mut client,
-        pb::SubscribeRequest {
-            from_offsets: from,
-            translator: reference("identity", "config is ignored"),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
     a.until(&ends, Duration::from_secs(30)).await.unwrap();
-    b.until(&ends, Duration::from_secs(30)).await.unwrap();
     let key = |r: &pb::Record| (r.partition, r.offset);
     let mut ra = a.records.clone();
-    let mut rb = b.records.clone();
     ra.sort_by_key(key);
-    rb.sort_by_key(key);
     assert_eq!(ra.len(), 800);
-    assert_eq!(ra, rb, "identity stream equals the untranslated stream: bytes, headers, null vs empty, keyless");
+    for name in ["identity", "identity-v1"] {
+        let mut b = Follower::start(
+            &mut client,
+            pb::SubscribeRequest {
+                from_offsets: from.clone(),
+                translator: reference(name, "config is ignored"),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        b.until(&ends, Duration::from_secs(30)).await.unwrap();
+        let mut rb = b.records.clone();
+        rb.sort_by_key(key);
+        assert_eq!(ra, rb, "{name}: stream equals the untranslated stream: bytes, headers, null vs empty, keyless");
+    }
 }
 
 /// B's model of an assignment, computed here independently of the translator.
@@ -172,14 +179,18 @@ pub fn assignments(round: u32, n: u32) -> Vec<Out> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn field_mapper_handoff_gives_b_model_of_raw_rebuild() {
+/// A snapshot then a stream through the field mapper in `file` gives B's model of the raw
+/// rebuild. Components of JavaScript or Python carry an engine that takes seconds to compile.
+async fn field_mapper_handoff_gives_b_model_of_raw_rebuild(file: &str) {
     let topic = unique_topic("mapper");
     create_topic(&topic, 3).await;
     produce(&topic, &assignments(0, 200));
-    let gateway = Gateway::start(&[&topic]).await;
+    let translators = TranslatorsConfig { compile_timeout_ms: 600_000, ..Default::default() };
+    let gateway = Gateway::start_with(gateway_config(&topic, translators)).await;
     let mut reg = registry(&gateway).await;
-    upload(&mut reg, "mapper", "field-mapper.wasm").await;
+    let started = Instant::now();
+    let version = upload(&mut reg, "mapper", file).await;
+    println!("{file}: {} bytes uploaded and compiled in {:.1?}", version.size, started.elapsed());
     let mut client = gateway.client().await;
     let snap = snapshot(
         &mut client,
@@ -210,7 +221,105 @@ async fn field_mapper_handoff_gives_b_model_of_raw_rebuild() {
     let expected: State =
         rebuild(&read_all(&topic)).into_iter().map(|(k, v)| ([b"b/".as_slice(), &k].concat(), mapped(&v))).collect();
     assert_eq!(state.len(), expected.len());
-    assert!(state == expected, "B's state through the mapper equals the mapped raw rebuild");
+    assert!(state == expected, "{file}: B's state through the mapper equals the mapped raw rebuild");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_field_mapper_in_both_versions_gives_b_model_of_raw_rebuild() {
+    field_mapper_handoff_gives_b_model_of_raw_rebuild("field-mapper.wasm").await;
+    field_mapper_handoff_gives_b_model_of_raw_rebuild("field-mapper-v1.wasm").await;
+}
+
+/// The field mappers of the JavaScript and Python SDKs (version 2) behave like the Rust one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_and_python_field_mappers_give_b_model_of_raw_rebuild() {
+    field_mapper_handoff_gives_b_model_of_raw_rebuild("js-field-mapper.wasm").await;
+    field_mapper_handoff_gives_b_model_of_raw_rebuild("py-field-mapper.wasm").await;
+}
+
+/// A Python guest (CPython in the component) is held to the same limits as a Rust one, and its
+/// failures end only their own calls: `py-hostile.wasm` misbehaves in the way its configuration
+/// names, while a subscriber of the same component in another mode keeps flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_translators_meet_the_same_limits_and_hostile_inputs_as_rust_ones() {
+    let topic = unique_topic("py-hostile");
+    create_topic(&topic, 1).await;
+    produce(
+        &topic,
+        &(0..20).map(|i| Out::kv(&format!("k{i}"), Some(if i == 13 { "bad" } else { "good" }))).collect::<Vec<_>>(),
+    );
+    let deadline_ms = 1_000;
+    let config = gateway_config(
+        &topic,
+        TranslatorsConfig {
+            call_deadline_ms: deadline_ms,
+            output_bytes: 8 << 20,
+            compile_timeout_ms: 600_000,
+            ..Default::default()
+        },
+    );
+    let gateway = Gateway::start_with(config).await;
+    let mut reg = registry(&gateway).await;
+    upload(&mut reg, "py", "py-hostile.wasm").await;
+    let mut client = gateway.client().await;
+
+    // A healthy subscriber of the same component (mode "bad", skipping the bad record).
+    let skip = |config: &str| {
+        Some(pb::TranslatorRef { name: "py".into(), config: config.into(), skip_errors: true, ..Default::default() })
+    };
+    let mut healthy = Follower::start(
+        &mut client,
+        pb::SubscribeRequest { topics: vec![topic.clone()], translator: skip("bad"), ..Default::default() },
+    )
+    .await
+    .unwrap();
+    healthy.until(&ends(&topic), Duration::from_secs(30)).await.unwrap();
+    assert_eq!(healthy.records.len(), 19, "the bad record is skipped");
+
+    let started = Instant::now();
+    let status = snapshot_status(&mut client, &topic, reference("py", "loop")).await;
+    let took = started.elapsed();
+    assert_eq!(status::reason(&status).as_deref(), Some("TRANSLATOR_DEADLINE"), "{status:?}");
+    assert!(took < Duration::from_millis(3 * deadline_ms), "interrupted near the deadline: {took:?}");
+
+    // CPython catches the refused grow as MemoryError and returns an error: still the memory cap.
+    let status = snapshot_status(&mut client, &topic, reference("py", "memory")).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(status::reason(&status).as_deref(), Some("TRANSLATOR_MEMORY"));
+
+    // 20 records of 1 MiB: above the 8 MiB output cap.
+    let status = snapshot_status(&mut client, &topic, reference("py", "huge 1048576 1048576")).await;
+    assert_eq!(status::reason(&status).as_deref(), Some("TRANSLATOR_OUTPUT"), "{status:?}");
+    assert!(status.message().contains("translators.output_bytes"), "{}", status.message());
+
+    // An exception in translate(record) is that record's error value, named with its type.
+    let status = snapshot_status(&mut client, &topic, reference("py", "raise")).await;
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(status::reason(&status).as_deref(), Some("TRANSLATOR_ERROR"));
+    assert!(status.message().contains("ValueError: boom"), "{}", status.message());
+    assert_eq!(status::error_metadata(&status).get("offset").map(String::as_str), Some("0"));
+
+    let status = snapshot_status(&mut client, &topic, reference("py", "crash")).await;
+    assert_eq!(status::reason(&status).as_deref(), Some("TRANSLATOR_ERROR"), "{status:?}");
+    assert!(status.message().contains("crash: the whole batch fails"), "{}", status.message());
+
+    // Output frames that claim one outcome more than they hold: refused by the gateway's check.
+    let status = snapshot_status(&mut client, &topic, reference("py", "malformed")).await;
+    assert_eq!(status::reason(&status).as_deref(), Some("TRANSLATOR_ERROR"), "{status:?}");
+    assert!(status.message().contains("output is malformed: 21 outcomes for 20 records"), "{}", status.message());
+
+    let status = snapshot_status(&mut client, &topic, reference("py", "reject")).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(status::reason(&status).as_deref(), Some("TRANSLATOR_CONFIG_REJECTED"));
+    assert!(status.message().contains("configuration rejected: reject"), "{}", status.message());
+
+    let status = snapshot_status(&mut client, &topic, reference("py", "bad")).await;
+    assert_eq!(status::error_metadata(&status).get("offset").map(String::as_str), Some("13"), "{status:?}");
+
+    // The healthy subscriber never noticed.
+    produce(&topic, &[Out::kv("after", Some("still flowing"))]);
+    healthy.until(&ends(&topic), Duration::from_secs(30)).await.unwrap();
+    assert_eq!(healthy.records.last().unwrap().value.as_deref(), Some(b"still flowing".as_slice()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -449,7 +558,7 @@ async fn uploads_over_a_limit_of_the_instance_pool_name_the_limit_and_both_numbe
         ("limit-table-elements", "table_elements", Some(MIB + 1), MIB),
         ("limit-component-memories", "memories_per_component", Some(5), 4),
         ("limit-component-tables", "tables_per_component", Some(9), 8),
-        ("limit-core-instances", "core_instances_per_component", Some(33), 32),
+        ("limit-core-instances", "core_instances_per_component", Some(65), 64),
         ("limit-core-instance-size", "core_instance_bytes", None, MIB),
         ("limit-component-instance-size", "component_instance_bytes", None, MIB),
     ];
@@ -527,6 +636,7 @@ async fn misbehaving_translators_end_only_their_own_calls() {
         ("bomb", "memory-bomb.wasm"),
         ("panic", "panic.wasm"),
         ("huge", "huge-output.wasm"),
+        ("huge-v1", "huge-output-v1.wasm"),
         ("errors", "error-value.wasm"),
         ("identity", "identity.wasm"),
     ] {
@@ -568,10 +678,19 @@ async fn misbehaving_translators_end_only_their_own_calls() {
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert_eq!(status::reason(&status).as_deref(), Some("TRANSLATOR_TRAP"));
 
+    // Version 2: 20 records of 512 KiB, 10 MiB in all, above the 8 MiB output cap and below the
+    // 32 MiB memory cap (in version 2 the output is really in guest memory). Version 1: 64 MiB
+    // per record that the guest holds in one shared 1 MiB buffer: the host stops copying it out.
+    for (name, config) in [("huge", "524288 524288"), ("huge-v1", "")] {
+        let status = snapshot_status(&mut client, &topic, reference(name, config)).await;
+        assert_eq!(status.code(), Code::ResourceExhausted, "{name}: {status:?}");
+        assert_eq!(status::reason(&status).as_deref(), Some("TRANSLATOR_OUTPUT"), "{name}");
+        assert!(status.message().contains("translators.output_bytes"), "{name}: {}", status.message());
+    }
+    // Version 2 again with 64 MiB per record: its output buffer does not fit the memory cap.
     let status = snapshot_status(&mut client, &topic, reference("huge", "")).await;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert_eq!(status::reason(&status).as_deref(), Some("TRANSLATOR_OUTPUT"));
-    assert!(status.message().contains("translators.output_bytes"), "{}", status.message());
+    assert_eq!(status::reason(&status).as_deref(), Some("TRANSLATOR_MEMORY"));
     // Few bytes in many records (1000 one-byte outputs per input, 20,000 in the call): the
     // output-record cap stops it (issue 8, case 9).
     let status = snapshot_status(&mut client, &topic, reference("huge", "1000 1")).await;

@@ -271,11 +271,16 @@ impl Translation {
         mut known: Vec<Option<Made>>,
     ) -> Result<Translated, Error> {
         let shared = self.translator.shared_outcomes().filter(|_| share);
-        let mut translated = Translated::default();
+        let mut translated = Translated { outputs: Vec::with_capacity(records.len()), skipped: 0 };
         // The records to translate, called in chunks as the outputs reach them, so that a fatal
-        // error value stops the translation where it is (as if nothing were shared).
-        let missing: Vec<Record> =
-            records.iter().zip(&known).filter(|(_, o)| o.is_none()).map(|(r, _)| r.clone()).collect();
+        // error value stops the translation where it is (as if nothing were shared). When no
+        // outcome is known (a snapshot, a catch-up), that is every record: no copy of the list.
+        let missing: Vec<Record> = if known.iter().any(Option::is_some) {
+            records.iter().zip(&known).filter(|(_, o)| o.is_none()).map(|(r, _)| r.clone()).collect()
+        } else {
+            Vec::new()
+        };
+        let missing = if missing.is_empty() { records } else { &missing };
         let mut chunks = missing.chunks(self.batch_records.max(1));
         let mut fresh = VecDeque::new();
         for (record, known) in records.iter().zip(known.iter_mut()) {

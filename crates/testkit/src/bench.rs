@@ -12,7 +12,9 @@ use rdkafka::{
     Message, Offset, TopicPartitionList,
 };
 
-use crate::{bootstrap, unique_topic, Out, Writer};
+use tributary_server::pb::{self, translators_client::TranslatorsClient};
+
+use crate::{bootstrap, repo_root, unique_topic, Client, Out, Writer};
 
 /// A size from the environment variable `name`, or `default`.
 pub fn env(name: &str, default: usize) -> usize {
@@ -130,4 +132,60 @@ pub fn best_raw(ends: &BTreeMap<(String, i32), i64>, records: usize) -> (Duratio
 /// The settings of the profile named `profile`.
 pub fn settings_of(profile: &str) -> Vec<(&'static str, &'static str)> {
     profiles().into_iter().find(|(n, _)| *n == profile).unwrap().1
+}
+
+/// Subscribes with `request` and reads until every partition reaches `ends`, counting records.
+pub async fn follow(client: &mut Client, request: pb::SubscribeRequest, ends: &BTreeMap<(String, i32), i64>) -> u64 {
+    let mut stream = client.subscribe(request).await.expect("subscribe").into_inner();
+    let mut pos: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut count = 0u64;
+    while !ends.iter().all(|(k, e)| pos.get(k).is_some_and(|p| p >= e)) {
+        let message = stream.message().await.expect("stream").expect("stream ended early");
+        match message.message.expect("message") {
+            pb::subscribe_response::Message::Records(batch) => {
+                count += batch.records.len() as u64;
+                for r in batch.records {
+                    pos.insert((r.topic, r.partition), r.offset + 1);
+                }
+            }
+            pb::subscribe_response::Message::Progress(p) => {
+                for o in p.offsets {
+                    pos.insert((o.topic, o.partition), o.offset);
+                }
+            }
+        }
+    }
+    count
+}
+
+/// Offset 0 of every partition of `topic`.
+pub fn from_start(topic: &str, partitions: i32) -> Vec<pb::PartitionOffset> {
+    (0..partitions).map(|p| pb::PartitionOffset { topic: topic.into(), partition: p, offset: 0 }).collect()
+}
+
+/// CPU seconds (user + system) a process has used.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    // After the command: state is field 3, utime 14 and stime 15 (1-based, as in proc(5)).
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// Uploads `translators/dist/<file>` as translator `name`.
+pub async fn upload_translator(
+    registry: &mut TranslatorsClient<tonic::transport::Channel>,
+    name: &str,
+    file: &str,
+) -> pb::TranslatorVersion {
+    use pb::upload_translator_request::Part;
+    let bytes = std::fs::read(repo_root().join("translators/dist").join(file))
+        .expect("scripts/build-translators.sh builds the translators");
+    let messages = vec![
+        pb::UploadTranslatorRequest {
+            part: Some(Part::Header(pb::UploadHeader { name: name.into(), ..Default::default() })),
+        },
+        pb::UploadTranslatorRequest { part: Some(Part::Chunk(bytes.into())) },
+    ];
+    registry.upload(tokio_stream::iter(messages)).await.expect("upload").into_inner()
 }

@@ -37,7 +37,10 @@ pub enum Invalid {
     Malformed(String),
     #[error("the component imports {0}; translators must import nothing (no WASI, no host functions)")]
     Imports(String),
-    #[error("the component does not implement the world tributary:translator/translator: {0}")]
+    #[error(
+        "the component does not implement the world tributary:translator/batch-translator@0.2.0 (an export \
+         `tributary:translator/batch@0.2.0`) or tributary:translator/translator (exports `init` and `translate`): {0}"
+    )]
     WrongWorld(String),
     /// It declares more than a limit of the instance pool allows.
     #[error("{0}")]
@@ -98,7 +101,8 @@ fn pool_config(limits: &PoolLimits) -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::default();
     let instances = limits.instances;
     pool.total_component_instances(instances)
-        .total_core_instances(instances * 16)
+        // Python components take 38 core instances each: room for a pool of them.
+        .total_core_instances(instances * 40)
         .total_memories(instances * 4)
         .total_tables(instances * 8)
         .max_memories_per_module(limits.memories_per_module)
@@ -152,21 +156,31 @@ impl Engine {
         unsafe { Component::deserialize(&self.engine, compiled) }
     }
 
-    /// Checks that a component imports nothing and implements the translator world.
+    /// Checks that a component imports nothing and implements a translator world.
     pub(crate) fn check(&self, component: &Component) -> Result<(), Invalid> {
         let ty = component.component_type();
         let imports: Vec<String> = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
         if !imports.is_empty() {
             return Err(Invalid::Imports(imports.join(", ")));
         }
-        let pre = self.linker.instantiate_pre(component).map_err(|e| Invalid::Imports(format!("{e:#}")))?;
-        bindings::TranslatorPre::new(pre).map_err(|e| Invalid::WrongWorld(format!("{e:#}")))?;
+        self.instantiate_pre(component).map_err(|e| match e {
+            PreError::Link(e) => Invalid::Imports(format!("{e:#}")),
+            PreError::World(e) => Invalid::WrongWorld(format!("{e:#}")),
+        })?;
         Ok(())
     }
 
-    /// A component pre-linked against the empty linker, ready to instantiate.
-    pub(crate) fn instantiate_pre(&self, component: &Component) -> wasmtime::Result<bindings::TranslatorPre<Sandbox>> {
-        bindings::TranslatorPre::new(self.linker.instantiate_pre(component)?)
+    /// A component pre-linked against the empty linker, ready to instantiate, in the version of
+    /// the contract it exports: version 2 when it exports the interface
+    /// `tributary:translator/batch@0.2.0`, version 1 otherwise.
+    pub(crate) fn instantiate_pre(&self, component: &Component) -> Result<Pre, PreError> {
+        let batch = component.component_type().exports(&self.engine).any(|(name, _)| name == V2_EXPORT);
+        let pre = self.linker.instantiate_pre(component).map_err(PreError::Link)?;
+        if batch {
+            bindings::v2::BatchTranslatorPre::new(pre).map(Pre::V2).map_err(PreError::World)
+        } else {
+            bindings::TranslatorPre::new(pre).map(Pre::V1).map_err(PreError::World)
+        }
     }
 
     /// A store that runs in `sandbox`: its limiter caps memory and tables.
@@ -174,6 +188,33 @@ impl Engine {
         let mut store = Store::new(&self.engine, sandbox);
         store.limiter(|l| l);
         store
+    }
+}
+
+/// The export that makes a component a translator of version 2 (`batch-translator`).
+pub(crate) const V2_EXPORT: &str = "tributary:translator/batch@0.2.0";
+
+/// A translator component ready to instantiate, in the version of the contract it implements.
+pub(crate) enum Pre {
+    /// `translator`: records lowered and lifted one by one through the canonical ABI.
+    V1(bindings::TranslatorPre<Sandbox>),
+    /// `batch-translator`: one buffer of frames each way ([`crate::frames`]).
+    V2(bindings::v2::BatchTranslatorPre<Sandbox>),
+}
+
+/// Why a component cannot be pre-linked as a translator.
+pub(crate) enum PreError {
+    /// It needs imports (the linker is empty).
+    Link(wasmtime::Error),
+    /// Its exports are not those of a translator world.
+    World(wasmtime::Error),
+}
+
+impl PreError {
+    pub(crate) fn into_error(self) -> wasmtime::Error {
+        match self {
+            PreError::Link(e) | PreError::World(e) => e,
+        }
     }
 }
 

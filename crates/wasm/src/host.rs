@@ -58,8 +58,11 @@ impl Host {
     /// A translator of `component` with `config`, whose instances are pooled for reuse.
     /// Instantiates one instance and calls `init` now, so a bad configuration fails here.
     pub fn translator(&self, component: &Component, config: String) -> Result<Translator, TranslatorFailure> {
-        let pre =
-            self.runtime.engine().instantiate_pre(component).map_err(|e| TranslatorFailure::Trap(format!("{e:#}")))?;
+        let pre = self
+            .runtime
+            .engine()
+            .instantiate_pre(component)
+            .map_err(|e| TranslatorFailure::Trap(format!("{:#}", e.into_error())))?;
         Translator::new(self.runtime.clone(), pre, config)
     }
 }

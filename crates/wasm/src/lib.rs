@@ -27,6 +27,7 @@
 pub mod compile;
 pub mod config;
 pub mod engine;
+pub mod frames;
 pub mod host;
 pub mod limits;
 pub mod registry;
@@ -40,7 +41,9 @@ pub use limits::{Exceeded, Limit};
 pub use registry::{sha256_hex, Registry, TranslatorInfo, TranslatorRef, VersionInfo};
 pub use translator::Translator;
 
-/// Host bindings generated from the WIT world, the interface's source of truth.
+/// Host bindings generated from the WIT worlds, the interface's source of truth: version 1
+/// (`translator`, records through the canonical ABI) and version 2 (`batch-translator`, one
+/// buffer of frames each way, see [`frames`]).
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../../translators/wit",
@@ -49,4 +52,13 @@ mod bindings {
         // host side; lowering copies them into the guest once).
         ownership: Borrowing { duplicate_if_necessary: true },
     });
+
+    pub(crate) mod v2 {
+        wasmtime::component::bindgen!({
+            path: "../../translators/wit",
+            world: "batch-translator",
+            // The input frames are lent to the call (lowering copies them into the guest).
+            ownership: Borrowing { duplicate_if_necessary: true },
+        });
+    }
 }

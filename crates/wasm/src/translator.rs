@@ -16,7 +16,8 @@ use wasmtime::{Store, Trap};
 
 use crate::{
     bindings::{self, HeaderParam, OutputRecord, SourceRecord},
-    engine::{Idle, Runtime, Sandbox, EPOCH_TICK},
+    engine::{Idle, Pre, Runtime, Sandbox, EPOCH_TICK},
+    frames,
 };
 
 /// Idle instances kept per translator; more are dropped after use.
@@ -28,9 +29,19 @@ const INSTANCE_POLL: Duration = Duration::from_millis(2);
 /// An instance with its store.
 pub(crate) struct Live {
     store: Store<Sandbox>,
-    bindings: bindings::Translator,
+    bound: Bound,
     _counted: Counted,
 }
+
+/// An instance's exports, in the version of the contract its component implements.
+enum Bound {
+    V1(bindings::Translator),
+    /// With the buffer its input frames are written into, reused by every call.
+    V2(bindings::v2::BatchTranslator, Vec<u8>),
+}
+
+/// Input buffers larger than this are not kept between calls (a batch of large records).
+const KEPT_INPUT_BYTES: usize = 4 << 20;
 
 /// The idle instances of one translator.
 #[derive(Default)]
@@ -70,7 +81,7 @@ impl Drop for Counted {
 /// (component, configuration), which share its initialized instances.
 pub struct Translator {
     runtime: Arc<Runtime>,
-    pre: bindings::TranslatorPre<Sandbox>,
+    pre: Pre,
     config: String,
     idle: Arc<IdlePool>,
     /// Outcomes of the newest records, for every subscription that uses this translator.
@@ -78,11 +89,7 @@ pub struct Translator {
 }
 
 impl Translator {
-    pub(crate) fn new(
-        runtime: Arc<Runtime>,
-        pre: bindings::TranslatorPre<Sandbox>,
-        config: String,
-    ) -> Result<Self, TranslatorFailure> {
+    pub(crate) fn new(runtime: Arc<Runtime>, pre: Pre, config: String) -> Result<Self, TranslatorFailure> {
         let idle = Arc::new(IdlePool::default());
         let registered: Arc<dyn Idle> = idle.clone();
         runtime.register_idle(Arc::downgrade(&registered));
@@ -124,39 +131,87 @@ impl Translator {
         // count; twice the cap leaves room for the records' own structure.
         store.set_hostcall_fuel(limits.output_bytes.saturating_mul(2));
         store.set_epoch_deadline(self.deadline_ticks());
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| classify(&store, e))?;
+        let bound = match &self.pre {
+            Pre::V1(pre) => Bound::V1(pre.instantiate(&mut store).map_err(|e| classify(&store, e))?),
+            Pre::V2(pre) => Bound::V2(pre.instantiate(&mut store).map_err(|e| classify(&store, e))?, Vec::new()),
+        };
         store.set_epoch_deadline(self.deadline_ticks());
-        match bindings.call_init(&mut store, &self.config) {
-            Ok(Ok(())) => Ok(Live { store, bindings, _counted: Counted::new() }),
-            Ok(Err(message)) => Err(TranslatorFailure::Error(message)),
+        let init = match &bound {
+            Bound::V1(b) => b.call_init(&mut store, &self.config),
+            Bound::V2(b, _) => b.tributary_translator_batch().call_init(&mut store, &self.config),
+        };
+        match init {
+            Ok(Ok(())) => Ok(Live { store, bound, _counted: Counted::new() }),
+            Ok(Err(message)) => Err(refused(&store, message)),
             Err(e) => Err(classify(&store, e)),
         }
     }
 
-    /// Runs the guest on a batch. A failed call drops its instance; others are reused.
-    fn call(&self, batch: &[SourceRecord]) -> Result<Vec<bindings::Outcome>, TranslatorFailure> {
+    /// An initialized instance for one call: an idle one, or a new one.
+    fn take(&self) -> Result<Live, TranslatorFailure> {
         let pooled = self.idle.lock().pop();
         let mut live = match pooled {
             Some(live) => live,
             None => self.instantiate()?,
         };
         live.store.set_epoch_deadline(self.deadline_ticks());
-        let outcomes = match live.bindings.call_translate(&mut live.store, batch) {
+        Ok(live)
+    }
+
+    /// Checks what a call returned against the output caps.
+    fn check_caps(&self, records: usize, bytes: usize) -> Result<(), TranslatorFailure> {
+        let limits = self.runtime.limits();
+        if records > limits.output_records {
+            return Err(TranslatorFailure::Output(format!(
+                "{records} output records returned; the cap is {} per call (translators.output_records)",
+                limits.output_records
+            )));
+        }
+        if bytes > limits.output_bytes {
+            return Err(TranslatorFailure::Output(format!(
+                "{bytes} bytes returned; the cap is {} (translators.output_bytes)",
+                limits.output_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Version 2: the batch as one buffer of frames in, one out. A failed call drops its
+    /// instance; others are reused.
+    fn call_v2(&self, mut live: Live, batch: &[Record]) -> Result<Vec<Outcome>, TranslatorFailure> {
+        let Bound::V2(bound, input) = &mut live.bound else { unreachable!("a version 2 instance") };
+        frames::write_input(batch, input);
+        let output = match bound.tributary_translator_batch().call_translate(&mut live.store, input) {
+            Ok(Ok(output)) => output,
+            Ok(Err(message)) => return Err(self.refused(live, message)),
+            Err(e) => return Err(classify(&live.store, e)),
+        };
+        if input.capacity() > KEPT_INPUT_BYTES {
+            *input = Vec::new();
+        }
+        // A malformed output is the guest's (or its SDK's) bug, like a wrong number of outcomes
+        // in version 1: an error of the call, and the instance is not trusted again.
+        let checked = frames::check_output(output, batch.len()).map_err(|m| TranslatorFailure::Error(m.to_string()))?;
+        self.check_caps(checked.counts.records, checked.counts.bytes)?;
+        self.release(live);
+        Ok(checked.outcomes().0)
+    }
+
+    /// Version 1: the records through the canonical ABI. A failed call drops its instance;
+    /// others are reused.
+    fn call_v1(&self, mut live: Live, batch: &[Record]) -> Result<Vec<Outcome>, TranslatorFailure> {
+        let Bound::V1(bound) = &live.bound else { unreachable!("a version 1 instance") };
+        // Records without headers (most) need no allocation here.
+        let headers: Vec<Vec<HeaderParam>> =
+            batch.iter().map(|r| r.headers().map(|(key, value)| HeaderParam { key, value }).collect()).collect();
+        let sources: Vec<SourceRecord> = batch.iter().zip(&headers).map(|(r, h)| to_source(r, h)).collect();
+        let outcomes = match bound.call_translate(&mut live.store, &sources) {
             Ok(Ok(outcomes)) => outcomes,
-            Ok(Err(message)) => {
-                self.release(live);
-                return Err(TranslatorFailure::Error(message));
-            }
+            Ok(Err(message)) => return Err(self.refused(live, message)),
             Err(e) => return Err(classify(&live.store, e)),
         };
         let records: usize =
             outcomes.iter().map(|o| if let bindings::Outcome::Ok(outs) = o { outs.len() } else { 0 }).sum();
-        if records > self.runtime.limits().output_records {
-            return Err(TranslatorFailure::Output(format!(
-                "{records} output records returned; the cap is {} per call (translators.output_records)",
-                self.runtime.limits().output_records
-            )));
-        }
         let bytes: usize = outcomes
             .iter()
             .map(|o| match o {
@@ -164,14 +219,20 @@ impl Translator {
                 bindings::Outcome::Err(m) => m.len(),
             })
             .sum();
-        if bytes > self.runtime.limits().output_bytes {
-            return Err(TranslatorFailure::Output(format!(
-                "{bytes} bytes returned; the cap is {} (translators.output_bytes)",
-                self.runtime.limits().output_bytes
-            )));
-        }
+        self.check_caps(records, bytes)?;
         self.release(live);
-        Ok(outcomes)
+        Ok(outcomes.into_iter().map(from_outcome).collect())
+    }
+
+    /// A call that returned an error value: the instance is reused, unless the error came from
+    /// being refused memory (a guest that catches it, as CPython's `MemoryError` does, returns an
+    /// error instead of trapping): that is the memory cap, and the instance is spent.
+    fn refused(&self, live: Live, message: String) -> TranslatorFailure {
+        let failure = refused(&live.store, message);
+        if !matches!(failure, TranslatorFailure::Memory) {
+            self.release(live);
+        }
+        failure
     }
 
     fn release(&self, live: Live) {
@@ -185,11 +246,11 @@ impl Translator {
 impl Translate for Translator {
     /// Blocking (runs guest code): call it from a blocking thread.
     fn translate(&self, batch: &[Record]) -> Result<Vec<Outcome>, TranslatorFailure> {
-        // Records without headers (most) need no allocation here.
-        let headers: Vec<Vec<HeaderParam>> =
-            batch.iter().map(|r| r.headers().map(|(key, value)| HeaderParam { key, value }).collect()).collect();
-        let sources: Vec<SourceRecord> = batch.iter().zip(&headers).map(|(r, h)| to_source(r, h)).collect();
-        Ok(self.call(&sources)?.into_iter().map(from_outcome).collect())
+        let live = self.take()?;
+        match live.bound {
+            Bound::V1(_) => self.call_v1(live, batch),
+            Bound::V2(..) => self.call_v2(live, batch),
+        }
     }
 
     fn shared_outcomes(&self) -> Option<&SharedOutcomes> {
@@ -201,6 +262,14 @@ fn output_size(o: &OutputRecord) -> usize {
     o.key.as_ref().map_or(0, |k| k.len())
         + o.value.as_ref().map_or(0, |v| v.len())
         + o.headers.iter().map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len())).sum::<usize>()
+}
+
+/// An error value of the guest, or the memory cap when the guest was refused memory.
+fn refused(store: &Store<Sandbox>, message: String) -> TranslatorFailure {
+    if store.data().hit_memory() {
+        return TranslatorFailure::Memory;
+    }
+    TranslatorFailure::Error(message)
 }
 
 /// Names what went wrong in a call that returned a wasmtime error.

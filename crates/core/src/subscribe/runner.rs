@@ -57,6 +57,10 @@ struct Runner<'a> {
     /// Records to send next, each with its shared encoding when the tail had one.
     batch: Vec<TailRecord>,
     batch_bytes: usize,
+    /// Whether the batch holds records of the catch-up reader: their outcomes are not shared
+    /// (they are older than the head, where subscriptions meet), which costs a lookup and an
+    /// insertion per record for nothing.
+    batch_caught_up: bool,
     max_bytes: usize,
     /// The position as of the last message the client was sent.
     sent: Vec<PartitionOffset>,
@@ -83,6 +87,7 @@ impl<'a> Runner<'a> {
             round_robin: 0,
             batch: Vec::new(),
             batch_bytes: 0,
+            batch_caught_up: false,
             max_bytes: shared.limits.max_batch_bytes,
             sent: Vec::new(),
             skipped: 0,
@@ -132,11 +137,13 @@ impl<'a> Runner<'a> {
             if !self.batch.is_empty() {
                 let batch = std::mem::take(&mut self.batch);
                 self.batch_bytes = 0;
+                let caught_up = std::mem::take(&mut self.batch_caught_up);
                 let outputs = match &self.sub.translation {
                     None => batch.into_iter().map(|(record, wire)| Output::encoded(record, wire)).collect(),
                     Some(t) => {
                         let records = batch.into_iter().map(|(record, _)| record).collect();
-                        let translated = t.translate_shared(records).await?;
+                        let translated =
+                            if caught_up { t.translate(records).await? } else { t.translate_shared(records).await? };
                         self.skipped += translated.skipped;
                         translated.outputs
                     }
@@ -356,6 +363,7 @@ impl<'a> Runner<'a> {
                     return Ok(());
                 }
                 cursor.pos = record.offset + 1;
+                self.batch_caught_up = true;
                 self.push(record, None);
                 Ok(())
             }

@@ -19,7 +19,8 @@
 //! collides with a field that is kept under its own name, is an error for that record.
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::{value::RawValue, Value};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use tributary_translator_sdk::{export_translator, Outcome, OutputRecord, SourceRecord, Translator};
 
@@ -37,6 +38,10 @@ struct Config {
 struct FieldMapper {
     config: Config,
 }
+
+/// A field name as written in the record: borrowed unless it has escapes.
+#[derive(Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+struct Name<'a>(#[serde(borrow)] Cow<'a, str>);
 
 impl FieldMapper {
     fn new(config: &str) -> Result<Self, String> {
@@ -57,19 +62,27 @@ impl FieldMapper {
         Ok(FieldMapper { config })
     }
 
+    /// The object with its fields renamed and dropped. Field values are not parsed into a tree:
+    /// each is copied as it is written in A's record (a nested object keeps its formatting).
     fn map_value(&self, value: &[u8]) -> Result<Vec<u8>, String> {
-        let object = match serde_json::from_slice::<Value>(value) {
-            Ok(Value::Object(object)) => object,
-            Ok(other) => return Err(format!("record value is not a JSON object: found {}", kind(&other))),
-            Err(e) => return Err(format!("record value is not a JSON object: {e}")),
+        let object: BTreeMap<Name, &RawValue> = match serde_json::from_slice(value) {
+            Ok(object) => object,
+            // Not an object, or not JSON: parse it as any JSON to say which.
+            Err(e) => {
+                return Err(match serde_json::from_slice::<Value>(value) {
+                    Ok(other) => format!("record value is not a JSON object: found {}", kind(&other)),
+                    Err(_) => format!("record value is not a JSON object: {e}"),
+                })
+            }
         };
-        let mut out = Map::new();
-        for (name, field) in object {
-            if self.config.drop.contains(&name) {
+        let mut out: BTreeMap<&str, &RawValue> = BTreeMap::new();
+        for (name, field) in &object {
+            let name = &*name.0;
+            if self.config.drop.contains(name) {
                 continue;
             }
-            let new_name = self.config.rename.get(&name).cloned().unwrap_or(name);
-            if out.contains_key(&new_name) {
+            let new_name = self.config.rename.get(name).map_or(name, String::as_str);
+            if out.insert(new_name, field).is_some() {
                 // Rename targets are distinct (checked by `new`), so one of the two is a field
                 // renamed to the name of a field that is kept.
                 return Err(format!(
@@ -77,20 +90,30 @@ impl FieldMapper {
                      is renamed to it"
                 ));
             }
-            out.insert(new_name, field);
         }
-        serde_json::to_vec(&Value::Object(out)).map_err(|e| format!("cannot write JSON: {e}"))
+        let mut json = Vec::with_capacity(value.len());
+        json.push(b'{');
+        for (i, (name, field)) in out.iter().enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            serde_json::to_writer(&mut json, name).map_err(|e| format!("cannot write JSON: {e}"))?;
+            json.push(b':');
+            json.extend_from_slice(field.get().as_bytes());
+        }
+        json.push(b'}');
+        Ok(json)
     }
 
-    fn map_key(&self, key: Option<Vec<u8>>) -> Option<Vec<u8>> {
+    fn map_key<'a>(&self, key: Option<&'a [u8]>) -> Option<Cow<'a, [u8]>> {
         let key = key?;
         if self.config.key_prefix.is_empty() {
-            return Some(key);
+            return Some(Cow::Borrowed(key));
         }
         let mut prefixed = Vec::with_capacity(self.config.key_prefix.len() + key.len());
         prefixed.extend_from_slice(self.config.key_prefix.as_bytes());
-        prefixed.extend_from_slice(&key);
-        Some(prefixed)
+        prefixed.extend_from_slice(key);
+        Some(Cow::Owned(prefixed))
     }
 }
 
@@ -110,11 +133,11 @@ impl Translator for FieldMapper {
         FieldMapper::new(config)
     }
 
-    fn translate(&mut self, record: SourceRecord) -> Outcome {
-        let value = match record.value.as_deref() {
+    fn translate<'a>(&mut self, record: SourceRecord<'a>) -> Outcome<'a> {
+        let value = match record.value {
             None => None,
             Some(value) => match self.map_value(value) {
-                Ok(mapped) => Some(mapped),
+                Ok(mapped) => Some(Cow::Owned(mapped)),
                 Err(message) => return Outcome::err(message),
             },
         };
@@ -127,26 +150,25 @@ export_translator!(FieldMapper);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tributary_translator_sdk::Header;
+    use tributary_translator_sdk::Headers;
+
+    fn headers() -> Headers<'static> {
+        [("h", None)].into_iter().collect()
+    }
 
     const CONFIG: &str =
         r#"{"rename": {"station": "location", "id": "assignment_id"}, "drop": ["version"], "key_prefix": "b/"}"#;
 
-    fn record(key: Option<&str>, value: Option<&str>) -> SourceRecord {
+    fn record<'a>(key: Option<&'a str>, value: Option<&'a str>) -> SourceRecord<'a> {
         SourceRecord {
-            topic: "assignments".into(),
-            partition: 0,
-            offset: 0,
-            timestamp_ms: -1,
-            key: key.map(|k| k.as_bytes().to_vec()),
-            value: value.map(|v| v.as_bytes().to_vec()),
-            headers: vec![Header { key: "h".into(), value: None }],
+            headers: headers(),
+            ..SourceRecord::new("assignments", key.map(str::as_bytes), value.map(str::as_bytes))
         }
     }
 
     fn one(outcome: Outcome) -> OutputRecord {
         match outcome {
-            Outcome::Ok(mut records) if records.len() == 1 => records.remove(0),
+            Outcome::One(record) => record,
             other => panic!("expected one output, got {other:?}"),
         }
     }
@@ -160,10 +182,10 @@ mod tests {
         )));
         assert_eq!(out.key.as_deref(), Some(&b"b/assignment/7"[..]));
         assert_eq!(
-            String::from_utf8(out.value.unwrap()).unwrap(),
+            String::from_utf8(out.value.unwrap().into_owned()).unwrap(),
             r#"{"assignment_id":7,"location":"north","status":"on-air"}"#
         );
-        assert_eq!(out.headers, vec![Header { key: "h".into(), value: None }]);
+        assert_eq!(out.headers, headers());
     }
 
     #[test]
@@ -188,6 +210,16 @@ mod tests {
         ] {
             assert_eq!(t.translate(record(Some("k"), Some(value))), Outcome::err(expected), "{value}");
         }
+    }
+
+    #[test]
+    fn escaped_names_and_nested_values_are_kept_exactly() {
+        let mut t = FieldMapper::init(r#"{"rename": {"a\"b": "q"}}"#).unwrap();
+        let out = one(t.translate(record(None, Some(r#"{"z":{"n": [1, 2]},"a\"b":1.50,"\u00e9":"\u00e9"}"#))));
+        assert_eq!(
+            String::from_utf8(out.value.unwrap().into_owned()).unwrap(),
+            r#"{"q":1.50,"z":{"n": [1, 2]},"é":"\u00e9"}"#
+        );
     }
 
     #[test]

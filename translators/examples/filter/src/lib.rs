@@ -93,7 +93,7 @@ impl Translator for Filter {
         Filter::new(config)
     }
 
-    fn translate(&mut self, record: SourceRecord) -> Outcome {
+    fn translate<'a>(&mut self, record: SourceRecord<'a>) -> Outcome<'a> {
         match self.matches(&record) {
             Ok(true) => Outcome::pass(record),
             Ok(false) => Outcome::none(),
@@ -108,22 +108,14 @@ export_translator!(Filter);
 mod tests {
     use super::*;
 
-    fn record(key: Option<&str>, value: Option<&str>) -> SourceRecord {
-        SourceRecord {
-            topic: "assignments".into(),
-            partition: 0,
-            offset: 0,
-            timestamp_ms: -1,
-            key: key.map(|k| k.as_bytes().to_vec()),
-            value: value.map(|v| v.as_bytes().to_vec()),
-            headers: vec![],
-        }
+    fn record<'a>(key: Option<&'a str>, value: Option<&'a str>) -> SourceRecord<'a> {
+        SourceRecord::new("assignments", key.map(str::as_bytes), value.map(str::as_bytes))
     }
 
     fn kept(t: &mut Filter, r: SourceRecord) -> bool {
         let expected = Outcome::pass(r.clone());
         match t.translate(r) {
-            Outcome::Ok(v) if v.is_empty() => false,
+            Outcome::None => false,
             outcome if outcome == expected => true,
             other => panic!("unexpected {other:?}"),
         }

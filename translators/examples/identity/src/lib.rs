@@ -10,7 +10,7 @@ impl Translator for Identity {
         Ok(Identity)
     }
 
-    fn translate(&mut self, record: SourceRecord) -> Outcome {
+    fn translate<'a>(&mut self, record: SourceRecord<'a>) -> Outcome<'a> {
         Outcome::pass(record)
     }
 }

@@ -88,20 +88,20 @@ impl Translator for XModel {
         Ok(XModel)
     }
 
-    fn translate(&mut self, record: SourceRecord) -> Outcome {
-        let id = match assignment_id(record.key.as_deref()) {
+    fn translate<'a>(&mut self, record: SourceRecord<'a>) -> Outcome<'a> {
+        let id = match assignment_id(record.key) {
             Ok(id) => id,
             Err(message) => return Outcome::err(message),
         };
         let key = id.to_string().into_bytes();
-        let value = match record.value.as_deref() {
+        let value = match record.value {
             None => None,
             Some(value) => match to_x(id, value) {
-                Ok(x) => Some(serde_json::to_vec(&x).expect("X's record is always JSON")),
+                Ok(x) => Some(serde_json::to_vec(&x).expect("X's record is always JSON").into()),
                 Err(message) => return Outcome::err(message),
             },
         };
-        Outcome::one(OutputRecord { key: Some(key), value, headers: record.headers })
+        Outcome::one(OutputRecord { key: Some(key.into()), value, headers: record.headers })
     }
 }
 
@@ -110,29 +110,31 @@ export_translator!(XModel);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tributary_translator_sdk::Header;
+    use std::borrow::Cow;
+    use tributary_translator_sdk::Headers;
 
-    fn record(key: Option<&str>, value: Option<&str>) -> SourceRecord {
+    fn headers() -> Headers<'static> {
+        [("source", Some(Cow::Borrowed(&b"system-a"[..])))].into_iter().collect()
+    }
+
+    fn record<'a>(key: Option<&'a str>, value: Option<&'a str>) -> SourceRecord<'a> {
         SourceRecord {
-            topic: "media-assignments".into(),
             partition: 1,
             offset: 42,
-            timestamp_ms: -1,
-            key: key.map(|k| k.as_bytes().to_vec()),
-            value: value.map(|v| v.as_bytes().to_vec()),
-            headers: vec![Header { key: "source".into(), value: Some(b"system-a".to_vec()) }],
+            headers: headers(),
+            ..SourceRecord::new("media-assignments", key.map(str::as_bytes), value.map(str::as_bytes))
         }
     }
 
     fn one(outcome: Outcome) -> OutputRecord {
         match outcome {
-            Outcome::Ok(mut records) if records.len() == 1 => records.remove(0),
+            Outcome::One(record) => record,
             other => panic!("expected one output, got {other:?}"),
         }
     }
 
-    fn text(bytes: Option<Vec<u8>>) -> String {
-        String::from_utf8(bytes.unwrap()).unwrap()
+    fn text(bytes: Option<Cow<[u8]>>) -> String {
+        String::from_utf8(bytes.unwrap().into_owned()).unwrap()
     }
 
     #[test]
@@ -147,7 +149,7 @@ mod tests {
                 text(out.value),
                 format!(r#"{{"assignment":7,"station":"north","on_air":{on_air},"finished":{finished},"revision":3}}"#)
             );
-            assert_eq!(out.headers, vec![Header { key: "source".into(), value: Some(b"system-a".to_vec()) }]);
+            assert_eq!(out.headers, headers());
         }
     }
 

@@ -1,5 +1,9 @@
 // A translator in JavaScript: upper-cases each record's value, read as UTF-8 text.
 //
+// It implements version 1 of the contract (world `translator`) directly, without the SDK;
+// new translators use the SDK (../../sdk/index.js, version 2; see ../../field-mapper/). Built
+// by ../../build.sh into js-uppercase.wasm.
+//
 // Configuration: empty, or JSON {"key_prefix": "b/"} (prepended to every key; keyless records
 // stay keyless). Tombstones stay tombstones; headers pass through. A value that is not valid
 // UTF-8 is an error for that record.
