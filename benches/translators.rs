@@ -70,10 +70,9 @@ async fn table(client: &mut Client, registry: &mut Registry, topic: &str, record
             let name = format!("{}-{version}", row.file_v2.trim_end_matches(".wasm"));
             let started = Instant::now();
             let uploaded = upload_translator(registry, &name, file).await;
-            let compile = started.elapsed();
+            println!("  ({name}: {} bytes, uploaded and compiled in {:.1?})", uploaded.size, started.elapsed());
             let d = best_subscribe(client, topic, partitions, records, Some((&name, row.config)), runs).await;
             let per_record = (d.as_secs_f64() - none.as_secs_f64()) / records as f64 * 1e6;
-            println!("  ({name}: {} bytes, uploaded and compiled in {compile:.1?})", uploaded.size);
             cells.push((d, per_record));
         }
         println!(

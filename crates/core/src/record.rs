@@ -215,14 +215,16 @@ impl Payload {
 
 /// A record as delivered to B: A's record itself, or one of the outputs a translator made of it.
 /// Either way it keeps A's coordinates (rule 8), so positions stay in A's offset space.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Output {
     /// A's record this output comes from.
     pub source: Record,
     /// Which output of `source` this is (a translator may make several of one record).
     pub index: u32,
-    /// Every output the translator made of `source`, this one at `index` (see
-    /// [`Output::payload`]): one allocation per source record, shared by its outputs and by
+    /// Where this output's payload is in `translated`.
+    slot: u32,
+    /// The outputs the translator made of a batch that holds `source`, this one at `slot` (see
+    /// [`Output::payload`]): one allocation per translator call, shared by its outputs and by
     /// every subscription that delivers them. `None` delivers A's record as it is.
     pub translated: Option<Arc<[Payload]>>,
     /// The delivering layer's encoding of this output, when one was already made: a tail record
@@ -230,26 +232,43 @@ pub struct Output {
     pub wire: Option<Bytes>,
 }
 
+/// Equal when they deliver the same: the same source record and output index, payload and
+/// encoding (however the payloads are shared).
+impl PartialEq for Output {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+            && self.index == other.index
+            && self.payload() == other.payload()
+            && self.wire == other.wire
+    }
+}
+
 impl Output {
     /// A's record, untranslated.
     pub fn untranslated(source: Record) -> Self {
-        Self { source, index: 0, translated: None, wire: None }
+        Self { source, index: 0, slot: 0, translated: None, wire: None }
     }
 
     /// A's record, untranslated, with its encoding if it has one.
     pub fn encoded(source: Record, wire: Option<Bytes>) -> Self {
-        Self { source, index: 0, translated: None, wire }
+        Self { source, index: 0, slot: 0, translated: None, wire }
     }
 
     /// Output `index` of the translator's `payloads` of `source`.
     pub fn translated(source: Record, payloads: Arc<[Payload]>, index: u32) -> Self {
-        debug_assert!((index as usize) < payloads.len());
-        Self { source, index, translated: Some(payloads), wire: None }
+        Self::translated_at(source, payloads, index, index)
+    }
+
+    /// Output `index` of `source`, whose payload is `payloads[slot]` (the payloads of a whole
+    /// translator call, shared by its outputs).
+    pub fn translated_at(source: Record, payloads: Arc<[Payload]>, slot: u32, index: u32) -> Self {
+        debug_assert!((slot as usize) < payloads.len());
+        Self { source, index, slot, translated: Some(payloads), wire: None }
     }
 
     /// B's key, value and headers; `None` for A's record as it is.
     pub fn payload(&self) -> Option<&Payload> {
-        self.translated.as_ref().map(|payloads| &payloads[self.index as usize])
+        self.translated.as_ref().map(|payloads| &payloads[self.slot as usize])
     }
 
     /// Bytes the output holds, counted like [`Record::size`].

@@ -24,11 +24,53 @@ pub enum Outcome {
     Err(String),
 }
 
+/// What a translator made of a batch, every output in one list: one allocation per call, not
+/// per record, whatever the number of outputs.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Outcomes {
+    /// The outputs of every record, in record order.
+    pub payloads: Vec<Payload>,
+    /// Per record, in order: how many of `payloads` are its, or its error value.
+    pub records: Vec<Counted>,
+}
+
+/// What became of one record in [`Outcomes`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Counted {
+    /// This many outputs, the next ones in the list.
+    Ok(u32),
+    Err(String),
+}
+
+impl From<Vec<Outcome>> for Outcomes {
+    fn from(outcomes: Vec<Outcome>) -> Self {
+        let mut flat = Outcomes { payloads: Vec::new(), records: Vec::with_capacity(outcomes.len()) };
+        for outcome in outcomes {
+            flat.records.push(match outcome {
+                Outcome::Ok(payloads) => {
+                    let n = payloads.len() as u32;
+                    flat.payloads.extend(payloads);
+                    Counted::Ok(n)
+                }
+                Outcome::Err(message) => Counted::Err(message),
+            });
+        }
+        flat
+    }
+}
+
 /// A translator with its configuration, ready to run (`tributary-wasm` runs WebAssembly ones).
 pub trait Translate: Send + Sync + 'static {
     /// Translates a batch: exactly one outcome per record, in order. Blocking (runs guest code):
     /// called from a blocking thread.
     fn translate(&self, batch: &[Record]) -> Result<Vec<Outcome>, TranslatorFailure>;
+
+    /// [`Translate::translate`] with every output in one list, which is what the gateway uses:
+    /// a runtime that reads a batch's outputs from one buffer makes them without an allocation
+    /// per record.
+    fn translate_flat(&self, batch: &[Record]) -> Result<Outcomes, TranslatorFailure> {
+        self.translate(batch).map(Outcomes::from)
+    }
 
     /// The outcomes this translator (with its configuration) already made of the newest records,
     /// shared by every subscription that uses it; `None` when it keeps none.
@@ -37,28 +79,47 @@ pub trait Translate: Send + Sync + 'static {
     }
 }
 
-/// An outcome as made into outputs and kept: its payloads shared, not copied, by every output
-/// and every subscription that delivers them.
+/// An outcome as made into outputs and kept: its payloads (`len` of them from `start` in the
+/// payloads of its translator call) shared, not copied, by every output and every subscription
+/// that delivers them.
 #[derive(Debug, Clone)]
 enum Made {
-    Ok(Arc<[Payload]>),
+    Ok { payloads: Arc<[Payload]>, start: u32, len: u32 },
     Err(Arc<str>),
 }
 
-impl From<Outcome> for Made {
-    fn from(outcome: Outcome) -> Self {
-        match outcome {
-            Outcome::Ok(payloads) => Made::Ok(payloads.into()),
-            Outcome::Err(message) => Made::Err(message.into()),
+impl Made {
+    /// The outcomes of one call, sharing one allocation of its payloads; `None` when the counts
+    /// do not add up to the payloads (a bug of the runtime).
+    fn of_call(outcomes: Outcomes) -> Option<Vec<Made>> {
+        let payloads: Arc<[Payload]> = outcomes.payloads.into();
+        let mut start = 0u32;
+        let made: Vec<Made> = outcomes
+            .records
+            .into_iter()
+            .map(|counted| match counted {
+                Counted::Ok(len) => {
+                    let made = Made::Ok { payloads: payloads.clone(), start, len };
+                    start = start.saturating_add(len);
+                    made
+                }
+                Counted::Err(message) => Made::Err(message.into()),
+            })
+            .collect();
+        (start as usize == payloads.len()).then_some(made)
+    }
+
+    fn payloads(&self) -> &[Payload] {
+        match self {
+            Made::Ok { payloads, start, len } => &payloads[*start as usize..(*start + *len) as usize],
+            Made::Err(_) => &[],
         }
     }
-}
 
-impl Made {
     /// Bytes the outcome holds, counted like [`Record::size`].
     fn size(&self) -> usize {
         match self {
-            Made::Ok(payloads) => payloads.iter().map(Payload::size).sum(),
+            Made::Ok { .. } => self.payloads().iter().map(Payload::size).sum(),
             Made::Err(message) => message.len(),
         }
     }
@@ -289,7 +350,7 @@ impl Translation {
                 None => {
                     if fresh.is_empty() {
                         let chunk = chunks.next().expect("a chunk for every record not kept");
-                        let made: Vec<Made> = self.call(chunk)?.into_iter().map(Made::from).collect();
+                        let made = self.call(chunk)?;
                         if let Some(shared) = shared {
                             shared.put(chunk, &made);
                         }
@@ -299,9 +360,9 @@ impl Translation {
                 }
             };
             match outcome {
-                Made::Ok(payloads) => translated.outputs.extend(
-                    (0..payloads.len() as u32).map(|i| Output::translated(record.clone(), payloads.clone(), i)),
-                ),
+                Made::Ok { payloads, start, len } => translated
+                    .outputs
+                    .extend((0..len).map(|i| Output::translated_at(record.clone(), payloads.clone(), start + i, i))),
                 Made::Err(_) if self.skip_errors => translated.skipped += 1,
                 Made::Err(message) => {
                     return Err(self.failure(TranslatorFailure::Error(message.to_string()), Some(record)))
@@ -312,10 +373,10 @@ impl Translation {
     }
 
     /// One call of the translator: exactly one outcome per record.
-    fn call(&self, chunk: &[Record]) -> Result<Vec<Outcome>, Error> {
+    fn call(&self, chunk: &[Record]) -> Result<Vec<Made>, Error> {
         let label = ("translator", self.name.clone());
         let started = std::time::Instant::now();
-        let result = self.translator.translate(chunk);
+        let result = self.translator.translate_flat(chunk);
         metrics::histogram!("tributary_translator_call_duration_seconds", std::slice::from_ref(&label))
             .record(started.elapsed().as_secs_f64());
         metrics::counter!("tributary_translator_calls_total", std::slice::from_ref(&label)).increment(1);
@@ -326,17 +387,20 @@ impl Translation {
                 .increment(1);
         }
         let outcomes = result.map_err(|f| self.failure(f, chunk.first()))?;
-        if outcomes.len() != chunk.len() {
+        if outcomes.records.len() != chunk.len() {
             // The same bug the SDK reports as an error value of the call: the same status
             // (FAILED_PRECONDITION, TRANSLATOR_ERROR) whichever side finds it, never skipped.
             let message = format!(
                 "translator returned {} outcomes for {} records; one outcome per record is required",
-                outcomes.len(),
+                outcomes.records.len(),
                 chunk.len()
             );
             return Err(self.failure(TranslatorFailure::Error(message), chunk.first()));
         }
-        Ok(outcomes)
+        Made::of_call(outcomes).ok_or_else(|| {
+            let message = "the runtime's output counts do not add up to its outputs".to_string();
+            self.failure(TranslatorFailure::Trap(message), chunk.first())
+        })
     }
 
     /// Translates `records` on a blocking thread.

@@ -63,9 +63,13 @@ impl Sandbox {
         Self { memory_bytes: limits.memory_bytes, hit_memory: false, max_instances: limits.max_instances }
     }
 
-    /// Whether the guest tried to grow its memory past the cap.
+    /// Whether the guest tried to grow its memory past the cap (since the last clear).
     pub(crate) fn hit_memory(&self) -> bool {
         self.hit_memory
+    }
+
+    pub(crate) fn clear_hit_memory(&mut self) {
+        self.hit_memory = false;
     }
 
     pub(crate) fn max_instances(&self) -> u32 {

@@ -7,7 +7,10 @@
 //! guest's buffer (no copy per record), unless they keep only a small part of it.
 
 use bytes::Bytes;
-use tributary_core::{translate::Outcome, Payload, Record};
+use tributary_core::{
+    translate::{Counted, Outcomes},
+    Payload, Record,
+};
 
 /// A length that means "absent": a keyless record, a tombstone, a null header value.
 const NONE: u32 = u32::MAX;
@@ -114,13 +117,13 @@ pub fn check_output(buffer: Vec<u8>, records: usize) -> Result<Checked, Malforme
 }
 
 /// Reads the guest's output frames for a batch of `records` inputs: one outcome per input.
-pub fn read_output(buffer: Vec<u8>, records: usize) -> Result<(Vec<Outcome>, Counts), Malformed> {
+pub fn read_output(buffer: Vec<u8>, records: usize) -> Result<(Outcomes, Counts), Malformed> {
     Ok(check_output(buffer, records)?.outcomes())
 }
 
 impl Checked {
-    /// The outcomes, one per input, and what the caps count.
-    pub fn outcomes(self) -> (Vec<Outcome>, Counts) {
+    /// The outcomes, one per input, every output in one list, and what the caps count.
+    pub fn outcomes(self) -> (Outcomes, Counts) {
         let Checked { buffer, records, counts } = self;
         let shared = Bytes::from(buffer);
         // Slices share the buffer; when the outputs keep little of it (a filter), copies free it.
@@ -133,17 +136,18 @@ impl Checked {
             }
         };
         let mut reader = Reader { buf: &shared, at: 4 };
-        let mut outcomes = Vec::with_capacity(records);
+        let mut outcomes =
+            Outcomes { payloads: Vec::with_capacity(counts.records), records: Vec::with_capacity(records) };
+        let payloads = &mut outcomes.payloads;
         for _ in 0..records {
             // Checked above: these reads cannot fail.
             let tag = reader.u8().expect("checked");
             if tag == 1 {
                 let message = reader.str().expect("checked");
-                outcomes.push(Outcome::Err(message.to_string()));
+                outcomes.records.push(Counted::Err(message.to_string()));
                 continue;
             }
-            let n = reader.u32().expect("checked") as usize;
-            let mut payloads = Vec::with_capacity(n);
+            let n = reader.u32().expect("checked");
             for _ in 0..n {
                 let (key_len, value_len, header_count) =
                     (reader.u32().expect("checked"), reader.u32().expect("checked"), reader.u32().expect("checked"));
@@ -158,7 +162,7 @@ impl Checked {
                 }
                 payloads.push(Payload { key, value, headers });
             }
-            outcomes.push(Outcome::Ok(payloads));
+            outcomes.records.push(Counted::Ok(n));
         }
         (outcomes, counts)
     }
@@ -369,15 +373,14 @@ mod tests {
         let b = |s: &[u8]| Some(Bytes::copy_from_slice(s));
         assert_eq!(
             outcomes,
-            vec![
-                Outcome::Ok(vec![
+            Outcomes {
+                payloads: vec![
                     Payload { key: b(b"k"), value: None, headers: vec![("n".into(), None), ("e".into(), b(b""))] },
                     Payload { key: None, value: b(b""), headers: vec![] },
-                ]),
-                Outcome::Err("bad record".into()),
-                Outcome::Ok(vec![]),
-                Outcome::Ok(vec![Payload { key: b(b"x"), value: b(b"value"), headers: vec![] }]),
-            ]
+                    Payload { key: b(b"x"), value: b(b"value"), headers: vec![] },
+                ],
+                records: vec![Counted::Ok(2), Counted::Err("bad record".into()), Counted::Ok(0), Counted::Ok(1)],
+            }
         );
     }
 
@@ -479,12 +482,12 @@ mod tests {
         // A filter: one small output among large error messages is copied, freeing the buffer.
         let big = "e".repeat(1000);
         let (outcomes, _) = read_output(Out::new(2).ok(1).record(Some(b"k"), Some(b"v"), &[]).err(&big).0, 2).unwrap();
-        let Outcome::Ok(p) = &outcomes[0] else { panic!() };
+        let p = &outcomes.payloads;
         assert_eq!(p[0].value.as_deref(), Some(&b"v"[..]));
         assert!(!adjacent(&p[0]), "copied");
         // An output that is most of the buffer is a slice of it.
         let (outcomes, _) = read_output(Out::new(1).ok(1).record(Some(b"k"), Some(big.as_bytes()), &[]).0, 1).unwrap();
-        let Outcome::Ok(p) = &outcomes[0] else { panic!() };
+        let p = &outcomes.payloads;
         assert_eq!(p[0].value.as_deref().map(<[u8]>::len), Some(1000));
         assert!(adjacent(&p[0]), "sliced");
     }

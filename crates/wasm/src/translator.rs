@@ -9,7 +9,7 @@ use std::{
 
 use bytes::Bytes;
 use tributary_core::{
-    translate::{Outcome, SharedOutcomes, Translate},
+    translate::{Counted, Outcome, Outcomes, SharedOutcomes, Translate},
     Payload, Record, TranslatorFailure,
 };
 use wasmtime::{Store, Trap};
@@ -30,7 +30,7 @@ const INSTANCE_POLL: Duration = Duration::from_millis(2);
 pub(crate) struct Live {
     store: Store<Sandbox>,
     bound: Bound,
-    _counted: Counted,
+    _counted: InstanceGauge,
 }
 
 /// An instance's exports, in the version of the contract its component implements.
@@ -62,16 +62,16 @@ impl Idle for IdlePool {
 }
 
 /// Counts an instance in `tributary_translator_instances` while it lives.
-struct Counted;
+struct InstanceGauge;
 
-impl Counted {
+impl InstanceGauge {
     fn new() -> Self {
         metrics::gauge!("tributary_translator_instances").increment(1.0);
-        Counted
+        InstanceGauge
     }
 }
 
-impl Drop for Counted {
+impl Drop for InstanceGauge {
     fn drop(&mut self) {
         metrics::gauge!("tributary_translator_instances").decrement(1.0);
     }
@@ -141,7 +141,7 @@ impl Translator {
             Bound::V2(b, _) => b.tributary_translator_batch().call_init(&mut store, &self.config),
         };
         match init {
-            Ok(Ok(())) => Ok(Live { store, bound, _counted: Counted::new() }),
+            Ok(Ok(())) => Ok(Live { store, bound, _counted: InstanceGauge::new() }),
             Ok(Err(message)) => Err(refused(&store, message)),
             Err(e) => Err(classify(&store, e)),
         }
@@ -155,6 +155,9 @@ impl Translator {
             None => self.instantiate()?,
         };
         live.store.set_epoch_deadline(self.deadline_ticks());
+        // A guest refused memory in an earlier call that recovered (it caught the refusal) is
+        // judged on this call alone.
+        live.store.data_mut().clear_hit_memory();
         Ok(live)
     }
 
@@ -178,7 +181,7 @@ impl Translator {
 
     /// Version 2: the batch as one buffer of frames in, one out. A failed call drops its
     /// instance; others are reused.
-    fn call_v2(&self, mut live: Live, batch: &[Record]) -> Result<Vec<Outcome>, TranslatorFailure> {
+    fn call_v2(&self, mut live: Live, batch: &[Record]) -> Result<Outcomes, TranslatorFailure> {
         let Bound::V2(bound, input) = &mut live.bound else { unreachable!("a version 2 instance") };
         frames::write_input(batch, input);
         let output = match bound.tributary_translator_batch().call_translate(&mut live.store, input) {
@@ -199,7 +202,7 @@ impl Translator {
 
     /// Version 1: the records through the canonical ABI. A failed call drops its instance;
     /// others are reused.
-    fn call_v1(&self, mut live: Live, batch: &[Record]) -> Result<Vec<Outcome>, TranslatorFailure> {
+    fn call_v1(&self, mut live: Live, batch: &[Record]) -> Result<Outcomes, TranslatorFailure> {
         let Bound::V1(bound) = &live.bound else { unreachable!("a version 1 instance") };
         // Records without headers (most) need no allocation here.
         let headers: Vec<Vec<HeaderParam>> =
@@ -221,7 +224,7 @@ impl Translator {
             .sum();
         self.check_caps(records, bytes)?;
         self.release(live);
-        Ok(outcomes.into_iter().map(from_outcome).collect())
+        Ok(outcomes.into_iter().map(from_outcome).collect::<Vec<_>>().into())
     }
 
     /// A call that returned an error value: the instance is reused, unless the error came from
@@ -246,6 +249,19 @@ impl Translator {
 impl Translate for Translator {
     /// Blocking (runs guest code): call it from a blocking thread.
     fn translate(&self, batch: &[Record]) -> Result<Vec<Outcome>, TranslatorFailure> {
+        let Outcomes { payloads, records } = self.translate_flat(batch)?;
+        let mut payloads = payloads.into_iter();
+        Ok(records
+            .into_iter()
+            .map(|counted| match counted {
+                Counted::Ok(n) => Outcome::Ok(payloads.by_ref().take(n as usize).collect()),
+                Counted::Err(message) => Outcome::Err(message),
+            })
+            .collect())
+    }
+
+    /// Blocking (runs guest code): call it from a blocking thread.
+    fn translate_flat(&self, batch: &[Record]) -> Result<Outcomes, TranslatorFailure> {
         let live = self.take()?;
         match live.bound {
             Bound::V1(_) => self.call_v1(live, batch),

@@ -18,13 +18,13 @@
 //! Headers pass through unchanged. A value that is not a JSON object, or in which a new name
 //! collides with a field that is kept under its own name, is an error for that record.
 
-use serde::Deserialize;
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{value::RawValue, Value};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use tributary_translator_sdk::{export_translator, Outcome, OutputRecord, SourceRecord, Translator};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
     #[serde(default)]
@@ -40,8 +40,33 @@ struct FieldMapper {
 }
 
 /// A field name as written in the record: borrowed unless it has escapes.
-#[derive(Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(serde::Deserialize)]
 struct Name<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// An object's fields in the order written, each value as written (not parsed into a tree).
+struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Object;
+        impl<'de> Visitor<'de> for Object {
+            type Value = Fields<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some((name, value)) = map.next_entry::<Name<'de>, &'de RawValue>()? {
+                    fields.push((name.0, value));
+                }
+                Ok(Fields(fields))
+            }
+        }
+        deserializer.deserialize_map(Object)
+    }
+}
 
 impl FieldMapper {
     fn new(config: &str) -> Result<Self, String> {
@@ -65,8 +90,8 @@ impl FieldMapper {
     /// The object with its fields renamed and dropped. Field values are not parsed into a tree:
     /// each is copied as it is written in A's record (a nested object keeps its formatting).
     fn map_value(&self, value: &[u8]) -> Result<Vec<u8>, String> {
-        let object: BTreeMap<Name, &RawValue> = match serde_json::from_slice(value) {
-            Ok(object) => object,
+        let Fields(fields) = match serde_json::from_slice(value) {
+            Ok(fields) => fields,
             // Not an object, or not JSON: parse it as any JSON to say which.
             Err(e) => {
                 return Err(match serde_json::from_slice::<Value>(value) {
@@ -75,14 +100,25 @@ impl FieldMapper {
                 })
             }
         };
-        let mut out: BTreeMap<&str, &RawValue> = BTreeMap::new();
-        for (name, field) in &object {
-            let name = &*name.0;
+        // (new name, name in the record, value), kept fields only.
+        let mut out: Vec<(&str, &str, &RawValue)> = Vec::with_capacity(fields.len());
+        for (name, field) in &fields {
+            let name = &**name;
             if self.config.drop.contains(name) {
                 continue;
             }
-            let new_name = self.config.rename.get(name).map_or(name, String::as_str);
-            if out.insert(new_name, field).is_some() {
+            out.push((self.config.rename.get(name).map_or(name, String::as_str), name, field));
+        }
+        // Stable: of a name the record has twice, the last is kept (as a JSON parser keeps it).
+        out.sort_by(|a, b| a.0.cmp(b.0));
+        let mut json = Vec::with_capacity(value.len());
+        json.push(b'{');
+        let mut written = false;
+        for (i, (new_name, name, field)) in out.iter().enumerate() {
+            if let Some(next) = out.get(i + 1).filter(|next| next.0 == *new_name) {
+                if next.1 == *name {
+                    continue;
+                }
                 // Rename targets are distinct (checked by `new`), so one of the two is a field
                 // renamed to the name of a field that is kept.
                 return Err(format!(
@@ -90,14 +126,11 @@ impl FieldMapper {
                      is renamed to it"
                 ));
             }
-        }
-        let mut json = Vec::with_capacity(value.len());
-        json.push(b'{');
-        for (i, (name, field)) in out.iter().enumerate() {
-            if i > 0 {
+            if written {
                 json.push(b',');
             }
-            serde_json::to_writer(&mut json, name).map_err(|e| format!("cannot write JSON: {e}"))?;
+            written = true;
+            write_name(&mut json, new_name);
             json.push(b':');
             json.extend_from_slice(field.get().as_bytes());
         }
@@ -114,6 +147,17 @@ impl FieldMapper {
         prefixed.extend_from_slice(self.config.key_prefix.as_bytes());
         prefixed.extend_from_slice(key);
         Some(Cow::Owned(prefixed))
+    }
+}
+
+/// A field name as a JSON string: as it is when nothing in it needs escaping (the usual case).
+fn write_name(json: &mut Vec<u8>, name: &str) {
+    if name.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        json.push(b'"');
+        json.extend_from_slice(name.as_bytes());
+        json.push(b'"');
+    } else {
+        serde_json::to_writer(json, name).expect("a string is always written");
     }
 }
 
@@ -220,6 +264,13 @@ mod tests {
             String::from_utf8(out.value.unwrap().into_owned()).unwrap(),
             r#"{"q":1.50,"z":{"n": [1, 2]},"é":"\u00e9"}"#
         );
+    }
+
+    #[test]
+    fn a_name_written_twice_keeps_its_last_value_as_a_json_parser_does() {
+        let mut t = FieldMapper::init(r#"{"rename": {"a": "z"}}"#).unwrap();
+        let out = one(t.translate(record(None, Some(r#"{"a":1,"b":2,"a":3}"#))));
+        assert_eq!(out.value.as_deref(), Some(&br#"{"b":2,"z":3}"#[..]));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 // The field mapper's logic, shared by its two builds (translator.js: version 2 through the SDK;
 // translator-v1.js: version 1's world directly). It behaves as the Rust example
-// (../../../examples/field-mapper/src/lib.rs, README "field-mapper"):
+// (../../../examples/field-mapper/src/lib.rs, README "field-mapper"), except that it writes
+// every value again as serde_json would, where the Rust one copies each value as A wrote it:
+// the two agree byte for byte when A writes its values compactly, as serde_json does.
 //
 // Configuration (JSON; every field optional, unknown fields rejected; an empty string is `{}`):
 //   {"rename": {"station": "location", "id": "assignment_id"}, "drop": ["version"], "key_prefix": "b/"}

@@ -12,8 +12,9 @@ Configuration (JSON; every field optional, unknown fields rejected; an empty str
 - ``key_prefix``: prepended to every key; a keyless record stays keyless.
 
 Each value must be a JSON object; the output is that object with the fields renamed and dropped,
-as compact JSON with its fields in name order, byte for byte what the Rust one (serde_json)
-writes. A tombstone stays a tombstone (with the prefixed key); headers pass through. A value that
+as compact JSON with its fields in name order, every value written again as serde_json writes
+it. The Rust example copies each field's value as A wrote it instead (faster), so the two agree
+byte for byte when A writes its values that way (compact, as serde_json does). A tombstone stays a tombstone (with the prefixed key); headers pass through. A value that
 is not a JSON object, or in which a new name collides with a field kept under its own name, is
 an error for that record. Only the text of JSON parse errors differs from Rust's (Python's
 parser words them differently); the prefix ``record value is not a JSON object: `` is the same.
