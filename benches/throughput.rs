@@ -10,7 +10,8 @@
 //! latency row), BENCH_IDLE (1,000 idle subscribers), BENCH_FANOUT (followers at the head,
 //! "1,10,100,1000"; A writes at BENCH_FANOUT_RATE = 500,000 deliveries/s divided by the
 //! followers, for 5 s or at most BENCH_FANOUT_RECORDS = 200,000 records), BENCH_FANOUT_TRANSLATED
-//! (the same through the identity translator, "100"), BENCH_STALLED (1,000
+//! (the same through the identity translator, "100"), BENCH_FANOUT_LINGER (the same with
+//! `limits.head_linger_ms` 0, 1 and 5, each on a gateway of its own, "100,1000"), BENCH_STALLED (1,000
 //! subscribers that never read),
 //! BENCH_IDLE_CONNECTIONS (20,000 TCP connections that never speak HTTP/2, at most this process's
 //! open-files limit minus 1,000), BENCH_METRICS_RUNS
@@ -219,6 +220,42 @@ fn lag_summary(lags: &mut [Duration]) -> String {
     format!("p50 {:.1?} p99 {:.1?}", percentile(lags, 0.5), percentile(lags, 0.99))
 }
 
+/// N followers of `topic` at the head (through `translator` if given) while A writes at a rate
+/// that makes the same number of deliveries per second whatever N: the rate, the records each
+/// follower got, the gateway's CPU seconds per million delivered, and the delivery latency
+/// (produce to receive) seen by one follower (the others only count what they receive).
+#[allow(clippy::too_many_arguments)]
+async fn fan_out(
+    pid: u32,
+    clients: &mut [Client],
+    channels: &[tonic::transport::Channel],
+    topic: &str,
+    n: usize,
+    translator: Option<&str>,
+    fanout_rate: usize,
+    fanout_records: usize,
+) -> (usize, usize, f64, Vec<Duration>) {
+    let rate = (fanout_rate / n.max(1)).max(1);
+    let count = fanout_records.min(rate * 5).max(1);
+    let from = at(&ends(topic));
+    let translator = translator.map(|name| pb::TranslatorRef { name: name.into(), ..Default::default() });
+    let request =
+        || pb::SubscribeRequest { from_offsets: from.clone(), translator: translator.clone(), ..Default::default() };
+    let sampled = clients[0].subscribe(request()).await.unwrap().into_inner();
+    let sampled = tokio::spawn(gateway_follow(sampled, count, true));
+    let counting: Vec<_> =
+        (1..n).map(|i| tokio::spawn(counting_follow(channels[i % channels.len()].clone(), request(), count))).collect();
+    let cpu_before = cpu_seconds(pid);
+    let t = topic.to_string();
+    tokio::task::spawn_blocking(move || produce_stamped(&t, count, Some(rate as u64))).await.unwrap();
+    let lags = sampled.await.unwrap().1;
+    for t in counting {
+        t.await.unwrap();
+    }
+    let cpu = cpu_seconds(pid) - cpu_before;
+    (rate, count, cpu / (n * count) as f64 * 1e6, lags)
+}
+
 #[tokio::main]
 async fn main() {
     let records = env("BENCH_RECORDS", 2_000_000);
@@ -240,6 +277,11 @@ async fn main() {
         .filter_map(|n| n.trim().parse().ok())
         .collect();
     let fanout_records = env("BENCH_FANOUT_RECORDS", 200_000);
+    let fanout_linger_followers: Vec<usize> = std::env::var("BENCH_FANOUT_LINGER")
+        .unwrap_or_else(|_| "100,1000".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
     let fanout_rate = env("BENCH_FANOUT_RATE", 500_000);
     let stalled = env("BENCH_STALLED", 1_000);
     let idle_connections = env("BENCH_IDLE_CONNECTIONS", 20_000);
@@ -473,33 +515,46 @@ async fn main() {
     // its outcomes, so each record is translated once.
     let runs = fanout.iter().map(|&n| (n, None)).chain(fanout_translated.iter().map(|&n| (n, Some("identity"))));
     for (n, translator) in runs {
-        let rate = (fanout_rate / n.max(1)).max(1);
-        let count = fanout_records.min(rate * 5).max(1);
-        let from = at(&self::ends(&small));
-        let translator = translator.map(|name| pb::TranslatorRef { name: name.into(), ..Default::default() });
-        let request = || pb::SubscribeRequest {
-            from_offsets: from.clone(),
-            translator: translator.clone(),
-            ..Default::default()
-        };
-        let sampled = clients[0].subscribe(request()).await.unwrap().into_inner();
-        let sampled = tokio::spawn(gateway_follow(sampled, count, true));
-        let counting: Vec<_> =
-            (1..n).map(|i| tokio::spawn(counting_follow(channels[i % 20].clone(), request(), count))).collect();
-        let cpu_before = cpu_seconds(pid);
-        let t = small.clone();
-        tokio::task::spawn_blocking(move || produce_stamped(&t, count, Some(rate as u64))).await.unwrap();
-        let mut lags = sampled.await.unwrap().1;
-        for t in counting {
-            t.await.unwrap();
-        }
-        let cpu = cpu_seconds(pid) - cpu_before;
-        let through = translator.as_ref().map_or(String::new(), |t| format!(" through the {} translator", t.name));
+        let (rate, count, cpu, mut lags) =
+            fan_out(pid, &mut clients, &channels, &small, n, translator, fanout_rate, fanout_records).await;
+        let through = translator.map_or(String::new(), |t| format!(" through the {t} translator"));
         println!(
-            "fan-out: {n:>4} followers at the head{through}, {count} records each at {rate} rec/s: gateway CPU {:.2} s per million delivered; latency {}",
-            cpu / (n * count) as f64 * 1e6,
+            "fan-out: {n:>4} followers at the head{through}, {count} records each at {rate} rec/s: gateway CPU {cpu:.2} s per million delivered; latency {}",
             lag_summary(&mut lags),
         );
+    }
+    // The same with a linger at the head (`limits.head_linger_ms`), each on a gateway of its own
+    // that exposes only the small topic.
+    for n in fanout_linger_followers.iter().copied() {
+        for linger in ["0", "1", "5"] {
+            let lingering = Process::spawn_logging_to(
+                &[&small],
+                &[("TRIBUTARY__LIMITS__HEAD_LINGER_MS", linger)],
+                std::process::Stdio::null(),
+            )
+            .await;
+            let (mut own_clients, mut own_channels) = (Vec::new(), Vec::new());
+            for _ in 0..20 {
+                own_clients.push(connect(lingering.addr).await);
+                let channel = tonic::transport::Channel::from_shared(format!("http://{}", lingering.addr)).unwrap();
+                own_channels.push(channel.connect().await.unwrap());
+            }
+            let (rate, count, cpu, mut lags) = fan_out(
+                lingering.child.id(),
+                &mut own_clients,
+                &own_channels,
+                &small,
+                n,
+                None,
+                fanout_rate,
+                fanout_records,
+            )
+            .await;
+            println!(
+                "fan-out: {n:>4} followers at the head, head_linger_ms = {linger}, {count} records each at {rate} rec/s: gateway CPU {cpu:.2} s per million delivered; latency {}",
+                lag_summary(&mut lags),
+            );
+        }
     }
     println!(
         "\nmemory: gateway RSS with the view loaded {:.0} MiB for ~{:.0} MiB of keys and values ({:.1}x)",

@@ -23,6 +23,12 @@ fn assignments(range: std::ops::Range<u32>, round: u32) -> Vec<Out> {
         .collect()
 }
 
+/// A subscription to every partition of `topic` from its end.
+async fn follow_topic(client: &mut Client, topic: &str) -> tonic::Streaming<pb::SubscribeResponse> {
+    let request = pb::SubscribeRequest { topics: vec![topic.to_string()], ..Default::default() };
+    client.subscribe(request).await.unwrap().into_inner()
+}
+
 fn restrict(state: &State, keep: impl Fn(&[u8]) -> bool) -> State {
     state.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.clone())).collect()
 }
@@ -132,11 +138,7 @@ async fn progress_arrives_on_an_idle_topic_with_every_partition() {
     create_topic(&topic, 3).await;
     let gateway = Gateway::start(&[&topic]).await;
     let mut client = gateway.client().await;
-    let mut stream = client
-        .subscribe(pb::SubscribeRequest { topics: vec![topic.clone()], ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = follow_topic(&mut client, &topic).await;
     let started = Instant::now();
     for _ in 0..3 {
         let message = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.unwrap().unwrap().unwrap();
@@ -347,4 +349,49 @@ async fn shutdown_ends_streams_with_their_resume_offsets() {
     let detail = status::offsets_detail(&status).expect("resume offsets");
     assert_eq!(detail.kind(), pb::offsets_detail::Kind::Resume);
     assert_eq!(offset_map(&detail.offsets), follower.position, "resume exactly where the stream stood");
+}
+
+/// With `limits.head_linger_ms`, a subscription at the head waits that long after an append
+/// before it reads: appends that arrive meanwhile go out in one message, and each record arrives
+/// at least that late. (Without a linger each of these appends, 5 ms apart, is a message.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linger_at_the_head_sends_appends_together() {
+    let topic = unique_topic("linger");
+    create_topic(&topic, 1).await;
+    let linger = Duration::from_millis(200);
+    let limits = Limits { head_linger_ms: linger.as_millis() as u64, ..Limits::default() };
+    let gateway = Gateway::start_with(config(&[&topic], limits)).await;
+    let mut client = gateway.client().await;
+    let mut stream = follow_topic(&mut client, &topic).await;
+    stream.message().await.unwrap().unwrap(); // the first progress message: at the head
+                                              // Read while writing: (messages, when the first record arrived).
+    let reader = tokio::spawn(async move {
+        let (mut messages, mut records, mut first) = (0, 0, None);
+        while records < 10 {
+            let message = stream.message().await.unwrap().unwrap();
+            if let Some(pb::subscribe_response::Message::Records(batch)) = message.message {
+                first.get_or_insert_with(Instant::now);
+                messages += 1;
+                records += batch.records.len();
+            }
+        }
+        (messages, first.unwrap())
+    });
+    let writer = Writer::new(&topic);
+    writer.warm_up();
+    let started = Instant::now();
+    for i in 0..10 {
+        writer.send(&Out::kv(&format!("k{i}"), Some("v")));
+        writer.flush();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let writing = started.elapsed();
+    let (messages, first) = tokio::time::timeout(Duration::from_secs(10), reader).await.unwrap().unwrap();
+    // From the moment the first record was sent, before which no one can have it.
+    let waited = first - started;
+    println!("10 appends over {writing:?}: {messages} messages; the first record arrived {waited:?} after it was sent");
+    // One message per linger of writing, and one for the start and end of it.
+    let most = (writing.as_secs_f64() / linger.as_secs_f64()).ceil() as usize + 1;
+    assert!(messages <= most, "appends within a linger share a message: {messages} messages, at most {most}");
+    assert!(waited >= linger, "the first record waited the linger: {waited:?}");
 }

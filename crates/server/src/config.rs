@@ -148,6 +148,7 @@ limits_section! {
         max_catchup_readers: usize,
         catchup_prefetch_kbytes: usize,
         progress_interval_ms: u64,
+        head_linger_ms: u64,
         ready_wait_ms: u64,
     }
     connections {

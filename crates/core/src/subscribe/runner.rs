@@ -163,11 +163,17 @@ impl<'a> Runner<'a> {
             }
             let behind = self.sub.cursors.iter().any(|c| c.behind);
             let need_reader = behind && self.catchup.is_none();
+            let linger = self.shared.limits.head_linger().filter(|_| !behind);
             let pool = self.shared.catchup_pool.clone();
             let changed = futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
             let catchup_poll = if self.catchup.is_some() { CATCHUP_POLL } else { Duration::MAX };
             tokio::select! {
-                _ = changed => {},
+                _ = changed => {
+                    // At the head: let more appends arrive, and send them in one message.
+                    if let Some(linger) = linger {
+                        tokio::time::sleep(linger).await;
+                    }
+                },
                 _ = tokio::time::sleep_until(next_progress.into()) => {},
                 _ = tokio::time::sleep(catchup_poll), if self.catchup.is_some() => {},
                 read = recv(&self.catchup) => self.take_catchup(read).await?,
