@@ -24,7 +24,8 @@ pub struct TranslatorsConfig {
     pub max_component_bytes: usize,
     /// Translator instances alive at once, over all translators (the pooling allocator's size).
     pub max_instances: u32,
-    /// Records passed to one `translate` call.
+    /// Records passed to one `translate` call. The default is `limits.max_batch_records`'s, so a
+    /// subscription's batch is one call of the guest.
     pub batch_records: usize,
     /// Uploads received and compiled at once. Another upload fails RESOURCE_EXHAUSTED at once:
     /// compiling is the gateway's most expensive work (a core and up to hundreds of MB each).
@@ -53,12 +54,12 @@ impl Default for TranslatorsConfig {
             // JavaScript guests (a whole engine) need tens of MiB; Rust guests a few.
             memory_bytes: 128 << 20,
             output_bytes: 16 << 20,
-            // 256 records a call, each fanned out 256 ways.
+            // A call of 1000 records, each fanned out 65 ways.
             output_records: 65_536,
             // componentize-js components are ~12 MB.
             max_component_bytes: 64 << 20,
             max_instances: 64,
-            batch_records: 256,
+            batch_records: 1_000,
             max_concurrent_uploads: 2,
             // 64 MiB at a slow 2 MB/s takes 32 s.
             upload_timeout_ms: 60_000,
