@@ -110,7 +110,9 @@ pub(crate) fn ingest_tuning() -> Vec<(&'static str, String)> {
 pub(crate) fn catchup_tuning(kbytes: usize) -> Vec<(&'static str, String)> {
     vec![
         ("queued.max.messages.kbytes", kbytes.to_string()),
-        ("fetch.max.bytes", (kbytes * 1024).max(1 << 20).to_string()),
+        // Fetches of a quarter of the prefetch (at least 1 MiB): the next one is under way while
+        // the reader drains the queue, and a reader holds little more than its prefetch.
+        ("fetch.max.bytes", (kbytes * 256).max(1 << 20).to_string()),
         ("max.partition.fetch.bytes", (kbytes * 1024).clamp(64 << 10, 1 << 20).to_string()),
         // With a small queue the threshold is hit all the time; librdkafka's default 1 s backoff
         // would then throttle a catch-up reader to a few MB/s.

@@ -181,11 +181,13 @@ pub async fn upload_translator(
     use pb::upload_translator_request::Part;
     let bytes = std::fs::read(repo_root().join("translators/dist").join(file))
         .expect("scripts/build-translators.sh builds the translators");
-    let messages = vec![
-        pb::UploadTranslatorRequest {
-            part: Some(Part::Header(pb::UploadHeader { name: name.into(), ..Default::default() })),
-        },
-        pb::UploadTranslatorRequest { part: Some(Part::Chunk(bytes.into())) },
-    ];
+    // In chunks of 1 MiB: a gRPC message is at most 4 MiB, and components of JavaScript or
+    // Python are 12-19 MB.
+    let header = pb::UploadTranslatorRequest {
+        part: Some(Part::Header(pb::UploadHeader { name: name.into(), ..Default::default() })),
+    };
+    let chunks =
+        bytes.chunks(1 << 20).map(|c| pb::UploadTranslatorRequest { part: Some(Part::Chunk(c.to_vec().into())) });
+    let messages: Vec<_> = std::iter::once(header).chain(chunks).collect();
     registry.upload(tokio_stream::iter(messages)).await.expect("upload").into_inner()
 }
