@@ -7,7 +7,8 @@
 #   identity-v1.wasm field-mapper-v1.wasm js-field-mapper-v1.wasm      the same, version 1
 #   py-field-mapper-v1.wasm js-uppercase.wasm                          (translator), for comparisons
 #   busy-loop.wasm memory-bomb.wasm panic.wasm huge-output.wasm        fixtures (components;
-#   error-value.wasm huge-output-v1.wasm wrong-world.wasm              version 2 but the -v1 one)
+#   error-value.wasm huge-output-v1.wasm wrong-world.wasm              version 2 but the -v1 one;
+#   wrong-batch.wasm                                                   the wrong-* ones: neither)
 #   py-hostile.wasm                                                    (Python: one per mode)
 #   core-module.wasm garbage.bin                                       fixtures (not components)
 #   limit-memory.wasm limit-memories.wasm limit-tables.wasm            fixtures over a limit of
@@ -89,6 +90,7 @@ rust_artifacts=(
     fixture_huge_output:huge-output
     fixture_error_value:error-value
     fixture_wrong_world:wrong-world
+    fixture_wrong_batch:wrong-batch
 )
 
 # The same crates built with the SDK's feature `world-v1`: version 1 of the contract (records
@@ -231,7 +233,7 @@ v2_components=(identity field-mapper filter x-model busy-loop memory-bomb panic 
     js-field-mapper py-field-mapper py-hostile)
 v1_components=(identity-v1 field-mapper-v1 huge-output-v1 js-uppercase js-field-mapper-v1 py-field-mapper-v1
     "${limit_fixtures[@]}")
-components=("${v2_components[@]}" "${v1_components[@]}" wrong-world)
+components=("${v2_components[@]}" "${v1_components[@]}" wrong-world wrong-batch)
 for name in "${components[@]}"; do
     file="$dist/$name.wasm"
     # Bytes 4..8 are 0d 00 01 00 for a component (01 00 00 00 for a core module).
@@ -256,6 +258,10 @@ $bad_imports"
         if [ "$exports" = "$v1_exports" ] || [ "$exports" = "$v2_exports" ]; then
             die "wrong-world.wasm implements a translator world"
         fi
+    elif [ "$name" = wrong-batch ]; then
+        # The right export name with the wrong types: the interface's text must differ.
+        grep -qF 'translate: func(input: string) -> result<string, string>;' <<<"$wit" ||
+            die "wrong-batch.wasm does not export the wrong translate it is meant to"
     elif [[ " ${v2_components[*]} " == *" $name "* ]]; then
         [ "$exports" = "$v2_exports" ] || die "$name.wasm does not export the batch-translator world:
 $exports"

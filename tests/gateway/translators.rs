@@ -502,6 +502,8 @@ async fn bad_uploads_are_rejected_with_what_is_wrong() {
         ("garbage", artifact("garbage.bin"), Code::InvalidArgument, "not WebAssembly"),
         ("core", artifact("core-module.wasm"), Code::InvalidArgument, "core WebAssembly module, not a component"),
         ("wrong", artifact("wrong-world.wasm"), Code::InvalidArgument, "does not implement the world"),
+        // Version 2's export with `translate` of another type: refused like version 1's.
+        ("wrong-batch", artifact("wrong-batch.wasm"), Code::InvalidArgument, "does not implement the world"),
         ("big", artifact("js-uppercase.wasm"), Code::ResourceExhausted, "translators.max_component_bytes"),
         ("Bad Name", artifact("identity.wasm"), Code::InvalidArgument, "must be 1-64 characters"),
         ("empty", Vec::new(), Code::InvalidArgument, "no bytes were uploaded"),
@@ -511,8 +513,10 @@ async fn bad_uploads_are_rejected_with_what_is_wrong() {
         assert_eq!(status.code(), code, "{name}: {status:?}");
         assert!(status.message().contains(message), "{name}: {}", status.message());
     }
-    let status = upload_bytes(&mut reg, "wrong", &artifact("wrong-world.wasm")).await.unwrap_err();
-    assert!(status.message().contains("translate"), "names the mismatched export: {}", status.message());
+    for file in ["wrong-world.wasm", "wrong-batch.wasm"] {
+        let status = upload_bytes(&mut reg, "wrong", &artifact(file)).await.unwrap_err();
+        assert!(status.message().contains("translate"), "{file}: names the mismatched export: {}", status.message());
+    }
     // A wrong digest in the header.
     use pb::upload_translator_request::Part;
     let bytes = artifact("identity.wasm");

@@ -181,6 +181,9 @@ impl Engine {
         let batch = component.component_type().exports(&self.engine).any(|(name, _)| name == V2_EXPORT);
         let pre = self.linker.instantiate_pre(component).map_err(PreError::Link)?;
         if batch {
+            // The generated bindings look the interface's functions up by name only (their types
+            // would be checked at the first instantiation): check them here, at upload.
+            check_v2_types(&self.engine, component).map_err(|e| PreError::World(wasmtime::Error::msg(e)))?;
             bindings::v2::BatchTranslatorPre::new(pre).map(Pre::V2).map_err(PreError::World)
         } else {
             bindings::TranslatorPre::new(pre).map(Pre::V1).map_err(PreError::World)
@@ -220,6 +223,41 @@ impl PreError {
             PreError::Link(e) | PreError::World(e) => e,
         }
     }
+}
+
+/// Checks that the export `tributary:translator/batch@0.2.0` has the functions of `batch.wit`
+/// with their types: `init: func(string) -> result<_, string>` and
+/// `translate: func(list<u8>) -> result<list<u8>, string>`.
+fn check_v2_types(engine: &wasmtime::Engine, component: &Component) -> Result<(), String> {
+    use wasmtime::component::types::{ComponentItem, Type};
+    let ty = component.component_type();
+    let Some(ComponentItem::ComponentInstance(batch)) = ty.get_export(engine, V2_EXPORT).map(|e| e.ty) else {
+        return Err(format!("`{V2_EXPORT}` is not an instance of the interface"));
+    };
+    // (function, its signature as WIT writes it, whether (params, results) are that signature)
+    type Signature = fn(&[Type], &[Type]) -> bool;
+    let expected: [(&str, &str, Signature); 2] = [
+        ("init", "func(config: string) -> result<_, string>", |params, results| {
+            matches!(params, [Type::String])
+                && matches!(results, [Type::Result(r)] if r.ok().is_none() && r.err() == Some(Type::String))
+        }),
+        ("translate", "func(input: list<u8>) -> result<list<u8>, string>", |params, results| {
+            let bytes = |t: &Type| matches!(t, Type::List(list) if list.ty() == Type::U8);
+            matches!(params, [p] if bytes(p))
+                && matches!(results, [Type::Result(r)] if r.ok().is_some_and(|ok| bytes(&ok)) && r.err() == Some(Type::String))
+        }),
+    ];
+    for (name, signature, matches) in expected {
+        let Some(ComponentItem::ComponentFunc(func)) = batch.get_export(engine, name).map(|e| e.ty) else {
+            return Err(format!("`{V2_EXPORT}` has no function `{name}`"));
+        };
+        let params: Vec<Type> = func.params().map(|(_, t)| t).collect();
+        let results: Vec<Type> = func.results().collect();
+        if !matches(&params, &results) {
+            return Err(format!("`{V2_EXPORT}`'s `{name}` is not `{signature}`"));
+        }
+    }
+    Ok(())
 }
 
 /// Why a compiled form does not load.
