@@ -181,7 +181,9 @@ mod tests {
         assert_eq!(get(64, "fetch.max.bytes"), 1 << 20);
         assert_eq!(get(64, "max.partition.fetch.bytes"), 64 << 10);
         assert_eq!(get(16, "max.partition.fetch.bytes"), 64 << 10);
-        assert_eq!(get(4096, "fetch.max.bytes"), 4 << 20);
+        // Fetches of a quarter of the prefetch, so that the next one overlaps the draining.
+        assert_eq!(get(4096, "fetch.max.bytes"), 1 << 20);
+        assert_eq!(get(16384, "fetch.max.bytes"), 4 << 20);
         assert_eq!(get(4096, "max.partition.fetch.bytes"), 1 << 20);
         assert_eq!(metadata_tuning(), catchup_tuning(64));
     }
