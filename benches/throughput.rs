@@ -376,7 +376,7 @@ async fn main() {
         ("identity", "identity.wasm", ""),
         ("mapper", "field-mapper.wasm", r#"{"rename": {"station": "location"}, "drop": ["pad"]}"#),
     ] {
-        upload_translator(&mut registry, name, file).await;
+        upload(&mut registry, name, file).await;
         let translator = Some(pb::TranslatorRef { name: name.into(), config: config.into(), ..Default::default() });
         let started = Instant::now();
         let n = follow(&mut client, pb::SubscribeRequest { translator, ..request() }, &ends).await;

@@ -69,7 +69,7 @@ async fn table(client: &mut Client, registry: &mut Registry, topic: &str, record
         for (version, file) in [("v1", row.file_v1), ("v2", row.file_v2)] {
             let name = format!("{}-{version}", row.file_v2.trim_end_matches(".wasm"));
             let started = Instant::now();
-            let uploaded = upload_translator(registry, &name, file).await;
+            let uploaded = upload(registry, &name, file).await;
             println!("  ({name}: {} bytes, uploaded and compiled in {:.1?})", uploaded.size, started.elapsed());
             let d = best_subscribe(client, topic, partitions, records, Some((&name, row.config)), runs).await;
             let per_record = (d.as_secs_f64() - none.as_secs_f64()) / records as f64 * 1e6;
@@ -86,8 +86,6 @@ async fn table(client: &mut Client, registry: &mut Registry, topic: &str, record
         );
     }
 }
-
-type Registry = TranslatorsClient<tonic::transport::Channel>;
 
 #[tokio::main]
 async fn main() {

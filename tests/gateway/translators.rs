@@ -13,43 +13,14 @@ use tributary_server::{
 
 use crate::harness::*;
 
-type Registry = TranslatorsClient<tonic::transport::Channel>;
+// Used by the other test files as `crate::translators::...`.
+pub use crate::harness::{artifact, upload, upload_bytes};
 
 /// A built translator artifact.
-pub fn artifact(name: &str) -> Vec<u8> {
-    let path = repo_root().join("translators/dist").join(name);
-    std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; build it with scripts/build-translators.sh", path.display()))
-}
-
 pub async fn registry(gateway: &Gateway) -> Registry {
     TranslatorsClient::new(
         tonic::transport::Channel::from_shared(format!("http://{}", gateway.addr)).unwrap().connect().await.unwrap(),
     )
-}
-
-pub async fn upload_bytes(
-    client: &mut Registry,
-    name: &str,
-    bytes: &[u8],
-) -> Result<pb::TranslatorVersion, tonic::Status> {
-    use pb::upload_translator_request::Part;
-    let header = pb::UploadTranslatorRequest {
-        part: Some(Part::Header(pb::UploadHeader {
-            name: name.into(),
-            size: bytes.len() as u64,
-            sha256: String::new(),
-        })),
-    };
-    let chunks: Vec<pb::UploadTranslatorRequest> = bytes
-        .chunks(1 << 20)
-        .map(|c| pb::UploadTranslatorRequest { part: Some(Part::Chunk(bytes::Bytes::copy_from_slice(c))) })
-        .collect();
-    client.upload(tokio_stream::iter(std::iter::once(header).chain(chunks))).await.map(|r| r.into_inner())
-}
-
-pub async fn upload(client: &mut Registry, name: &str, file: &str) -> pb::TranslatorVersion {
-    upload_bytes(client, name, &artifact(file)).await.unwrap_or_else(|s| panic!("upload {file}: {s:?}"))
 }
 
 fn reference(name: &str, config: &str) -> Option<pb::TranslatorRef> {

@@ -12,9 +12,9 @@ use rdkafka::{
     Message, Offset, TopicPartitionList,
 };
 
-use tributary_server::pb::{self, translators_client::TranslatorsClient};
+use tributary_server::pb;
 
-use crate::{bootstrap, repo_root, unique_topic, Client, Out, Writer};
+use crate::{bootstrap, unique_topic, Client, Out, Writer};
 
 /// A size from the environment variable `name`, or `default`.
 pub fn env(name: &str, default: usize) -> usize {
@@ -170,24 +170,4 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     // After the command: state is field 3, utime 14 and stime 15 (1-based, as in proc(5)).
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
     ticks / 100.0
-}
-
-/// Uploads `translators/dist/<file>` as translator `name`.
-pub async fn upload_translator(
-    registry: &mut TranslatorsClient<tonic::transport::Channel>,
-    name: &str,
-    file: &str,
-) -> pb::TranslatorVersion {
-    use pb::upload_translator_request::Part;
-    let bytes = std::fs::read(repo_root().join("translators/dist").join(file))
-        .expect("scripts/build-translators.sh builds the translators");
-    // In chunks of 1 MiB: a gRPC message is at most 4 MiB, and components of JavaScript or
-    // Python are 12-19 MB.
-    let header = pb::UploadTranslatorRequest {
-        part: Some(Part::Header(pb::UploadHeader { name: name.into(), ..Default::default() })),
-    };
-    let chunks =
-        bytes.chunks(1 << 20).map(|c| pb::UploadTranslatorRequest { part: Some(Part::Chunk(c.to_vec().into())) });
-    let messages: Vec<_> = std::iter::once(header).chain(chunks).collect();
-    registry.upload(tokio_stream::iter(messages)).await.expect("upload").into_inner()
 }

@@ -384,6 +384,43 @@ pub fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
 }
 
+/// A client of a gateway's translator registry.
+pub type Registry = tributary_server::pb::translators_client::TranslatorsClient<Channel>;
+
+/// `translators/dist/<name>`, built by scripts/build-translators.sh.
+pub fn artifact(name: &str) -> Vec<u8> {
+    let path = repo_root().join("translators/dist").join(name);
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; build it with scripts/build-translators.sh", path.display()))
+}
+
+/// Uploads `bytes` as a new version of translator `name`, in chunks of 1 MiB (a gRPC message is
+/// at most 4 MiB; components of JavaScript or Python are 12-19 MB).
+pub async fn upload_bytes(
+    client: &mut Registry,
+    name: &str,
+    bytes: &[u8],
+) -> Result<pb::TranslatorVersion, tonic::Status> {
+    use pb::upload_translator_request::Part;
+    let header = pb::UploadTranslatorRequest {
+        part: Some(Part::Header(pb::UploadHeader {
+            name: name.into(),
+            size: bytes.len() as u64,
+            sha256: String::new(),
+        })),
+    };
+    let chunks: Vec<pb::UploadTranslatorRequest> = bytes
+        .chunks(1 << 20)
+        .map(|c| pb::UploadTranslatorRequest { part: Some(Part::Chunk(bytes::Bytes::copy_from_slice(c))) })
+        .collect();
+    client.upload(tokio_stream::iter(std::iter::once(header).chain(chunks))).await.map(|r| r.into_inner())
+}
+
+/// Uploads `translators/dist/<file>` as translator `name`.
+pub async fn upload(client: &mut Registry, name: &str, file: &str) -> pb::TranslatorVersion {
+    upload_bytes(client, name, &artifact(file)).await.unwrap_or_else(|s| panic!("upload {file}: {s:?}"))
+}
+
 /// The `tributary` binary cargo built next to the running test or bench (`target/<profile>/`).
 pub fn binary() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("current test executable");

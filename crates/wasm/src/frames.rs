@@ -83,7 +83,7 @@ fn len_of(bytes: Option<&[u8]>) -> u32 {
 }
 
 /// What an output buffer holds besides its outcomes: what the output caps count.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Counts {
     /// Output records.
     pub records: usize,
@@ -116,14 +116,9 @@ pub fn check_output(buffer: Vec<u8>, records: usize) -> Result<Checked, Malforme
     Ok(Checked { buffer, records, counts })
 }
 
-/// Reads the guest's output frames for a batch of `records` inputs: one outcome per input.
-pub fn read_output(buffer: Vec<u8>, records: usize) -> Result<(Outcomes, Counts), Malformed> {
-    Ok(check_output(buffer, records)?.outcomes())
-}
-
 impl Checked {
-    /// The outcomes, one per input, every output in one list, and what the caps count.
-    pub fn outcomes(self) -> (Outcomes, Counts) {
+    /// The outcomes, one per input, every output in one list.
+    pub fn outcomes(self) -> Outcomes {
         let Checked { buffer, records, counts } = self;
         let shared = Bytes::from(buffer);
         // Slices share the buffer; when the outputs keep little of it (a filter), copies free it.
@@ -164,7 +159,7 @@ impl Checked {
             }
             outcomes.records.push(Counted::Ok(n));
         }
-        (outcomes, counts)
+        outcomes
     }
 }
 
@@ -271,6 +266,13 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The outcomes of an output buffer and what the caps count.
+    fn read_output(buffer: Vec<u8>, records: usize) -> Result<(Outcomes, Counts), Malformed> {
+        let checked = check_output(buffer, records)?;
+        let counts = checked.counts.clone();
+        Ok((checked.outcomes(), counts))
+    }
 
     fn record(
         topic: &str,

@@ -197,7 +197,7 @@ impl Translator {
         let checked = frames::check_output(output, batch.len()).map_err(|m| TranslatorFailure::Error(m.to_string()))?;
         self.check_caps(checked.counts.records, checked.counts.bytes)?;
         self.release(live);
-        Ok(checked.outcomes().0)
+        Ok(checked.outcomes())
     }
 
     /// Version 1: the records through the canonical ABI. A failed call drops its instance;
