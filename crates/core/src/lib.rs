@@ -59,4 +59,4 @@ pub mod watermarks;
 
 pub use error::{Error, SubscriptionProblem, TranslatorFailure};
 pub use limits::Limits;
-pub use record::{EncodeRecord, Header, Output, PartitionOffset, Payload, Record};
+pub use record::{Encode, Encoded, Encoder, Header, Output, PartitionOffset, Payload, Record, RecordRef};

@@ -151,7 +151,7 @@ impl RangeReader {
                 ))
             })?
             .map_err(|_| Error::Internal("catch-up pool closed".into()))?;
-        let reader = self.shared.log.catch_up(self.shared.limits.catchup_prefetch_kbytes)?;
+        let reader = self.shared.log.catch_up(self.shared.limits.catchup_prefetch_kbytes, None)?;
         reader.assign(std::slice::from_ref(&at))?;
         self.catchup = Some(CatchUp { reader, _permit: permit, assigned: Some(at) });
         Ok(())
@@ -196,7 +196,9 @@ impl RangeReader {
                             batch.push(r);
                         }
                     }
-                    Read::Record(_) => {}
+                    // Not this partition's, or already read; a reader opened without an encoding
+                    // reads no encoded record.
+                    Read::Record(_) | Read::Encoded { .. } => {}
                     Read::OutOfRange => return Err(self.too_old().await),
                     Read::Error(error) => events::emit(&events::KafkaCatchupError { error }),
                 }

@@ -1,9 +1,10 @@
 //! The records the gateway moves: A's [`Record`] as read from Kafka, B's [`Output`] made from one,
-//! and [`PartitionOffset`], the position a client resumes from.
+//! A's record as the delivering layer sends it ([`Encoded`], made by an [`Encode`]), and
+//! [`PartitionOffset`], the position a client resumes from.
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use triomphe::ThinArc;
 
 /// A header of a record: a key and a value that may be null (not the same as empty).
@@ -164,6 +165,27 @@ impl Record {
     pub fn data_bytes(&self) -> usize {
         self.data().len() + self.headers.iter().flat_map(|h| h.iter()).map(|(k, _)| k.len()).sum::<usize>()
     }
+
+    /// Calls `f` with the record's parts borrowed (its headers are listed only when it has some).
+    pub fn with_ref<R>(&self, f: impl FnOnce(&RecordRef<'_>) -> R) -> R {
+        let headers: Vec<(&str, Option<&[u8]>)> = self.headers().collect();
+        f(&RecordRef {
+            topic: &self.topic,
+            partition: self.partition,
+            offset: self.offset,
+            timestamp_ms: self.timestamp_ms,
+            key: self.key(),
+            value: self.value(),
+            headers: &headers,
+        })
+    }
+
+    /// The record as `encoder` sends it.
+    pub fn encode(&self, encoder: &dyn Encode) -> Encoded {
+        let mut wire = BytesMut::new();
+        self.with_ref(|r| encoder.encode(r, &mut wire));
+        Encoded { wire: wire.freeze(), data_bytes: self.data_bytes() }
+    }
 }
 
 /// A part of a record's data, owned for [`Bytes::from_owner`].
@@ -227,31 +249,20 @@ pub struct Output {
     /// [`Output::payload`]): one allocation per translator call, shared by its outputs and by
     /// every subscription that delivers them. `None` delivers A's record as it is.
     pub translated: Option<Arc<[Payload]>>,
-    /// The delivering layer's encoding of this output, when one was already made: a tail record
-    /// is encoded once and every subscriber that delivers it untranslated sends the same bytes.
-    pub wire: Option<Bytes>,
 }
 
-/// Equal when they deliver the same: the same source record and output index, payload and
-/// encoding (however the payloads are shared).
+/// Equal when they deliver the same: the same source record, output index and payload (however
+/// the payloads are shared).
 impl PartialEq for Output {
     fn eq(&self, other: &Self) -> bool {
-        self.source == other.source
-            && self.index == other.index
-            && self.payload() == other.payload()
-            && self.wire == other.wire
+        self.source == other.source && self.index == other.index && self.payload() == other.payload()
     }
 }
 
 impl Output {
     /// A's record, untranslated.
     pub fn untranslated(source: Record) -> Self {
-        Self { source, index: 0, slot: 0, translated: None, wire: None }
-    }
-
-    /// A's record, untranslated, with its encoding if it has one.
-    pub fn encoded(source: Record, wire: Option<Bytes>) -> Self {
-        Self { source, index: 0, slot: 0, translated: None, wire }
+        Self { source, index: 0, slot: 0, translated: None }
     }
 
     /// Output `index` of the translator's `payloads` of `source`.
@@ -263,7 +274,7 @@ impl Output {
     /// translator call, shared by its outputs).
     pub fn translated_at(source: Record, payloads: Arc<[Payload]>, slot: u32, index: u32) -> Self {
         debug_assert!((slot as usize) < payloads.len());
-        Self { source, index, slot, translated: Some(payloads), wire: None }
+        Self { source, index, slot, translated: Some(payloads) }
     }
 
     /// B's key, value and headers; `None` for A's record as it is.
@@ -293,9 +304,63 @@ impl Output {
     }
 }
 
-/// Encodes a record the way the delivering layer sends it (the gRPC layer: a protobuf `Record`).
-/// The core treats the bytes as opaque; it only caches them with the tail record.
-pub type EncodeRecord = Arc<dyn Fn(&Record) -> Bytes + Send + Sync>;
+/// A's record's coordinates and parts, borrowed from wherever they are: a [`Record`], or a Kafka
+/// client's buffers (catch-up reads encoded straight from them, with no [`Record`] in between).
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    /// Milliseconds since the Unix epoch, -1 when unknown.
+    pub timestamp_ms: i64,
+    /// `None` for a keyless record (not the same as an empty key).
+    pub key: Option<&'a [u8]>,
+    /// `None` for a tombstone.
+    pub value: Option<&'a [u8]>,
+    /// Key and value (`None` when null) of each header, in order.
+    pub headers: &'a [(&'a str, Option<&'a [u8]>)],
+}
+
+impl RecordRef<'_> {
+    /// Key, value and header bytes, counted as [`Record::data_bytes`] counts them.
+    pub fn data_bytes(&self) -> usize {
+        let part = |p: Option<&[u8]>| p.map_or(0, <[u8]>::len);
+        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + part(*v)).sum();
+        part(self.key) + part(self.value) + headers
+    }
+}
+
+/// How the delivering layer encodes A's record sent untranslated (the gRPC layer: a protobuf
+/// `Record`). The core treats the bytes as opaque: it keeps a tail record's encoding for every
+/// subscriber that sends it, and catch-up readers encode straight from their buffers with it.
+pub trait Encode: Send + Sync {
+    /// Appends the encoding of `record` to `buf`.
+    fn encode(&self, record: &RecordRef<'_>, buf: &mut BytesMut);
+}
+
+impl<F: Fn(&RecordRef<'_>, &mut BytesMut) + Send + Sync> Encode for F {
+    fn encode(&self, record: &RecordRef<'_>, buf: &mut BytesMut) {
+        self(record, buf)
+    }
+}
+
+/// A shared [`Encode`].
+pub type Encoder = Arc<dyn Encode>;
+
+/// A's record as the delivering layer sends it untranslated, encoded once by an [`Encode`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded {
+    pub wire: Bytes,
+    /// The record's key, value and header bytes ([`Record::data_bytes`]).
+    pub data_bytes: usize,
+}
+
+impl Encoded {
+    /// Bytes the record counts for in the bounds, as [`Record::size`] counts them.
+    pub fn size(&self) -> usize {
+        self.data_bytes + RECORD_OVERHEAD
+    }
+}
 
 /// A position in a partition: `offset` is the *next* offset to read, as in Kafka's committed
 /// offsets (rule 1). The one (topic, partition, offset) coordinate of the gateway: the offsets a
@@ -338,6 +403,22 @@ mod tests {
         let keyless = Record::new("t".into(), 0, 0, 0, None, Some(b"v"), &[]);
         assert_eq!((keyless.key(), keyless.key_bytes(), keyless.value()), (None, None, Some(&b"v"[..])));
         assert_eq!(keyless.headers().count(), 0);
+    }
+
+    #[test]
+    fn a_record_lends_its_parts_and_is_encoded_from_them() {
+        let headers: [(&str, Option<&[u8]>); 2] = [("a", Some(b"12")), ("b", None)];
+        let r = Record::new("t".into(), 1, 2, 3, None, Some(b"value"), &headers);
+        r.with_ref(|parts| {
+            assert_eq!((parts.topic, parts.partition, parts.offset, parts.timestamp_ms), ("t", 1, 2, 3));
+            assert_eq!((parts.key, parts.value, parts.headers), (None, Some(&b"value"[..]), &headers[..]));
+            assert_eq!(parts.data_bytes(), r.data_bytes());
+        });
+        let encoder =
+            |parts: &RecordRef<'_>, buf: &mut BytesMut| buf.extend_from_slice(format!("{parts:?}").as_bytes());
+        let encoded = r.encode(&encoder);
+        assert_eq!(encoded.wire, r.with_ref(|parts| format!("{parts:?}")).into_bytes());
+        assert_eq!((encoded.data_bytes, encoded.size()), (r.data_bytes(), r.size()));
     }
 
     #[test]

@@ -8,7 +8,8 @@ use futures::future::BoxFuture;
 
 use crate::{
     error::Error,
-    record::{PartitionOffset, Record},
+    filter::KeyFilter,
+    record::{Encoded, Encoder, PartitionOffset, Record},
 };
 
 /// Earliest retained offset and latest offset (high watermark) of one partition.
@@ -28,17 +29,55 @@ pub trait Log: Send + Sync + 'static {
     fn watermarks(&self, partitions: &[Partition]) -> Result<Vec<Watermarks>, Error>;
 
     /// A new catch-up reader with at most `prefetch_kbytes` KiB read ahead, assigned nothing.
-    fn catch_up(&self, prefetch_kbytes: usize) -> Result<Box<dyn CatchUpReader>, Error>;
+    /// With `encoding`, it hands over records encoded ([`Read::Encoded`]) and only those the
+    /// encoding's filter matches.
+    fn catch_up(&self, prefetch_kbytes: usize, encoding: Option<Encoding>) -> Result<Box<dyn CatchUpReader>, Error>;
+}
+
+/// How a catch-up reader of a subscription that sends A's records as they are hands them over:
+/// encoded straight from its buffers (no [`Record`] in between), the records `filter` refuses
+/// left out before they cost anything.
+#[derive(Clone)]
+pub struct Encoding {
+    pub encoder: Encoder,
+    pub filter: KeyFilter,
 }
 
 /// What a catch-up reader read.
 #[derive(Debug)]
 pub enum Read {
     Record(Record),
+    /// A record read by a reader opened with an [`Encoding`]: where it is, and its encoding.
+    Encoded {
+        topic: Arc<str>,
+        partition: i32,
+        offset: i64,
+        record: Encoded,
+    },
     /// A position is no longer retained (or beyond the end): check the watermarks.
     OutOfRange,
     /// A transient error; the reader keeps going.
     Error(String),
+}
+
+impl Read {
+    /// The partition and offset of a record read.
+    pub fn at(&self) -> Option<(&Arc<str>, i32, i64)> {
+        match self {
+            Read::Record(r) => Some((&r.topic, r.partition, r.offset)),
+            Read::Encoded { topic, partition, offset, .. } => Some((topic, *partition, *offset)),
+            Read::OutOfRange | Read::Error(_) => None,
+        }
+    }
+
+    /// Bytes a record read counts for in the bounds ([`Record::size`]); nothing otherwise.
+    pub fn size(&self) -> usize {
+        match self {
+            Read::Record(r) => r.size(),
+            Read::Encoded { record, .. } => record.size(),
+            Read::OutOfRange | Read::Error(_) => 0,
+        }
+    }
 }
 
 /// A reader over a few partitions, from explicit positions, in offset order per partition.
@@ -72,9 +111,7 @@ pub fn take_reads(max_records: usize, max_bytes: usize, out: &mut Vec<Read>, mut
     let (start, mut bytes) = (out.len(), 0);
     while out.len() - start < max_records && bytes < max_bytes {
         let Some(read) = next() else { break };
-        if let Read::Record(r) = &read {
-            bytes += r.size();
-        }
+        bytes += read.size();
         out.push(read);
     }
 }

@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use crate::{
     error::Error,
     record::{PartitionOffset, Record},
-    source::{CatchUpReader, Log, Partition, Read, Watermarks},
+    source::{CatchUpReader, Encoding, Log, Partition, Read, Watermarks},
 };
 
 /// A's log in memory: every record ever appended, per partition.
@@ -39,25 +39,36 @@ impl Log for MemoryLog {
             .collect())
     }
 
-    fn catch_up(&self, _prefetch_kbytes: usize) -> Result<Box<dyn CatchUpReader>, Error> {
+    fn catch_up(&self, _prefetch_kbytes: usize, encoding: Option<Encoding>) -> Result<Box<dyn CatchUpReader>, Error> {
         self.opened.fetch_add(1, Ordering::SeqCst);
-        Ok(Box::new(MemoryReader { records: self.records.clone(), assigned: Mutex::default() }))
+        Ok(Box::new(MemoryReader { records: self.records.clone(), assigned: Mutex::default(), encoding }))
     }
 }
 
 pub(crate) struct MemoryReader {
     pub(crate) records: Arc<Mutex<BTreeMap<Partition, Vec<Record>>>>,
     pub(crate) assigned: Mutex<BTreeMap<Partition, i64>>,
+    /// Reads are encoded and filtered as the Kafka reader's are.
+    pub(crate) encoding: Option<Encoding>,
 }
 
 impl MemoryReader {
-    fn next(&self) -> Option<Record> {
+    fn next(&self) -> Option<Read> {
         let records = self.records.lock().unwrap();
         let mut assigned = self.assigned.lock().unwrap();
         for (partition, pos) in assigned.iter_mut() {
-            if let Some(r) = records.get(partition).and_then(|log| log.iter().find(|r| r.offset >= *pos)) {
+            let log = records.get(partition).map(Vec::as_slice).unwrap_or_default();
+            let from = *pos;
+            for r in log.iter().filter(|r| r.offset >= from) {
                 *pos = r.offset + 1;
-                return Some(r.clone());
+                match &self.encoding {
+                    None => return Some(Read::Record(r.clone())),
+                    Some(e) if e.filter.matches(r.key()) => {
+                        let (topic, partition, offset) = (r.topic.clone(), r.partition, r.offset);
+                        return Some(Read::Encoded { topic, partition, offset, record: r.encode(&*e.encoder) });
+                    }
+                    Some(_) => {}
+                }
             }
         }
         None
@@ -84,7 +95,7 @@ impl CatchUpReader for MemoryReader {
     fn recv(&self) -> BoxFuture<'_, Read> {
         Box::pin(async move {
             match self.next() {
-                Some(r) => Read::Record(r),
+                Some(read) => read,
                 // Nothing more is ever written behind the tail in these tests.
                 None => futures::future::pending().await,
             }
@@ -92,7 +103,7 @@ impl CatchUpReader for MemoryReader {
     }
 
     fn try_recv(&self) -> Option<Read> {
-        self.next().map(Read::Record)
+        self.next()
     }
 
     fn positions(&self) -> Vec<PartitionOffset> {

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::{
     error::Error,
     limits::Limits,
-    record::{EncodeRecord, PartitionOffset, Record},
+    record::{Encode, PartitionOffset, Record},
 };
 
 /// The state of one partition: the last record with a value of each key, ordered by key (a
@@ -348,7 +348,7 @@ impl Shard {
         from: i64,
         max_records: usize,
         max_bytes: usize,
-        wire: Option<&EncodeRecord>,
+        wire: Option<&dyn Encode>,
         out: &mut Vec<TailRecord>,
     ) -> TailRead {
         let mut guard = self.lock();
@@ -368,7 +368,7 @@ impl Shard {
                 entry
                     .wire
                     .get_or_insert_with(|| {
-                        let encoded = encode(&entry.record);
+                        let encoded = entry.record.encode(encode).wire;
                         s.tail_bytes += encoded.len();
                         encoded
                     })
@@ -698,10 +698,10 @@ mod tests {
         }
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = calls.clone();
-        let wire: EncodeRecord = Arc::new(move |r: &Record| {
+        let wire = move |r: &crate::record::RecordRef<'_>, buf: &mut bytes::BytesMut| {
             counted.fetch_add(1, Ordering::Relaxed);
-            Bytes::from(vec![r.offset as u8; 1000])
-        });
+            buf.extend_from_slice(&[r.offset as u8; 1000]);
+        };
         let (mut first, mut second, mut plain) = (Vec::new(), Vec::new(), Vec::new());
         assert_eq!(shard.read_tail(0, 100, usize::MAX, Some(&wire), &mut first), TailRead::Read { next: 10 });
         assert_eq!(shard.read_tail(5, 100, usize::MAX, Some(&wire), &mut second), TailRead::Read { next: 10 });

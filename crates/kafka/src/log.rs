@@ -1,5 +1,7 @@
 //! [`Kafka`]: the core's [`Log`] port over rdkafka: watermarks from a metadata client, and
 //! catch-up readers (a consumer each, with a bounded prefetch) for subscribers behind the tail.
+//! A reader of a subscription that sends A's records as they are encodes them straight from
+//! librdkafka's buffers into chunks it shares out (no record in between).
 
 use std::{
     collections::VecDeque,
@@ -7,6 +9,7 @@ use std::{
     time::Duration,
 };
 
+use bytes::BytesMut;
 use futures::{future::BoxFuture, FutureExt};
 use rdkafka::{
     consumer::{BaseConsumer, Consumer, StreamConsumer},
@@ -15,19 +18,24 @@ use rdkafka::{
     types::RDKafkaErrorCode,
 };
 use tributary_core::{
-    source::{take_reads, CatchUpReader, Log, Partition, Read, Watermarks},
+    source::{take_reads, CatchUpReader, Encoding, Log, Partition, Read, Watermarks},
     Error, PartitionOffset,
 };
 
 use crate::{
     batch::ConsumerQueue,
-    message::record_of,
+    message::{record_of, topic_of, with_parts},
     metadata::{assignment, positions, watermarks},
     settings::{catchup_tuning, consumer_config, kafka_error, metadata_tuning, KafkaConfig},
 };
 
 /// Most messages a catch-up reader takes from librdkafka at once (held as reads until taken).
 const CATCHUP_BATCH: usize = 256;
+
+/// Bytes of the buffers a reader encodes records into: a record's encoding is a slice of one, so
+/// a buffer is allocated per this many bytes of records, not per record. Only records the
+/// subscription sends are encoded, so the slices that keep a buffer alive cover nearly all of it.
+const ENCODE_CHUNK: usize = 64 * 1024;
 
 /// A's Kafka cluster, as the core sees it.
 pub struct Kafka {
@@ -47,10 +55,10 @@ impl Log for Kafka {
         watermarks(&self.metadata, partitions)
     }
 
-    fn catch_up(&self, prefetch_kbytes: usize) -> Result<Box<dyn CatchUpReader>, Error> {
+    fn catch_up(&self, prefetch_kbytes: usize, encoding: Option<Encoding>) -> Result<Box<dyn CatchUpReader>, Error> {
         let consumer: StreamConsumer =
             consumer_config(&self.config, "catchup", &catchup_tuning(prefetch_kbytes)).create().map_err(kafka_error)?;
-        Ok(Box::new(Reader { consumer, topics: RwLock::new(Vec::new()), ready: Mutex::new(VecDeque::new()) }))
+        Ok(Box::new(Reader { consumer, topics: RwLock::new(Vec::new()), ready: Mutex::default(), encoding }))
     }
 }
 
@@ -59,53 +67,91 @@ struct Reader {
     consumer: StreamConsumer,
     /// The names of the assigned topics, shared by every record read (no allocation per record).
     topics: RwLock<Vec<Arc<str>>>,
-    /// Reads taken from librdkafka in one batch and not handed out yet (at most
-    /// [`CATCHUP_BATCH`]).
-    ready: Mutex<VecDeque<Read>>,
+    /// Reads taken from librdkafka in one batch and not handed out yet, and the buffer records
+    /// are encoded into.
+    ready: Mutex<Ready>,
+    /// Set for a subscription that sends A's records as they are.
+    encoding: Option<Encoding>,
+}
+
+/// Reads not handed out yet (at most [`CATCHUP_BATCH`]), and the rest of the buffer the next
+/// encoded ones are written into.
+#[derive(Default)]
+struct Ready {
+    reads: VecDeque<Read>,
+    chunk: BytesMut,
 }
 
 impl Reader {
-    fn read(&self, message: KafkaResult<BorrowedMessage<'_>>) -> Read {
+    /// The read of one message from librdkafka, encoded into `chunk` when the reader encodes;
+    /// `None` for a record the encoding's filter refuses.
+    fn read(&self, message: KafkaResult<BorrowedMessage<'_>>, chunk: &mut BytesMut) -> Option<Read> {
         match message {
-            Ok(m) => Read::Record(self.record(&m)),
+            Ok(m) => {
+                // Locks are taken in this order everywhere: ready reads, then topics.
+                let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+                self.take(&topics, &m, chunk)
+            }
             // With `auto.offset.reset=error` librdkafka reports a position it cannot fetch as
             // "no offset to automatically reset to", not as the broker's out-of-range error.
             Err(KafkaError::MessageConsumption(
                 RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset,
-            )) => Read::OutOfRange,
-            Err(e) => Read::Error(e.to_string()),
+            )) => Some(Read::OutOfRange),
+            Err(e) => Some(Read::Error(e.to_string())),
         }
     }
 
-    fn record<M: Message>(&self, m: &M) -> tributary_core::Record {
-        record_of(&self.topics.read().unwrap_or_else(|e| e.into_inner()), m)
+    /// A message as the subscription takes it: a record, or encoded into `chunk` when the
+    /// reader has an encoding (`None` when its filter refuses the record: nothing is copied).
+    fn take<M: Message>(&self, topics: &[Arc<str>], m: &M, chunk: &mut BytesMut) -> Option<Read> {
+        let Some(encoding) = &self.encoding else { return Some(Read::Record(record_of(topics, m))) };
+        if !encoding.filter.matches(m.key()) {
+            return None;
+        }
+        let topic = topic_of(topics, m);
+        let data_bytes = with_parts(m, &topic, |r| {
+            // Room for the parts and their framing; a new buffer when the rest of this one is
+            // smaller (the old one lives on in the slices already handed out).
+            let room = r.data_bytes() + r.topic.len() + 64 + 16 * r.headers.len();
+            if chunk.capacity() < room {
+                *chunk = BytesMut::with_capacity(room.max(ENCODE_CHUNK));
+            }
+            encoding.encoder.encode(r, chunk);
+            r.data_bytes()
+        });
+        let record = tributary_core::Encoded { wire: chunk.split().freeze(), data_bytes };
+        Some(Read::Encoded { topic, partition: m.partition(), offset: m.offset(), record })
     }
 
     /// Drops the records of these partitions that wait to be handed out.
     fn forget(&self, partitions: &[PartitionOffset]) {
-        self.ready().retain(|read| match read {
-            Read::Record(r) => !partitions.iter().any(|p| p.partition == r.partition && *p.topic == *r.topic),
-            _ => true,
+        self.ready().reads.retain(|read| match read.at() {
+            Some((topic, partition, _)) => !partitions.iter().any(|p| p.partition == partition && *p.topic == **topic),
+            None => true,
         });
     }
 
-    fn ready(&self) -> std::sync::MutexGuard<'_, VecDeque<Read>> {
+    fn ready(&self) -> std::sync::MutexGuard<'_, Ready> {
         self.ready.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes what librdkafka has ready, up to [`CATCHUP_BATCH`] messages, in one call.
-    fn fill(&self, ready: &mut VecDeque<Read>) {
+    fn fill(&self, ready: &mut Ready) {
         let Some(queue) = ConsumerQueue::of(&self.consumer) else {
-            ready.extend(self.consumer.recv().now_or_never().map(|m| self.read(m)));
+            if let Some(message) = self.consumer.recv().now_or_never() {
+                let read = self.read(message, &mut ready.chunk);
+                ready.reads.extend(read);
+            }
             return;
         };
         let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
         for message in queue.consume(Duration::ZERO, CATCHUP_BATCH).iter() {
-            ready.push_back(match message {
-                Ok(m) => Read::Record(record_of(&topics, &m)),
-                Err(e) if e.out_of_range => Read::OutOfRange,
-                Err(e) => Read::Error(e.message),
-            });
+            let read = match message {
+                Ok(m) => self.take(&topics, &m, &mut ready.chunk),
+                Err(e) if e.out_of_range => Some(Read::OutOfRange),
+                Err(e) => Some(Read::Error(e.message)),
+            };
+            ready.reads.extend(read);
         }
     }
 }
@@ -135,29 +181,34 @@ impl CatchUpReader for Reader {
 
     fn recv(&self) -> BoxFuture<'_, Read> {
         Box::pin(async move {
-            if let Some(read) = self.ready().pop_front() {
+            if let Some(read) = self.ready().reads.pop_front() {
                 return read;
             }
-            self.read(self.consumer.recv().await)
+            loop {
+                let message = self.consumer.recv().await;
+                if let Some(read) = self.read(message, &mut self.ready().chunk) {
+                    return read;
+                }
+            }
         })
     }
 
     fn try_recv(&self) -> Option<Read> {
         let mut ready = self.ready();
-        if ready.is_empty() {
+        if ready.reads.is_empty() {
             self.fill(&mut ready);
         }
-        ready.pop_front()
+        ready.reads.pop_front()
     }
 
     /// Under one lock of the ready reads, filled from librdkafka as they run out.
     fn try_recv_many(&self, max_records: usize, max_bytes: usize, out: &mut Vec<Read>) {
         let mut ready = self.ready();
         take_reads(max_records, max_bytes, out, || {
-            if ready.is_empty() {
+            if ready.reads.is_empty() {
                 self.fill(&mut ready);
             }
-            ready.pop_front()
+            ready.reads.pop_front()
         });
     }
 
@@ -165,11 +216,10 @@ impl CatchUpReader for Reader {
     /// must never pass a record the subscription has not taken.
     fn positions(&self) -> Vec<PartitionOffset> {
         let mut positions = positions(&self.consumer);
-        for read in self.ready().iter() {
-            let Read::Record(r) = read else { continue };
+        for (topic, partition, offset) in self.ready().reads.iter().filter_map(Read::at) {
             for p in &mut positions {
-                if p.partition == r.partition && *p.topic == *r.topic && r.offset < p.offset {
-                    p.offset = r.offset;
+                if p.partition == partition && *p.topic == **topic && offset < p.offset {
+                    p.offset = offset;
                 }
             }
         }
@@ -189,7 +239,7 @@ mod tests {
     const WAIT: Duration = Duration::from_secs(20);
 
     fn reader(topic: &str, from: &[(i32, i64)]) -> Box<dyn CatchUpReader> {
-        let reader = Kafka::new(&testing::config()).unwrap().catch_up(64).unwrap();
+        let reader = Kafka::new(&testing::config()).unwrap().catch_up(64, None).unwrap();
         let positions: Vec<_> = from.iter().map(|&(p, o)| PartitionOffset::new(topic, p, o)).collect();
         reader.assign(&positions).unwrap();
         reader
@@ -309,6 +359,61 @@ mod tests {
         reader.assign(&[at(3)]).unwrap();
         let next = take(&*reader, 1, 1).into_iter().map(record).next().expect("a read");
         assert_eq!(next.offset, 3, "after {} reads dropped", dropped.len());
+    }
+
+    /// A reader with an encoding hands over what encoding the record it would read otherwise
+    /// gives, byte for byte, and only the records the filter matches; its positions move past
+    /// the others.
+    #[tokio::test]
+    async fn an_encoding_reader_encodes_straight_from_librdkafka_and_leaves_out_what_the_filter_refuses() {
+        use bytes::BytesMut;
+        use tributary_core::{filter::KeyFilter, Encoder, RecordRef};
+
+        let topic = testing::topic("encoded", 1);
+        let headers: &[(&str, Option<&[u8]>)] = &[("null", None), ("empty", Some(b"")), ("full", Some(b"x"))];
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let mut written: Vec<testing::Write<'_>> = vec![
+            (None, Some(b"keyless"), &[], now),
+            (Some(b"a1"), None, headers, now),
+            (Some(b"b1"), Some(b""), headers, now),
+        ];
+        let big = vec![7u8; 100_000];
+        written.push((Some(b"a2"), Some(&big), &[], now));
+        for _ in 0..300 {
+            written.push((Some(b"a3"), Some(b"v"), &[], now));
+        }
+        testing::write(&topic, 0, &written);
+        // Every part, in a form that tells null from empty.
+        let encoder: Encoder = Arc::new(|r: &RecordRef<'_>, buf: &mut BytesMut| {
+            buf.extend_from_slice(format!("{r:?}").as_bytes());
+        });
+        let expected: Vec<(i64, tributary_core::Encoded)> = take(&*reader(&topic, &[(0, 0)]), written.len(), 64)
+            .into_iter()
+            .map(record)
+            .filter(|r| r.key().is_some_and(|k| k.starts_with(b"a")))
+            .map(|r| (r.offset, r.encode(&*encoder)))
+            .collect();
+        assert_eq!(expected.len(), 302, "a1, a2 and the a3s");
+
+        let filter = KeyFilter::new(vec![], vec![bytes::Bytes::from_static(b"a")], "filter").unwrap();
+        let encoding = Encoding { encoder: encoder.clone(), filter };
+        let reader = Kafka::new(&testing::config()).unwrap().catch_up(64, Some(encoding)).unwrap();
+        reader.assign(&[PartitionOffset::new(&topic, 0, 0)]).unwrap();
+        let reads = take(&*reader, expected.len(), 64);
+        let got: Vec<(i64, tributary_core::Encoded)> = reads
+            .into_iter()
+            .map(|read| match read {
+                Read::Encoded { topic: t, partition: 0, offset, record } if *t == *topic => (offset, record),
+                other => panic!("an encoded read of the topic, not {other:?}"),
+            })
+            .collect();
+        assert_eq!(got, expected);
+        assert_eq!(reader.positions(), vec![PartitionOffset::new(&topic, 0, written.len() as i64)]);
+        // The awaited path encodes and filters the same.
+        reader.unassign(&[PartitionOffset::new(&topic, 0, written.len() as i64)]).unwrap();
+        reader.assign(&[PartitionOffset::new(&topic, 0, 0)]).unwrap();
+        let Read::Encoded { offset, record, .. } = next(&*reader).await else { panic!("an encoded read") };
+        assert_eq!((offset, record), expected[0].clone(), "the keyless record and b1 are left out");
     }
 
     #[tokio::test]

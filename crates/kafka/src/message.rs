@@ -1,25 +1,42 @@
-//! Kafka messages as the core's [`Record`]s: the one place a message's key, value, headers and
-//! timestamp are read, for ingest and catch-up readers alike.
+//! Kafka messages as the core's [`Record`]s, or borrowed as [`RecordRef`]s: the one place a
+//! message's key, value, headers and timestamp are read, for ingest and catch-up readers alike.
 
 use std::sync::Arc;
 
 use rdkafka::message::{Headers, Message};
-use tributary_core::Record;
+use tributary_core::{Record, RecordRef};
 
-/// Copies a Kafka message into the gateway's record: key, value and header values in one buffer.
-pub(crate) fn to_record<M: Message>(m: &M, topic: Arc<str>) -> Record {
+/// Calls `f` with the parts of a Kafka message, borrowed from librdkafka's buffers.
+pub(crate) fn with_parts<M: Message, R>(m: &M, topic: &str, f: impl FnOnce(&RecordRef<'_>) -> R) -> R {
     // Once per record: librdkafka parses the headers (and allocates) on every call while a record
     // has none, which every Kafka v2 record without headers is.
     let headers: Vec<(&str, Option<&[u8]>)> =
         m.headers().map(|hs| hs.iter().map(|h| (h.key, h.value)).collect()).unwrap_or_default();
-    let timestamp_ms = m.timestamp().to_millis().unwrap_or(-1);
-    Record::new(topic, m.partition(), m.offset(), timestamp_ms, m.key(), m.payload(), &headers)
+    f(&RecordRef {
+        topic,
+        partition: m.partition(),
+        offset: m.offset(),
+        timestamp_ms: m.timestamp().to_millis().unwrap_or(-1),
+        key: m.key(),
+        value: m.payload(),
+        headers: &headers,
+    })
+}
+
+/// Copies a Kafka message into the gateway's record: key, value and header values in one buffer.
+pub(crate) fn to_record<M: Message>(m: &M, topic: Arc<str>) -> Record {
+    with_parts(m, "", |r| Record::new(topic, r.partition, r.offset, r.timestamp_ms, r.key, r.value, r.headers))
+}
+
+/// The name of `m`'s topic, shared with `topics` when it is one of them (no allocation).
+pub(crate) fn topic_of<M: Message>(topics: &[Arc<str>], m: &M) -> Arc<str> {
+    let known = topics.iter().find(|t| ***t == *m.topic()).cloned();
+    known.unwrap_or_else(|| Arc::from(m.topic()))
 }
 
 /// A record of `m`, sharing the name of its topic when it is one of `topics` (no allocation).
 pub(crate) fn record_of<M: Message>(topics: &[Arc<str>], m: &M) -> Record {
-    let known = topics.iter().find(|t| ***t == *m.topic()).cloned();
-    to_record(m, known.unwrap_or_else(|| Arc::from(m.topic())))
+    to_record(m, topic_of(topics, m))
 }
 
 #[cfg(test)]

@@ -44,9 +44,10 @@ pub struct Shared {
     pub catchup_pool: Arc<Semaphore>,
     /// Cancelled when the gateway shuts down: every subscription ends with its resume offsets.
     pub shutdown: CancellationToken,
-    /// How the delivering layer encodes a record: tail records delivered untranslated are
-    /// encoded once and shared by every subscriber (`None`: each delivery encodes its own).
-    pub wire: Option<crate::record::EncodeRecord>,
+    /// How the delivering layer encodes A's records sent as they are: a tail record is encoded
+    /// once for every subscriber that sends it, and catch-up readers encode straight from their
+    /// buffers ([`Event::Encoded`]). `None`: such records are sent as [`Event::Records`].
+    pub wire: Option<crate::record::Encoder>,
 }
 
 /// A validated subscription, ready to run.
@@ -88,8 +89,22 @@ impl Stop {
 pub enum Event {
     /// Records in offset order per partition; never empty.
     Records(Vec<Output>),
+    /// A's records sent as they are, encoded by [`Shared::wire`], in offset order per partition;
+    /// never empty.
+    Encoded(Vec<crate::record::Encoded>),
     /// The position to resume from.
     Progress(Progress),
+}
+
+impl Event {
+    /// An event with no record (it is not sent).
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Event::Records(records) => records.is_empty(),
+            Event::Encoded(records) => records.is_empty(),
+            Event::Progress(_) => false,
+        }
+    }
 }
 
 /// A subscription's position: every partition's next offset.
@@ -106,6 +121,7 @@ impl Weighed for Result<Event, Error> {
     fn weight(&self) -> usize {
         match self {
             Ok(Event::Records(outputs)) => outputs.iter().map(Output::size).sum(),
+            Ok(Event::Encoded(records)) => records.iter().map(crate::record::Encoded::size).sum(),
             Ok(Event::Progress(p)) => 64 * p.offsets.len(),
             Err(_) => 0,
         }

@@ -17,8 +17,8 @@ use super::{Cursor, Event, EventSender, Progress, Shared, Subscription};
 use crate::{
     error::Error,
     events,
-    record::{Output, PartitionOffset, Record},
-    source::{CatchUpReader, Read},
+    record::{Encoded, Encoder, Output, PartitionOffset, Record},
+    source::{CatchUpReader, Encoding, Read},
     view::{TailRead, TailRecord},
 };
 
@@ -54,9 +54,13 @@ struct Runner<'a> {
     last_read: Option<(Arc<str>, i32, usize)>,
     catchup: Option<CatchUp>,
     round_robin: usize,
-    /// Records to send next, each with its shared encoding when the tail had one.
-    batch: Vec<TailRecord>,
+    /// Records to send next.
+    batch: Batch,
     batch_bytes: usize,
+    /// How A's records are encoded when this subscription sends them as they are (no translator,
+    /// and a delivering layer that encodes): the tail's shared encodings, and catch-up reads
+    /// encoded straight from the reader's buffers.
+    encoder: Option<Encoder>,
     /// Whether the batch holds records of the catch-up reader: their outcomes are not shared
     /// (they are older than the head, where subscriptions meet), which costs a lookup and an
     /// insertion per record for nothing.
@@ -74,10 +78,46 @@ struct Runner<'a> {
 /// The client is gone (or cannot be told anything): stop without an error.
 struct ClientLeft;
 
+/// The records a subscription sends next: A's records to translate (or to send as they are when
+/// nothing encodes them), or their encodings.
+enum Batch {
+    Records(Vec<Record>),
+    Encoded(Vec<Encoded>),
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        match self {
+            Batch::Records(records) => records.len(),
+            Batch::Encoded(encoded) => encoded.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The batch, leaving an empty one of the same kind.
+    fn take(&mut self) -> Batch {
+        match self {
+            Batch::Records(records) => Batch::Records(std::mem::take(records)),
+            Batch::Encoded(encoded) => Batch::Encoded(std::mem::take(encoded)),
+        }
+    }
+}
+
 impl<'a> Runner<'a> {
     fn new(sub: Subscription, shared: &'a Shared) -> Self {
         let index =
             sub.cursors.iter().enumerate().map(|(i, c)| ((c.shard.topic.clone(), c.shard.partition), i)).collect();
+        let encoder = match sub.translation {
+            None => shared.wire.clone(),
+            Some(_) => None,
+        };
+        let batch = match encoder {
+            None => Batch::Records(Vec::new()),
+            Some(_) => Batch::Encoded(Vec::new()),
+        };
         Self {
             sub,
             shared,
@@ -85,8 +125,9 @@ impl<'a> Runner<'a> {
             last_read: None,
             catchup: None,
             round_robin: 0,
-            batch: Vec::new(),
+            batch,
             batch_bytes: 0,
+            encoder,
             batch_caught_up: false,
             max_bytes: shared.limits.max_batch_bytes,
             sent: Vec::new(),
@@ -108,10 +149,29 @@ impl<'a> Runner<'a> {
         self.batch.len() >= self.sub.max_batch_records || self.batch_bytes >= self.max_bytes
     }
 
-    fn push(&mut self, record: Record, wire: Option<bytes::Bytes>) {
-        if self.sub.filter.matches(record.key()) {
-            self.batch_bytes += record.size();
-            self.batch.push((record, wire));
+    /// Adds a record the filter matches to the batch, with its encoding when it is sent as it
+    /// is (the tail's shared one if it has one).
+    fn push(&mut self, (record, wire): TailRecord) {
+        if !self.sub.filter.matches(record.key()) {
+            return;
+        }
+        self.batch_bytes += record.size();
+        match (&mut self.batch, &self.encoder) {
+            (Batch::Records(records), _) => records.push(record),
+            (Batch::Encoded(encoded), Some(encoder)) => encoded.push(match wire {
+                Some(wire) => Encoded { wire, data_bytes: record.data_bytes() },
+                None => record.encode(&**encoder),
+            }),
+            (Batch::Encoded(_), None) => unreachable!("an encoded batch has an encoder"),
+        }
+    }
+
+    /// Adds a record a catch-up reader encoded (and filtered) to the batch.
+    fn push_encoded(&mut self, record: Encoded) {
+        self.batch_bytes += record.size();
+        match &mut self.batch {
+            Batch::Encoded(encoded) => encoded.push(record),
+            Batch::Records(_) => unreachable!("a reader encodes only for a subscription that sends encodings"),
         }
     }
 
@@ -135,20 +195,22 @@ impl<'a> Runner<'a> {
             self.read_tails();
             self.read_catchup().await?;
             if !self.batch.is_empty() {
-                let batch = std::mem::take(&mut self.batch);
+                let batch = self.batch.take();
                 self.batch_bytes = 0;
                 let caught_up = std::mem::take(&mut self.batch_caught_up);
-                let outputs = match &self.sub.translation {
-                    None => batch.into_iter().map(|(record, wire)| Output::encoded(record, wire)).collect(),
-                    Some(t) => {
-                        let records = batch.into_iter().map(|(record, _)| record).collect();
+                let event = match (batch, &self.sub.translation) {
+                    (Batch::Encoded(encoded), _) => Event::Encoded(encoded),
+                    (Batch::Records(records), None) => {
+                        Event::Records(records.into_iter().map(Output::untranslated).collect())
+                    }
+                    (Batch::Records(records), Some(t)) => {
                         let translated =
                             if caught_up { t.translate(records).await? } else { t.translate_shared(records).await? };
                         self.skipped += translated.skipped;
-                        translated.outputs
+                        Event::Records(translated.outputs)
                     }
                 };
-                if let Err(ClientLeft) = self.send(tx, Event::Records(outputs)).await {
+                if let Err(ClientLeft) = self.send(tx, event).await {
                     return Ok(());
                 }
             }
@@ -200,10 +262,8 @@ impl<'a> Runner<'a> {
 
     /// Sends an event; an empty record batch (everything filtered out) is not sent.
     async fn send(&mut self, tx: &EventSender, event: Event) -> Result<(), ClientLeft> {
-        if let Event::Records(records) = &event {
-            if records.is_empty() {
-                return Ok(());
-            }
+        if event.is_empty() {
+            return Ok(());
         }
         tokio::select! {
             sent = tx.send(Ok(event)) => sent.map_err(|_| ClientLeft)?,
@@ -251,11 +311,8 @@ impl<'a> Runner<'a> {
         let n = self.sub.cursors.len();
         self.round_robin = self.round_robin.wrapping_add(1);
         let mut out = Vec::new();
-        // Records sent as they are share the tail's encoding; translated ones are encoded anew.
-        let wire = match self.sub.translation {
-            None => self.shared.wire.clone(),
-            Some(_) => None,
-        };
+        // Records sent as they are share the tail's encoding.
+        let wire = self.encoder.clone();
         for i in 0..n {
             if self.batch_full() {
                 break;
@@ -268,11 +325,11 @@ impl<'a> Runner<'a> {
             let room = self.sub.max_batch_records - self.batch.len();
             let bytes = self.max_bytes.saturating_sub(self.batch_bytes).max(1);
             out.clear();
-            match cursor.shard.read_tail(cursor.pos, room, bytes, wire.as_ref(), &mut out) {
+            match cursor.shard.read_tail(cursor.pos, room, bytes, wire.as_deref(), &mut out) {
                 TailRead::Read { next } => {
                     self.sub.cursors[at].pos = next;
-                    for (record, wire) in out.drain(..) {
-                        self.push(record, wire);
+                    for read in out.drain(..) {
+                        self.push(read);
                     }
                 }
                 TailRead::Behind { tail_start } => {
@@ -297,7 +354,8 @@ impl<'a> Runner<'a> {
 
     /// Opens the catch-up reader over every cursor that is behind.
     fn open_catchup(&mut self, permit: OwnedSemaphorePermit) -> Result<(), Error> {
-        let reader = self.shared.log.catch_up(self.shared.limits.catchup_prefetch_kbytes)?;
+        let encoding = self.encoder.clone().map(|encoder| Encoding { encoder, filter: self.sub.filter.clone() });
+        let reader = self.shared.log.catch_up(self.shared.limits.catchup_prefetch_kbytes, encoding)?;
         let behind: Vec<PartitionOffset> = self.sub.cursors.iter().filter(|c| c.behind).map(Cursor::position).collect();
         reader.assign(&behind)?;
         self.catchup = Some(CatchUp { reader, _permit: permit });
@@ -350,27 +408,33 @@ impl<'a> Runner<'a> {
 
     /// Delivers one read of the catch-up reader if its cursor still wants it.
     async fn take_catchup(&mut self, read: Read) -> Result<(), Error> {
+        if let Some((topic, partition, offset)) = read.at() {
+            // Reads come in runs of one partition: the last cursor found is tried first.
+            let i = match self.last_read {
+                Some((ref last, p, i)) if p == partition && last == topic => i,
+                _ => {
+                    let Some(&i) = self.index.get(&(topic.clone(), partition)) else {
+                        return Ok(());
+                    };
+                    self.last_read = Some((topic.clone(), partition, i));
+                    i
+                }
+            };
+            let cursor = &mut self.sub.cursors[i];
+            // A prefetched record of a cursor that already switched, or one already delivered.
+            if !cursor.behind || offset < cursor.pos {
+                return Ok(());
+            }
+            cursor.pos = offset + 1;
+            self.batch_caught_up = true;
+        }
         match read {
             Read::Record(record) => {
-                // Reads come in runs of one partition: the last cursor found is tried first.
-                let i = match self.last_read {
-                    Some((ref topic, partition, i)) if partition == record.partition && *topic == record.topic => i,
-                    _ => {
-                        let Some(&i) = self.index.get(&(record.topic.clone(), record.partition)) else {
-                            return Ok(());
-                        };
-                        self.last_read = Some((record.topic.clone(), record.partition, i));
-                        i
-                    }
-                };
-                let cursor = &mut self.sub.cursors[i];
-                // A prefetched record of a cursor that already switched, or one already delivered.
-                if !cursor.behind || record.offset < cursor.pos {
-                    return Ok(());
-                }
-                cursor.pos = record.offset + 1;
-                self.batch_caught_up = true;
-                self.push(record, None);
+                self.push((record, None));
+                Ok(())
+            }
+            Read::Encoded { record, .. } => {
+                self.push_encoded(record);
                 Ok(())
             }
             Read::OutOfRange => self.check_retained().await,

@@ -1,10 +1,6 @@
 //! Every mapping between protobuf messages and the core's types, each written once.
 
-use tributary_core::{
-    filter::KeyFilter,
-    subscribe::{Event, Progress},
-    Error, Header, Output, PartitionOffset,
-};
+use tributary_core::{filter::KeyFilter, subscribe::Progress, Error, Header, Output, PartitionOffset};
 use tributary_wasm::{TranslatorInfo, TranslatorRef, VersionInfo};
 
 use crate::pb;
@@ -59,17 +55,11 @@ pub fn entry(output: Output) -> pb::SnapshotEntry {
     }
 }
 
-pub fn event(event: Event) -> pb::SubscribeResponse {
-    use pb::subscribe_response::Message;
-    let message = match event {
-        Event::Records(outputs) => {
-            Message::Records(pb::RecordBatch { records: outputs.into_iter().map(record).collect() })
-        }
-        Event::Progress(Progress { offsets, skipped_records }) => {
-            Message::Progress(pb::Progress { offsets: self::offsets(&offsets), skipped_records })
-        }
-    };
-    pb::SubscribeResponse { message: Some(message) }
+/// A subscription's progress as a `SubscribeResponse` (records are written by
+/// [`super::encode::SubscribeWire`]).
+pub fn progress(Progress { offsets, skipped_records }: Progress) -> pb::SubscribeResponse {
+    let progress = pb::Progress { offsets: self::offsets(&offsets), skipped_records };
+    pb::SubscribeResponse { message: Some(pb::subscribe_response::Message::Progress(progress)) }
 }
 
 /// A request's key filter (`None`: every key), checked.

@@ -4,22 +4,23 @@
 //!
 //! A `RecordBatch` is a sequence of `Record` messages, each framed by a tag and a length: a
 //! `SubscribeResponse` is written straight into the output buffer, record by record, with no
-//! protobuf structs and no per-record allocation. The tail buffer keeps each record's encoding
-//! (made by [`encode_record`] for the first subscriber that reads it), so a subscriber near the
-//! head costs a copy of the bytes into its HTTP/2 stream; other records (catch-up reads,
-//! translated outputs) are encoded in place, their lengths computed first. The bytes on the wire
-//! are exactly those of `tributary.v1.SubscribeResponse`: clients see no difference.
+//! protobuf structs and no per-record allocation. A's records sent as they are come encoded
+//! already by [`encode_record`]: the tail buffer keeps each record's encoding for every
+//! subscriber that reads it, and catch-up readers encode straight from librdkafka's buffers, so
+//! sending them costs a copy of their bytes into the HTTP/2 stream. Translated outputs are
+//! encoded in place, their lengths computed first. The bytes on the wire are exactly those of
+//! `tributary.v1.SubscribeResponse`: clients see no difference.
 //!
 //! This module knows protobuf's encoding, not tonic's codec: [`super::codec`] hands tonic's buffer
 //! to a [`Wire`] response, and [`super::routes`] decides which calls are answered that way.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use prost::{
     encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType},
     Message,
 };
 use tonic::Status;
-use tributary_core::{Output, Record};
+use tributary_core::{Encoded, Output, RecordRef};
 
 use crate::pb;
 
@@ -44,8 +45,10 @@ impl WireBuf for BytesMut {
 /// One `SubscribeResponse`, ready to write.
 #[derive(Debug)]
 pub enum SubscribeWire {
-    /// A `RecordBatch` of outputs, written with their shared encoding when they have one.
+    /// A `RecordBatch` of translated outputs (or records nothing encoded yet).
     Records(Vec<Output>),
+    /// A `RecordBatch` of A's records as they are, each encoded already.
+    Encoded(Vec<Encoded>),
     /// Any other response (progress), encoded as usual.
     Message(pb::SubscribeResponse),
 }
@@ -59,7 +62,7 @@ impl SubscribeWire {
     pub fn into_message(self) -> Result<pb::SubscribeResponse, Status> {
         match self {
             SubscribeWire::Message(m) => Ok(m),
-            SubscribeWire::Records(_) => {
+            SubscribeWire::Records(_) | SubscribeWire::Encoded(_) => {
                 let mut buf = BytesMut::new();
                 self.write(&mut buf);
                 pb::SubscribeResponse::decode(buf.freeze()).map_err(|e| Status::internal(e.to_string()))
@@ -67,8 +70,18 @@ impl SubscribeWire {
         }
     }
 
-    fn batch_len(lens: &[usize]) -> usize {
-        lens.iter().map(|len| key_len(RECORDS_FIELD) + encoded_len_varint(*len as u64) + len).sum()
+    /// Writes a `RecordBatch` of records of these encoded lengths, each written by `put`.
+    fn write_batch<B: WireBuf>(lens: &[usize], buf: &mut B, mut put: impl FnMut(usize, &mut B)) {
+        let batch_len: usize =
+            lens.iter().map(|len| key_len(RECORDS_FIELD) + encoded_len_varint(*len as u64) + len).sum();
+        buf.reserve(key_len(RECORDS_FIELD) + encoded_len_varint(batch_len as u64) + batch_len);
+        encode_key(RECORDS_FIELD, WireType::LengthDelimited, buf);
+        encode_varint(batch_len as u64, buf);
+        for (i, len) in lens.iter().enumerate() {
+            encode_key(RECORDS_FIELD, WireType::LengthDelimited, buf);
+            encode_varint(*len as u64, buf);
+            put(i, buf);
+        }
     }
 }
 
@@ -80,34 +93,27 @@ impl Wire for SubscribeWire {
                 m.encode_raw(buf)
             }
             SubscribeWire::Records(outputs) => {
-                let lens: Vec<usize> = outputs
-                    .iter()
-                    .map(|o| o.wire.as_ref().map_or_else(|| output_len(o, Presence::Optional), Bytes::len))
-                    .collect();
-                let batch_len = Self::batch_len(&lens);
-                buf.reserve(key_len(RECORDS_FIELD) + encoded_len_varint(batch_len as u64) + batch_len);
-                encode_key(RECORDS_FIELD, WireType::LengthDelimited, buf);
-                encode_varint(batch_len as u64, buf);
-                for (output, len) in outputs.iter().zip(lens) {
-                    encode_key(RECORDS_FIELD, WireType::LengthDelimited, buf);
-                    encode_varint(len as u64, buf);
-                    match &output.wire {
-                        Some(wire) => buf.put_slice(wire),
-                        None => put_output(output, Presence::Optional, buf),
-                    }
-                }
+                let lens: Vec<usize> = outputs.iter().map(|o| output_len(o, Presence::Optional)).collect();
+                Self::write_batch(&lens, buf, |i, buf| put_output(&outputs[i], Presence::Optional, buf));
+            }
+            SubscribeWire::Encoded(records) => {
+                let lens: Vec<usize> = records.iter().map(|r| r.wire.len()).collect();
+                Self::write_batch(&lens, buf, |i, buf| buf.put_slice(&records[i].wire));
             }
         }
     }
 }
 
-/// A's record as a `tributary.v1.Record` message, encoded directly (the same bytes as prost's
-/// encoding of [`crate::api::convert::record`]'s result, without building it).
-pub fn encode_record(r: &Record) -> Bytes {
-    let output = Output::untranslated(r.clone());
-    let mut buf = BytesMut::with_capacity(output_len(&output, Presence::Optional));
-    put_output(&output, Presence::Optional, &mut buf);
-    buf.freeze()
+/// A's record as a `tributary.v1.Record` message, appended to `buf` (the same bytes as prost's
+/// encoding of [`crate::api::convert::record`]'s result, without building it): the gateway's
+/// [`tributary_core::Encode`] for records sent as they are.
+pub fn encode_record(r: &RecordRef<'_>, buf: &mut BytesMut) {
+    let at = Coordinates::of(r);
+    let delivered = || (0, r.key, r.value, r.headers.iter().copied());
+    let (index, key, value, mut headers) = delivered();
+    buf.reserve(fields_len(&at, (index, key, value, &mut headers), Presence::Optional));
+    let (index, key, value, mut headers) = delivered();
+    put_fields(&at, (index, key, value, &mut headers), Presence::Optional, buf);
 }
 
 /// An output as a `tributary.v1.SnapshotEntry` message, appended to `buf`.
@@ -127,6 +133,25 @@ enum Presence {
 type Delivered<'a, 'i> =
     (u32, Option<&'a [u8]>, Option<&'a [u8]>, &'i mut dyn Iterator<Item = (&'a str, Option<&'a [u8]>)>);
 
+/// A's coordinates of a record or output: topic, partition, offset and timestamp.
+struct Coordinates<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    timestamp_ms: i64,
+}
+
+impl<'a> Coordinates<'a> {
+    fn of(r: &RecordRef<'a>) -> Self {
+        Self { topic: r.topic, partition: r.partition, offset: r.offset, timestamp_ms: r.timestamp_ms }
+    }
+
+    fn of_output(output: &'a Output) -> Self {
+        let s = &output.source;
+        Self { topic: &s.topic, partition: s.partition, offset: s.offset, timestamp_ms: s.timestamp_ms }
+    }
+}
+
 /// Calls `f` with what `output` delivers: its index, key, value and headers.
 fn with_delivered<R>(output: &Output, f: impl FnOnce(Delivered<'_, '_>) -> R) -> R {
     let source = &output.source;
@@ -143,13 +168,13 @@ fn with_delivered<R>(output: &Output, f: impl FnOnce(Delivered<'_, '_>) -> R) ->
 }
 
 fn put_output(output: &Output, presence: Presence, buf: &mut impl BufMut) {
-    with_delivered(output, |delivered| put_fields(&output.source, delivered, presence, buf))
+    with_delivered(output, |delivered| put_fields(&Coordinates::of_output(output), delivered, presence, buf))
 }
 
 /// The fields `Record` and `SnapshotEntry` share (same numbers and types): A's coordinates, the
 /// key, value and headers delivered, and which output of the source record this is.
 fn put_fields(
-    source: &Record,
+    source: &Coordinates<'_>,
     (index, key, value, headers): Delivered<'_, '_>,
     presence: Presence,
     buf: &mut impl BufMut,
@@ -181,11 +206,11 @@ fn put_fields(
 
 /// Encoded length of what [`put_output`] writes.
 fn output_len(output: &Output, presence: Presence) -> usize {
-    with_delivered(output, |delivered| fields_len(&output.source, delivered, presence))
+    with_delivered(output, |delivered| fields_len(&Coordinates::of_output(output), delivered, presence))
 }
 
 /// Encoded length of what [`put_fields`] writes, field by field in the same order.
-fn fields_len(source: &Record, (index, key, value, headers): Delivered<'_, '_>, presence: Presence) -> usize {
+fn fields_len(source: &Coordinates<'_>, (index, key, value, headers): Delivered<'_, '_>, presence: Presence) -> usize {
     let topic = if source.topic.is_empty() { 0 } else { bytes_len(1, source.topic.len()) };
     let coordinates = varint_len(2, source.partition as i64 as u64)
         + varint_len(3, source.offset as u64)
@@ -242,9 +267,15 @@ fn put_varint(tag: u32, value: u64, buf: &mut impl BufMut) {
 #[cfg(test)]
 mod tests {
 
-    use tributary_core::Payload;
+    use bytes::Bytes;
+    use tributary_core::{Payload, Record};
 
     use super::*;
+
+    /// A's record as the gateway sends it untranslated.
+    fn encoded(r: &Record) -> Encoded {
+        r.encode(&encode_record)
+    }
     use crate::api::convert;
 
     fn record(partition: i32, offset: i64, timestamp_ms: i64, key: Option<&[u8]>, value: Option<&[u8]>) -> Record {
@@ -266,7 +297,9 @@ mod tests {
         ];
         for r in cases {
             let expected = convert::record(Output::untranslated(r.clone())).encode_to_vec();
-            assert_eq!(encode_record(&r).as_ref(), expected.as_slice(), "{r:?}");
+            let written = encoded(&r).wire;
+            assert_eq!(written.as_ref(), expected.as_slice(), "{r:?}");
+            assert_eq!(written.len(), output_len(&Output::untranslated(r.clone()), Presence::Optional));
         }
     }
 
@@ -291,36 +324,38 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_of_encoded_records_is_a_subscribe_response() {
-        let source = record(2, 9, 5, Some(b"k"), Some(b"v"));
+    fn a_batch_of_outputs_or_of_encoded_records_is_a_subscribe_response() {
+        let headers: [(&str, Option<&[u8]>); 2] = [("h", Some(b"v")), ("n", None)];
+        let source = Record::new("t".into(), 2, 9, 5, Some(b"k"), Some(b"v"), &headers);
         let payload = Payload { key: None, value: Some(Bytes::from_static(b"B")), headers: vec![] };
         let translated = Output::translated(source.clone(), vec![Payload::default(), payload].into(), 1);
-        let outputs = [Output::untranslated(source.clone()), translated, Output::untranslated(source.clone())];
-        let expected = pb::SubscribeResponse {
+        let outputs = vec![Output::untranslated(source.clone()), translated, Output::untranslated(source.clone())];
+        let response = |outputs: &[Output]| pb::SubscribeResponse {
             message: Some(pb::subscribe_response::Message::Records(pb::RecordBatch {
                 records: outputs.iter().cloned().map(convert::record).collect(),
             })),
         };
-        let mut outputs = outputs.to_vec();
-        // The tail's shared encoding is sent as it is.
-        outputs[2].wire = Some(encode_record(&source));
         for output in &outputs {
             let mut alone = BytesMut::new();
             put_output(output, Presence::Optional, &mut alone);
             assert_eq!(output_len(output, Presence::Optional), alone.len(), "length computed = length written");
         }
-        let wire = SubscribeWire::Records(outputs);
+        let expected = response(&outputs);
         let mut written = BytesMut::new();
-        wire.write(&mut written);
+        SubscribeWire::Records(outputs).write(&mut written);
         assert_eq!(written.as_ref(), expected.encode_to_vec().as_slice());
         // One allocation of the exact length, reserved before writing (no growth steps).
         assert_eq!(written.capacity(), written.len());
-        let wire = SubscribeWire::Records(vec![Output::encoded(source.clone(), Some(encode_record(&source)))]);
-        assert_eq!(
-            wire.into_message().unwrap().message,
-            Some(pb::subscribe_response::Message::Records(pb::RecordBatch {
-                records: vec![convert::record(Output::untranslated(source))],
-            }))
-        );
+
+        // A's records sent as they are, encoded already: the same bytes as their outputs.
+        let other = record(0, 1 << 40, -1, None, Some(b""));
+        let untranslated = [Output::untranslated(source.clone()), Output::untranslated(other.clone())];
+        let wire = SubscribeWire::Encoded(vec![encoded(&source), encoded(&other)]);
+        let mut written = BytesMut::new();
+        wire.write(&mut written);
+        assert_eq!(written.as_ref(), response(&untranslated).encode_to_vec().as_slice());
+        assert_eq!(written.capacity(), written.len());
+        let wire = SubscribeWire::Encoded(vec![encoded(&source), encoded(&other)]);
+        assert_eq!(wire.into_message().unwrap(), response(&untranslated));
     }
 }

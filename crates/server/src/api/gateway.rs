@@ -313,14 +313,19 @@ impl GatewayService {
                 }
                 match event {
                     Ok(subscribe::Event::Records(outputs)) => {
-                        let count = outputs.len() as u64;
                         let bytes: usize = outputs.iter().map(tributary_core::Output::data_bytes).sum();
-                        records_delivered.increment(count);
+                        records_delivered.increment(outputs.len() as u64);
                         bytes_delivered.increment(bytes as u64);
                         // Encoded as tonic writes the response (encode::SubscribeWire).
                         Ok(SubscribeWire::Records(outputs))
                     }
-                    Ok(event) => Ok(SubscribeWire::Message(convert::event(event))),
+                    Ok(subscribe::Event::Encoded(records)) => {
+                        let bytes: usize = records.iter().map(|r| r.data_bytes).sum();
+                        records_delivered.increment(records.len() as u64);
+                        bytes_delivered.increment(bytes as u64);
+                        Ok(SubscribeWire::Encoded(records))
+                    }
+                    Ok(subscribe::Event::Progress(p)) => Ok(SubscribeWire::Message(convert::progress(p))),
                     Err(e) => Err(status(e)),
                 }
             })

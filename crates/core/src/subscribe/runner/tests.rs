@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -16,7 +16,7 @@ use crate::{
     error::{Error, TranslatorFailure},
     filter::KeyFilter,
     limits::Limits,
-    record::{Output, PartitionOffset, Payload, Record},
+    record::{Output, PartitionOffset, Payload, Record, RecordRef},
     source::{CatchUpReader, Partition, Read},
     subscribe::{Cursor, Event, Progress, Shared, Subscription},
     testing::{MemoryLog, MemoryReader},
@@ -65,7 +65,9 @@ impl Fixture {
             watermarks,
             catchup_pool: Arc::new(Semaphore::new(1)),
             shutdown,
-            wire: Some(Arc::new(|r: &Record| Bytes::copy_from_slice(&r.offset.to_be_bytes()))),
+            wire: Some(Arc::new(|r: &RecordRef<'_>, buf: &mut BytesMut| {
+                buf.extend_from_slice(&r.offset.to_be_bytes())
+            })),
         }
     }
 
@@ -89,8 +91,8 @@ fn limits(tail_max_records: usize, max_batch_records: usize) -> Limits {
 #[derive(Default)]
 struct Seen {
     offsets: Vec<i64>,
-    /// Offsets delivered with the tail's shared encoding.
-    encoded: Vec<i64>,
+    /// Records delivered as they are: their offsets and encodings.
+    encoded: Vec<(i64, Bytes)>,
     progress: Vec<Progress>,
     error: Option<Error>,
 }
@@ -108,9 +110,15 @@ impl Seen {
                 Some(Ok(Event::Records(records))) => {
                     assert!(!records.is_empty(), "an empty batch was sent");
                     self.offsets.extend(records.iter().map(|o: &Output| o.source.offset));
-                    for o in records.iter().filter(|o| o.wire.is_some()) {
-                        assert_eq!(o.wire.as_deref(), Some(&o.source.offset.to_be_bytes()[..]), "its own encoding");
-                        self.encoded.push(o.source.offset);
+                }
+                Some(Ok(Event::Encoded(records))) => {
+                    assert!(!records.is_empty(), "an empty batch was sent");
+                    for r in records {
+                        // The fixture's encoding: the offset.
+                        let offset = i64::from_be_bytes(r.wire[..].try_into().expect("8 bytes"));
+                        assert!(r.data_bytes > offset.to_string().len(), "key and value bytes");
+                        self.offsets.push(offset);
+                        self.encoded.push((offset, r.wire));
                     }
                 }
                 Some(Ok(Event::Progress(p))) => self.progress.push(p),
@@ -134,8 +142,12 @@ async fn switches_from_catch_up_to_the_tail_and_back_without_gap_or_duplicate() 
     let mut seen = Seen::default();
     seen.until(&mut rx, 20).await;
     assert_eq!(seen.offsets, (0..20).collect::<Vec<_>>());
-    assert!(seen.encoded.iter().all(|&o| o >= 15), "records read from Kafka have no shared encoding");
-    assert!(seen.encoded.ends_with(&[19]), "records read from the tail share its encoding: {:?}", seen.encoded);
+    assert_eq!(seen.encoded.len(), 20, "sent as they are, every record comes encoded");
+    // The tail's records come with the encoding the tail keeps for every subscriber.
+    let mut tail = Vec::new();
+    f.shard.read_tail(15, 5, usize::MAX, shared.wire.as_deref(), &mut tail);
+    let (offset, wire) = seen.encoded.last().unwrap();
+    assert_eq!((*offset, tail[4].1.as_ref().map(|w| w.as_ptr())), (19, Some(wire.as_ptr())));
     assert_eq!(f.log.opened.load(Ordering::SeqCst), 1, "one catch-up reader for the first 15 records");
     assert_eq!(shared.catchup_pool.available_permits(), 1, "the reader is closed once the cursor is on the tail");
 
@@ -252,7 +264,8 @@ async fn a_partition_taken_from_this_replica_ends_the_stream_unavailable_with_it
 fn reads_are_taken_in_bulk_within_a_count_and_a_byte_budget() {
     let record = |offset| Record::new("t".into(), 0, offset, 0, Some(b"k"), Some(&[b'v'; 100]), &[]);
     let log: BTreeMap<Partition, Vec<Record>> = [(("t".into(), 0), (0..10).map(record).collect())].into();
-    let reader = MemoryReader { records: Arc::new(Mutex::new(log)), assigned: Mutex::new(BTreeMap::new()) };
+    let reader =
+        MemoryReader { records: Arc::new(Mutex::new(log)), assigned: Mutex::new(BTreeMap::new()), encoding: None };
     reader.assign(&[PartitionOffset::new("t", 0, 0)]).unwrap();
     let offsets =
         |reads: &[Read]| reads.iter().map(|r| if let Read::Record(r) = r { r.offset } else { -1 }).collect::<Vec<_>>();
