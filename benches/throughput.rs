@@ -636,10 +636,12 @@ async fn main() {
         let mut gateway = Process::spawn(&[&large], &[]).await;
         large_table.row("gateway start to ready, 1 KiB records", started.elapsed());
         let mut client = connect(gateway.addr).await;
-        let started = Instant::now();
+        let (started, cpu_before) = (Instant::now(), cpu_seconds(gateway.child.id()));
         let request = pb::SubscribeRequest { from_offsets: from_start(&large, partitions), ..Default::default() };
         assert_eq!(follow(&mut client, request, &large_ends).await as usize, large_records);
         large_table.row("Subscribe from 0, 1 KiB records", started.elapsed());
+        let cpu = cpu_seconds(gateway.child.id()) - cpu_before;
+        println!("{:<52} {:>10.2}s of gateway CPU per million records", "", cpu / large_records as f64 * 1e6);
         gateway.kill();
     }
 
