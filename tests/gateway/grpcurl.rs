@@ -58,8 +58,16 @@ fn split(line: &str) -> Vec<String> {
 async fn documented_grpcurl_commands_work() {
     let topic = unique_topic("grpcurl");
     create_topic(&topic, 3).await;
-    let records: Vec<Out> =
-        (0..30).map(|i| Out::kv(&format!("assignment/{i}"), Some(&format!("{{\"id\":{i}}}")))).collect();
+    // Shaped as the demo producer writes them: the page's filters select some of them.
+    let records: Vec<Out> = (0..30)
+        .map(|i| {
+            let value = format!("{{\"id\":{i},\"status\":\"scheduled\"}}");
+            Out {
+                headers: vec![("source".into(), Some(b"system-a".to_vec()))],
+                ..Out::kv(&format!("assignment/{i}"), Some(&value))
+            }
+        })
+        .collect();
     produce(&topic, &records);
     let gateway = Gateway::start(&[&topic]).await;
     let subscription = unique_topic("b-media");
@@ -101,6 +109,11 @@ async fn documented_grpcurl_commands_work() {
             m if m.ends_with("/GetSnapshot") => {
                 assert!(stdout.contains("\"offsets\""), "{line}: {stdout}");
                 assert!(stdout.contains("\"last\": true"), "{line}: {stdout}");
+                if line.contains("\"/id\"") {
+                    // Entry keys are `assignment/…` (base64 `YXNzaWdubWVudC8…`); header keys are not.
+                    let entries = stdout.matches("\"key\": \"YXNzaWdubWVudC8").count();
+                    assert_eq!(entries, 3, "the filter selects ids 1, 2 and 3: {stdout}");
+                }
             }
             m if m.ends_with("/DescribeTopics") => assert!(stdout.contains(&topic), "{line}: {stdout}"),
             // Without sharding this gateway serves every partition.

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod checkpoint;
+mod filters;
 mod fleet;
 mod follow;
 mod grpcurl;

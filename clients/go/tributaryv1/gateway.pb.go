@@ -77,7 +77,7 @@ func (x OffsetsDetail_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use OffsetsDetail_Kind.Descriptor instead.
 func (OffsetsDetail_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{19, 0}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{22, 0}
 }
 
 // A position in a partition. `offset` names the *next* offset to read, as Kafka's committed
@@ -250,6 +250,188 @@ func (x *KeyFilter) GetPrefixes() [][]byte {
 	return nil
 }
 
+// Conditions on A's records beyond their keys, checked on A's records before any translation.
+// Every condition must hold (and the key filter's). At most 64 header and 64 field conditions,
+// 256 values per condition, 4096 bytes per key, pointer or value; a request over a bound fails
+// INVALID_ARGUMENT naming the field.
+type RecordFilter struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Headers []*HeaderCondition     `protobuf:"bytes,1,rep,name=headers,proto3" json:"headers,omitempty"`
+	Fields  []*FieldCondition      `protobuf:"bytes,2,rep,name=fields,proto3" json:"fields,omitempty"`
+	// What a Subscribe does with a keyed record that fails the conditions: by default it is left
+	// out (progress still moves past it), so a key whose value moves out of the selection keeps
+	// its last matching value in the follower's model. Set, it is delivered as a tombstone of its
+	// key (no value; coordinates and headers kept, translated like any tombstone), so that the
+	// follower's model holds exactly the keys whose latest record matches. A snapshot leaves out
+	// keys whose latest record fails either way.
+	TombstoneMismatches bool `protobuf:"varint,3,opt,name=tombstone_mismatches,json=tombstoneMismatches,proto3" json:"tombstone_mismatches,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *RecordFilter) Reset() {
+	*x = RecordFilter{}
+	mi := &file_tributary_v1_gateway_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordFilter) ProtoMessage() {}
+
+func (x *RecordFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_tributary_v1_gateway_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordFilter.ProtoReflect.Descriptor instead.
+func (*RecordFilter) Descriptor() ([]byte, []int) {
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RecordFilter) GetHeaders() []*HeaderCondition {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *RecordFilter) GetFields() []*FieldCondition {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+func (x *RecordFilter) GetTombstoneMismatches() bool {
+	if x != nil {
+		return x.TombstoneMismatches
+	}
+	return false
+}
+
+// A header of the record: present (any value, null included) when `any_of` is empty, else one
+// occurrence of it has one of these values (byte for byte).
+type HeaderCondition struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	AnyOf         [][]byte               `protobuf:"bytes,2,rep,name=any_of,json=anyOf,proto3" json:"any_of,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeaderCondition) Reset() {
+	*x = HeaderCondition{}
+	mi := &file_tributary_v1_gateway_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeaderCondition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeaderCondition) ProtoMessage() {}
+
+func (x *HeaderCondition) ProtoReflect() protoreflect.Message {
+	mi := &file_tributary_v1_gateway_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeaderCondition.ProtoReflect.Descriptor instead.
+func (*HeaderCondition) Descriptor() ([]byte, []int) {
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *HeaderCondition) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *HeaderCondition) GetAnyOf() [][]byte {
+	if x != nil {
+		return x.AnyOf
+	}
+	return nil
+}
+
+// A field of the record's value read as JSON, named by a JSON Pointer (RFC 6901): "/status",
+// "/owner/id", "/tags/0"; "" is the whole value; "~1" stands for "/" and "~0" for "~" inside a
+// name. The field exists (null included) when `any_of` is empty, else it equals one of these
+// JSON texts: "\"open\"" (a string, with its quotes), "42", "true", "null", "{\"a\":1}". Numbers
+// compare by value (1 equals 1.0), objects whatever their members' order. A value that is not
+// JSON, or has nothing at the pointer, fails; a tombstone (no value) passes field conditions.
+type FieldCondition struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pointer       string                 `protobuf:"bytes,1,opt,name=pointer,proto3" json:"pointer,omitempty"`
+	AnyOf         []string               `protobuf:"bytes,2,rep,name=any_of,json=anyOf,proto3" json:"any_of,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FieldCondition) Reset() {
+	*x = FieldCondition{}
+	mi := &file_tributary_v1_gateway_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FieldCondition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FieldCondition) ProtoMessage() {}
+
+func (x *FieldCondition) ProtoReflect() protoreflect.Message {
+	mi := &file_tributary_v1_gateway_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FieldCondition.ProtoReflect.Descriptor instead.
+func (*FieldCondition) Descriptor() ([]byte, []int) {
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *FieldCondition) GetPointer() string {
+	if x != nil {
+		return x.Pointer
+	}
+	return ""
+}
+
+func (x *FieldCondition) GetAnyOf() []string {
+	if x != nil {
+		return x.AnyOf
+	}
+	return nil
+}
+
 // Which of B's translators (see the Translators service) turns A's records into B's model, and
 // its configuration. Snapshot entries and streamed records go through the same translation.
 type TranslatorRef struct {
@@ -269,7 +451,7 @@ type TranslatorRef struct {
 
 func (x *TranslatorRef) Reset() {
 	*x = TranslatorRef{}
-	mi := &file_tributary_v1_gateway_proto_msgTypes[3]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -281,7 +463,7 @@ func (x *TranslatorRef) String() string {
 func (*TranslatorRef) ProtoMessage() {}
 
 func (x *TranslatorRef) ProtoReflect() protoreflect.Message {
-	mi := &file_tributary_v1_gateway_proto_msgTypes[3]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -294,7 +476,7 @@ func (x *TranslatorRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranslatorRef.ProtoReflect.Descriptor instead.
 func (*TranslatorRef) Descriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{3}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TranslatorRef) GetName() string {
@@ -335,7 +517,7 @@ type DescribeTopicsRequest struct {
 
 func (x *DescribeTopicsRequest) Reset() {
 	*x = DescribeTopicsRequest{}
-	mi := &file_tributary_v1_gateway_proto_msgTypes[4]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -347,7 +529,7 @@ func (x *DescribeTopicsRequest) String() string {
 func (*DescribeTopicsRequest) ProtoMessage() {}
 
 func (x *DescribeTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tributary_v1_gateway_proto_msgTypes[4]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -360,7 +542,7 @@ func (x *DescribeTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicsRequest.ProtoReflect.Descriptor instead.
 func (*DescribeTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{4}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DescribeTopicsRequest) GetTopics() []string {
@@ -388,7 +570,7 @@ type DescribeTopicsResponse struct {
 
 func (x *DescribeTopicsResponse) Reset() {
 	*x = DescribeTopicsResponse{}
-	mi := &file_tributary_v1_gateway_proto_msgTypes[5]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -400,7 +582,7 @@ func (x *DescribeTopicsResponse) String() string {
 func (*DescribeTopicsResponse) ProtoMessage() {}
 
 func (x *DescribeTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tributary_v1_gateway_proto_msgTypes[5]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -413,7 +595,7 @@ func (x *DescribeTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicsResponse.ProtoReflect.Descriptor instead.
 func (*DescribeTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{5}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DescribeTopicsResponse) GetTopics() []*TopicDescription {
@@ -454,7 +636,7 @@ type TopicDescription struct {
 
 func (x *TopicDescription) Reset() {
 	*x = TopicDescription{}
-	mi := &file_tributary_v1_gateway_proto_msgTypes[6]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -466,7 +648,7 @@ func (x *TopicDescription) String() string {
 func (*TopicDescription) ProtoMessage() {}
 
 func (x *TopicDescription) ProtoReflect() protoreflect.Message {
-	mi := &file_tributary_v1_gateway_proto_msgTypes[6]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -479,7 +661,7 @@ func (x *TopicDescription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicDescription.ProtoReflect.Descriptor instead.
 func (*TopicDescription) Descriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{6}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TopicDescription) GetName() string {
@@ -513,7 +695,7 @@ type PartitionDescription struct {
 
 func (x *PartitionDescription) Reset() {
 	*x = PartitionDescription{}
-	mi := &file_tributary_v1_gateway_proto_msgTypes[7]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -525,7 +707,7 @@ func (x *PartitionDescription) String() string {
 func (*PartitionDescription) ProtoMessage() {}
 
 func (x *PartitionDescription) ProtoReflect() protoreflect.Message {
-	mi := &file_tributary_v1_gateway_proto_msgTypes[7]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -538,7 +720,7 @@ func (x *PartitionDescription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionDescription.ProtoReflect.Descriptor instead.
 func (*PartitionDescription) Descriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{7}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PartitionDescription) GetPartition() int32 {
@@ -586,7 +768,7 @@ type GetTopologyRequest struct {
 
 func (x *GetTopologyRequest) Reset() {
 	*x = GetTopologyRequest{}
-	mi := &file_tributary_v1_gateway_proto_msgTypes[8]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -598,7 +780,7 @@ func (x *GetTopologyRequest) String() string {
 func (*GetTopologyRequest) ProtoMessage() {}
 
 func (x *GetTopologyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tributary_v1_gateway_proto_msgTypes[8]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -611,7 +793,7 @@ func (x *GetTopologyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTopologyRequest.ProtoReflect.Descriptor instead.
 func (*GetTopologyRequest) Descriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{8}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetTopologyRequest) GetTopics() []string {
@@ -639,7 +821,7 @@ type GetTopologyResponse struct {
 
 func (x *GetTopologyResponse) Reset() {
 	*x = GetTopologyResponse{}
-	mi := &file_tributary_v1_gateway_proto_msgTypes[9]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -651,7 +833,7 @@ func (x *GetTopologyResponse) String() string {
 func (*GetTopologyResponse) ProtoMessage() {}
 
 func (x *GetTopologyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tributary_v1_gateway_proto_msgTypes[9]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -664,7 +846,7 @@ func (x *GetTopologyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTopologyResponse.ProtoReflect.Descriptor instead.
 func (*GetTopologyResponse) Descriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{9}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetTopologyResponse) GetPartitions() []*PartitionOwner {
@@ -709,7 +891,7 @@ type PartitionOwner struct {
 
 func (x *PartitionOwner) Reset() {
 	*x = PartitionOwner{}
-	mi := &file_tributary_v1_gateway_proto_msgTypes[10]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -721,7 +903,7 @@ func (x *PartitionOwner) String() string {
 func (*PartitionOwner) ProtoMessage() {}
 
 func (x *PartitionOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_tributary_v1_gateway_proto_msgTypes[10]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -734,7 +916,7 @@ func (x *PartitionOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionOwner.ProtoReflect.Descriptor instead.
 func (*PartitionOwner) Descriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{10}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PartitionOwner) GetTopic() string {
@@ -775,14 +957,16 @@ type GetSnapshotRequest struct {
 	// server's maximum are lowered to it.
 	MaxChunkBytes uint32 `protobuf:"varint,3,opt,name=max_chunk_bytes,json=maxChunkBytes,proto3" json:"max_chunk_bytes,omitempty"`
 	// Translate every entry with this translator; entries then hold B's records.
-	Translator    *TranslatorRef `protobuf:"bytes,4,opt,name=translator,proto3" json:"translator,omitempty"`
+	Translator *TranslatorRef `protobuf:"bytes,4,opt,name=translator,proto3" json:"translator,omitempty"`
+	// Only keys whose latest record meets these conditions.
+	RecordFilter  *RecordFilter `protobuf:"bytes,5,opt,name=record_filter,json=recordFilter,proto3" json:"record_filter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetSnapshotRequest) Reset() {
 	*x = GetSnapshotRequest{}
-	mi := &file_tributary_v1_gateway_proto_msgTypes[11]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -794,7 +978,7 @@ func (x *GetSnapshotRequest) String() string {
 func (*GetSnapshotRequest) ProtoMessage() {}
 
 func (x *GetSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tributary_v1_gateway_proto_msgTypes[11]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -807,7 +991,7 @@ func (x *GetSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*GetSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{11}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetSnapshotRequest) GetTopics() []string {
@@ -838,6 +1022,13 @@ func (x *GetSnapshotRequest) GetTranslator() *TranslatorRef {
 	return nil
 }
 
+func (x *GetSnapshotRequest) GetRecordFilter() *RecordFilter {
+	if x != nil {
+		return x.RecordFilter
+	}
+	return nil
+}
+
 // One entry of the state: the last record of its key (tombstoned keys are absent).
 type SnapshotEntry struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -859,7 +1050,7 @@ type SnapshotEntry struct {
 
 func (x *SnapshotEntry) Reset() {
 	*x = SnapshotEntry{}
-	mi := &file_tributary_v1_gateway_proto_msgTypes[12]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +1062,7 @@ func (x *SnapshotEntry) String() string {
 func (*SnapshotEntry) ProtoMessage() {}
 
 func (x *SnapshotEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_tributary_v1_gateway_proto_msgTypes[12]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +1075,7 @@ func (x *SnapshotEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotEntry.ProtoReflect.Descriptor instead.
 func (*SnapshotEntry) Descriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{12}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SnapshotEntry) GetTopic() string {
@@ -960,7 +1151,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_tributary_v1_gateway_proto_msgTypes[13]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -972,7 +1163,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_tributary_v1_gateway_proto_msgTypes[13]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -985,7 +1176,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{13}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SnapshotChunk) GetOffsets() []*PartitionOffset {
@@ -1042,14 +1233,18 @@ type SubscribeRequest struct {
 	// Commit the delivered position of a named subscription at every progress message: records
 	// handed to the client count as done, so a client that crashes before it applies them loses
 	// them (at-most-once). Off by default: the client commits what it applied (at-least-once).
-	AutoCommit    bool `protobuf:"varint,8,opt,name=auto_commit,json=autoCommit,proto3" json:"auto_commit,omitempty"`
+	AutoCommit bool `protobuf:"varint,8,opt,name=auto_commit,json=autoCommit,proto3" json:"auto_commit,omitempty"`
+	// Only records that meet these conditions (see RecordFilter for keys whose value moves out of
+	// the selection); progress still advances past the others. Like the key filter, it holds for
+	// this stream only: a named subscription does not keep it.
+	RecordFilter  *RecordFilter `protobuf:"bytes,9,opt,name=record_filter,json=recordFilter,proto3" json:"record_filter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_tributary_v1_gateway_proto_msgTypes[14]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1061,7 +1256,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tributary_v1_gateway_proto_msgTypes[14]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1074,7 +1269,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{14}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SubscribeRequest) GetTopics() []string {
@@ -1133,6 +1328,13 @@ func (x *SubscribeRequest) GetAutoCommit() bool {
 	return false
 }
 
+func (x *SubscribeRequest) GetRecordFilter() *RecordFilter {
+	if x != nil {
+		return x.RecordFilter
+	}
+	return nil
+}
+
 // A Kafka record as A wrote it.
 type Record struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -1155,7 +1357,7 @@ type Record struct {
 
 func (x *Record) Reset() {
 	*x = Record{}
-	mi := &file_tributary_v1_gateway_proto_msgTypes[15]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1167,7 +1369,7 @@ func (x *Record) String() string {
 func (*Record) ProtoMessage() {}
 
 func (x *Record) ProtoReflect() protoreflect.Message {
-	mi := &file_tributary_v1_gateway_proto_msgTypes[15]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1180,7 +1382,7 @@ func (x *Record) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Record.ProtoReflect.Descriptor instead.
 func (*Record) Descriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{15}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Record) GetTopic() string {
@@ -1249,7 +1451,7 @@ type RecordBatch struct {
 
 func (x *RecordBatch) Reset() {
 	*x = RecordBatch{}
-	mi := &file_tributary_v1_gateway_proto_msgTypes[16]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1261,7 +1463,7 @@ func (x *RecordBatch) String() string {
 func (*RecordBatch) ProtoMessage() {}
 
 func (x *RecordBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_tributary_v1_gateway_proto_msgTypes[16]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1274,7 +1476,7 @@ func (x *RecordBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordBatch.ProtoReflect.Descriptor instead.
 func (*RecordBatch) Descriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{16}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RecordBatch) GetRecords() []*Record {
@@ -1298,7 +1500,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_tributary_v1_gateway_proto_msgTypes[17]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1310,7 +1512,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_tributary_v1_gateway_proto_msgTypes[17]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1323,7 +1525,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{17}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Progress) GetOffsets() []*PartitionOffset {
@@ -1353,7 +1555,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_tributary_v1_gateway_proto_msgTypes[18]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1365,7 +1567,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tributary_v1_gateway_proto_msgTypes[18]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1378,7 +1580,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{18}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SubscribeResponse) GetMessage() isSubscribeResponse_Message {
@@ -1435,7 +1637,7 @@ type OffsetsDetail struct {
 
 func (x *OffsetsDetail) Reset() {
 	*x = OffsetsDetail{}
-	mi := &file_tributary_v1_gateway_proto_msgTypes[19]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1447,7 +1649,7 @@ func (x *OffsetsDetail) String() string {
 func (*OffsetsDetail) ProtoMessage() {}
 
 func (x *OffsetsDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_tributary_v1_gateway_proto_msgTypes[19]
+	mi := &file_tributary_v1_gateway_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1460,7 +1662,7 @@ func (x *OffsetsDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetsDetail.ProtoReflect.Descriptor instead.
 func (*OffsetsDetail) Descriptor() ([]byte, []int) {
-	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{19}
+	return file_tributary_v1_gateway_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *OffsetsDetail) GetKind() OffsetsDetail_Kind {
@@ -1492,7 +1694,17 @@ const file_tributary_v1_gateway_proto_rawDesc = "" +
 	"\x06_value\"=\n" +
 	"\tKeyFilter\x12\x14\n" +
 	"\x05exact\x18\x01 \x03(\fR\x05exact\x12\x1a\n" +
-	"\bprefixes\x18\x02 \x03(\fR\bprefixes\"t\n" +
+	"\bprefixes\x18\x02 \x03(\fR\bprefixes\"\xb0\x01\n" +
+	"\fRecordFilter\x127\n" +
+	"\aheaders\x18\x01 \x03(\v2\x1d.tributary.v1.HeaderConditionR\aheaders\x124\n" +
+	"\x06fields\x18\x02 \x03(\v2\x1c.tributary.v1.FieldConditionR\x06fields\x121\n" +
+	"\x14tombstone_mismatches\x18\x03 \x01(\bR\x13tombstoneMismatches\":\n" +
+	"\x0fHeaderCondition\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x15\n" +
+	"\x06any_of\x18\x02 \x03(\fR\x05anyOf\"A\n" +
+	"\x0eFieldCondition\x12\x18\n" +
+	"\apointer\x18\x01 \x01(\tR\apointer\x12\x15\n" +
+	"\x06any_of\x18\x02 \x03(\tR\x05anyOf\"t\n" +
 	"\rTranslatorRef\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x16\n" +
@@ -1532,7 +1744,7 @@ const file_tributary_v1_gateway_proto_rawDesc = "" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x14\n" +
 	"\x05owner\x18\x03 \x01(\tR\x05owner\x12\x16\n" +
-	"\x06moving\x18\x04 \x01(\bR\x06moving\"\xc9\x01\n" +
+	"\x06moving\x18\x04 \x01(\bR\x06moving\"\x8a\x02\n" +
 	"\x12GetSnapshotRequest\x12\x16\n" +
 	"\x06topics\x18\x01 \x03(\tR\x06topics\x126\n" +
 	"\n" +
@@ -1540,7 +1752,8 @@ const file_tributary_v1_gateway_proto_rawDesc = "" +
 	"\x0fmax_chunk_bytes\x18\x03 \x01(\rR\rmaxChunkBytes\x12;\n" +
 	"\n" +
 	"translator\x18\x04 \x01(\v2\x1b.tributary.v1.TranslatorRefR\n" +
-	"translator\"\xf9\x01\n" +
+	"translator\x12?\n" +
+	"\rrecord_filter\x18\x05 \x01(\v2\x1a.tributary.v1.RecordFilterR\frecordFilter\"\xf9\x01\n" +
 	"\rSnapshotEntry\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
@@ -1554,7 +1767,7 @@ const file_tributary_v1_gateway_proto_rawDesc = "" +
 	"\aoffsets\x18\x01 \x03(\v2\x1d.tributary.v1.PartitionOffsetR\aoffsets\x125\n" +
 	"\aentries\x18\x02 \x03(\v2\x1b.tributary.v1.SnapshotEntryR\aentries\x12\x12\n" +
 	"\x04last\x18\x03 \x01(\bR\x04last\x12'\n" +
-	"\x0fskipped_records\x18\x04 \x01(\x04R\x0eskippedRecords\"\x95\x03\n" +
+	"\x0fskipped_records\x18\x04 \x01(\x04R\x0eskippedRecords\"\xd6\x03\n" +
 	"\x10SubscribeRequest\x12\x16\n" +
 	"\x06topics\x18\x01 \x03(\tR\x06topics\x12@\n" +
 	"\ffrom_offsets\x18\x02 \x03(\v2\x1d.tributary.v1.PartitionOffsetR\vfromOffsets\x126\n" +
@@ -1567,7 +1780,8 @@ const file_tributary_v1_gateway_proto_rawDesc = "" +
 	"\x11subscription_name\x18\x06 \x01(\tR\x10subscriptionName\x128\n" +
 	"\x18accept_translator_change\x18\a \x01(\bR\x16acceptTranslatorChange\x12\x1f\n" +
 	"\vauto_commit\x18\b \x01(\bR\n" +
-	"autoCommit\"\x8e\x02\n" +
+	"autoCommit\x12?\n" +
+	"\rrecord_filter\x18\t \x01(\v2\x1a.tributary.v1.RecordFilterR\frecordFilter\"\x8e\x02\n" +
 	"\x06Record\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
@@ -1617,62 +1831,69 @@ func file_tributary_v1_gateway_proto_rawDescGZIP() []byte {
 }
 
 var file_tributary_v1_gateway_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tributary_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_tributary_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_tributary_v1_gateway_proto_goTypes = []any{
 	(OffsetsDetail_Kind)(0),        // 0: tributary.v1.OffsetsDetail.Kind
 	(*PartitionOffset)(nil),        // 1: tributary.v1.PartitionOffset
 	(*Header)(nil),                 // 2: tributary.v1.Header
 	(*KeyFilter)(nil),              // 3: tributary.v1.KeyFilter
-	(*TranslatorRef)(nil),          // 4: tributary.v1.TranslatorRef
-	(*DescribeTopicsRequest)(nil),  // 5: tributary.v1.DescribeTopicsRequest
-	(*DescribeTopicsResponse)(nil), // 6: tributary.v1.DescribeTopicsResponse
-	(*TopicDescription)(nil),       // 7: tributary.v1.TopicDescription
-	(*PartitionDescription)(nil),   // 8: tributary.v1.PartitionDescription
-	(*GetTopologyRequest)(nil),     // 9: tributary.v1.GetTopologyRequest
-	(*GetTopologyResponse)(nil),    // 10: tributary.v1.GetTopologyResponse
-	(*PartitionOwner)(nil),         // 11: tributary.v1.PartitionOwner
-	(*GetSnapshotRequest)(nil),     // 12: tributary.v1.GetSnapshotRequest
-	(*SnapshotEntry)(nil),          // 13: tributary.v1.SnapshotEntry
-	(*SnapshotChunk)(nil),          // 14: tributary.v1.SnapshotChunk
-	(*SubscribeRequest)(nil),       // 15: tributary.v1.SubscribeRequest
-	(*Record)(nil),                 // 16: tributary.v1.Record
-	(*RecordBatch)(nil),            // 17: tributary.v1.RecordBatch
-	(*Progress)(nil),               // 18: tributary.v1.Progress
-	(*SubscribeResponse)(nil),      // 19: tributary.v1.SubscribeResponse
-	(*OffsetsDetail)(nil),          // 20: tributary.v1.OffsetsDetail
+	(*RecordFilter)(nil),           // 4: tributary.v1.RecordFilter
+	(*HeaderCondition)(nil),        // 5: tributary.v1.HeaderCondition
+	(*FieldCondition)(nil),         // 6: tributary.v1.FieldCondition
+	(*TranslatorRef)(nil),          // 7: tributary.v1.TranslatorRef
+	(*DescribeTopicsRequest)(nil),  // 8: tributary.v1.DescribeTopicsRequest
+	(*DescribeTopicsResponse)(nil), // 9: tributary.v1.DescribeTopicsResponse
+	(*TopicDescription)(nil),       // 10: tributary.v1.TopicDescription
+	(*PartitionDescription)(nil),   // 11: tributary.v1.PartitionDescription
+	(*GetTopologyRequest)(nil),     // 12: tributary.v1.GetTopologyRequest
+	(*GetTopologyResponse)(nil),    // 13: tributary.v1.GetTopologyResponse
+	(*PartitionOwner)(nil),         // 14: tributary.v1.PartitionOwner
+	(*GetSnapshotRequest)(nil),     // 15: tributary.v1.GetSnapshotRequest
+	(*SnapshotEntry)(nil),          // 16: tributary.v1.SnapshotEntry
+	(*SnapshotChunk)(nil),          // 17: tributary.v1.SnapshotChunk
+	(*SubscribeRequest)(nil),       // 18: tributary.v1.SubscribeRequest
+	(*Record)(nil),                 // 19: tributary.v1.Record
+	(*RecordBatch)(nil),            // 20: tributary.v1.RecordBatch
+	(*Progress)(nil),               // 21: tributary.v1.Progress
+	(*SubscribeResponse)(nil),      // 22: tributary.v1.SubscribeResponse
+	(*OffsetsDetail)(nil),          // 23: tributary.v1.OffsetsDetail
 }
 var file_tributary_v1_gateway_proto_depIdxs = []int32{
-	7,  // 0: tributary.v1.DescribeTopicsResponse.topics:type_name -> tributary.v1.TopicDescription
-	8,  // 1: tributary.v1.TopicDescription.partitions:type_name -> tributary.v1.PartitionDescription
-	11, // 2: tributary.v1.GetTopologyResponse.partitions:type_name -> tributary.v1.PartitionOwner
-	3,  // 3: tributary.v1.GetSnapshotRequest.key_filter:type_name -> tributary.v1.KeyFilter
-	4,  // 4: tributary.v1.GetSnapshotRequest.translator:type_name -> tributary.v1.TranslatorRef
-	2,  // 5: tributary.v1.SnapshotEntry.headers:type_name -> tributary.v1.Header
-	1,  // 6: tributary.v1.SnapshotChunk.offsets:type_name -> tributary.v1.PartitionOffset
-	13, // 7: tributary.v1.SnapshotChunk.entries:type_name -> tributary.v1.SnapshotEntry
-	1,  // 8: tributary.v1.SubscribeRequest.from_offsets:type_name -> tributary.v1.PartitionOffset
-	3,  // 9: tributary.v1.SubscribeRequest.key_filter:type_name -> tributary.v1.KeyFilter
-	4,  // 10: tributary.v1.SubscribeRequest.translator:type_name -> tributary.v1.TranslatorRef
-	2,  // 11: tributary.v1.Record.headers:type_name -> tributary.v1.Header
-	16, // 12: tributary.v1.RecordBatch.records:type_name -> tributary.v1.Record
-	1,  // 13: tributary.v1.Progress.offsets:type_name -> tributary.v1.PartitionOffset
-	17, // 14: tributary.v1.SubscribeResponse.records:type_name -> tributary.v1.RecordBatch
-	18, // 15: tributary.v1.SubscribeResponse.progress:type_name -> tributary.v1.Progress
-	0,  // 16: tributary.v1.OffsetsDetail.kind:type_name -> tributary.v1.OffsetsDetail.Kind
-	1,  // 17: tributary.v1.OffsetsDetail.offsets:type_name -> tributary.v1.PartitionOffset
-	5,  // 18: tributary.v1.Gateway.DescribeTopics:input_type -> tributary.v1.DescribeTopicsRequest
-	12, // 19: tributary.v1.Gateway.GetSnapshot:input_type -> tributary.v1.GetSnapshotRequest
-	15, // 20: tributary.v1.Gateway.Subscribe:input_type -> tributary.v1.SubscribeRequest
-	9,  // 21: tributary.v1.Gateway.GetTopology:input_type -> tributary.v1.GetTopologyRequest
-	6,  // 22: tributary.v1.Gateway.DescribeTopics:output_type -> tributary.v1.DescribeTopicsResponse
-	14, // 23: tributary.v1.Gateway.GetSnapshot:output_type -> tributary.v1.SnapshotChunk
-	19, // 24: tributary.v1.Gateway.Subscribe:output_type -> tributary.v1.SubscribeResponse
-	10, // 25: tributary.v1.Gateway.GetTopology:output_type -> tributary.v1.GetTopologyResponse
-	22, // [22:26] is the sub-list for method output_type
-	18, // [18:22] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	5,  // 0: tributary.v1.RecordFilter.headers:type_name -> tributary.v1.HeaderCondition
+	6,  // 1: tributary.v1.RecordFilter.fields:type_name -> tributary.v1.FieldCondition
+	10, // 2: tributary.v1.DescribeTopicsResponse.topics:type_name -> tributary.v1.TopicDescription
+	11, // 3: tributary.v1.TopicDescription.partitions:type_name -> tributary.v1.PartitionDescription
+	14, // 4: tributary.v1.GetTopologyResponse.partitions:type_name -> tributary.v1.PartitionOwner
+	3,  // 5: tributary.v1.GetSnapshotRequest.key_filter:type_name -> tributary.v1.KeyFilter
+	7,  // 6: tributary.v1.GetSnapshotRequest.translator:type_name -> tributary.v1.TranslatorRef
+	4,  // 7: tributary.v1.GetSnapshotRequest.record_filter:type_name -> tributary.v1.RecordFilter
+	2,  // 8: tributary.v1.SnapshotEntry.headers:type_name -> tributary.v1.Header
+	1,  // 9: tributary.v1.SnapshotChunk.offsets:type_name -> tributary.v1.PartitionOffset
+	16, // 10: tributary.v1.SnapshotChunk.entries:type_name -> tributary.v1.SnapshotEntry
+	1,  // 11: tributary.v1.SubscribeRequest.from_offsets:type_name -> tributary.v1.PartitionOffset
+	3,  // 12: tributary.v1.SubscribeRequest.key_filter:type_name -> tributary.v1.KeyFilter
+	7,  // 13: tributary.v1.SubscribeRequest.translator:type_name -> tributary.v1.TranslatorRef
+	4,  // 14: tributary.v1.SubscribeRequest.record_filter:type_name -> tributary.v1.RecordFilter
+	2,  // 15: tributary.v1.Record.headers:type_name -> tributary.v1.Header
+	19, // 16: tributary.v1.RecordBatch.records:type_name -> tributary.v1.Record
+	1,  // 17: tributary.v1.Progress.offsets:type_name -> tributary.v1.PartitionOffset
+	20, // 18: tributary.v1.SubscribeResponse.records:type_name -> tributary.v1.RecordBatch
+	21, // 19: tributary.v1.SubscribeResponse.progress:type_name -> tributary.v1.Progress
+	0,  // 20: tributary.v1.OffsetsDetail.kind:type_name -> tributary.v1.OffsetsDetail.Kind
+	1,  // 21: tributary.v1.OffsetsDetail.offsets:type_name -> tributary.v1.PartitionOffset
+	8,  // 22: tributary.v1.Gateway.DescribeTopics:input_type -> tributary.v1.DescribeTopicsRequest
+	15, // 23: tributary.v1.Gateway.GetSnapshot:input_type -> tributary.v1.GetSnapshotRequest
+	18, // 24: tributary.v1.Gateway.Subscribe:input_type -> tributary.v1.SubscribeRequest
+	12, // 25: tributary.v1.Gateway.GetTopology:input_type -> tributary.v1.GetTopologyRequest
+	9,  // 26: tributary.v1.Gateway.DescribeTopics:output_type -> tributary.v1.DescribeTopicsResponse
+	17, // 27: tributary.v1.Gateway.GetSnapshot:output_type -> tributary.v1.SnapshotChunk
+	22, // 28: tributary.v1.Gateway.Subscribe:output_type -> tributary.v1.SubscribeResponse
+	13, // 29: tributary.v1.Gateway.GetTopology:output_type -> tributary.v1.GetTopologyResponse
+	26, // [26:30] is the sub-list for method output_type
+	22, // [22:26] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_tributary_v1_gateway_proto_init() }
@@ -1681,8 +1902,8 @@ func file_tributary_v1_gateway_proto_init() {
 		return
 	}
 	file_tributary_v1_gateway_proto_msgTypes[1].OneofWrappers = []any{}
-	file_tributary_v1_gateway_proto_msgTypes[15].OneofWrappers = []any{}
-	file_tributary_v1_gateway_proto_msgTypes[18].OneofWrappers = []any{
+	file_tributary_v1_gateway_proto_msgTypes[18].OneofWrappers = []any{}
+	file_tributary_v1_gateway_proto_msgTypes[21].OneofWrappers = []any{
 		(*SubscribeResponse_Records)(nil),
 		(*SubscribeResponse_Progress)(nil),
 	}
@@ -1692,7 +1913,7 @@ func file_tributary_v1_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tributary_v1_gateway_proto_rawDesc), len(file_tributary_v1_gateway_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -296,6 +296,7 @@ impl<H: Handler, S: Store, F: Future> Follow<'_, H, S, F> {
                                 let request = pb::SubscribeRequest {
                                     from_offsets: from,
                                     key_filter: self.options.key_filter.clone(),
+                                    record_filter: self.options.record_filter.clone(),
                                     max_batch_records: self.options.max_batch_records,
                                     translator: self.options.translator.clone(),
                                     ..Default::default()

@@ -83,6 +83,10 @@ pub struct FollowOptions {
     pub topics: Vec<String>,
     pub translator: Option<pb::TranslatorRef>,
     pub key_filter: Option<pb::KeyFilter>,
+    /// Conditions on headers and JSON fields, for the snapshot and the stream alike; set
+    /// `tombstone_mismatches` to keep the handler's model at exactly the selection (see the
+    /// gateway's contract, "Selecting records").
+    pub record_filter: Option<pb::RecordFilter>,
     /// A durable subscription: the position is also committed to the gateway under this name, and
     /// with an empty store the follow resumes from the committed position.
     pub subscription_name: Option<String>,
@@ -101,6 +105,7 @@ impl FollowOptions {
             topics: topics.into_iter().map(Into::into).collect(),
             translator: None,
             key_filter: None,
+            record_filter: None,
             subscription_name: None,
             max_batch_records: 0,
             commit_interval: Duration::from_secs(1),
@@ -111,6 +116,12 @@ impl FollowOptions {
 
     pub fn translator(mut self, name: impl Into<String>, config: impl Into<String>) -> Self {
         self.translator = Some(pb::TranslatorRef { name: name.into(), config: config.into(), ..Default::default() });
+        self
+    }
+
+    /// Follows only the records that meet `filter` (see [`FollowOptions::record_filter`]).
+    pub fn record_filter(mut self, filter: pb::RecordFilter) -> Self {
+        self.record_filter = Some(filter);
         self
     }
 
@@ -270,6 +281,7 @@ impl<'a, H: Handler, S: Store, F: Future> Follow<'a, H, S, F> {
             topics: self.options.topics.clone(),
             from_offsets: from.map(Position::to_offsets).unwrap_or_default(),
             key_filter: self.options.key_filter.clone(),
+            record_filter: self.options.record_filter.clone(),
             max_batch_records: self.options.max_batch_records,
             translator: self.options.translator.clone(),
             subscription_name: name.to_string(),
@@ -301,6 +313,7 @@ impl<'a, H: Handler, S: Store, F: Future> Follow<'a, H, S, F> {
         let request = pb::GetSnapshotRequest {
             topics: self.options.topics.clone(),
             key_filter: self.options.key_filter.clone(),
+            record_filter: self.options.record_filter.clone(),
             translator: self.options.translator.clone(),
             ..Default::default()
         };

@@ -197,6 +197,45 @@ async fn follow_hands_off_from_snapshot_to_changes_with_no_gap_and_no_duplicate(
     });
 }
 
+/// A record filter with tombstones for mismatches: B's model is exactly the keys whose latest
+/// value is open, through the snapshot and the changes after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_filter_keeps_the_model_at_exactly_the_selection() {
+    let topic = kit::unique_topic("client-record-filter");
+    kit::create_topic(&topic, 2).await;
+    let orders = |round: usize| -> Vec<Out> {
+        (0..400)
+            .map(|i| {
+                let status = if (i * 7 + round) % 3 == 0 { "open" } else { "closed" };
+                Out::kv(&format!("order/{}", i % 50), Some(&format!(r#"{{"status":"{status}","round":{round}}}"#)))
+            })
+            .collect()
+    };
+    kit::produce(&topic, &orders(0));
+    let gateway = Gateway::start(&[&topic]).await;
+    let client = connect(&gateway).await;
+    let model = Shared::default();
+    let filter = pb::RecordFilter {
+        fields: vec![pb::FieldCondition { pointer: "/status".into(), any_of: vec![r#""open""#.into()] }],
+        tombstone_mismatches: true,
+        ..Default::default()
+    };
+    let options = FollowOptions::new([topic.as_str()]).record_filter(filter);
+    let running = start(&client, options, &model, MemoryStore::default());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    kit::produce(&topic, &orders(1));
+    caught_up(&model, &topic).await;
+    let (result, _) = running.stop().await;
+    result.unwrap();
+    let open: BTreeMap<Vec<u8>, Vec<u8>> =
+        rebuilt(&topic).into_iter().filter(|(_, v)| v.starts_with(br#"{"status":"open""#)).collect();
+    model.with(|m| {
+        assert!(!open.is_empty() && open.len() < 50);
+        assert!(!m.streamed.is_empty(), "changes followed the snapshot");
+        assert_eq!(m.state, open, "B's model holds exactly the open orders");
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_resumes_after_a_gateway_restart_losing_and_repeating_nothing() {
     let topic = kit::unique_topic("client-restart");

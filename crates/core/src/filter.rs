@@ -1,8 +1,59 @@
-//! The key filter shared by snapshots and subscriptions.
+//! The filters shared by snapshots and subscriptions: on keys ([`KeyFilter`]), and on headers
+//! and JSON fields of values ([`RecordFilter`]), together a [`Filter`].
 
 use bytes::Bytes;
 
-use crate::error::Error;
+use crate::{
+    error::Error,
+    record::{Record, RecordRef},
+};
+
+mod records;
+
+pub use records::{
+    FieldCondition, HeaderCondition, RecordFilter, Verdict, MAX_CONDITIONS, MAX_CONDITION_BYTES, MAX_VALUES,
+};
+
+/// Which of A's records a snapshot or a subscription delivers: those whose key the key filter
+/// matches and that meet the record filter's conditions (checked on A's records, before any
+/// translation).
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub keys: KeyFilter,
+    pub records: RecordFilter,
+}
+
+impl Filter {
+    /// What to do with `record`.
+    pub fn verdict(&self, record: &RecordRef<'_>) -> Verdict {
+        if !self.keys.matches(record.key) {
+            return Verdict::Skip;
+        }
+        if self.records.is_empty() {
+            return Verdict::Deliver;
+        }
+        let matches = self.records.matches(record.value, record.headers.iter().copied());
+        self.records.verdict(record.key, record.value, matches)
+    }
+
+    /// What to do with `record` (a record of the view).
+    pub fn verdict_of(&self, record: &Record) -> Verdict {
+        if !self.keys.matches(record.key()) {
+            return Verdict::Skip;
+        }
+        if self.records.is_empty() {
+            return Verdict::Deliver;
+        }
+        let matches = self.records.matches(record.value(), record.headers());
+        self.records.verdict(record.key(), record.value(), matches)
+    }
+
+    /// Whether a record of the state (a snapshot's entry) is in the selection: a key whose latest
+    /// record does not meet the conditions is left out, as if it were deleted.
+    pub fn selects(&self, record: &Record) -> bool {
+        self.keys.matches(record.key()) && self.records.matches(record.value(), record.headers())
+    }
+}
 
 /// Most keys and prefixes one filter may hold: the filter is checked on every record.
 pub const MAX_FILTER_KEYS: usize = 1_024;

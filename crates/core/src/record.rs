@@ -180,6 +180,13 @@ impl Record {
         })
     }
 
+    /// A tombstone of the record's key at its coordinates, with its headers: what a subscription
+    /// that deletes keys leaving its selection delivers in its place.
+    pub fn to_tombstone(&self) -> Record {
+        let headers: Vec<(&str, Option<&[u8]>)> = self.headers().collect();
+        Record::new(self.topic.clone(), self.partition, self.offset, self.timestamp_ms, self.key(), None, &headers)
+    }
+
     /// The record as `encoder` sends it.
     pub fn encode(&self, encoder: &dyn Encode) -> Encoded {
         let mut wire = BytesMut::new();

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use crate::{
     buffer::Weighed,
     error::Error,
-    filter::KeyFilter,
+    filter::{Filter, KeyFilter},
     record::{Output, PartitionOffset, Record},
     translate::Translation,
     view::{StateMap, TopicView, View},
@@ -73,12 +73,12 @@ impl Weighed for Result<SnapshotEvent, Error> {
 
 pub type EventSender = crate::buffer::Sender<Result<SnapshotEvent, Error>>;
 
-/// Streams the entries of `snapshot` that match `filter` into `tx`, in events of about
+/// Streams the entries of `snapshot` that `filter` selects into `tx`, in events of about
 /// `event_bytes` of record data. Ends with [`SnapshotEvent::End`], or an error (a translator's);
 /// stops early when the receiver is gone.
 pub async fn stream(
     snapshot: Snapshot,
-    filter: KeyFilter,
+    filter: Filter,
     translation: Option<Translation>,
     event_bytes: usize,
     tx: EventSender,
@@ -91,7 +91,7 @@ pub async fn stream(
 /// `Err(None)`: the receiver is gone; `Err(Some(e))`: the snapshot failed.
 async fn stream_entries(
     states: &[StateMap],
-    filter: &KeyFilter,
+    filter: &Filter,
     translation: Option<&Translation>,
     event_bytes: usize,
     tx: &EventSender,
@@ -101,7 +101,9 @@ async fn stream_entries(
     let mut pending_bytes = 0;
     let mut skipped = 0;
     for state in states {
-        for record in entries(state, filter) {
+        // A key whose latest record does not meet the record filter is not in the selection.
+        let selected = entries(state, &filter.keys).filter(|r| filter.records.is_empty() || filter.selects(r));
+        for record in selected {
             pending_bytes += record.size();
             pending.push(record.clone());
             if pending.len() >= batch_records || pending_bytes >= event_bytes {
@@ -254,7 +256,7 @@ mod tests {
             batch_records: 3,
         };
         let (tx, mut rx) = crate::buffer::channel(4, usize::MAX, &crate::buffer::Budget::new(usize::MAX));
-        tokio::spawn(stream(snapshot, KeyFilter::default(), Some(translation), 1 << 20, tx));
+        tokio::spawn(stream(snapshot, Filter::default(), Some(translation), 1 << 20, tx));
         let mut keys = Vec::new();
         loop {
             match rx.recv().await.expect("an End event").unwrap() {

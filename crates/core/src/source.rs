@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
+use bytes::BytesMut;
 use futures::future::BoxFuture;
 
 use crate::{
     error::Error,
-    filter::KeyFilter,
-    record::{Encoded, Encoder, PartitionOffset, Record},
+    filter::{Filter, Verdict},
+    record::{Encoded, Encoder, PartitionOffset, Record, RecordRef},
 };
 
 /// Earliest retained offset and latest offset (high watermark) of one partition.
@@ -40,7 +41,26 @@ pub trait Log: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Encoding {
     pub encoder: Encoder,
-    pub filter: KeyFilter,
+    pub filter: Filter,
+}
+
+impl Encoding {
+    /// Writes what the subscription delivers of `record` into `out`: its encoding, or that of a
+    /// tombstone of its key when the filter says so. Returns the record data bytes delivered, or
+    /// `None` (and writes nothing) when the filter leaves the record out.
+    pub fn encode(&self, record: &RecordRef<'_>, out: &mut BytesMut) -> Option<usize> {
+        let tombstone;
+        let record = match self.filter.verdict(record) {
+            Verdict::Skip => return None,
+            Verdict::Deliver => record,
+            Verdict::Tombstone => {
+                tombstone = RecordRef { value: None, ..*record };
+                &tombstone
+            }
+        };
+        self.encoder.encode(record, out);
+        Some(record.data_bytes())
+    }
 }
 
 /// What a catch-up reader read.

@@ -8,11 +8,12 @@ use std::{
     },
 };
 
+use bytes::BytesMut;
 use futures::future::BoxFuture;
 
 use crate::{
     error::Error,
-    record::{PartitionOffset, Record},
+    record::{Encoded, PartitionOffset, Record},
     source::{CatchUpReader, Encoding, Log, Partition, Read, Watermarks},
 };
 
@@ -63,11 +64,14 @@ impl MemoryReader {
                 *pos = r.offset + 1;
                 match &self.encoding {
                     None => return Some(Read::Record(r.clone())),
-                    Some(e) if e.filter.matches(r.key()) => {
-                        let (topic, partition, offset) = (r.topic.clone(), r.partition, r.offset);
-                        return Some(Read::Encoded { topic, partition, offset, record: r.encode(&*e.encoder) });
+                    Some(e) => {
+                        let mut wire = BytesMut::new();
+                        if let Some(data_bytes) = r.with_ref(|r| e.encode(r, &mut wire)) {
+                            let (topic, partition, offset) = (r.topic.clone(), r.partition, r.offset);
+                            let record = Encoded { wire: wire.freeze(), data_bytes };
+                            return Some(Read::Encoded { topic, partition, offset, record });
+                        }
                     }
-                    Some(_) => {}
                 }
             }
         }

@@ -105,7 +105,8 @@ impl Reader {
     /// reader has an encoding (`None` when its filter refuses the record: nothing is copied).
     fn take<M: Message>(&self, topics: &[Arc<str>], m: &M, chunk: &mut BytesMut) -> Option<Read> {
         let Some(encoding) = &self.encoding else { return Some(Read::Record(record_of(topics, m))) };
-        if !encoding.filter.matches(m.key()) {
+        // Most refusals cost no more than a look at the key.
+        if !encoding.filter.keys.matches(m.key()) {
             return None;
         }
         let topic = topic_of(topics, m);
@@ -116,9 +117,8 @@ impl Reader {
             if chunk.capacity() < room {
                 *chunk = BytesMut::with_capacity(room.max(ENCODE_CHUNK));
             }
-            encoding.encoder.encode(r, chunk);
-            r.data_bytes()
-        });
+            encoding.encode(r, chunk)
+        })?;
         let record = tributary_core::Encoded { wire: chunk.split().freeze(), data_bytes };
         Some(Read::Encoded { topic, partition: m.partition(), offset: m.offset(), record })
     }
@@ -367,7 +367,10 @@ mod tests {
     #[tokio::test]
     async fn an_encoding_reader_encodes_straight_from_librdkafka_and_leaves_out_what_the_filter_refuses() {
         use bytes::BytesMut;
-        use tributary_core::{filter::KeyFilter, Encoder, RecordRef};
+        use tributary_core::{
+            filter::{Filter, KeyFilter},
+            Encoder, RecordRef,
+        };
 
         let topic = testing::topic("encoded", 1);
         let headers: &[(&str, Option<&[u8]>)] = &[("null", None), ("empty", Some(b"")), ("full", Some(b"x"))];
@@ -395,7 +398,8 @@ mod tests {
             .collect();
         assert_eq!(expected.len(), 302, "a1, a2 and the a3s");
 
-        let filter = KeyFilter::new(vec![], vec![bytes::Bytes::from_static(b"a")], "filter").unwrap();
+        let keys = KeyFilter::new(vec![], vec![bytes::Bytes::from_static(b"a")], "filter").unwrap();
+        let filter = Filter { keys, ..Default::default() };
         let encoding = Encoding { encoder: encoder.clone(), filter };
         let reader = Kafka::new(&testing::config()).unwrap().catch_up(64, Some(encoding)).unwrap();
         reader.assign(&[PartitionOffset::new(&topic, 0, 0)]).unwrap();

@@ -23,7 +23,7 @@ pub use start::{plan, plan_offsets, Plan};
 use crate::{
     buffer::Weighed,
     error::Error,
-    filter::KeyFilter,
+    filter::Filter,
     limits::Limits,
     record::{Output, PartitionOffset},
     source::Log,
@@ -54,7 +54,7 @@ pub struct Shared {
 pub struct Subscription {
     pub topics: Vec<Arc<TopicView>>,
     pub cursors: Vec<Cursor>,
-    pub filter: KeyFilter,
+    pub filter: Filter,
     pub max_batch_records: usize,
     pub translation: Option<Translation>,
     /// Ends a named subscription's stream from outside.

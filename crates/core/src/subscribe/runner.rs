@@ -17,6 +17,7 @@ use super::{Cursor, Event, EventSender, Progress, Shared, Subscription};
 use crate::{
     error::Error,
     events,
+    filter::Verdict,
     record::{Encoded, Encoder, Output, PartitionOffset, Record},
     source::{CatchUpReader, Encoding, Read},
     view::{TailRead, TailRecord},
@@ -61,10 +62,11 @@ struct Runner<'a> {
     /// and a delivering layer that encodes): the tail's shared encodings, and catch-up reads
     /// encoded straight from the reader's buffers.
     encoder: Option<Encoder>,
-    /// Whether the batch holds records of the catch-up reader: their outcomes are not shared
-    /// (they are older than the head, where subscriptions meet), which costs a lookup and an
-    /// insertion per record for nothing.
-    batch_caught_up: bool,
+    /// Whether the batch's outcomes are the subscription's own, not shared with others: it
+    /// holds records of the catch-up reader (older than the head, where subscriptions meet;
+    /// sharing would cost a lookup and an insertion per record for nothing) or tombstones the
+    /// filter put in place of records.
+    batch_private: bool,
     max_bytes: usize,
     /// The position as of the last message the client was sent.
     sent: Vec<PartitionOffset>,
@@ -128,7 +130,7 @@ impl<'a> Runner<'a> {
             batch,
             batch_bytes: 0,
             encoder,
-            batch_caught_up: false,
+            batch_private: false,
             max_bytes: shared.limits.max_batch_bytes,
             sent: Vec::new(),
             skipped: 0,
@@ -149,12 +151,19 @@ impl<'a> Runner<'a> {
         self.batch.len() >= self.sub.max_batch_records || self.batch_bytes >= self.max_bytes
     }
 
-    /// Adds a record the filter matches to the batch, with its encoding when it is sent as it
-    /// is (the tail's shared one if it has one).
+    /// Adds a record to the batch as the filter has it (as it is, as a tombstone of its key, or
+    /// not at all), with its encoding when it is sent as it is (the tail's shared one if it has
+    /// one and the record is delivered as it is).
     fn push(&mut self, (record, wire): TailRecord) {
-        if !self.sub.filter.matches(record.key()) {
-            return;
-        }
+        let (record, wire) = match self.sub.filter.verdict_of(&record) {
+            Verdict::Skip => return,
+            Verdict::Deliver => (record, wire),
+            Verdict::Tombstone => {
+                // Not the record the translator's shared outcomes are of.
+                self.batch_private = true;
+                (record.to_tombstone(), None)
+            }
+        };
         self.batch_bytes += record.size();
         match (&mut self.batch, &self.encoder) {
             (Batch::Records(records), _) => records.push(record),
@@ -197,7 +206,7 @@ impl<'a> Runner<'a> {
             if !self.batch.is_empty() {
                 let batch = self.batch.take();
                 self.batch_bytes = 0;
-                let caught_up = std::mem::take(&mut self.batch_caught_up);
+                let private = std::mem::take(&mut self.batch_private);
                 let event = match (batch, &self.sub.translation) {
                     (Batch::Encoded(encoded), _) => Event::Encoded(encoded),
                     (Batch::Records(records), None) => {
@@ -205,7 +214,7 @@ impl<'a> Runner<'a> {
                     }
                     (Batch::Records(records), Some(t)) => {
                         let translated =
-                            if caught_up { t.translate(records).await? } else { t.translate_shared(records).await? };
+                            if private { t.translate(records).await? } else { t.translate_shared(records).await? };
                         self.skipped += translated.skipped;
                         Event::Records(translated.outputs)
                     }
@@ -426,7 +435,7 @@ impl<'a> Runner<'a> {
                 return Ok(());
             }
             cursor.pos = offset + 1;
-            self.batch_caught_up = true;
+            self.batch_private = true;
         }
         match read {
             Read::Record(record) => {

@@ -1,6 +1,10 @@
 //! Every mapping between protobuf messages and the core's types, each written once.
 
-use tributary_core::{filter::KeyFilter, subscribe::Progress, Error, Header, Output, PartitionOffset};
+use tributary_core::{
+    filter::{Filter, HeaderCondition, KeyFilter, RecordFilter},
+    subscribe::Progress,
+    Error, Header, Output, PartitionOffset,
+};
 use tributary_wasm::{TranslatorInfo, TranslatorRef, VersionInfo};
 
 use crate::pb;
@@ -68,6 +72,19 @@ pub fn key_filter(filter: Option<pb::KeyFilter>, field: &str) -> Result<KeyFilte
         None => Ok(KeyFilter::default()),
         Some(f) => KeyFilter::new(f.exact, f.prefixes, field),
     }
+}
+
+/// A request's record filter (`None`: no conditions), checked.
+pub fn record_filter(filter: Option<pb::RecordFilter>, field: &str) -> Result<RecordFilter, Error> {
+    let Some(f) = filter else { return Ok(RecordFilter::default()) };
+    let headers = f.headers.into_iter().map(|h| HeaderCondition { key: h.key, any_of: h.any_of }).collect();
+    let fields = f.fields.into_iter().map(|c| (c.pointer, c.any_of)).collect();
+    RecordFilter::new(headers, fields, f.tombstone_mismatches, field)
+}
+
+/// A request's key and record filters, checked.
+pub fn filter(keys: Option<pb::KeyFilter>, records: Option<pb::RecordFilter>) -> Result<Filter, Error> {
+    Ok(Filter { keys: key_filter(keys, "key_filter")?, records: record_filter(records, "record_filter")? })
 }
 
 pub fn translator_ref(r: pb::TranslatorRef) -> TranslatorRef {

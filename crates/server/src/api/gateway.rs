@@ -225,7 +225,7 @@ impl GatewayService {
         }
         let topics = self.view.requested(&request.topics, "topics")?;
         self.check_read(caller, topics.iter().map(|t| &*t.name))?;
-        let filter = convert::key_filter(request.key_filter, "key_filter")?;
+        let filter = convert::filter(request.key_filter, request.record_filter)?;
         let limits = &self.shared.limits;
         let max_chunk_bytes = requested_or_max(request.max_chunk_bytes as usize, limits.max_chunk_bytes);
         let translation = self.translation(caller, request.translator, "translator").await?;
@@ -254,6 +254,11 @@ impl GatewayService {
             check_subscription_name(&name, "subscription_name")?;
             self.auth.check(caller, Permission::OwnSubscription(&name))?;
         }
+        // Checked before anything is recorded under the name: bad input changes nothing.
+        let filter = convert::filter(request.key_filter, request.record_filter)?;
+        if request.auto_commit && name.is_empty() {
+            return Err(Error::invalid("auto_commit", "automatic commits need a `subscription_name` to commit under"));
+        }
         let from: Vec<_> = request.from_offsets.into_iter().map(convert::from_partition_offset).collect();
         let reference = request.translator.clone();
         let translation = self.translation(caller, request.translator, "translator").await?;
@@ -266,12 +271,8 @@ impl GatewayService {
                     .await?
             }
         };
-        if request.auto_commit && name.is_empty() {
-            return Err(Error::invalid("auto_commit", "automatic commits need a `subscription_name` to commit under"));
-        }
         let plan = subscribe::plan(&self.view, &topics, &from)?;
         self.check_read(caller, plan.topics.iter().map(|t| &*t.name))?;
-        let filter = convert::key_filter(request.key_filter, "key_filter")?;
         let limits = &self.shared.limits;
         let max_batch_records = requested_or_max(request.max_batch_records as usize, limits.max_batch_records);
         let cursors = plan.cursors(&self.shared.watermarks).await?;

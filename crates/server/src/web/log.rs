@@ -767,6 +767,7 @@ impl HttpLog {
         let event_bytes = limits.max_chunk_bytes;
         self.gateway.tasks.spawn(async move {
             let _permit = permit;
+            let filter = tributary_core::filter::Filter { keys: filter, ..Default::default() };
             snapshot::stream(taken, filter, translation, event_bytes, tx).await;
         });
         // The first event before the status: a translator that fails on the first entries (the

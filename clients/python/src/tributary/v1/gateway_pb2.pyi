@@ -33,6 +33,32 @@ class KeyFilter(_message.Message):
     prefixes: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, exact: _Optional[_Iterable[bytes]] = ..., prefixes: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
+class RecordFilter(_message.Message):
+    __slots__ = ("headers", "fields", "tombstone_mismatches")
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    TOMBSTONE_MISMATCHES_FIELD_NUMBER: _ClassVar[int]
+    headers: _containers.RepeatedCompositeFieldContainer[HeaderCondition]
+    fields: _containers.RepeatedCompositeFieldContainer[FieldCondition]
+    tombstone_mismatches: bool
+    def __init__(self, headers: _Optional[_Iterable[_Union[HeaderCondition, _Mapping]]] = ..., fields: _Optional[_Iterable[_Union[FieldCondition, _Mapping]]] = ..., tombstone_mismatches: bool = ...) -> None: ...
+
+class HeaderCondition(_message.Message):
+    __slots__ = ("key", "any_of")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    ANY_OF_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    any_of: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, key: _Optional[str] = ..., any_of: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class FieldCondition(_message.Message):
+    __slots__ = ("pointer", "any_of")
+    POINTER_FIELD_NUMBER: _ClassVar[int]
+    ANY_OF_FIELD_NUMBER: _ClassVar[int]
+    pointer: str
+    any_of: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, pointer: _Optional[str] = ..., any_of: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class TranslatorRef(_message.Message):
     __slots__ = ("name", "digest", "config", "skip_errors")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -116,16 +142,18 @@ class PartitionOwner(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., owner: _Optional[str] = ..., moving: bool = ...) -> None: ...
 
 class GetSnapshotRequest(_message.Message):
-    __slots__ = ("topics", "key_filter", "max_chunk_bytes", "translator")
+    __slots__ = ("topics", "key_filter", "max_chunk_bytes", "translator", "record_filter")
     TOPICS_FIELD_NUMBER: _ClassVar[int]
     KEY_FILTER_FIELD_NUMBER: _ClassVar[int]
     MAX_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
     TRANSLATOR_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FILTER_FIELD_NUMBER: _ClassVar[int]
     topics: _containers.RepeatedScalarFieldContainer[str]
     key_filter: KeyFilter
     max_chunk_bytes: int
     translator: TranslatorRef
-    def __init__(self, topics: _Optional[_Iterable[str]] = ..., key_filter: _Optional[_Union[KeyFilter, _Mapping]] = ..., max_chunk_bytes: _Optional[int] = ..., translator: _Optional[_Union[TranslatorRef, _Mapping]] = ...) -> None: ...
+    record_filter: RecordFilter
+    def __init__(self, topics: _Optional[_Iterable[str]] = ..., key_filter: _Optional[_Union[KeyFilter, _Mapping]] = ..., max_chunk_bytes: _Optional[int] = ..., translator: _Optional[_Union[TranslatorRef, _Mapping]] = ..., record_filter: _Optional[_Union[RecordFilter, _Mapping]] = ...) -> None: ...
 
 class SnapshotEntry(_message.Message):
     __slots__ = ("topic", "partition", "offset", "timestamp_ms", "key", "value", "headers", "output_index")
@@ -160,7 +188,7 @@ class SnapshotChunk(_message.Message):
     def __init__(self, offsets: _Optional[_Iterable[_Union[PartitionOffset, _Mapping]]] = ..., entries: _Optional[_Iterable[_Union[SnapshotEntry, _Mapping]]] = ..., last: bool = ..., skipped_records: _Optional[int] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("topics", "from_offsets", "key_filter", "max_batch_records", "translator", "subscription_name", "accept_translator_change", "auto_commit")
+    __slots__ = ("topics", "from_offsets", "key_filter", "max_batch_records", "translator", "subscription_name", "accept_translator_change", "auto_commit", "record_filter")
     TOPICS_FIELD_NUMBER: _ClassVar[int]
     FROM_OFFSETS_FIELD_NUMBER: _ClassVar[int]
     KEY_FILTER_FIELD_NUMBER: _ClassVar[int]
@@ -169,6 +197,7 @@ class SubscribeRequest(_message.Message):
     SUBSCRIPTION_NAME_FIELD_NUMBER: _ClassVar[int]
     ACCEPT_TRANSLATOR_CHANGE_FIELD_NUMBER: _ClassVar[int]
     AUTO_COMMIT_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FILTER_FIELD_NUMBER: _ClassVar[int]
     topics: _containers.RepeatedScalarFieldContainer[str]
     from_offsets: _containers.RepeatedCompositeFieldContainer[PartitionOffset]
     key_filter: KeyFilter
@@ -177,7 +206,8 @@ class SubscribeRequest(_message.Message):
     subscription_name: str
     accept_translator_change: bool
     auto_commit: bool
-    def __init__(self, topics: _Optional[_Iterable[str]] = ..., from_offsets: _Optional[_Iterable[_Union[PartitionOffset, _Mapping]]] = ..., key_filter: _Optional[_Union[KeyFilter, _Mapping]] = ..., max_batch_records: _Optional[int] = ..., translator: _Optional[_Union[TranslatorRef, _Mapping]] = ..., subscription_name: _Optional[str] = ..., accept_translator_change: bool = ..., auto_commit: bool = ...) -> None: ...
+    record_filter: RecordFilter
+    def __init__(self, topics: _Optional[_Iterable[str]] = ..., from_offsets: _Optional[_Iterable[_Union[PartitionOffset, _Mapping]]] = ..., key_filter: _Optional[_Union[KeyFilter, _Mapping]] = ..., max_batch_records: _Optional[int] = ..., translator: _Optional[_Union[TranslatorRef, _Mapping]] = ..., subscription_name: _Optional[str] = ..., accept_translator_change: bool = ..., auto_commit: bool = ..., record_filter: _Optional[_Union[RecordFilter, _Mapping]] = ...) -> None: ...
 
 class Record(_message.Message):
     __slots__ = ("topic", "partition", "offset", "timestamp_ms", "key", "value", "headers", "output_index")

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::run;
 use crate::{
     error::{Error, TranslatorFailure},
-    filter::KeyFilter,
+    filter::{Filter, KeyFilter},
     limits::Limits,
     record::{Output, PartitionOffset, Payload, Record, RecordRef},
     source::{CatchUpReader, Partition, Read},
@@ -71,7 +71,7 @@ impl Fixture {
         }
     }
 
-    fn subscription(&self, from: i64, filter: KeyFilter, translation: Option<Translation>) -> Subscription {
+    fn subscription(&self, from: i64, filter: Filter, translation: Option<Translation>) -> Subscription {
         Subscription {
             topics: vec![self.topic.clone()],
             cursors: vec![Cursor::new(self.shard.clone(), from)],
@@ -137,7 +137,7 @@ async fn switches_from_catch_up_to_the_tail_and_back_without_gap_or_duplicate() 
     let shared = f.shared();
     // Room for one message: the runner blocks while the client does not read.
     let (tx, mut rx) = crate::buffer::channel(1, usize::MAX, &crate::buffer::Budget::new(usize::MAX));
-    tokio::spawn(run(f.subscription(0, KeyFilter::default(), None), shared.clone(), tx));
+    tokio::spawn(run(f.subscription(0, Filter::default(), None), shared.clone(), tx));
 
     let mut seen = Seen::default();
     seen.until(&mut rx, 20).await;
@@ -164,7 +164,8 @@ async fn switches_from_catch_up_to_the_tail_and_back_without_gap_or_duplicate() 
 async fn progress_moves_past_filtered_out_records() {
     let f = Fixture::new(limits(100, 1000));
     f.append(0..10, "other");
-    let filter = KeyFilter::new(vec![Bytes::from_static(b"wanted")], vec![], "key_filter").unwrap();
+    let keys = KeyFilter::new(vec![Bytes::from_static(b"wanted")], vec![], "key_filter").unwrap();
+    let filter = Filter { keys, ..Default::default() };
     let (tx, mut rx) = crate::buffer::channel(16, usize::MAX, &crate::buffer::Budget::new(usize::MAX));
     tokio::spawn(run(f.subscription(0, filter, None), f.shared(), tx));
 
@@ -205,7 +206,7 @@ async fn an_error_mid_batch_resumes_from_what_was_sent() {
         batch_records: 100,
     };
     let (tx, mut rx) = crate::buffer::channel(16, usize::MAX, &crate::buffer::Budget::new(usize::MAX));
-    tokio::spawn(run(f.subscription(0, KeyFilter::default(), Some(translation)), f.shared(), tx));
+    tokio::spawn(run(f.subscription(0, Filter::default(), Some(translation)), f.shared(), tx));
 
     let mut seen = Seen::default();
     seen.until(&mut rx, 10).await;
@@ -226,7 +227,7 @@ async fn shutdown_ends_the_stream_with_its_resume_position() {
     f.append(0..3, "k");
     let shared = f.shared();
     let (tx, mut rx) = crate::buffer::channel(16, usize::MAX, &crate::buffer::Budget::new(usize::MAX));
-    tokio::spawn(run(f.subscription(0, KeyFilter::default(), None), shared.clone(), tx));
+    tokio::spawn(run(f.subscription(0, Filter::default(), None), shared.clone(), tx));
     let mut seen = Seen::default();
     seen.until(&mut rx, 3).await;
     shared.shutdown.cancel();
@@ -242,7 +243,7 @@ async fn a_partition_taken_from_this_replica_ends_the_stream_unavailable_with_it
     let f = Fixture::new(limits(100, 1000));
     f.append(0..4, "k");
     let (tx, mut rx) = crate::buffer::channel(16, usize::MAX, &crate::buffer::Budget::new(usize::MAX));
-    tokio::spawn(run(f.subscription(1, KeyFilter::default(), None), f.shared(), tx));
+    tokio::spawn(run(f.subscription(1, Filter::default(), None), f.shared(), tx));
     let mut seen = Seen::default();
     seen.until(&mut rx, 4).await;
     assert!(seen.error.is_none());

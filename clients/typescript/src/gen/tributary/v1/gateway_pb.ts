@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tributary/v1/gateway.proto.
  */
 export const file_tributary_v1_gateway: GenFile = /*@__PURE__*/
-  fileDesc("Chp0cmlidXRhcnkvdjEvZ2F0ZXdheS5wcm90bxIMdHJpYnV0YXJ5LnYxIkMKD1BhcnRpdGlvbk9mZnNldBINCgV0b3BpYxgBIAEoCRIRCglwYXJ0aXRpb24YAiABKAUSDgoGb2Zmc2V0GAMgASgDIjMKBkhlYWRlchILCgNrZXkYASABKAkSEgoFdmFsdWUYAiABKAxIAIgBAUIICgZfdmFsdWUiLAoJS2V5RmlsdGVyEg0KBWV4YWN0GAEgAygMEhAKCHByZWZpeGVzGAIgAygMIlIKDVRyYW5zbGF0b3JSZWYSDAoEbmFtZRgBIAEoCRIOCgZkaWdlc3QYAiABKAkSDgoGY29uZmlnGAMgASgJEhMKC3NraXBfZXJyb3JzGAQgASgIIicKFURlc2NyaWJlVG9waWNzUmVxdWVzdBIOCgZ0b3BpY3MYASADKAkiiwEKFkRlc2NyaWJlVG9waWNzUmVzcG9uc2USLgoGdG9waWNzGAEgAygLMh4udHJpYnV0YXJ5LnYxLlRvcGljRGVzY3JpcHRpb24SDQoFcmVhZHkYAiABKAgSFwoPa2Fma2FfcmVhY2hhYmxlGAMgASgIEhkKEXdhdGVybWFya3NfYWdlX21zGAQgASgDIlgKEFRvcGljRGVzY3JpcHRpb24SDAoEbmFtZRgBIAEoCRI2CgpwYXJ0aXRpb25zGAIgAygLMiIudHJpYnV0YXJ5LnYxLlBhcnRpdGlvbkRlc2NyaXB0aW9uInwKFFBhcnRpdGlvbkRlc2NyaXB0aW9uEhEKCXBhcnRpdGlvbhgBIAEoBRIXCg9lYXJsaWVzdF9vZmZzZXQYAiABKAMSFQoNbGF0ZXN0X29mZnNldBgDIAEoAxITCgt2aWV3X29mZnNldBgEIAEoAxIMCgRrZXlzGAUgASgEIiQKEkdldFRvcG9sb2d5UmVxdWVzdBIOCgZ0b3BpY3MYASADKAkifgoTR2V0VG9wb2xvZ3lSZXNwb25zZRIwCgpwYXJ0aXRpb25zGAEgAygLMhwudHJpYnV0YXJ5LnYxLlBhcnRpdGlvbk93bmVyEg8KB3NoYXJkZWQYAiABKAgSDwoHYWRkcmVzcxgDIAEoCRITCgtncm91cF9zdGF0ZRgEIAEoCSJRCg5QYXJ0aXRpb25Pd25lchINCgV0b3BpYxgBIAEoCRIRCglwYXJ0aXRpb24YAiABKAUSDQoFb3duZXIYAyABKAkSDgoGbW92aW5nGAQgASgIIpsBChJHZXRTbmFwc2hvdFJlcXVlc3QSDgoGdG9waWNzGAEgAygJEisKCmtleV9maWx0ZXIYAiABKAsyFy50cmlidXRhcnkudjEuS2V5RmlsdGVyEhcKD21heF9jaHVua19ieXRlcxgDIAEoDRIvCgp0cmFuc2xhdG9yGAQgASgLMhsudHJpYnV0YXJ5LnYxLlRyYW5zbGF0b3JSZWYisAEKDVNuYXBzaG90RW50cnkSDQoFdG9waWMYASABKAkSEQoJcGFydGl0aW9uGAIgASgFEg4KBm9mZnNldBgDIAEoAxIUCgx0aW1lc3RhbXBfbXMYBCABKAMSCwoDa2V5GAUgASgMEg0KBXZhbHVlGAYgASgMEiUKB2hlYWRlcnMYByADKAsyFC50cmlidXRhcnkudjEuSGVhZGVyEhQKDG91dHB1dF9pbmRleBgIIAEoDSKUAQoNU25hcHNob3RDaHVuaxIuCgdvZmZzZXRzGAEgAygLMh0udHJpYnV0YXJ5LnYxLlBhcnRpdGlvbk9mZnNldBIsCgdlbnRyaWVzGAIgAygLMhsudHJpYnV0YXJ5LnYxLlNuYXBzaG90RW50cnkSDAoEbGFzdBgDIAEoCBIXCg9za2lwcGVkX3JlY29yZHMYBCABKAQiogIKEFN1YnNjcmliZVJlcXVlc3QSDgoGdG9waWNzGAEgAygJEjMKDGZyb21fb2Zmc2V0cxgCIAMoCzIdLnRyaWJ1dGFyeS52MS5QYXJ0aXRpb25PZmZzZXQSKwoKa2V5X2ZpbHRlchgDIAEoCzIXLnRyaWJ1dGFyeS52MS5LZXlGaWx0ZXISGQoRbWF4X2JhdGNoX3JlY29yZHMYBCABKA0SLwoKdHJhbnNsYXRvchgFIAEoCzIbLnRyaWJ1dGFyeS52MS5UcmFuc2xhdG9yUmVmEhkKEXN1YnNjcmlwdGlvbl9uYW1lGAYgASgJEiAKGGFjY2VwdF90cmFuc2xhdG9yX2NoYW5nZRgHIAEoCBITCgthdXRvX2NvbW1pdBgIIAEoCCLFAQoGUmVjb3JkEg0KBXRvcGljGAEgASgJEhEKCXBhcnRpdGlvbhgCIAEoBRIOCgZvZmZzZXQYAyABKAMSFAoMdGltZXN0YW1wX21zGAQgASgDEhAKA2tleRgFIAEoDEgAiAEBEhIKBXZhbHVlGAYgASgMSAGIAQESJQoHaGVhZGVycxgHIAMoCzIULnRyaWJ1dGFyeS52MS5IZWFkZXISFAoMb3V0cHV0X2luZGV4GAggASgNQgYKBF9rZXlCCAoGX3ZhbHVlIjQKC1JlY29yZEJhdGNoEiUKB3JlY29yZHMYASADKAsyFC50cmlidXRhcnkudjEuUmVjb3JkIlMKCFByb2dyZXNzEi4KB29mZnNldHMYASADKAsyHS50cmlidXRhcnkudjEuUGFydGl0aW9uT2Zmc2V0EhcKD3NraXBwZWRfcmVjb3JkcxgCIAEoBCJ4ChFTdWJzY3JpYmVSZXNwb25zZRIsCgdyZWNvcmRzGAEgASgLMhkudHJpYnV0YXJ5LnYxLlJlY29yZEJhdGNoSAASKgoIcHJvZ3Jlc3MYAiABKAsyFi50cmlidXRhcnkudjEuUHJvZ3Jlc3NIAEIJCgdtZXNzYWdlIrMBCg1PZmZzZXRzRGV0YWlsEi4KBGtpbmQYASABKA4yIC50cmlidXRhcnkudjEuT2Zmc2V0c0RldGFpbC5LaW5kEi4KB29mZnNldHMYAiADKAsyHS50cmlidXRhcnkudjEuUGFydGl0aW9uT2Zmc2V0IkIKBEtpbmQSFAoQS0lORF9VTlNQRUNJRklFRBAAEgwKCEVBUkxJRVNUEAESCgoGUkVTVU1FEAISCgoGTEFURVNUEAMy2gIKB0dhdGV3YXkSWwoORGVzY3JpYmVUb3BpY3MSIy50cmlidXRhcnkudjEuRGVzY3JpYmVUb3BpY3NSZXF1ZXN0GiQudHJpYnV0YXJ5LnYxLkRlc2NyaWJlVG9waWNzUmVzcG9uc2USTgoLR2V0U25hcHNob3QSIC50cmlidXRhcnkudjEuR2V0U25hcHNob3RSZXF1ZXN0GhsudHJpYnV0YXJ5LnYxLlNuYXBzaG90Q2h1bmswARJOCglTdWJzY3JpYmUSHi50cmlidXRhcnkudjEuU3Vic2NyaWJlUmVxdWVzdBofLnRyaWJ1dGFyeS52MS5TdWJzY3JpYmVSZXNwb25zZTABElIKC0dldFRvcG9sb2d5EiAudHJpYnV0YXJ5LnYxLkdldFRvcG9sb2d5UmVxdWVzdBohLnRyaWJ1dGFyeS52MS5HZXRUb3BvbG9neVJlc3BvbnNlQkNaQWdpdGh1Yi5jb20vdHJpYnV0YXJ5L3RyaWJ1dGFyeS9jbGllbnRzL2dvL3RyaWJ1dGFyeXYxO3RyaWJ1dGFyeXYxYgZwcm90bzM");
+  fileDesc("Chp0cmlidXRhcnkvdjEvZ2F0ZXdheS5wcm90bxIMdHJpYnV0YXJ5LnYxIkMKD1BhcnRpdGlvbk9mZnNldBINCgV0b3BpYxgBIAEoCRIRCglwYXJ0aXRpb24YAiABKAUSDgoGb2Zmc2V0GAMgASgDIjMKBkhlYWRlchILCgNrZXkYASABKAkSEgoFdmFsdWUYAiABKAxIAIgBAUIICgZfdmFsdWUiLAoJS2V5RmlsdGVyEg0KBWV4YWN0GAEgAygMEhAKCHByZWZpeGVzGAIgAygMIooBCgxSZWNvcmRGaWx0ZXISLgoHaGVhZGVycxgBIAMoCzIdLnRyaWJ1dGFyeS52MS5IZWFkZXJDb25kaXRpb24SLAoGZmllbGRzGAIgAygLMhwudHJpYnV0YXJ5LnYxLkZpZWxkQ29uZGl0aW9uEhwKFHRvbWJzdG9uZV9taXNtYXRjaGVzGAMgASgIIi4KD0hlYWRlckNvbmRpdGlvbhILCgNrZXkYASABKAkSDgoGYW55X29mGAIgAygMIjEKDkZpZWxkQ29uZGl0aW9uEg8KB3BvaW50ZXIYASABKAkSDgoGYW55X29mGAIgAygJIlIKDVRyYW5zbGF0b3JSZWYSDAoEbmFtZRgBIAEoCRIOCgZkaWdlc3QYAiABKAkSDgoGY29uZmlnGAMgASgJEhMKC3NraXBfZXJyb3JzGAQgASgIIicKFURlc2NyaWJlVG9waWNzUmVxdWVzdBIOCgZ0b3BpY3MYASADKAkiiwEKFkRlc2NyaWJlVG9waWNzUmVzcG9uc2USLgoGdG9waWNzGAEgAygLMh4udHJpYnV0YXJ5LnYxLlRvcGljRGVzY3JpcHRpb24SDQoFcmVhZHkYAiABKAgSFwoPa2Fma2FfcmVhY2hhYmxlGAMgASgIEhkKEXdhdGVybWFya3NfYWdlX21zGAQgASgDIlgKEFRvcGljRGVzY3JpcHRpb24SDAoEbmFtZRgBIAEoCRI2CgpwYXJ0aXRpb25zGAIgAygLMiIudHJpYnV0YXJ5LnYxLlBhcnRpdGlvbkRlc2NyaXB0aW9uInwKFFBhcnRpdGlvbkRlc2NyaXB0aW9uEhEKCXBhcnRpdGlvbhgBIAEoBRIXCg9lYXJsaWVzdF9vZmZzZXQYAiABKAMSFQoNbGF0ZXN0X29mZnNldBgDIAEoAxITCgt2aWV3X29mZnNldBgEIAEoAxIMCgRrZXlzGAUgASgEIiQKEkdldFRvcG9sb2d5UmVxdWVzdBIOCgZ0b3BpY3MYASADKAkifgoTR2V0VG9wb2xvZ3lSZXNwb25zZRIwCgpwYXJ0aXRpb25zGAEgAygLMhwudHJpYnV0YXJ5LnYxLlBhcnRpdGlvbk93bmVyEg8KB3NoYXJkZWQYAiABKAgSDwoHYWRkcmVzcxgDIAEoCRITCgtncm91cF9zdGF0ZRgEIAEoCSJRCg5QYXJ0aXRpb25Pd25lchINCgV0b3BpYxgBIAEoCRIRCglwYXJ0aXRpb24YAiABKAUSDQoFb3duZXIYAyABKAkSDgoGbW92aW5nGAQgASgIIs4BChJHZXRTbmFwc2hvdFJlcXVlc3QSDgoGdG9waWNzGAEgAygJEisKCmtleV9maWx0ZXIYAiABKAsyFy50cmlidXRhcnkudjEuS2V5RmlsdGVyEhcKD21heF9jaHVua19ieXRlcxgDIAEoDRIvCgp0cmFuc2xhdG9yGAQgASgLMhsudHJpYnV0YXJ5LnYxLlRyYW5zbGF0b3JSZWYSMQoNcmVjb3JkX2ZpbHRlchgFIAEoCzIaLnRyaWJ1dGFyeS52MS5SZWNvcmRGaWx0ZXIisAEKDVNuYXBzaG90RW50cnkSDQoFdG9waWMYASABKAkSEQoJcGFydGl0aW9uGAIgASgFEg4KBm9mZnNldBgDIAEoAxIUCgx0aW1lc3RhbXBfbXMYBCABKAMSCwoDa2V5GAUgASgMEg0KBXZhbHVlGAYgASgMEiUKB2hlYWRlcnMYByADKAsyFC50cmlidXRhcnkudjEuSGVhZGVyEhQKDG91dHB1dF9pbmRleBgIIAEoDSKUAQoNU25hcHNob3RDaHVuaxIuCgdvZmZzZXRzGAEgAygLMh0udHJpYnV0YXJ5LnYxLlBhcnRpdGlvbk9mZnNldBIsCgdlbnRyaWVzGAIgAygLMhsudHJpYnV0YXJ5LnYxLlNuYXBzaG90RW50cnkSDAoEbGFzdBgDIAEoCBIXCg9za2lwcGVkX3JlY29yZHMYBCABKAQi1QIKEFN1YnNjcmliZVJlcXVlc3QSDgoGdG9waWNzGAEgAygJEjMKDGZyb21fb2Zmc2V0cxgCIAMoCzIdLnRyaWJ1dGFyeS52MS5QYXJ0aXRpb25PZmZzZXQSKwoKa2V5X2ZpbHRlchgDIAEoCzIXLnRyaWJ1dGFyeS52MS5LZXlGaWx0ZXISGQoRbWF4X2JhdGNoX3JlY29yZHMYBCABKA0SLwoKdHJhbnNsYXRvchgFIAEoCzIbLnRyaWJ1dGFyeS52MS5UcmFuc2xhdG9yUmVmEhkKEXN1YnNjcmlwdGlvbl9uYW1lGAYgASgJEiAKGGFjY2VwdF90cmFuc2xhdG9yX2NoYW5nZRgHIAEoCBITCgthdXRvX2NvbW1pdBgIIAEoCBIxCg1yZWNvcmRfZmlsdGVyGAkgASgLMhoudHJpYnV0YXJ5LnYxLlJlY29yZEZpbHRlciLFAQoGUmVjb3JkEg0KBXRvcGljGAEgASgJEhEKCXBhcnRpdGlvbhgCIAEoBRIOCgZvZmZzZXQYAyABKAMSFAoMdGltZXN0YW1wX21zGAQgASgDEhAKA2tleRgFIAEoDEgAiAEBEhIKBXZhbHVlGAYgASgMSAGIAQESJQoHaGVhZGVycxgHIAMoCzIULnRyaWJ1dGFyeS52MS5IZWFkZXISFAoMb3V0cHV0X2luZGV4GAggASgNQgYKBF9rZXlCCAoGX3ZhbHVlIjQKC1JlY29yZEJhdGNoEiUKB3JlY29yZHMYASADKAsyFC50cmlidXRhcnkudjEuUmVjb3JkIlMKCFByb2dyZXNzEi4KB29mZnNldHMYASADKAsyHS50cmlidXRhcnkudjEuUGFydGl0aW9uT2Zmc2V0EhcKD3NraXBwZWRfcmVjb3JkcxgCIAEoBCJ4ChFTdWJzY3JpYmVSZXNwb25zZRIsCgdyZWNvcmRzGAEgASgLMhkudHJpYnV0YXJ5LnYxLlJlY29yZEJhdGNoSAASKgoIcHJvZ3Jlc3MYAiABKAsyFi50cmlidXRhcnkudjEuUHJvZ3Jlc3NIAEIJCgdtZXNzYWdlIrMBCg1PZmZzZXRzRGV0YWlsEi4KBGtpbmQYASABKA4yIC50cmlidXRhcnkudjEuT2Zmc2V0c0RldGFpbC5LaW5kEi4KB29mZnNldHMYAiADKAsyHS50cmlidXRhcnkudjEuUGFydGl0aW9uT2Zmc2V0IkIKBEtpbmQSFAoQS0lORF9VTlNQRUNJRklFRBAAEgwKCEVBUkxJRVNUEAESCgoGUkVTVU1FEAISCgoGTEFURVNUEAMy2gIKB0dhdGV3YXkSWwoORGVzY3JpYmVUb3BpY3MSIy50cmlidXRhcnkudjEuRGVzY3JpYmVUb3BpY3NSZXF1ZXN0GiQudHJpYnV0YXJ5LnYxLkRlc2NyaWJlVG9waWNzUmVzcG9uc2USTgoLR2V0U25hcHNob3QSIC50cmlidXRhcnkudjEuR2V0U25hcHNob3RSZXF1ZXN0GhsudHJpYnV0YXJ5LnYxLlNuYXBzaG90Q2h1bmswARJOCglTdWJzY3JpYmUSHi50cmlidXRhcnkudjEuU3Vic2NyaWJlUmVxdWVzdBofLnRyaWJ1dGFyeS52MS5TdWJzY3JpYmVSZXNwb25zZTABElIKC0dldFRvcG9sb2d5EiAudHJpYnV0YXJ5LnYxLkdldFRvcG9sb2d5UmVxdWVzdBohLnRyaWJ1dGFyeS52MS5HZXRUb3BvbG9neVJlc3BvbnNlQkNaQWdpdGh1Yi5jb20vdHJpYnV0YXJ5L3RyaWJ1dGFyeS9jbGllbnRzL2dvL3RyaWJ1dGFyeXYxO3RyaWJ1dGFyeXYxYgZwcm90bzM");
 
 /**
  * A position in a partition. `offset` names the *next* offset to read, as Kafka's committed
@@ -97,6 +97,99 @@ export const KeyFilterSchema: GenMessage<KeyFilter> = /*@__PURE__*/
   messageDesc(file_tributary_v1_gateway, 2);
 
 /**
+ * Conditions on A's records beyond their keys, checked on A's records before any translation.
+ * Every condition must hold (and the key filter's). At most 64 header and 64 field conditions,
+ * 256 values per condition, 4096 bytes per key, pointer or value; a request over a bound fails
+ * INVALID_ARGUMENT naming the field.
+ *
+ * @generated from message tributary.v1.RecordFilter
+ */
+export type RecordFilter = Message<"tributary.v1.RecordFilter"> & {
+  /**
+   * @generated from field: repeated tributary.v1.HeaderCondition headers = 1;
+   */
+  headers: HeaderCondition[];
+
+  /**
+   * @generated from field: repeated tributary.v1.FieldCondition fields = 2;
+   */
+  fields: FieldCondition[];
+
+  /**
+   * What a Subscribe does with a keyed record that fails the conditions: by default it is left
+   * out (progress still moves past it), so a key whose value moves out of the selection keeps
+   * its last matching value in the follower's model. Set, it is delivered as a tombstone of its
+   * key (no value; coordinates and headers kept, translated like any tombstone), so that the
+   * follower's model holds exactly the keys whose latest record matches. A snapshot leaves out
+   * keys whose latest record fails either way.
+   *
+   * @generated from field: bool tombstone_mismatches = 3;
+   */
+  tombstoneMismatches: boolean;
+};
+
+/**
+ * Describes the message tributary.v1.RecordFilter.
+ * Use `create(RecordFilterSchema)` to create a new message.
+ */
+export const RecordFilterSchema: GenMessage<RecordFilter> = /*@__PURE__*/
+  messageDesc(file_tributary_v1_gateway, 3);
+
+/**
+ * A header of the record: present (any value, null included) when `any_of` is empty, else one
+ * occurrence of it has one of these values (byte for byte).
+ *
+ * @generated from message tributary.v1.HeaderCondition
+ */
+export type HeaderCondition = Message<"tributary.v1.HeaderCondition"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * @generated from field: repeated bytes any_of = 2;
+   */
+  anyOf: Uint8Array[];
+};
+
+/**
+ * Describes the message tributary.v1.HeaderCondition.
+ * Use `create(HeaderConditionSchema)` to create a new message.
+ */
+export const HeaderConditionSchema: GenMessage<HeaderCondition> = /*@__PURE__*/
+  messageDesc(file_tributary_v1_gateway, 4);
+
+/**
+ * A field of the record's value read as JSON, named by a JSON Pointer (RFC 6901): "/status",
+ * "/owner/id", "/tags/0"; "" is the whole value; "~1" stands for "/" and "~0" for "~" inside a
+ * name. The field exists (null included) when `any_of` is empty, else it equals one of these
+ * JSON texts: "\"open\"" (a string, with its quotes), "42", "true", "null", "{\"a\":1}". Numbers
+ * compare by value (1 equals 1.0), objects whatever their members' order. A value that is not
+ * JSON, or has nothing at the pointer, fails; a tombstone (no value) passes field conditions.
+ *
+ * @generated from message tributary.v1.FieldCondition
+ */
+export type FieldCondition = Message<"tributary.v1.FieldCondition"> & {
+  /**
+   * @generated from field: string pointer = 1;
+   */
+  pointer: string;
+
+  /**
+   * @generated from field: repeated string any_of = 2;
+   */
+  anyOf: string[];
+};
+
+/**
+ * Describes the message tributary.v1.FieldCondition.
+ * Use `create(FieldConditionSchema)` to create a new message.
+ */
+export const FieldConditionSchema: GenMessage<FieldCondition> = /*@__PURE__*/
+  messageDesc(file_tributary_v1_gateway, 5);
+
+/**
  * Which of B's translators (see the Translators service) turns A's records into B's model, and
  * its configuration. Snapshot entries and streamed records go through the same translation.
  *
@@ -138,7 +231,7 @@ export type TranslatorRef = Message<"tributary.v1.TranslatorRef"> & {
  * Use `create(TranslatorRefSchema)` to create a new message.
  */
 export const TranslatorRefSchema: GenMessage<TranslatorRef> = /*@__PURE__*/
-  messageDesc(file_tributary_v1_gateway, 3);
+  messageDesc(file_tributary_v1_gateway, 6);
 
 /**
  * @generated from message tributary.v1.DescribeTopicsRequest
@@ -157,7 +250,7 @@ export type DescribeTopicsRequest = Message<"tributary.v1.DescribeTopicsRequest"
  * Use `create(DescribeTopicsRequestSchema)` to create a new message.
  */
 export const DescribeTopicsRequestSchema: GenMessage<DescribeTopicsRequest> = /*@__PURE__*/
-  messageDesc(file_tributary_v1_gateway, 4);
+  messageDesc(file_tributary_v1_gateway, 7);
 
 /**
  * @generated from message tributary.v1.DescribeTopicsResponse
@@ -198,7 +291,7 @@ export type DescribeTopicsResponse = Message<"tributary.v1.DescribeTopicsRespons
  * Use `create(DescribeTopicsResponseSchema)` to create a new message.
  */
 export const DescribeTopicsResponseSchema: GenMessage<DescribeTopicsResponse> = /*@__PURE__*/
-  messageDesc(file_tributary_v1_gateway, 5);
+  messageDesc(file_tributary_v1_gateway, 8);
 
 /**
  * @generated from message tributary.v1.TopicDescription
@@ -220,7 +313,7 @@ export type TopicDescription = Message<"tributary.v1.TopicDescription"> & {
  * Use `create(TopicDescriptionSchema)` to create a new message.
  */
 export const TopicDescriptionSchema: GenMessage<TopicDescription> = /*@__PURE__*/
-  messageDesc(file_tributary_v1_gateway, 6);
+  messageDesc(file_tributary_v1_gateway, 9);
 
 /**
  * @generated from message tributary.v1.PartitionDescription
@@ -265,7 +358,7 @@ export type PartitionDescription = Message<"tributary.v1.PartitionDescription"> 
  * Use `create(PartitionDescriptionSchema)` to create a new message.
  */
 export const PartitionDescriptionSchema: GenMessage<PartitionDescription> = /*@__PURE__*/
-  messageDesc(file_tributary_v1_gateway, 7);
+  messageDesc(file_tributary_v1_gateway, 10);
 
 /**
  * @generated from message tributary.v1.GetTopologyRequest
@@ -284,7 +377,7 @@ export type GetTopologyRequest = Message<"tributary.v1.GetTopologyRequest"> & {
  * Use `create(GetTopologyRequestSchema)` to create a new message.
  */
 export const GetTopologyRequestSchema: GenMessage<GetTopologyRequest> = /*@__PURE__*/
-  messageDesc(file_tributary_v1_gateway, 8);
+  messageDesc(file_tributary_v1_gateway, 11);
 
 /**
  * @generated from message tributary.v1.GetTopologyResponse
@@ -326,7 +419,7 @@ export type GetTopologyResponse = Message<"tributary.v1.GetTopologyResponse"> & 
  * Use `create(GetTopologyResponseSchema)` to create a new message.
  */
 export const GetTopologyResponseSchema: GenMessage<GetTopologyResponse> = /*@__PURE__*/
-  messageDesc(file_tributary_v1_gateway, 9);
+  messageDesc(file_tributary_v1_gateway, 12);
 
 /**
  * @generated from message tributary.v1.PartitionOwner
@@ -362,7 +455,7 @@ export type PartitionOwner = Message<"tributary.v1.PartitionOwner"> & {
  * Use `create(PartitionOwnerSchema)` to create a new message.
  */
 export const PartitionOwnerSchema: GenMessage<PartitionOwner> = /*@__PURE__*/
-  messageDesc(file_tributary_v1_gateway, 10);
+  messageDesc(file_tributary_v1_gateway, 13);
 
 /**
  * @generated from message tributary.v1.GetSnapshotRequest
@@ -396,6 +489,13 @@ export type GetSnapshotRequest = Message<"tributary.v1.GetSnapshotRequest"> & {
    * @generated from field: tributary.v1.TranslatorRef translator = 4;
    */
   translator?: TranslatorRef | undefined;
+
+  /**
+   * Only keys whose latest record meets these conditions.
+   *
+   * @generated from field: tributary.v1.RecordFilter record_filter = 5;
+   */
+  recordFilter?: RecordFilter | undefined;
 };
 
 /**
@@ -403,7 +503,7 @@ export type GetSnapshotRequest = Message<"tributary.v1.GetSnapshotRequest"> & {
  * Use `create(GetSnapshotRequestSchema)` to create a new message.
  */
 export const GetSnapshotRequestSchema: GenMessage<GetSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_tributary_v1_gateway, 11);
+  messageDesc(file_tributary_v1_gateway, 14);
 
 /**
  * One entry of the state: the last record of its key (tombstoned keys are absent).
@@ -464,7 +564,7 @@ export type SnapshotEntry = Message<"tributary.v1.SnapshotEntry"> & {
  * Use `create(SnapshotEntrySchema)` to create a new message.
  */
 export const SnapshotEntrySchema: GenMessage<SnapshotEntry> = /*@__PURE__*/
-  messageDesc(file_tributary_v1_gateway, 12);
+  messageDesc(file_tributary_v1_gateway, 15);
 
 /**
  * @generated from message tributary.v1.SnapshotChunk
@@ -504,7 +604,7 @@ export type SnapshotChunk = Message<"tributary.v1.SnapshotChunk"> & {
  * Use `create(SnapshotChunkSchema)` to create a new message.
  */
 export const SnapshotChunkSchema: GenMessage<SnapshotChunk> = /*@__PURE__*/
-  messageDesc(file_tributary_v1_gateway, 13);
+  messageDesc(file_tributary_v1_gateway, 16);
 
 /**
  * @generated from message tributary.v1.SubscribeRequest
@@ -574,6 +674,15 @@ export type SubscribeRequest = Message<"tributary.v1.SubscribeRequest"> & {
    * @generated from field: bool auto_commit = 8;
    */
   autoCommit: boolean;
+
+  /**
+   * Only records that meet these conditions (see RecordFilter for keys whose value moves out of
+   * the selection); progress still advances past the others. Like the key filter, it holds for
+   * this stream only: a named subscription does not keep it.
+   *
+   * @generated from field: tributary.v1.RecordFilter record_filter = 9;
+   */
+  recordFilter?: RecordFilter | undefined;
 };
 
 /**
@@ -581,7 +690,7 @@ export type SubscribeRequest = Message<"tributary.v1.SubscribeRequest"> & {
  * Use `create(SubscribeRequestSchema)` to create a new message.
  */
 export const SubscribeRequestSchema: GenMessage<SubscribeRequest> = /*@__PURE__*/
-  messageDesc(file_tributary_v1_gateway, 14);
+  messageDesc(file_tributary_v1_gateway, 17);
 
 /**
  * A Kafka record as A wrote it.
@@ -644,7 +753,7 @@ export type Record = Message<"tributary.v1.Record"> & {
  * Use `create(RecordSchema)` to create a new message.
  */
 export const RecordSchema: GenMessage<Record> = /*@__PURE__*/
-  messageDesc(file_tributary_v1_gateway, 15);
+  messageDesc(file_tributary_v1_gateway, 18);
 
 /**
  * @generated from message tributary.v1.RecordBatch
@@ -663,7 +772,7 @@ export type RecordBatch = Message<"tributary.v1.RecordBatch"> & {
  * Use `create(RecordBatchSchema)` to create a new message.
  */
 export const RecordBatchSchema: GenMessage<RecordBatch> = /*@__PURE__*/
-  messageDesc(file_tributary_v1_gateway, 16);
+  messageDesc(file_tributary_v1_gateway, 19);
 
 /**
  * The position to resume from: for every partition of the subscription, the next offset not yet
@@ -691,7 +800,7 @@ export type Progress = Message<"tributary.v1.Progress"> & {
  * Use `create(ProgressSchema)` to create a new message.
  */
 export const ProgressSchema: GenMessage<Progress> = /*@__PURE__*/
-  messageDesc(file_tributary_v1_gateway, 17);
+  messageDesc(file_tributary_v1_gateway, 20);
 
 /**
  * @generated from message tributary.v1.SubscribeResponse
@@ -720,7 +829,7 @@ export type SubscribeResponse = Message<"tributary.v1.SubscribeResponse"> & {
  * Use `create(SubscribeResponseSchema)` to create a new message.
  */
 export const SubscribeResponseSchema: GenMessage<SubscribeResponse> = /*@__PURE__*/
-  messageDesc(file_tributary_v1_gateway, 18);
+  messageDesc(file_tributary_v1_gateway, 21);
 
 /**
  * Attached (as google.protobuf.Any in the google.rpc.Status details) to errors that carry
@@ -746,7 +855,7 @@ export type OffsetsDetail = Message<"tributary.v1.OffsetsDetail"> & {
  * Use `create(OffsetsDetailSchema)` to create a new message.
  */
 export const OffsetsDetailSchema: GenMessage<OffsetsDetail> = /*@__PURE__*/
-  messageDesc(file_tributary_v1_gateway, 19);
+  messageDesc(file_tributary_v1_gateway, 22);
 
 /**
  * @generated from enum tributary.v1.OffsetsDetail.Kind
@@ -783,7 +892,7 @@ export enum OffsetsDetail_Kind {
  * Describes the enum tributary.v1.OffsetsDetail.Kind.
  */
 export const OffsetsDetail_KindSchema: GenEnum<OffsetsDetail_Kind> = /*@__PURE__*/
-  enumDesc(file_tributary_v1_gateway, 19, 0);
+  enumDesc(file_tributary_v1_gateway, 22, 0);
 
 /**
  * The gateway between A's Kafka topics and B.
