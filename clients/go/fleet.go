@@ -367,6 +367,7 @@ func (f *follower) fleetStreams(ctx context.Context, topology *pb.GetTopologyRes
 		req := &pb.SubscribeRequest{
 			FromOffsets:     from,
 			KeyFilter:       f.opts.KeyFilter.proto(),
+			RecordFilter:    f.opts.RecordFilter.proto(),
 			MaxBatchRecords: f.opts.MaxBatchRecords,
 			Translator:      f.opts.Translator.proto(),
 		}

@@ -45,6 +45,48 @@ func (k *KeyFilter) proto() *pb.KeyFilter {
 	return &pb.KeyFilter{Exact: k.Exact, Prefixes: k.Prefixes}
 }
 
+// RecordFilter keeps the records that meet every condition (checked on the gateway, on A's
+// records, before translation). A streamed keyed record that fails is left out by default, so a
+// key whose value moves out of the selection keeps its last matching value; with
+// TombstoneMismatches it is delivered as a tombstone of its key, so the model holds exactly the
+// keys whose latest record matches. A snapshot leaves out keys whose latest record fails either
+// way. See docs/contract.md, "Selecting records: key and record filters".
+type RecordFilter struct {
+	Headers             []HeaderCondition
+	Fields              []FieldCondition
+	TombstoneMismatches bool
+}
+
+// HeaderCondition holds when the record has header Key (any value, null included) if AnyOf is
+// empty, else when one occurrence of it has one of these values (byte for byte).
+type HeaderCondition struct {
+	Key   string
+	AnyOf [][]byte
+}
+
+// FieldCondition holds when the record's value, read as JSON, has a field at the JSON Pointer
+// (RFC 6901: "/status", "/owner/id"; "" is the whole value) if AnyOf is empty, else when that
+// field equals one of these JSON texts: `"open"` (a string, with its quotes), `42`, `null`.
+// A tombstone passes field conditions.
+type FieldCondition struct {
+	Pointer string
+	AnyOf   []string
+}
+
+func (r *RecordFilter) proto() *pb.RecordFilter {
+	if r == nil {
+		return nil
+	}
+	out := &pb.RecordFilter{TombstoneMismatches: r.TombstoneMismatches}
+	for _, h := range r.Headers {
+		out.Headers = append(out.Headers, &pb.HeaderCondition{Key: h.Key, AnyOf: h.AnyOf})
+	}
+	for _, c := range r.Fields {
+		out.Fields = append(out.Fields, &pb.FieldCondition{Pointer: c.Pointer, AnyOf: c.AnyOf})
+	}
+	return out
+}
+
 // Handler is B's side of a follow: its state.
 type Handler interface {
 	// Reset forgets all state: a snapshot follows.
@@ -60,6 +102,8 @@ type FollowOptions struct {
 	Topics     []string
 	Translator *TranslatorRef
 	KeyFilter  *KeyFilter
+	// Only records whose headers and JSON fields meet these conditions.
+	RecordFilter *RecordFilter
 	// A durable subscription's name: the position is also committed to the gateway under this
 	// name, and a follow that starts with an empty store resumes from the committed position.
 	SubscriptionName string
@@ -279,9 +323,10 @@ func (f *follower) readSnapshot(ctx context.Context, client *Client, reset bool)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := client.Gateway.GetSnapshot(ctx, &pb.GetSnapshotRequest{
-		Topics:     f.opts.Topics,
-		KeyFilter:  f.opts.KeyFilter.proto(),
-		Translator: f.opts.Translator.proto(),
+		Topics:       f.opts.Topics,
+		KeyFilter:    f.opts.KeyFilter.proto(),
+		RecordFilter: f.opts.RecordFilter.proto(),
+		Translator:   f.opts.Translator.proto(),
 	})
 	if err != nil {
 		return nil, err
@@ -330,6 +375,7 @@ func (f *follower) subscribe(ctx context.Context, resume bool) error {
 	req := &pb.SubscribeRequest{
 		Topics:           f.opts.Topics,
 		KeyFilter:        f.opts.KeyFilter.proto(),
+		RecordFilter:     f.opts.RecordFilter.proto(),
 		MaxBatchRecords:  f.opts.MaxBatchRecords,
 		Translator:       f.opts.Translator.proto(),
 		SubscriptionName: f.opts.SubscriptionName,

@@ -242,3 +242,24 @@ func TestChangePresence(t *testing.T) {
 		t.Errorf("an empty snapshot value is a tombstone: %+v", c)
 	}
 }
+
+// The filters become their messages; nil is no filter.
+func TestFilterProto(t *testing.T) {
+	var none *RecordFilter
+	if none.proto() != nil {
+		t.Error("a nil RecordFilter is not a nil message")
+	}
+	f := &RecordFilter{
+		Headers:             []HeaderCondition{{Key: "type"}, {Key: "v", AnyOf: [][]byte{[]byte("1"), {}}}},
+		Fields:              []FieldCondition{{Pointer: "/status", AnyOf: []string{`"open"`}}, {Pointer: "/owner/id"}},
+		TombstoneMismatches: true,
+	}
+	want := &pb.RecordFilter{
+		Headers:             []*pb.HeaderCondition{{Key: "type"}, {Key: "v", AnyOf: [][]byte{[]byte("1"), {}}}},
+		Fields:              []*pb.FieldCondition{{Pointer: "/status", AnyOf: []string{`"open"`}}, {Pointer: "/owner/id"}},
+		TombstoneMismatches: true,
+	}
+	if got := f.proto(); !proto.Equal(got, want) {
+		t.Errorf("RecordFilter.proto() = %v, want %v", got, want)
+	}
+}

@@ -1,19 +1,23 @@
-"""Translators, TLS and tokens, decoded error details, durable subscriptions."""
+"""Translators, TLS and tokens, decoded error details, durable subscriptions, key and record filters."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import random
 import subprocess
+import threading
+import time
 import uuid
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import grpc
 import pytest
 
 from conftest import REPO, TRANSLATORS, Recorder, Running, sha256_file, wait_for, wait_ready
-from tributary import Follower, KeyFilter, MemoryStore, Position, Translator, TributaryError
+from tributary import (FieldCondition, Follower, KeyFilter, MemoryStore, Position, RecordFilter, Translator,
+                       TributaryError)
 from tributary.errors import from_rpc_error
 from tributary.v1 import gateway_pb2, subscriptions_pb2, translators_pb2
 
@@ -296,6 +300,123 @@ def test_key_filter(kafka, gateway_factory, connect) -> None:
     running.stop()
     assert recorder.snapshot_state() == {b"keep/1": b"1", b"exact": b"3", b"keep/2": b"5"}
     assert [c.offset for c in recorder.stream_changes] == [4]
+
+
+
+class FirstSaveStore(MemoryStore):
+    """A memory store that remembers its first save: a snapshot's position."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first: Optional[Position] = None
+
+    def save(self, position: Position) -> None:
+        if self.first is None:
+            self.first = Position(position)
+        super().save(position)
+
+
+def is_open(value: bytes) -> bool:
+    """The record filter's condition, computed here: a JSON object whose "status" is "open"."""
+    try:
+        doc = json.loads(value)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and doc.get("status") == "open"
+
+
+def test_record_filter_tombstone_mismatches(kafka, gateway_factory, connect) -> None:
+    """Keys move in and out of the selection before and during the follow: with
+    tombstone_mismatches the model holds exactly the keys whose latest value is open."""
+    topic = kafka.topic(partitions=2)
+    keys = [f"item/{i}".encode() for i in range(50)]
+    rng = random.Random(29)
+    counter = [0]
+
+    def value(status: str) -> bytes:
+        counter[0] += 1
+        return json.dumps({"status": status, "n": counter[0]}).encode()
+
+    def batch(n: int, tombstones: bool) -> List[Tuple[Optional[bytes], Optional[bytes]]]:
+        out: List[Tuple[Optional[bytes], Optional[bytes]]] = []
+        for _ in range(n):
+            roll = rng.random()
+            if roll < 0.05:
+                out.append((rng.choice(keys), b"not json"))  # fails: not JSON
+            elif roll < 0.10:
+                out.append((rng.choice(keys), b'{"state": "open"}'))  # fails: no /status
+            elif tombstones and roll < 0.15:
+                out.append((rng.choice(keys), None))  # a tombstone passes field conditions
+            else:
+                out.append((rng.choice(keys), value(rng.choice(["open", "closed"]))))
+        return out
+
+    kafka.produce(topic, [(k, value(rng.choice(["open", "closed"]))) for k in keys] + batch(200, True))
+    gateway = gateway_factory([topic])
+    client = connect(gateway.address)
+    wait_ready(client, [topic])
+
+    recorder, store = Recorder(), FirstSaveStore()
+    record_filter = RecordFilter(fields=[FieldCondition("/status", ['"open"'])], tombstone_mismatches=True)
+    follower = Follower(client, [topic], recorder, store=store, record_filter=record_filter, max_batch_records=20)
+    snapshot_taken = threading.Event()
+
+    def produce() -> None:
+        # No tombstones from A while following: every streamed tombstone is a mismatch.
+        for round_ in range(15):
+            kafka.produce(topic, batch(20, False))
+            if round_ == 3:
+                snapshot_taken.wait(20)
+            time.sleep(0.03)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    running = Running(follower)
+    wait_for(lambda: follower.position is not None, 20, "the snapshot")
+    snapshot_taken.set()
+    producer.join(60)
+    assert not producer.is_alive()
+    end = kafka.high_watermarks(topic)
+    wait_for(lambda: running.reached(end), 30, "the follower to reach the end")
+    running.stop()
+
+    expected: Dict[bytes, bytes] = {k: v for k, v in kafka.rebuild(topic).items() if is_open(v)}
+    assert 0 < len(expected) < len(keys)
+    assert recorder.resets == 1
+    assert recorder.snapshot_state() == expected
+    assert recorder.snapshot_changes and all(c.value is not None and is_open(c.value) for c in recorder.snapshot_changes)
+    # Every keyed record after the snapshot comes: a match as it is, a mismatch as a tombstone.
+    assert store.first is not None
+    streamed: Dict[Tuple[str, int], List[int]] = {tp: [] for tp in end}
+    for t, p, o in recorder.streamed_offsets():
+        streamed[(t, p)].append(o)
+    assert streamed == {tp: list(range(store.first[tp], stop)) for tp, stop in end.items()}
+    assert any(c.value is None for c in recorder.stream_changes)
+    assert all(c.value is None or is_open(c.value) for c in recorder.stream_changes)
+
+
+def test_bad_record_filter(kafka, gateway_factory, connect) -> None:
+    topic = kafka.topic(partitions=1)
+    kafka.produce(topic, [(b"k", b'{"status": "open"}')])
+    gateway = gateway_factory([topic])
+    client = connect(gateway.address)
+    wait_ready(client, [topic])
+    bad = RecordFilter(fields=[FieldCondition("status", ['"open"'])])  # no leading "/"
+
+    recorder = Recorder()
+    with pytest.raises(TributaryError) as info:
+        Follower(client, [topic], recorder, record_filter=bad).run()
+    error = info.value
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert [f for f, _ in error.field_violations] == ["record_filter.fields[0].pointer"]
+    assert error.field_violations[0][1]
+    assert recorder.resets == 0
+
+    # Subscribe checks it the same way.
+    sub = rpc_error(lambda: client.gateway.Subscribe(
+        gateway_pb2.SubscribeRequest(topics=[topic], record_filter=bad.to_proto()), timeout=10))
+    assert (sub.code, sub.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert [f for f, _ in sub.field_violations] == ["record_filter.fields[0].pointer"]
 
 
 def test_durable_subscription_too_old(kafka, gateway_factory, connect) -> None:

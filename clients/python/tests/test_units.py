@@ -10,7 +10,8 @@ import pytest
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from tributary import Change, Client, FileStore, KeyFilter, MemoryStore, Position, Store, Translator, TributaryError
+from tributary import (Change, Client, FieldCondition, FileStore, HeaderCondition, KeyFilter, MemoryStore, Position,
+                       RecordFilter, Store, Translator, TributaryError)
 from tributary.errors import from_status
 from tributary.follow import _retryable
 from tributary.v1 import gateway_pb2
@@ -116,6 +117,13 @@ def test_values() -> None:
     assert (ref.name, ref.digest, ref.config, ref.skip_errors) == ("x", "", "{}", True)
     kf = KeyFilter(exact=[b"a"], prefixes=["p/"]).to_proto()
     assert (list(kf.exact), list(kf.prefixes)) == ([b"a"], [b"p/"])
+    rf = RecordFilter(headers=[HeaderCondition("type", ["a", b"\xff"]), HeaderCondition("present")],
+                      fields=[FieldCondition("/status", ['"open"', "null"])], tombstone_mismatches=True).to_proto()
+    assert [(h.key, list(h.any_of)) for h in rf.headers] == [("type", [b"a", b"\xff"]), ("present", [])]
+    assert [(f.pointer, list(f.any_of)) for f in rf.fields] == [("/status", ['"open"', "null"])]
+    assert rf.tombstone_mismatches and not RecordFilter().to_proto().tombstone_mismatches
+    with pytest.raises(TypeError):
+        FieldCondition("/status", '"open"')  # type: ignore[arg-type]  # one value, not a list
 
 
 def test_client_arguments() -> None:

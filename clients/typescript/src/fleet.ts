@@ -141,7 +141,7 @@ async function run(fleet: Fleet, options: FleetOptions, handler: Handler): Promi
   const initialDelay = options.backoffInitialMs ?? 100;
   const maxDelay = options.backoffMaxMs ?? 10_000;
   const onError = options.onError ?? (() => {});
-  const { keyFilter, translator } = requestParts(options);
+  const { keyFilter, recordFilter, translator } = requestParts(options);
   let delay = initialDelay;
   const backoff = async (): Promise<void> => {
     await sleep(Math.random() * delay, signal);
@@ -185,7 +185,7 @@ async function run(fleet: Fleet, options: FleetOptions, handler: Handler): Promi
     for (const owner of owners.keys()) {
       let start: Position | undefined;
       let complete = false;
-      const call = fleet.client(owner).gateway.getSnapshot({ topics: options.topics, keyFilter, translator }, { signal });
+      const call = fleet.client(owner).gateway.getSnapshot({ topics: options.topics, keyFilter, recordFilter, translator }, { signal });
       for await (const chunk of call) {
         delay = initialDelay;
         if (start === undefined) {
@@ -289,7 +289,7 @@ async function run(fleet: Fleet, options: FleetOptions, handler: Handler): Promi
           const controller = new AbortController();
           const id = nextId++;
           live.set(id, { owner, partitions: group, controller, delivered: false });
-          void read(id, fleet.client(owner), { fromOffsets, keyFilter, translator, maxBatchRecords: options.maxBatchRecords ?? 0 }, controller);
+          void read(id, fleet.client(owner), { fromOffsets, keyFilter, recordFilter, translator, maxBatchRecords: options.maxBatchRecords ?? 0 }, controller);
         }
         pending = unowned;
       }

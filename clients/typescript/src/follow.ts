@@ -1,6 +1,12 @@
 import { Code } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { KeyFilterSchema, Record as RecordMessage, SnapshotEntry, TranslatorRefSchema } from "./gen/tributary/v1/gateway_pb.js";
+import type {
+  KeyFilterSchema,
+  Record as RecordMessage,
+  RecordFilterSchema,
+  SnapshotEntry,
+  TranslatorRefSchema,
+} from "./gen/tributary/v1/gateway_pb.js";
 import type { TributaryClient } from "./client.js";
 import { TributaryError, toTributaryError } from "./errors.js";
 import { Position, type PartitionOffsetValue } from "./position.js";
@@ -55,10 +61,27 @@ export interface KeyFilterOption {
   prefixes?: (Uint8Array | string)[];
 }
 
+/**
+ * Conditions on A's records beyond their keys, all of which must hold (clients/FOLLOW.md,
+ * docs/contract.md "Selecting records"). `headers`: a header of `key` is present (any value) when
+ * `anyOf` is empty or absent, else one occurrence has one of these values (strings are UTF-8).
+ * `fields`: the value read as JSON has a field at this JSON Pointer ("/status"), equal to one of
+ * these JSON texts when `anyOf` is given (`'"open"'`, with its quotes; `"42"`, `"true"`).
+ * `tombstoneMismatches`: a streamed record that fails comes as a tombstone of its key, so the
+ * model holds exactly the keys whose latest record matches (else it is left out).
+ */
+export interface RecordFilterOption {
+  headers?: { key: string; anyOf?: (Uint8Array | string)[] }[];
+  fields?: { pointer: string; anyOf?: string[] }[];
+  tombstoneMismatches?: boolean;
+}
+
 export interface FollowOptions {
   topics: string[];
   translator?: TranslatorOption;
   keyFilter?: KeyFilterOption;
+  /** Conditions on headers and JSON fields of A's records; see `RecordFilterOption`. */
+  recordFilter?: RecordFilterOption;
   /** A durable subscription: resume by name, commit what was applied. */
   subscriptionName?: string;
   /** Upper bound on records per batch; 0 or absent takes the gateway's default. */
@@ -172,14 +195,20 @@ export function fromRecord(r: RecordMessage): Change {
   };
 }
 
-/** The key filter and translator of `options` as the gateway's requests carry them. */
+/** The key filter, record filter and translator of `options` as the gateway's requests carry them. */
 export function requestParts(options: FollowOptions): {
   keyFilter: MessageInitShape<typeof KeyFilterSchema> | undefined;
+  recordFilter: MessageInitShape<typeof RecordFilterSchema> | undefined;
   translator: MessageInitShape<typeof TranslatorRefSchema> | undefined;
 } {
   const keyFilter: MessageInitShape<typeof KeyFilterSchema> | undefined = options.keyFilter && {
     exact: (options.keyFilter.exact ?? []).map(bytes),
     prefixes: (options.keyFilter.prefixes ?? []).map(bytes),
+  };
+  const recordFilter: MessageInitShape<typeof RecordFilterSchema> | undefined = options.recordFilter && {
+    headers: (options.recordFilter.headers ?? []).map((h) => ({ key: h.key, anyOf: (h.anyOf ?? []).map(bytes) })),
+    fields: (options.recordFilter.fields ?? []).map((f) => ({ pointer: f.pointer, anyOf: f.anyOf ?? [] })),
+    tombstoneMismatches: options.recordFilter.tombstoneMismatches ?? false,
   };
   const translator: MessageInitShape<typeof TranslatorRefSchema> | undefined = options.translator && {
     name: options.translator.name,
@@ -187,7 +216,7 @@ export function requestParts(options: FollowOptions): {
     config: options.translator.config ?? "",
     skipErrors: options.translator.skipErrors ?? false,
   };
-  return { keyFilter, translator };
+  return { keyFilter, recordFilter, translator };
 }
 
 /**
@@ -204,7 +233,7 @@ export async function follow(client: TributaryClient, options: FollowOptions, ha
   const maxDelay = options.backoffMaxMs ?? 10_000;
   const commitInterval = options.commitIntervalMs ?? 1000;
   const onError = options.onError ?? (() => {});
-  const { keyFilter, translator } = requestParts(options);
+  const { keyFilter, recordFilter, translator } = requestParts(options);
 
   let saved: Position | undefined = await guard(() => store.load());
   let committed: Position | undefined;
@@ -236,7 +265,7 @@ export async function follow(client: TributaryClient, options: FollowOptions, ha
 
   const snapshot = async (): Promise<void> => {
     let start: Position | undefined;
-    const call = client.gateway.getSnapshot({ topics: options.topics, keyFilter, translator }, { signal });
+    const call = client.gateway.getSnapshot({ topics: options.topics, keyFilter, recordFilter, translator }, { signal });
     for await (const chunk of call) {
       delay = initialDelay;
       if (start === undefined) {
@@ -267,6 +296,7 @@ export async function follow(client: TributaryClient, options: FollowOptions, ha
         topics: options.topics,
         fromOffsets: from?.toOffsets() ?? [],
         keyFilter,
+        recordFilter,
         maxBatchRecords: options.maxBatchRecords ?? 0,
         translator,
         subscriptionName: name,

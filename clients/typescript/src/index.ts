@@ -6,6 +6,7 @@ export {
   type FollowOptions,
   type Handler,
   type KeyFilterOption,
+  type RecordFilterOption,
   type TranslatorOption,
 } from "./follow.js";
 export { followFleet, type FleetOptions } from "./fleet.js";

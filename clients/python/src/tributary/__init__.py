@@ -12,7 +12,16 @@ from tributary.errors import TributaryError, from_rpc_error
 from tributary.fleet import FleetFollower
 from tributary.follow import Follower, Handler
 from tributary.store import FileStore, MemoryStore, Store
-from tributary.types import Change, Header, KeyFilter, Position, Translator
+from tributary.types import (
+    Change,
+    FieldCondition,
+    Header,
+    HeaderCondition,
+    KeyFilter,
+    Position,
+    RecordFilter,
+    Translator,
+)
 
 __all__ = [
     "Client",
@@ -27,6 +36,9 @@ __all__ = [
     "Position",
     "Translator",
     "KeyFilter",
+    "RecordFilter",
+    "HeaderCondition",
+    "FieldCondition",
     "TributaryError",
     "from_rpc_error",
 ]

@@ -241,6 +241,8 @@ class FleetFollower(Follower):
         request = gateway_pb2.GetSnapshotRequest(topics=self._topics)
         if self._key_filter is not None:
             request.key_filter.CopyFrom(self._key_filter.to_proto())
+        if self._record_filter is not None:
+            request.record_filter.CopyFrom(self._record_filter.to_proto())
         if self._translator is not None:
             request.translator.CopyFrom(self._translator.to_proto())
         merged = Position()
@@ -284,6 +286,8 @@ class FleetFollower(Follower):
         )
         if self._key_filter is not None:
             request.key_filter.CopyFrom(self._key_filter.to_proto())
+        if self._record_filter is not None:
+            request.record_filter.CopyFrom(self._record_filter.to_proto())
         if self._translator is not None:
             request.translator.CopyFrom(self._translator.to_proto())
         return request

@@ -15,7 +15,7 @@ import grpc
 from tributary.client import Client
 from tributary.errors import TributaryError, from_rpc_error
 from tributary.store import MemoryStore, Store
-from tributary.types import Change, KeyFilter, Position, Translator
+from tributary.types import Change, KeyFilter, Position, RecordFilter, Translator
 from tributary.v1 import gateway_pb2, subscriptions_pb2
 
 __all__ = ["Follower", "Handler"]
@@ -90,6 +90,7 @@ class Follower:
         backoff_initial: float = 0.1,
         backoff_max: float = 10.0,
         on_error: Optional[Callable[[BaseException], None]] = None,
+        record_filter: Optional[RecordFilter] = None,
     ) -> None:
         if backoff_initial <= 0 or backoff_max < backoff_initial:
             raise ValueError("need 0 < backoff_initial <= backoff_max")
@@ -99,6 +100,7 @@ class Follower:
         self._store: Store = store if store is not None else MemoryStore()
         self._translator = translator
         self._key_filter = key_filter
+        self._record_filter = record_filter
         self._name = subscription_name or ""
         self._max_batch_records = max_batch_records
         self._commit_interval = commit_interval
@@ -201,6 +203,8 @@ class Follower:
         request = gateway_pb2.GetSnapshotRequest(topics=self._topics)
         if self._key_filter is not None:
             request.key_filter.CopyFrom(self._key_filter.to_proto())
+        if self._record_filter is not None:
+            request.record_filter.CopyFrom(self._record_filter.to_proto())
         if self._translator is not None:
             request.translator.CopyFrom(self._translator.to_proto())
         first: Optional[Position] = None
@@ -232,6 +236,8 @@ class Follower:
             request.from_offsets.extend(position.to_offsets())
         if self._key_filter is not None:
             request.key_filter.CopyFrom(self._key_filter.to_proto())
+        if self._record_filter is not None:
+            request.record_filter.CopyFrom(self._record_filter.to_proto())
         if self._translator is not None:
             request.translator.CopyFrom(self._translator.to_proto())
         with closing(self._stream(self._client.gateway.Subscribe(request))) as messages:

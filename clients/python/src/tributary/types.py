@@ -1,4 +1,4 @@
-"""The follow helper's values: positions, changes, translator references and key filters."""
+"""The follow helper's values: positions, changes, translator references, key and record filters."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Uni
 
 from tributary.v1 import gateway_pb2
 
-__all__ = ["Position", "Change", "Header", "Translator", "KeyFilter"]
+__all__ = ["Position", "Change", "Header", "Translator", "KeyFilter", "RecordFilter", "HeaderCondition", "FieldCondition"]
 
 #: One header of a record: its key and its value (``None`` for a null header, not the same as b"").
 Header = Tuple[str, Optional[bytes]]
@@ -149,4 +149,62 @@ class KeyFilter:
     def to_proto(self) -> gateway_pb2.KeyFilter:
         return gateway_pb2.KeyFilter(
             exact=[_as_bytes(k) for k in self.exact], prefixes=[_as_bytes(p) for p in self.prefixes]
+        )
+
+
+def _values(name: str, values: object) -> None:
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"{name} takes a list of values, not one value: {values!r}")
+
+
+@dataclass(frozen=True)
+class HeaderCondition:
+    """A header ``key`` is present (any value, null included) when ``any_of`` is empty, else one
+    occurrence of it has one of these values, byte for byte (str is UTF-8)."""
+
+    key: str
+    any_of: Sequence[Union[bytes, str]] = ()
+
+    def __post_init__(self) -> None:
+        _values("HeaderCondition.any_of", self.any_of)
+
+    def to_proto(self) -> gateway_pb2.HeaderCondition:
+        return gateway_pb2.HeaderCondition(key=self.key, any_of=[_as_bytes(v) for v in self.any_of])
+
+
+@dataclass(frozen=True)
+class FieldCondition:
+    """The value read as JSON has a field at ``pointer`` (a JSON Pointer: ``"/status"``,
+    ``"/owner/id"``; ``""`` is the whole value), present (null included) when ``any_of`` is empty,
+    else equal to one of these JSON texts: ``['"open"']`` (a string, with its quotes), ``["42"]``,
+    ``["true"]``, ``["null"]``."""
+
+    pointer: str
+    any_of: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        _values("FieldCondition.any_of", self.any_of)
+
+    def to_proto(self) -> gateway_pb2.FieldCondition:
+        return gateway_pb2.FieldCondition(pointer=self.pointer, any_of=list(self.any_of))
+
+
+@dataclass(frozen=True)
+class RecordFilter:
+    """Only records that meet every condition (``RecordFilter`` in the proto, docs/contract.md).
+
+    With ``tombstone_mismatches`` a streamed keyed record that fails is delivered as a tombstone of
+    its key, so the model holds exactly the keys whose latest record matches; without it, it is
+    left out and a key whose value leaves the selection keeps its last matching value.
+    """
+
+    headers: Sequence[HeaderCondition] = ()
+    fields: Sequence[FieldCondition] = ()
+    tombstone_mismatches: bool = False
+
+    def to_proto(self) -> gateway_pb2.RecordFilter:
+        return gateway_pb2.RecordFilter(
+            headers=[h.to_proto() for h in self.headers],
+            fields=[f.to_proto() for f in self.fields],
+            tombstone_mismatches=self.tombstone_mismatches,
         )
