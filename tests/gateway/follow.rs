@@ -395,3 +395,39 @@ async fn a_linger_at_the_head_sends_appends_together() {
     assert!(messages <= most, "appends within a linger share a message: {messages} messages, at most {most}");
     assert!(waited >= linger, "the first record waited the linger: {waited:?}");
 }
+
+/// A conflating subscription whose client stops reading while A rewrites a few keys many times
+/// gets far fewer records than were written, and its state, and position, are exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflating_subscriber_that_falls_behind_gets_the_latest_value_per_key() {
+    let topic = unique_topic("conflate");
+    create_topic(&topic, 2).await;
+    let gateway = Gateway::start_with(config(
+        &[&topic],
+        Limits { stream_buffer_messages: 1, max_batch_records: 50, ..Limits::default() },
+    ))
+    .await;
+    let mut client = gateway.client().await;
+    let request = pb::SubscribeRequest { topics: vec![topic.clone()], conflate: true, ..Default::default() };
+    let mut follower = Follower::start(&mut client, request).await.unwrap();
+    follower.next().await.unwrap().unwrap(); // the first progress; then it stops reading
+                                             // 20 keys rewritten 1000 times each, values of 1 KiB: far more than HTTP/2's windows hold.
+    let pad = "x".repeat(1000);
+    let records: Vec<Out> =
+        (0..20_000).map(|i| Out::kv(&format!("k{}", i % 20), Some(&format!("{i} {pad}")))).collect();
+    produce(&topic, &records);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut state = State::new();
+    let ends = ends(&topic);
+    follower.until(&ends, Duration::from_secs(60)).await.unwrap();
+    for r in &follower.records {
+        apply(&mut state, r);
+    }
+    println!("{} of 20000 records delivered", follower.records.len());
+    assert_eq!(state, rebuild(&read_all(&topic)), "the state is exact");
+    assert!(
+        follower.records.len() < 5_000,
+        "{} of 20000 records delivered: the slow client got the latest values, not every one",
+        follower.records.len()
+    );
+}

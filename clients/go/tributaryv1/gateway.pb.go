@@ -1237,7 +1237,15 @@ type SubscribeRequest struct {
 	// Only records that meet these conditions (see RecordFilter for keys whose value moves out of
 	// the selection); progress still advances past the others. Like the key filter, it holds for
 	// this stream only: a named subscription does not keep it.
-	RecordFilter  *RecordFilter `protobuf:"bytes,9,opt,name=record_filter,json=recordFilter,proto3" json:"record_filter,omitempty"`
+	RecordFilter *RecordFilter `protobuf:"bytes,9,opt,name=record_filter,json=recordFilter,proto3" json:"record_filter,omitempty"`
+	// Conflate while the client falls behind: as long as messages wait in the stream's buffer the
+	// gateway keeps reading and holds only the latest record per key (tombstones included;
+	// keyless records all), up to `limits.conflate_max_bytes`, then sends those in offset order
+	// per partition when the client has taken what it had. B's state after those messages is the
+	// state at the progress that follows them; the records in between are left out. A record's
+	// offset still resumes exactly: resuming from the last offset + 1 applied loses nothing.
+	// Progress is sent only when nothing is held. Off by default: every record is delivered.
+	Conflate      bool `protobuf:"varint,10,opt,name=conflate,proto3" json:"conflate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1333,6 +1341,13 @@ func (x *SubscribeRequest) GetRecordFilter() *RecordFilter {
 		return x.RecordFilter
 	}
 	return nil
+}
+
+func (x *SubscribeRequest) GetConflate() bool {
+	if x != nil {
+		return x.Conflate
+	}
+	return false
 }
 
 // A Kafka record as A wrote it.
@@ -1767,7 +1782,7 @@ const file_tributary_v1_gateway_proto_rawDesc = "" +
 	"\aoffsets\x18\x01 \x03(\v2\x1d.tributary.v1.PartitionOffsetR\aoffsets\x125\n" +
 	"\aentries\x18\x02 \x03(\v2\x1b.tributary.v1.SnapshotEntryR\aentries\x12\x12\n" +
 	"\x04last\x18\x03 \x01(\bR\x04last\x12'\n" +
-	"\x0fskipped_records\x18\x04 \x01(\x04R\x0eskippedRecords\"\xd6\x03\n" +
+	"\x0fskipped_records\x18\x04 \x01(\x04R\x0eskippedRecords\"\xf2\x03\n" +
 	"\x10SubscribeRequest\x12\x16\n" +
 	"\x06topics\x18\x01 \x03(\tR\x06topics\x12@\n" +
 	"\ffrom_offsets\x18\x02 \x03(\v2\x1d.tributary.v1.PartitionOffsetR\vfromOffsets\x126\n" +
@@ -1781,7 +1796,9 @@ const file_tributary_v1_gateway_proto_rawDesc = "" +
 	"\x18accept_translator_change\x18\a \x01(\bR\x16acceptTranslatorChange\x12\x1f\n" +
 	"\vauto_commit\x18\b \x01(\bR\n" +
 	"autoCommit\x12?\n" +
-	"\rrecord_filter\x18\t \x01(\v2\x1a.tributary.v1.RecordFilterR\frecordFilter\"\x8e\x02\n" +
+	"\rrecord_filter\x18\t \x01(\v2\x1a.tributary.v1.RecordFilterR\frecordFilter\x12\x1a\n" +
+	"\bconflate\x18\n" +
+	" \x01(\bR\bconflate\"\x8e\x02\n" +
 	"\x06Record\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +

@@ -123,6 +123,21 @@ impl<T: Weighed> Sender<T> {
         }
     }
 
+    /// Messages queued that the receiver has not taken.
+    pub fn queued(&self) -> usize {
+        self.queue.queued.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the receiver has taken every queued message (at once when none is queued).
+    /// Only this sender's task waits on the buffer: a wake-up is never lost to another waiter.
+    pub async fn emptied(&self) {
+        while self.queued() > 0 {
+            // `notify_one` keeps a wake-up for the next waiter: an emptying between the check
+            // and the wait is not missed.
+            self.queue.emptied.notified().await;
+        }
+    }
+
     /// Resolves when the receiver is gone.
     pub async fn closed(&self) {
         self.tx.closed().await
@@ -227,6 +242,25 @@ mod tests {
         drop(_keep_a);
         assert_eq!(budget.available(), 2_000);
         tokio::time::timeout(Duration::from_millis(100), stalled_b.send(message())).await.expect("room again").unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_sender_learns_when_its_receiver_has_taken_everything() {
+        let (tx, mut rx) = channel::<Message>(16, 1 << 20, &Budget::new(usize::MAX));
+        tokio::time::timeout(std::time::Duration::from_millis(100), tx.emptied()).await.expect("nothing queued");
+        tx.send(Message(1)).await.unwrap();
+        tx.send(Message(1)).await.unwrap();
+        assert_eq!(tx.queued(), 2);
+        let waiting = tokio::spawn(async move {
+            tx.emptied().await;
+            tx
+        });
+        assert!(rx.recv().await.is_some());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "one message is still queued");
+        assert!(rx.recv().await.is_some());
+        let tx = tokio::time::timeout(std::time::Duration::from_millis(500), waiting).await.expect("emptied").unwrap();
+        assert_eq!(tx.queued(), 0);
     }
 
     #[tokio::test]

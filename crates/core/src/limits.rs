@@ -50,6 +50,10 @@ pub struct Limits {
     pub head_linger_ms: u64,
     /// How long a snapshot waits for a loading view when the call has no deadline, in ms.
     pub ready_wait_ms: u64,
+    /// Bytes of record data a conflating subscription (`Subscribe` with `conflate`) holds, the
+    /// latest record per key, while its client has not taken what it was sent. At the bound it
+    /// stops reading and waits for its client, as any subscription does: nothing is lost.
+    pub conflate_max_bytes: usize,
 }
 
 impl Default for Limits {
@@ -79,6 +83,10 @@ impl Default for Limits {
             catchup_prefetch_kbytes: 4_096,
             progress_interval_ms: 1_000,
             head_linger_ms: 0,
+            // 100 k keys of ~100 B: a slow client's view of a busy topic of that many keys
+            // stays current; 1000 conflating streams at the bound would hold 8 GiB, so a
+            // fleet of slow clients wants it lower.
+            conflate_max_bytes: 8 << 20,
             ready_wait_ms: 30_000,
         }
     }
@@ -117,6 +125,7 @@ impl Limits {
             ("limits.catchup_prefetch_kbytes", self.catchup_prefetch_kbytes as u64),
             ("limits.stream_buffer_total_bytes", self.stream_buffer_total_bytes as u64),
             ("limits.progress_interval_ms", self.progress_interval_ms),
+            ("limits.conflate_max_bytes", self.conflate_max_bytes as u64),
         ])
     }
 }
@@ -150,6 +159,8 @@ mod tests {
         assert_eq!(limits.validate(), Err("`limits.max_streams` must be greater than 0".into()));
         let limits = Limits { progress_interval_ms: 0, ..Limits::default() };
         assert_eq!(limits.validate(), Err("`limits.progress_interval_ms` must be greater than 0".into()));
+        let limits = Limits { conflate_max_bytes: 0, ..Limits::default() };
+        assert_eq!(limits.validate(), Err("`limits.conflate_max_bytes` must be greater than 0".into()));
         let limits = Limits { head_linger_ms: 101, ..Limits::default() };
         assert!(limits.validate().unwrap_err().contains("`limits.head_linger_ms` is 101; at most 100"));
         assert_eq!(Limits { head_linger_ms: 100, ..Limits::default() }.validate(), Ok(()));

@@ -150,6 +150,7 @@ limits_section! {
         progress_interval_ms: u64,
         head_linger_ms: u64,
         ready_wait_ms: u64,
+        conflate_max_bytes: usize,
     }
     connections {
         max_request_bytes: usize,

@@ -57,6 +57,8 @@ pub struct Subscription {
     pub filter: Filter,
     pub max_batch_records: usize,
     pub translation: Option<Translation>,
+    /// Hold the latest record per key while the client falls behind (see the runner).
+    pub conflate: bool,
     /// Ends a named subscription's stream from outside.
     pub stop: Stop,
 }

@@ -3,6 +3,10 @@
 //! subscription, from a bounded pool) until it reaches the tail buffer again, then switches back.
 //! Records are batched fairly across partitions, translated, and sent; progress goes out at
 //! least every `progress_interval_ms`, also when every record was filtered out.
+//!
+//! A conflating subscription keeps reading while messages wait in its client's buffer, holding
+//! only the latest record per key ([`Conflated`], up to `limits.conflate_max_bytes`), and sends
+//! what it holds once the client has taken the rest.
 
 use std::{
     collections::HashMap,
@@ -64,8 +68,8 @@ struct Runner<'a> {
     encoder: Option<Encoder>,
     /// Whether the batch's outcomes are the subscription's own, not shared with others: it
     /// holds records of the catch-up reader (older than the head, where subscriptions meet;
-    /// sharing would cost a lookup and an insertion per record for nothing) or tombstones the
-    /// filter put in place of records.
+    /// sharing would cost a lookup and an insertion per record for nothing) or tombstones this
+    /// subscription's filter put in place of records (no other subscription translates them).
     batch_private: bool,
     max_bytes: usize,
     /// The position as of the last message the client was sent.
@@ -75,16 +79,72 @@ struct Runner<'a> {
     /// Per followed topic, how many of its partitions were looked at for cursors: only later
     /// ones are new to the topic.
     known: HashMap<Arc<str>, i32>,
+    /// A conflating subscription whose client has messages waiting: it reads on, conflating,
+    /// up to `conflate_max_bytes`.
+    holding: bool,
 }
 
 /// The client is gone (or cannot be told anything): stop without an error.
 struct ClientLeft;
 
 /// The records a subscription sends next: A's records to translate (or to send as they are when
-/// nothing encodes them), or their encodings.
+/// nothing encodes them), their encodings, or (conflating) the latest record of each key.
 enum Batch {
     Records(Vec<Record>),
     Encoded(Vec<Encoded>),
+    Conflated(Conflated),
+}
+
+/// The latest record of each key read since the last message, in the order read (so in offset
+/// order per partition); keyless records are all kept.
+#[derive(Default)]
+struct Conflated {
+    /// `None` where a later record of the same key took the place.
+    records: Vec<Option<Record>>,
+    /// Where the latest record of each (topic, partition, key) is in `records`.
+    latest: HashMap<(Arc<str>, i32, bytes::Bytes), usize>,
+    live: usize,
+}
+
+impl Conflated {
+    /// Adds `record` in place of the one of its key it supersedes; returns that one's size (0
+    /// when there is none).
+    fn insert(&mut self, record: Record) -> usize {
+        let at = self.records.len();
+        let freed = match record.key_bytes() {
+            None => 0,
+            Some(key) => match self.latest.insert((record.topic.clone(), record.partition, key), at) {
+                None => 0,
+                Some(old) => {
+                    let old = self.records[old].take().expect("the latest record of its key");
+                    self.live -= 1;
+                    old.size()
+                }
+            },
+        };
+        self.records.push(Some(record));
+        self.live += 1;
+        // Superseded places are dropped before they outnumber the records held.
+        if self.records.len() >= 2 * self.live + 1_024 {
+            self.compact();
+        }
+        freed
+    }
+
+    fn compact(&mut self) {
+        let records: Vec<Record> = std::mem::take(&mut self.records).into_iter().flatten().collect();
+        self.latest.clear();
+        for (i, r) in records.iter().enumerate() {
+            if let Some(key) = r.key_bytes() {
+                self.latest.insert((r.topic.clone(), r.partition, key), i);
+            }
+        }
+        self.records = records.into_iter().map(Some).collect();
+    }
+
+    fn into_records(self) -> Vec<Record> {
+        self.records.into_iter().flatten().collect()
+    }
 }
 
 impl Batch {
@@ -92,6 +152,7 @@ impl Batch {
         match self {
             Batch::Records(records) => records.len(),
             Batch::Encoded(encoded) => encoded.len(),
+            Batch::Conflated(held) => held.live,
         }
     }
 
@@ -104,6 +165,7 @@ impl Batch {
         match self {
             Batch::Records(records) => Batch::Records(std::mem::take(records)),
             Batch::Encoded(encoded) => Batch::Encoded(std::mem::take(encoded)),
+            Batch::Conflated(held) => Batch::Conflated(std::mem::take(held)),
         }
     }
 }
@@ -112,13 +174,15 @@ impl<'a> Runner<'a> {
     fn new(sub: Subscription, shared: &'a Shared) -> Self {
         let index =
             sub.cursors.iter().enumerate().map(|(i, c)| ((c.shard.topic.clone(), c.shard.partition), i)).collect();
-        let encoder = match sub.translation {
-            None => shared.wire.clone(),
-            Some(_) => None,
+        // Conflating needs the keys, which encodings do not keep.
+        let encoder = match (&sub.translation, sub.conflate) {
+            (None, false) => shared.wire.clone(),
+            _ => None,
         };
-        let batch = match encoder {
-            None => Batch::Records(Vec::new()),
-            Some(_) => Batch::Encoded(Vec::new()),
+        let batch = match (&encoder, sub.conflate) {
+            (_, true) => Batch::Conflated(Conflated::default()),
+            (None, false) => Batch::Records(Vec::new()),
+            (Some(_), false) => Batch::Encoded(Vec::new()),
         };
         Self {
             sub,
@@ -135,6 +199,7 @@ impl<'a> Runner<'a> {
             sent: Vec::new(),
             skipped: 0,
             known: HashMap::new(),
+            holding: false,
         }
     }
 
@@ -148,7 +213,34 @@ impl<'a> Runner<'a> {
     }
 
     fn batch_full(&self) -> bool {
-        self.batch.len() >= self.sub.max_batch_records || self.batch_bytes >= self.max_bytes
+        match self.holding {
+            true => self.batch_bytes >= self.shared.limits.conflate_max_bytes,
+            false => self.batch.len() >= self.sub.max_batch_records || self.batch_bytes >= self.max_bytes,
+        }
+    }
+
+    /// How many more records, and bytes of them, the batch takes in one read.
+    fn room(&self) -> (usize, usize) {
+        match self.holding {
+            // Reads conflate as they go: a batch's worth at a time, up to the bound.
+            true => {
+                let bytes = self.shared.limits.conflate_max_bytes.saturating_sub(self.batch_bytes);
+                (self.sub.max_batch_records, bytes.max(1))
+            }
+            false => (
+                self.sub.max_batch_records.saturating_sub(self.batch.len()),
+                self.max_bytes.saturating_sub(self.batch_bytes).max(1),
+            ),
+        }
+    }
+
+    /// A conflating subscription holds what it read while its client has messages waiting and
+    /// the bound is not reached.
+    fn holds(&self, tx: &EventSender) -> bool {
+        self.sub.conflate
+            && tx.queued() > 0
+            && self.batch_bytes < self.shared.limits.conflate_max_bytes
+            && !self.batch.is_empty()
     }
 
     /// Adds a record to the batch as the filter has it (as it is, as a tombstone of its key, or
@@ -159,13 +251,15 @@ impl<'a> Runner<'a> {
             Verdict::Skip => return,
             Verdict::Deliver => (record, wire),
             Verdict::Tombstone => {
-                // Not the record the translator's shared outcomes are of.
+                // No other subscription translates this tombstone: keeping its outcome for
+                // sharing would only push out outcomes that others reuse.
                 self.batch_private = true;
                 (record.to_tombstone(), None)
             }
         };
         self.batch_bytes += record.size();
         match (&mut self.batch, &self.encoder) {
+            (Batch::Conflated(held), _) => self.batch_bytes -= held.insert(record),
             (Batch::Records(records), _) => records.push(record),
             (Batch::Encoded(encoded), Some(encoder)) => encoded.push(match wire {
                 Some(wire) => Encoded { wire, data_bytes: record.data_bytes() },
@@ -180,13 +274,15 @@ impl<'a> Runner<'a> {
         self.batch_bytes += record.size();
         match &mut self.batch {
             Batch::Encoded(encoded) => encoded.push(record),
-            Batch::Records(_) => unreachable!("a reader encodes only for a subscription that sends encodings"),
+            Batch::Records(_) | Batch::Conflated(_) => {
+                unreachable!("a reader encodes only for a subscription that sends encodings")
+            }
         }
     }
 
     async fn run(&mut self, tx: &EventSender) -> Result<(), Error> {
         self.sent = self.position();
-        if let Err(ClientLeft) = self.send(tx, self.progress()).await {
+        if let Err(ClientLeft) = self.send(tx, self.progress(), self.position()).await {
             return Ok(());
         }
         let mut watches: Vec<watch::Receiver<u64>> = self.sub.topics.iter().map(|t| t.watch()).collect();
@@ -201,30 +297,27 @@ impl<'a> Runner<'a> {
             }
             self.add_new_partitions();
             self.check_held()?;
+            self.holding = self.sub.conflate && tx.queued() > 0;
             self.read_tails();
             self.read_catchup().await?;
-            if !self.batch.is_empty() {
+            if !self.batch.is_empty() && !self.holds(tx) {
                 let batch = self.batch.take();
                 self.batch_bytes = 0;
-                let private = std::mem::take(&mut self.batch_private);
-                let event = match (batch, &self.sub.translation) {
-                    (Batch::Encoded(encoded), _) => Event::Encoded(encoded),
-                    (Batch::Records(records), None) => {
-                        Event::Records(records.into_iter().map(Output::untranslated).collect())
-                    }
-                    (Batch::Records(records), Some(t)) => {
-                        let translated =
-                            if private { t.translate(records).await? } else { t.translate_shared(records).await? };
-                        self.skipped += translated.skipped;
-                        Event::Records(translated.outputs)
+                let sent = match batch {
+                    Batch::Conflated(held) => self.send_held(tx, held.into_records()).await?,
+                    batch => {
+                        let event = self.event(batch).await?;
+                        let at = self.position();
+                        self.send(tx, event, at).await
                     }
                 };
-                if let Err(ClientLeft) = self.send(tx, event).await {
+                if let Err(ClientLeft) = sent {
                     return Ok(());
                 }
             }
-            if Instant::now() >= next_progress {
-                if let Err(ClientLeft) = self.send(tx, self.progress()).await {
+            // A position is sent only when nothing read is held back.
+            if Instant::now() >= next_progress && self.batch.is_empty() {
+                if let Err(ClientLeft) = self.send(tx, self.progress(), self.position()).await {
                     return Ok(());
                 }
                 next_progress = Instant::now() + interval;
@@ -245,7 +338,10 @@ impl<'a> Runner<'a> {
                         tokio::time::sleep(linger).await;
                     }
                 },
-                _ = tokio::time::sleep_until(next_progress.into()) => {},
+                // (No progress while records are held: the timer would only spin.)
+                _ = tokio::time::sleep_until(next_progress.into()), if self.batch.is_empty() => {},
+                // A conflating subscription's client took what it had: send what is held.
+                _ = tx.emptied(), if self.sub.conflate && !self.batch.is_empty() => {},
                 _ = tokio::time::sleep(catchup_poll), if self.catchup.is_some() => {},
                 read = recv(&self.catchup) => self.take_catchup(read).await?,
                 permit = pool.acquire_owned(), if need_reader => {
@@ -269,8 +365,62 @@ impl<'a> Runner<'a> {
                 .any(|c| !c.behind && c.pos < c.shard.next_offset() && c.pos >= c.shard.tail_start())
     }
 
-    /// Sends an event; an empty record batch (everything filtered out) is not sent.
-    async fn send(&mut self, tx: &EventSender, event: Event) -> Result<(), ClientLeft> {
+    /// The message of a batch: its records translated, or as they are.
+    async fn event(&mut self, batch: Batch) -> Result<Event, Error> {
+        let private = std::mem::take(&mut self.batch_private);
+        Ok(match (batch, &self.sub.translation) {
+            (Batch::Encoded(encoded), _) => Event::Encoded(encoded),
+            (Batch::Records(records), None) => Event::Records(records.into_iter().map(Output::untranslated).collect()),
+            (Batch::Records(records), Some(t)) => {
+                let translated =
+                    if private { t.translate(records).await? } else { t.translate_shared(records).await? };
+                self.skipped += translated.skipped;
+                Event::Records(translated.outputs)
+            }
+            (Batch::Conflated(_), _) => unreachable!("held records are sent as records (`send_held`)"),
+        })
+    }
+
+    /// Sends what a conflating subscription held, in messages of at most a batch each. Between
+    /// them the client stands, per partition, after the last record it was sent; after the last
+    /// one, at the position read.
+    async fn send_held(&mut self, tx: &EventSender, records: Vec<Record>) -> Result<Result<(), ClientLeft>, Error> {
+        let mut chunks: Vec<Vec<Record>> = Vec::new();
+        let mut bytes = 0;
+        for record in records {
+            let full = chunks.last().is_none_or(|c| c.len() >= self.sub.max_batch_records || bytes >= self.max_bytes);
+            if full {
+                chunks.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += record.size();
+            chunks.last_mut().expect("a chunk").push(record);
+        }
+        let last = chunks.len().saturating_sub(1);
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let mut at = self.sent.clone();
+            match i == last {
+                true => at = self.position(),
+                false => {
+                    for r in &chunk {
+                        let cursor = self.index.get(&(r.topic.clone(), r.partition)).copied();
+                        if let Some(p) = cursor.and_then(|c| at.get_mut(c)) {
+                            p.offset = p.offset.max(r.offset + 1);
+                        }
+                    }
+                }
+            }
+            let event = self.event(Batch::Records(chunk)).await?;
+            if let Err(ClientLeft) = self.send(tx, event, at).await {
+                return Ok(Err(ClientLeft));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Sends an event after which the client stands `at`; an empty record batch (everything
+    /// filtered out) is not sent.
+    async fn send(&mut self, tx: &EventSender, event: Event, at: Vec<PartitionOffset>) -> Result<(), ClientLeft> {
         if event.is_empty() {
             return Ok(());
         }
@@ -280,7 +430,7 @@ impl<'a> Runner<'a> {
             _ = self.shared.shutdown.cancelled() => return Err(ClientLeft),
             _ = self.sub.stop.stopped() => return Err(ClientLeft),
         }
-        self.sent = self.position();
+        self.sent = at;
         Ok(())
     }
 
@@ -331,8 +481,7 @@ impl<'a> Runner<'a> {
             if cursor.behind {
                 continue;
             }
-            let room = self.sub.max_batch_records - self.batch.len();
-            let bytes = self.max_bytes.saturating_sub(self.batch_bytes).max(1);
+            let (room, bytes) = self.room();
             out.clear();
             match cursor.shard.read_tail(cursor.pos, room, bytes, wire.as_deref(), &mut out) {
                 TailRead::Read { next } => {
@@ -380,8 +529,8 @@ impl<'a> Runner<'a> {
         let mut reads = Vec::new();
         while !self.batch_full() {
             let Some(catchup) = &self.catchup else { break };
-            let room = self.sub.max_batch_records - self.batch.len();
-            catchup.reader.try_recv_many(room, self.max_bytes - self.batch_bytes, &mut reads);
+            let (room, bytes) = self.room();
+            catchup.reader.try_recv_many(room, bytes, &mut reads);
             if reads.is_empty() {
                 break;
             }

@@ -286,7 +286,15 @@ impl GatewayService {
             }
         };
         let registration = self.lags.register(&cursors);
-        let subscription = Subscription { topics: plan.topics, cursors, filter, max_batch_records, translation, stop };
+        let subscription = Subscription {
+            topics: plan.topics,
+            cursors,
+            filter,
+            max_batch_records,
+            translation,
+            conflate: request.conflate,
+            stop,
+        };
         let (tx, rx) = buffer::channel(limits.stream_buffer_messages, limits.stream_buffer_bytes, &self.buffers);
         let shared = self.shared.clone();
         self.tasks.spawn(

@@ -188,7 +188,7 @@ class SnapshotChunk(_message.Message):
     def __init__(self, offsets: _Optional[_Iterable[_Union[PartitionOffset, _Mapping]]] = ..., entries: _Optional[_Iterable[_Union[SnapshotEntry, _Mapping]]] = ..., last: bool = ..., skipped_records: _Optional[int] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("topics", "from_offsets", "key_filter", "max_batch_records", "translator", "subscription_name", "accept_translator_change", "auto_commit", "record_filter")
+    __slots__ = ("topics", "from_offsets", "key_filter", "max_batch_records", "translator", "subscription_name", "accept_translator_change", "auto_commit", "record_filter", "conflate")
     TOPICS_FIELD_NUMBER: _ClassVar[int]
     FROM_OFFSETS_FIELD_NUMBER: _ClassVar[int]
     KEY_FILTER_FIELD_NUMBER: _ClassVar[int]
@@ -198,6 +198,7 @@ class SubscribeRequest(_message.Message):
     ACCEPT_TRANSLATOR_CHANGE_FIELD_NUMBER: _ClassVar[int]
     AUTO_COMMIT_FIELD_NUMBER: _ClassVar[int]
     RECORD_FILTER_FIELD_NUMBER: _ClassVar[int]
+    CONFLATE_FIELD_NUMBER: _ClassVar[int]
     topics: _containers.RepeatedScalarFieldContainer[str]
     from_offsets: _containers.RepeatedCompositeFieldContainer[PartitionOffset]
     key_filter: KeyFilter
@@ -207,7 +208,8 @@ class SubscribeRequest(_message.Message):
     accept_translator_change: bool
     auto_commit: bool
     record_filter: RecordFilter
-    def __init__(self, topics: _Optional[_Iterable[str]] = ..., from_offsets: _Optional[_Iterable[_Union[PartitionOffset, _Mapping]]] = ..., key_filter: _Optional[_Union[KeyFilter, _Mapping]] = ..., max_batch_records: _Optional[int] = ..., translator: _Optional[_Union[TranslatorRef, _Mapping]] = ..., subscription_name: _Optional[str] = ..., accept_translator_change: bool = ..., auto_commit: bool = ..., record_filter: _Optional[_Union[RecordFilter, _Mapping]] = ...) -> None: ...
+    conflate: bool
+    def __init__(self, topics: _Optional[_Iterable[str]] = ..., from_offsets: _Optional[_Iterable[_Union[PartitionOffset, _Mapping]]] = ..., key_filter: _Optional[_Union[KeyFilter, _Mapping]] = ..., max_batch_records: _Optional[int] = ..., translator: _Optional[_Union[TranslatorRef, _Mapping]] = ..., subscription_name: _Optional[str] = ..., accept_translator_change: bool = ..., auto_commit: bool = ..., record_filter: _Optional[_Union[RecordFilter, _Mapping]] = ..., conflate: bool = ...) -> None: ...
 
 class Record(_message.Message):
     __slots__ = ("topic", "partition", "offset", "timestamp_ms", "key", "value", "headers", "output_index")

@@ -78,6 +78,7 @@ impl Fixture {
             filter,
             max_batch_records: self.limits.max_batch_records,
             translation,
+            conflate: false,
             stop: Default::default(),
         }
     }
@@ -278,4 +279,47 @@ fn reads_are_taken_in_bulk_within_a_count_and_a_byte_budget() {
     assert_eq!(offsets(&out), [0, 1, 2, 3, 4, 5], "two records hold less than the budget: a third is taken");
     reader.try_recv_many(100, usize::MAX, &mut out);
     assert_eq!(out.len(), 10, "then the rest, and no more");
+}
+
+#[tokio::test]
+async fn a_conflating_subscription_sends_the_latest_record_per_key_while_its_client_is_behind() {
+    let f = Fixture::new(limits(1000, 1000));
+    // One message of room: the first progress fills it, and the client does not read yet.
+    let (tx, mut rx) = crate::buffer::channel(1, usize::MAX, &crate::buffer::Budget::new(usize::MAX));
+    let subscription = Subscription { conflate: true, ..f.subscription(0, Filter::default(), None) };
+    tokio::spawn(run(subscription, f.shared(), tx));
+    for round in 0..10 {
+        for (i, key) in ["a", "b", "c"].into_iter().enumerate() {
+            let at = round * 3 + i as i64;
+            f.append(at..at + 1, key);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut seen = Seen::default();
+    seen.until(&mut rx, 30).await;
+    assert!(seen.error.is_none(), "{:?}", seen.error);
+    assert_eq!(seen.offsets, vec![27, 28, 29], "the latest record of each key, in offset order");
+    // Then the position is told, past every record read.
+    while seen.progress.last().map(|p| p.offsets[0].offset) != Some(30) {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("progress").expect("open") {
+            Ok(Event::Progress(p)) => seen.progress.push(p),
+            other => panic!("unexpected {:?}", other.map(|e| e.is_empty())),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_conflating_subscription_at_its_bound_waits_for_its_client_and_loses_nothing() {
+    // Room for about three records held: thirty keys go through in turns.
+    let f = Fixture::new(Limits { conflate_max_bytes: 200, ..limits(1000, 1000) });
+    let (tx, mut rx) = crate::buffer::channel(1, usize::MAX, &crate::buffer::Budget::new(usize::MAX));
+    let subscription = Subscription { conflate: true, ..f.subscription(0, Filter::default(), None) };
+    tokio::spawn(run(subscription, f.shared(), tx));
+    for i in 0..30 {
+        f.append(i..i + 1, &format!("k{i}"));
+    }
+    let mut seen = Seen::default();
+    seen.until(&mut rx, 30).await;
+    assert!(seen.error.is_none(), "{:?}", seen.error);
+    assert_eq!(seen.offsets, (0..30).collect::<Vec<_>>(), "distinct keys: every record, in order");
 }
