@@ -15,7 +15,9 @@
 //! subscribers that never read),
 //! BENCH_IDLE_CONNECTIONS (20,000 TCP connections that never speak HTTP/2, at most this process's
 //! open-files limit minus 1,000), BENCH_METRICS_RUNS
-//! (3 Subscribe-from-0 runs each against a gateway with and without its metrics exporter; 0 skips).
+//! (3 Subscribe-from-0 runs each against a gateway with and without its metrics exporter; 0 skips),
+//! BENCH_CONFLATE_RECORDS (400,000 rewrites of BENCH_CONFLATE_KEYS = 1,000 keys at full speed,
+//! followed by a slow reader that applies 50,000 records/s, with and without `conflate`).
 //!
 //! The gateway runs as its own process (the release binary), like in production; the clients run
 //! in this process and only count what they receive, so the client side costs little.
@@ -286,6 +288,8 @@ async fn main() {
     let stalled = env("BENCH_STALLED", 1_000);
     let idle_connections = env("BENCH_IDLE_CONNECTIONS", 20_000);
     let metrics_runs = env("BENCH_METRICS_RUNS", 3);
+    let conflate_records = env("BENCH_CONFLATE_RECORDS", 400_000);
+    let conflate_keys = env("BENCH_CONFLATE_KEYS", 1_000).max(1);
 
     // One record per key (the snapshot case that matters): `records` distinct keys.
     let topic = unique_topic("bench");
@@ -643,6 +647,106 @@ async fn main() {
         let cpu = cpu_seconds(gateway.child.id()) - cpu_before;
         println!("{:<52} {:>10.2}s of gateway CPU per million records", "", cpu / large_records as f64 * 1e6);
         gateway.kill();
+    }
+
+    // A slow reader (it applies 50,000 records/s) following A rewriting a few keys at full speed,
+    // with and without conflation, each on a gateway of its own: how many records it had to
+    // apply, how long after A stopped its state was current, and what the gateway held.
+    if conflate_records > 0 {
+        println!("\nslow reader (applies 50 k records/s) while A rewrites {conflate_keys} keys {conflate_records} times at full speed:");
+        for conflate in [false, true] {
+            let topic = unique_topic("bench-conflate");
+            create_topic(&topic, partitions).await;
+            let gateway = Process::spawn(&[&topic], &[]).await;
+            let rss_before = gateway.rss_kib();
+            let mut client = connect(gateway.addr).await;
+            let request = pb::SubscribeRequest { topics: vec![topic.clone()], conflate, ..Default::default() };
+            let mut stream = client.subscribe(request).await.unwrap().into_inner();
+            stream.message().await.unwrap().unwrap();
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel::<BTreeMap<(String, i32), i64>>();
+            let reader = tokio::spawn(async move {
+                type Offsets = BTreeMap<(String, i32), i64>;
+                let current = |ends: &Option<Offsets>, position: &Offsets| {
+                    ends.as_ref().is_some_and(|e| e.iter().all(|(k, e)| position.get(k).is_some_and(|p| p >= e)))
+                };
+                let (mut applied, mut position, mut ends) = (0usize, Offsets::new(), None);
+                let mut done_rx = done_rx;
+                loop {
+                    let m = tokio::select! {
+                        m = stream.message() => m.expect("stream").expect("the stream goes on"),
+                        e = &mut done_rx, if ends.is_none() => {
+                            ends = e.ok();
+                            if current(&ends, &position) {
+                                return (applied, Instant::now());
+                            }
+                            continue;
+                        }
+                    };
+                    match m.message {
+                        Some(pb::subscribe_response::Message::Records(b)) => {
+                            applied += b.records.len();
+                            for r in &b.records {
+                                position.insert((r.topic.clone(), r.partition), r.offset + 1);
+                            }
+                            // 20 µs per record: a B that writes each change to its own store.
+                            tokio::time::sleep(Duration::from_micros(20 * b.records.len() as u64)).await;
+                        }
+                        Some(pb::subscribe_response::Message::Progress(p)) => {
+                            for o in p.offsets {
+                                position.insert((o.topic, o.partition), o.offset);
+                            }
+                        }
+                        None => {}
+                    }
+                    if current(&ends, &position) {
+                        return (applied, Instant::now());
+                    }
+                }
+            });
+            let pid = gateway.child.id();
+            let sampler = tokio::spawn(async move {
+                let mut peak = 0;
+                loop {
+                    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                        .ok()
+                        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(String::from))
+                        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+                        .unwrap_or(0);
+                    peak = peak.max(rss);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    if rss == 0 {
+                        return peak;
+                    }
+                }
+            });
+            let (writer_topic, keys) = (topic.clone(), conflate_keys);
+            tokio::task::spawn_blocking(move || {
+                let writer = Writer::new(&writer_topic);
+                writer.warm_up();
+                let pad = "x".repeat(80);
+                for i in 0..conflate_records {
+                    writer.send(&Out::kv(&format!("c-{}", i % keys), Some(&format!("{:020}{pad}", micros_now()))));
+                }
+                writer.flush();
+            })
+            .await
+            .unwrap();
+            let stopped = Instant::now();
+            let _ = done_tx.send(self::ends(&topic));
+            let (applied, current) = reader.await.unwrap();
+            let rss_peak = {
+                let peak_now = gateway.rss_kib();
+                drop(gateway);
+                sampler.await.unwrap().max(peak_now)
+            };
+            println!(
+                "  {:<14} applied {applied:>7} records; state current {:>8.2?} after A stopped; gateway RSS {} -> peak {} MiB",
+                if conflate { "conflate" } else { "every record" },
+                current.saturating_duration_since(stopped),
+                rss_before / 1024,
+                rss_peak / 1024
+            );
+        }
     }
 
     // Many versions per key: the snapshot against a raw rebuild that reads every version.
