@@ -370,6 +370,7 @@ func (f *follower) fleetStreams(ctx context.Context, topology *pb.GetTopologyRes
 			RecordFilter:    f.opts.RecordFilter.proto(),
 			MaxBatchRecords: f.opts.MaxBatchRecords,
 			Translator:      f.opts.Translator.proto(),
+			Conflate:        f.opts.Conflate,
 		}
 		streamCtx, cancel := context.WithCancel(ctx)
 		id := nextID

@@ -109,6 +109,11 @@ type FollowOptions struct {
 	SubscriptionName string
 	// Upper bound on records in one batch; 0 takes the gateway's default.
 	MaxBatchRecords uint32
+	// While B falls behind, the gateway sends only the latest record per key (tombstones
+	// included); the state after each progress is exact and offsets still resume exactly. For a
+	// B that wants A's current state more than every step of it. See docs/contract.md,
+	// "Conflation".
+	Conflate bool
 	// Where the position is kept; nil keeps it in memory (a new MemoryStore).
 	Store Store
 	// How often the position is committed at most (with SubscriptionName); default 1 s.
@@ -379,6 +384,7 @@ func (f *follower) subscribe(ctx context.Context, resume bool) error {
 		MaxBatchRecords:  f.opts.MaxBatchRecords,
 		Translator:       f.opts.Translator.proto(),
 		SubscriptionName: f.opts.SubscriptionName,
+		Conflate:         f.opts.Conflate,
 	}
 	if !resume {
 		req.FromOffsets = f.position.Proto()

@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from conftest import REPO, TRANSLATORS, Recorder, Running, sha256_file, wait_for, wait_ready
-from tributary import (FieldCondition, Follower, KeyFilter, MemoryStore, Position, RecordFilter, Translator,
+from tributary import (Change, FieldCondition, Follower, KeyFilter, MemoryStore, Position, RecordFilter, Translator,
                        TributaryError)
 from tributary.errors import from_rpc_error
 from tributary.v1 import gateway_pb2, subscriptions_pb2, translators_pb2
@@ -393,6 +393,41 @@ def test_record_filter_tombstone_mismatches(kafka, gateway_factory, connect) -> 
     assert streamed == {tp: list(range(store.first[tp], stop)) for tp, stop in end.items()}
     assert any(c.value is None for c in recorder.stream_changes)
     assert all(c.value is None or is_open(c.value) for c in recorder.stream_changes)
+
+
+class SlowRecorder(Recorder):
+    """A Recorder that takes ~20 ms per batch: a B that falls behind."""
+
+    def apply(self, changes: List[Change], position: Optional[Position]) -> None:
+        time.sleep(0.02)
+        super().apply(changes, position)
+
+
+def test_conflate_latest_per_key(kafka, gateway_factory, connect) -> None:
+    """A slow B with conflate=True: it ends with A's state, exactly, after fewer changes than A
+    wrote (the records in between were left out), in offset order."""
+    topic = kafka.topic(partitions=1)
+    keys = [f"item/{i}".encode() for i in range(10)]
+    kafka.produce(topic, [(k, b"0") for k in keys])
+    gateway = gateway_factory([topic])
+    client = connect(gateway.address)
+    wait_ready(client, [topic])
+
+    recorder = SlowRecorder()
+    follower = Follower(client, [topic], recorder, max_batch_records=10, conflate=True)
+    running = Running(follower)
+    wait_for(lambda: follower.position is not None, 20, "the snapshot")
+
+    written = 5000
+    kafka.produce(topic, [(keys[n % len(keys)], str(n + 1).encode()) for n in range(written)])
+    end = kafka.high_watermarks(topic)
+    wait_for(lambda: running.reached(end), 60, "the follower to reach the end")
+    running.stop()
+
+    assert recorder.snapshot_state() == kafka.rebuild(topic)
+    offsets = [o for _, _, o in recorder.streamed_offsets()]
+    assert offsets == sorted(set(offsets))
+    assert 0 < len(recorder.stream_changes) < written, len(recorder.stream_changes)
 
 
 def test_bad_record_filter(kafka, gateway_factory, connect) -> None:

@@ -297,6 +297,7 @@ impl<H: Handler, S: Store, F: Future> Follow<'_, H, S, F> {
                                     from_offsets: from,
                                     key_filter: self.options.key_filter.clone(),
                                     record_filter: self.options.record_filter.clone(),
+                                    conflate: self.options.conflate,
                                     max_batch_records: self.options.max_batch_records,
                                     translator: self.options.translator.clone(),
                                     ..Default::default()

@@ -87,6 +87,9 @@ pub struct FollowOptions {
     /// `tombstone_mismatches` to keep the handler's model at exactly the selection (see the
     /// gateway's contract, "Selecting records").
     pub record_filter: Option<pb::RecordFilter>,
+    /// While the handler falls behind, the gateway sends only the latest record per key (see
+    /// the gateway's contract, "Conflation"); the position still resumes exactly.
+    pub conflate: bool,
     /// A durable subscription: the position is also committed to the gateway under this name, and
     /// with an empty store the follow resumes from the committed position.
     pub subscription_name: Option<String>,
@@ -106,6 +109,7 @@ impl FollowOptions {
             translator: None,
             key_filter: None,
             record_filter: None,
+            conflate: false,
             subscription_name: None,
             max_batch_records: 0,
             commit_interval: Duration::from_secs(1),
@@ -119,9 +123,16 @@ impl FollowOptions {
         self
     }
 
-    /// Follows only the records that meet `filter` (see [`FollowOptions::record_filter`]).
+    /// Follows only the records that meet `filter` (sets the field `record_filter`).
     pub fn record_filter(mut self, filter: pb::RecordFilter) -> Self {
         self.record_filter = Some(filter);
+        self
+    }
+
+    /// Follows the latest record per key while the handler falls behind (sets the field
+    /// `conflate`).
+    pub fn conflate(mut self) -> Self {
+        self.conflate = true;
         self
     }
 
@@ -282,6 +293,7 @@ impl<'a, H: Handler, S: Store, F: Future> Follow<'a, H, S, F> {
             from_offsets: from.map(Position::to_offsets).unwrap_or_default(),
             key_filter: self.options.key_filter.clone(),
             record_filter: self.options.record_filter.clone(),
+            conflate: self.options.conflate,
             max_batch_records: self.options.max_batch_records,
             translator: self.options.translator.clone(),
             subscription_name: name.to_string(),

@@ -236,6 +236,58 @@ async fn a_record_filter_keeps_the_model_at_exactly_the_selection() {
     });
 }
 
+/// A handler that takes 20 ms per batch.
+struct Slow(Shared);
+
+impl Handler for Slow {
+    async fn reset(&mut self) -> Result<(), BoxError> {
+        self.0.reset().await
+    }
+
+    async fn apply(&mut self, changes: &[Change], position: Option<&Position>) -> Result<(), BoxError> {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.0.apply(changes, position).await
+    }
+}
+
+/// With `conflate`, a handler slower than A gets the latest value of each key, not every one,
+/// and ends at A's exact state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_handler_following_with_conflate_gets_the_latest_values_and_the_exact_state() {
+    let topic = kit::unique_topic("client-conflate");
+    kit::create_topic(&topic, 1).await;
+    kit::produce(&topic, &[Out::kv("k0", Some("first"))]);
+    let gateway = Gateway::start(&[&topic]).await;
+    let client = connect(&gateway).await;
+    let model = Shared::default();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = {
+        let (client, mut handler, mut store) = (client.clone(), Slow(model.clone()), MemoryStore::default());
+        let options = FollowOptions::new([topic.as_str()]).conflate();
+        tokio::spawn(async move { follow(&client, options, &mut handler, &mut store, stopped).await })
+    };
+    while model.with(|m| m.resets) == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let written = 5_000;
+    let rewrites: Vec<Out> = (0..written).map(|i| Out::kv(&format!("k{}", i % 10), Some(&format!("v{i}")))).collect();
+    kit::produce(&topic, &rewrites);
+    let ends = kit::ends(&topic);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while model.with(|m| {
+        m.state != rebuilt(&topic) || m.position.as_ref().and_then(|p| p.get(&topic, 0)) < ends.values().next().copied()
+    }) {
+        assert!(Instant::now() < deadline, "the follow did not reach {ends:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    model.with(|m| {
+        assert_eq!(m.state, rebuilt(&topic), "B's state equals a raw rebuild");
+        assert!(m.streamed.len() < written / 2, "{} of {written} rewrites applied: conflated", m.streamed.len());
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_resumes_after_a_gateway_restart_losing_and_repeating_nothing() {
     let topic = kit::unique_topic("client-restart");

@@ -289,7 +289,7 @@ async function run(fleet: Fleet, options: FleetOptions, handler: Handler): Promi
           const controller = new AbortController();
           const id = nextId++;
           live.set(id, { owner, partitions: group, controller, delivered: false });
-          void read(id, fleet.client(owner), { fromOffsets, keyFilter, recordFilter, translator, maxBatchRecords: options.maxBatchRecords ?? 0 }, controller);
+          void read(id, fleet.client(owner), { fromOffsets, keyFilter, recordFilter, translator, maxBatchRecords: options.maxBatchRecords ?? 0, conflate: options.conflate ?? false }, controller);
         }
         pending = unowned;
       }

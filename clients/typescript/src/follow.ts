@@ -86,6 +86,11 @@ export interface FollowOptions {
   subscriptionName?: string;
   /** Upper bound on records per batch; 0 or absent takes the gateway's default. */
   maxBatchRecords?: number;
+  /**
+   * While B falls behind, the gateway sends only the latest record per key (docs/contract.md
+   * "Conflation"); offsets still resume exactly. Subscribe only; a named subscription does not keep it.
+   */
+  conflate?: boolean;
   /** Where the position is kept; default a `MemoryStore`. */
   store?: Store;
   /** At most one commit per this many milliseconds (default 1000). */
@@ -300,6 +305,7 @@ export async function follow(client: TributaryClient, options: FollowOptions, ha
         maxBatchRecords: options.maxBatchRecords ?? 0,
         translator,
         subscriptionName: name,
+        conflate: options.conflate ?? false,
       },
       { signal },
     );

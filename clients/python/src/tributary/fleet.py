@@ -279,7 +279,7 @@ class FleetFollower(Follower):
 
     def _subscribe_request(self, group: Set[Partition]) -> gateway_pb2.SubscribeRequest:
         position = self._position or Position()
-        request = gateway_pb2.SubscribeRequest(max_batch_records=self._max_batch_records)
+        request = gateway_pb2.SubscribeRequest(max_batch_records=self._max_batch_records, conflate=self._conflate)
         request.from_offsets.extend(
             gateway_pb2.PartitionOffset(topic=t, partition=p, offset=position.get((t, p), 0))
             for (t, p) in sorted(group)

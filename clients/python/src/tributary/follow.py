@@ -91,6 +91,7 @@ class Follower:
         backoff_max: float = 10.0,
         on_error: Optional[Callable[[BaseException], None]] = None,
         record_filter: Optional[RecordFilter] = None,
+        conflate: bool = False,
     ) -> None:
         if backoff_initial <= 0 or backoff_max < backoff_initial:
             raise ValueError("need 0 < backoff_initial <= backoff_max")
@@ -101,6 +102,7 @@ class Follower:
         self._translator = translator
         self._key_filter = key_filter
         self._record_filter = record_filter
+        self._conflate = conflate
         self._name = subscription_name or ""
         self._max_batch_records = max_batch_records
         self._commit_interval = commit_interval
@@ -231,6 +233,7 @@ class Follower:
             topics=self._topics,
             max_batch_records=self._max_batch_records,
             subscription_name=self._name,
+            conflate=self._conflate,
         )
         if position is not None:
             request.from_offsets.extend(position.to_offsets())
