@@ -10,9 +10,7 @@ use crate::{
 
 mod records;
 
-pub use records::{
-    FieldCondition, HeaderCondition, RecordFilter, Verdict, MAX_CONDITIONS, MAX_CONDITION_BYTES, MAX_VALUES,
-};
+pub use records::{HeaderCondition, RecordFilter, Verdict, MAX_CONDITIONS, MAX_CONDITION_BYTES, MAX_VALUES};
 
 /// Which of A's records a snapshot or a subscription delivers: those whose key the key filter
 /// matches and that meet the record filter's conditions (checked on A's records, before any
@@ -26,32 +24,28 @@ pub struct Filter {
 impl Filter {
     /// What to do with `record`.
     pub fn verdict(&self, record: &RecordRef<'_>) -> Verdict {
-        if !self.keys.matches(record.key) {
-            return Verdict::Skip;
-        }
-        if self.records.is_empty() {
-            return Verdict::Deliver;
-        }
-        let matches = self.records.matches(record.value, record.headers.iter().copied());
-        self.records.verdict(record.key, record.value, matches)
+        self.judge(record.key, record.value, record.headers.iter().copied())
     }
 
-    /// What to do with `record` (a record of the view).
+    /// What to do with `record` (a record of the view; its headers are read in place).
     pub fn verdict_of(&self, record: &Record) -> Verdict {
-        if !self.keys.matches(record.key()) {
+        self.judge(record.key(), record.value(), record.headers())
+    }
+
+    fn judge<'a>(
+        &self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
+    ) -> Verdict {
+        if !self.keys.matches(key) {
             return Verdict::Skip;
         }
         if self.records.is_empty() {
             return Verdict::Deliver;
         }
-        let matches = self.records.matches(record.value(), record.headers());
-        self.records.verdict(record.key(), record.value(), matches)
-    }
-
-    /// Whether a record of the state (a snapshot's entry) is in the selection: a key whose latest
-    /// record does not meet the conditions is left out, as if it were deleted.
-    pub fn selects(&self, record: &Record) -> bool {
-        self.keys.matches(record.key()) && self.records.matches(record.value(), record.headers())
+        let matches = self.records.matches(value, headers);
+        self.records.verdict(key, value, matches)
     }
 }
 

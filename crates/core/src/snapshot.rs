@@ -101,8 +101,9 @@ async fn stream_entries(
     let mut pending_bytes = 0;
     let mut skipped = 0;
     for state in states {
-        // A key whose latest record does not meet the record filter is not in the selection.
-        let selected = entries(state, &filter.keys).filter(|r| filter.records.is_empty() || filter.selects(r));
+        // A key whose latest record does not meet the record filter is not in the selection
+        // (`entries` already keeps only the keys the key filter matches).
+        let selected = entries(state, &filter.keys).filter(|r| filter.records.matches(r.value(), r.headers()));
         for record in selected {
             pending_bytes += record.size();
             pending.push(record.clone());
