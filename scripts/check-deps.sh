@@ -7,6 +7,7 @@
 #   redb      only tributary-checkpoint
 #   tonic*    only tributary-server, tributary-client (clients/rust), tributary-cli, the test harness
 #   prost*    only tributary-server (the gRPC layer owns every protobuf mapping) and tributary-client
+#   the schema registry's decoders and HTTP client: only tributary-schema
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,11 @@ allowed = {
     "tonic-types": {"tributary-server", "tributary-client"},
     "prost": {"tributary-server", "tributary-client"},
     "prost-types": {"tributary-server", "tributary-client"},
+    "apache-avro": {"tributary-schema"},
+    "prost-reflect": {"tributary-schema"},
+    "protox": {"tributary-schema"},
+    "jsonschema": {"tributary-schema"},
+    "ureq": {"tributary-schema", "tributary-testkit"},
 }
 metadata = json.load(open(sys.argv[1]))
 failures = []

@@ -49,3 +49,7 @@ if ! "$gobin/buf" --version 2>/dev/null | grep -qx "${BUF_VERSION#v}"; then
     echo "note: Go is missing, so buf is not installed; the proto checks will fail" >&2
   fi
 fi
+
+# The schema registry the Schema Registry tests decode against (Apicurio Registry, from Maven
+# Central; it needs a Java 21+, which scripts/registry.sh finds in /usr/lib/jvm).
+scripts/registry.sh install >/dev/null

@@ -50,9 +50,14 @@ export KAFKA_PORT="${TRIBUTARY_TEST_KAFKA_PORT:-19192}"
 export KAFKA_CONTROLLER_PORT=$((KAFKA_PORT + 1))
 export KAFKA_DATA_DIR="${TRIBUTARY_CACHE:-$HOME/.cache/tributary}/kafka-test-data-$KAFKA_PORT"
 scripts/kafka.sh reset
-trap 'scripts/kafka.sh stop || true' EXIT
+export REGISTRY_PORT="${TRIBUTARY_TEST_REGISTRY_PORT:-19181}"
+trap 'scripts/kafka.sh stop || true; scripts/registry.sh stop || true' EXIT
 bootstrap=$(scripts/kafka.sh start)
 export TRIBUTARY_TEST_BOOTSTRAP="$bootstrap"
+
+step "Starting the suite's own schema registry (Apicurio, in memory)"
+registry=$(scripts/registry.sh restart)
+export TRIBUTARY_TEST_REGISTRY="$registry/apis/ccompat/v7"
 
 step "cargo test (unit and integration, against Kafka at $bootstrap)"
 # Two test threads: the machine has 2 cores and every integration test runs gateways and Kafka

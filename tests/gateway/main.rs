@@ -14,6 +14,7 @@ mod http_cache;
 mod loading;
 mod observability;
 mod restart;
+mod schemas;
 mod security;
 mod sharding;
 mod subscriptions;

@@ -99,6 +99,15 @@ pub enum Error {
     /// A reserved part of the API that this version does not serve yet.
     #[error("{0}")]
     Unimplemented(String),
+    /// A record whose value the schema registry's decoding could not turn into JSON, for a topic
+    /// whose `on_error` is `fail`: the stream ends at it, `resume` saying where it stood.
+    #[error("the value of {}/{} at offset {} cannot be decoded: {message} (schemas.topics.\"{}\".on_error is \"fail\", so it is not skipped)", at.topic, at.partition, at.offset, at.topic)]
+    Undecodable {
+        at: PartitionOffset,
+        failure: crate::decode::DecodeFailure,
+        message: String,
+        resume: Vec<PartitionOffset>,
+    },
     /// A bug.
     #[error("internal error: {0}")]
     Internal(String),
@@ -122,6 +131,9 @@ impl Error {
     pub fn with_resume(self, position: Vec<PartitionOffset>) -> Self {
         match self {
             Error::Kafka { message, .. } => Error::Kafka { message, resume: position },
+            Error::Undecodable { at, failure, message, .. } => {
+                Error::Undecodable { at, failure, message, resume: position }
+            }
             Error::ShuttingDown { .. } => Error::ShuttingDown { resume: position },
             Error::PartitionNotHeld { topic, partition, owner, .. } => {
                 Error::PartitionNotHeld { topic, partition, owner, resume: position }

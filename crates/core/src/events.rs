@@ -159,6 +159,12 @@ declare_events! {
     /// A partition's checkpoint cannot be continued (its offset is below the log start, past the
     /// end, or the partition is gone): that partition is rebuilt from Kafka.
     CheckpointDiscarded = "checkpoint_discarded", WARN, "a partition's checkpoint cannot be continued; the partition is rebuilt from Kafka" { partition: String, offset: i64, reason: String }
+    /// A record's value could not be decoded with its schema and its topic's `on_error` is
+    /// `skip`: the record is left out.
+    SchemaDecodeSkipped = "schema_decode_skipped", WARN, "a value that cannot be decoded with its schema is skipped (on_error = skip)" { topic: String, record: String, reason: String, error: String }
+    /// A record's value could not be decoded with its schema and its topic's `on_error` is
+    /// `fail`: ingest of its partition stops at it and tries it again every `schemas.retry_ms`.
+    SchemaDecodeStopped = "schema_decode_stopped", ERROR, "a value cannot be decoded with its schema: ingest of its partition waits at it and retries (on_error = fail)" { topic: String, record: String, reason: String, error: String }
     /// Writing a checkpoint failed (disk full, I/O error): the previous checkpoint stays whole and
     /// the next interval tries again.
     CheckpointWriteFailed = "checkpoint_write_failed", WARN, "writing the checkpoint failed; the previous one stays whole and the next interval retries" { error: String }

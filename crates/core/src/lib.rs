@@ -7,6 +7,8 @@
 //!
 //! - [`record`]: A's [`Record`](record::Record), B's [`Output`](record::Output) made from it, and
 //!   the [`PartitionOffset`](record::PartitionOffset) positions are named in.
+//! - [`decode`]: the [`Decode`](decode::Decode) port a schema decoder plugs into: framed values
+//!   become JSON where they are read from Kafka, before anything else sees them.
 //! - [`view`]: a shard per partition: persistent state map, bounded tail buffer, next offset.
 //! - [`filter`]: the key filter shared by snapshots and subscriptions.
 //! - [`translate`]: the [`Translate`](translate::Translate) port a translator runtime plugs into,
@@ -40,6 +42,7 @@
 //! Kafka.
 
 pub mod buffer;
+pub mod decode;
 pub mod durable;
 pub mod error;
 pub mod events;

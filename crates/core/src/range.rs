@@ -199,6 +199,12 @@ impl RangeReader {
                     // Not this partition's, or already read; a reader opened without an encoding
                     // reads no encoded record.
                     Read::Record(_) | Read::Encoded { .. } => {}
+                    Read::Failed { partition, offset, error, .. }
+                        if partition == self.shard.partition && offset >= self.pos && offset < self.end =>
+                    {
+                        return Err(error)
+                    }
+                    Read::Failed { .. } => {}
                     Read::OutOfRange => return Err(self.too_old().await),
                     Read::Error(error) => events::emit(&events::KafkaCatchupError { error }),
                 }

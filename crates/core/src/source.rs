@@ -74,6 +74,14 @@ pub enum Read {
         offset: i64,
         record: Encoded,
     },
+    /// A record the reader cannot hand over and must not skip (a value that cannot be decoded
+    /// while its topic's `on_error` is `fail`): the reading call ends with `error`.
+    Failed {
+        topic: Arc<str>,
+        partition: i32,
+        offset: i64,
+        error: Error,
+    },
     /// A position is no longer retained (or beyond the end): check the watermarks.
     OutOfRange,
     /// A transient error; the reader keeps going.
@@ -85,7 +93,9 @@ impl Read {
     pub fn at(&self) -> Option<(&Arc<str>, i32, i64)> {
         match self {
             Read::Record(r) => Some((&r.topic, r.partition, r.offset)),
-            Read::Encoded { topic, partition, offset, .. } => Some((topic, *partition, *offset)),
+            Read::Encoded { topic, partition, offset, .. } | Read::Failed { topic, partition, offset, .. } => {
+                Some((topic, *partition, *offset))
+            }
             Read::OutOfRange | Read::Error(_) => None,
         }
     }
@@ -95,7 +105,7 @@ impl Read {
         match self {
             Read::Record(r) => r.size(),
             Read::Encoded { record, .. } => record.size(),
-            Read::OutOfRange | Read::Error(_) => 0,
+            Read::Failed { .. } | Read::OutOfRange | Read::Error(_) => 0,
         }
     }
 }

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, Instrument};
 use tributary_core::{
+    decode::Decode,
     events,
     source::{Partition, Watermarks},
     view::{Shard, ShardImage, TopicView, View},
@@ -25,7 +26,7 @@ use tributary_core::{
 use crate::{
     batch::ConsumerQueue,
     group::Change,
-    message::to_record,
+    message::{to_record, to_record_with, value_of, Value},
     metadata::{assignment, partition_count, positions, watermarks},
     settings::{consumer_config, ingest_tuning, kafka_error, KafkaConfig},
 };
@@ -54,6 +55,16 @@ pub struct Ingest {
     restored: Restored,
     /// Sharding: what this replica's group membership gives and takes. `None`: every partition.
     share: Option<mpsc::Receiver<Change>>,
+    /// Schema decoding of the values of the topics configured for it.
+    decoding: Decoding,
+}
+
+/// How ingest decodes values: through `decode`, a partition stopped at an undecodable value
+/// (`on_error = fail`) trying it again every `retry`.
+#[derive(Clone)]
+struct Decoding {
+    decode: Option<Arc<dyn Decode>>,
+    retry: Duration,
 }
 
 /// Checkpointed partitions waiting for the start's assignment (which may take several attempts).
@@ -76,7 +87,16 @@ impl Ingest {
             refresh: Duration::from_millis(kafka.metadata_refresh_ms),
             restored: Restored::default(),
             share: None,
+            decoding: Decoding { decode: None, retry: Duration::from_secs(5) },
         })
+    }
+
+    /// Decodes the values of the topics `decode` is configured for. A partition stopped at a
+    /// value it cannot decode (its topic's `on_error` is `fail`) is paused there and tries the
+    /// record again every `retry`: nothing after it is applied until it decodes.
+    pub fn decoding(mut self, decode: Arc<dyn Decode>, retry: Duration) -> Self {
+        self.decoding = Decoding { decode: Some(decode), retry };
+        self
     }
 
     /// Holds only the partitions this replica's sharding membership assigns it (`changes`, from
@@ -107,7 +127,7 @@ impl Ingest {
     /// thread of its own (a blocking task), like a raw consumer: a tight `poll` loop with no async
     /// wake-up per message; new partitions are looked for beside it.
     pub async fn run(self, shutdown: CancellationToken) {
-        let Self { consumer, view, limits, refresh, restored, share } = self;
+        let Self { consumer, view, limits, refresh, restored, share, decoding } = self;
         view.await_share(share.is_some());
         if !assign_at_start(&consumer, &view, &restored, share.is_some(), &shutdown).await {
             return;
@@ -126,8 +146,9 @@ impl Ingest {
             }
         };
         let span = tracing::Span::current();
-        let polling =
-            tokio::task::spawn_blocking(move || span.in_scope(|| poll_loop(&consumer, &view, &limits, &shutdown)));
+        let polling = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| poll_loop(&consumer, &view, &limits, &decoding, &shutdown))
+        });
         if let Err(e) = polling.await {
             events::emit(&events::IngestStoppedAbnormally { error: e.to_string() });
         }
@@ -197,7 +218,7 @@ async fn assign_at_start(
 /// lock, one wake-up per topic). With one thread, loading was bound by that thread while the
 /// second core idled (the profile: about half in librdkafka and record copies, half in the state
 /// map). Order is kept: one apply thread takes the work in the order it was made.
-fn poll_loop(consumer: &BaseConsumer, view: &View, limits: &Limits, shutdown: &CancellationToken) {
+fn poll_loop(consumer: &BaseConsumer, view: &View, limits: &Limits, decoding: &Decoding, shutdown: &CancellationToken) {
     let Some(queue) = ConsumerQueue::of(consumer) else {
         events::emit(&events::IngestStoppedAbnormally { error: "the ingest consumer has no consumer queue".into() });
         return;
@@ -213,14 +234,15 @@ fn poll_loop(consumer: &BaseConsumer, view: &View, limits: &Limits, shutdown: &C
             return;
         }
         let mut next_sync = Instant::now();
+        let mut stopped = Stopped::default();
         while !shutdown.is_cancelled() {
-            let mut batch = Batch::default();
+            let mut batch = Batch { decode: decoding.decode.clone(), ..Batch::default() };
             // Wait for one message, then up to LINGER for a full batch (librdkafka's batch call
             // waits for a full batch or its timeout): records are late by at most LINGER, and
             // subscribers are woken at most once per LINGER while records trickle in.
             let linger = match consumer.poll(POLL_WAIT) {
                 Some(Ok(m)) => {
-                    batch.push(view, &m);
+                    batch.push(view, &m, &mut stopped);
                     LINGER
                 }
                 Some(Err(e)) => {
@@ -232,11 +254,13 @@ fn poll_loop(consumer: &BaseConsumer, view: &View, limits: &Limits, shutdown: &C
             let taken = queue.consume(linger, MAX_BATCH);
             for message in taken.iter() {
                 match message {
-                    Ok(m) => batch.push(view, &m),
+                    Ok(m) => batch.push(view, &m, &mut stopped),
                     Err(e) => events::emit(&events::KafkaIngestError { error: e.message }),
                 }
             }
             drop(taken);
+            stopped.pause_new(consumer, decoding.retry);
+            stopped.resume_due(consumer);
             // A send fails only when the apply thread is gone (it panicked): stop, the scope
             // passes the panic on.
             if batch.len > 0 && work.send(Work::Apply(batch)).is_err() {
@@ -250,6 +274,7 @@ fn poll_loop(consumer: &BaseConsumer, view: &View, limits: &Limits, shutdown: &C
             // again before the apply thread gets to it has a new shard, starting over.
             let synced = positions(consumer)
                 .into_iter()
+                .map(|p| stopped.hold_back(p))
                 .filter_map(|p| {
                     let topic = view.topic(&p.topic).ok()?;
                     let shard = topic.shard(p.partition)?;
@@ -664,6 +689,95 @@ impl Counters {
     }
 }
 
+/// Partitions whose ingest waits at a value it cannot decode (`on_error = fail`): nothing of
+/// theirs from it on is applied, and their positions are held back to it, until it decodes.
+#[derive(Default)]
+struct Stopped {
+    /// Per partition: the offset of the record it waits at, and how it waits.
+    at: HashMap<(String, i32), (i64, Wait)>,
+}
+
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Stopped in the batch being read: to be paused.
+    New,
+    /// Paused and moved back to the record, until this instant.
+    Paused(Instant),
+    /// Resumed: the record is read again next.
+    Resumed,
+}
+
+impl Stopped {
+    /// Whether `m` is not to be applied: it comes after the record its partition waits at (or is
+    /// that record, read before the partition is resumed).
+    fn holds<M: Message>(&self, m: &M) -> bool {
+        if self.at.is_empty() {
+            return false;
+        }
+        self.at.get(&(m.topic().to_string(), m.partition())).is_some_and(|&(offset, wait)| {
+            m.offset() > offset || (m.offset() == offset && matches!(wait, Wait::Paused(_)))
+        })
+    }
+
+    /// Stops `m`'s partition at `m`.
+    fn stop<M: Message>(&mut self, m: &M) {
+        self.at.insert((m.topic().to_string(), m.partition()), (m.offset(), Wait::New));
+    }
+
+    /// `m` was applied: a partition waiting at it goes on.
+    fn passed<M: Message>(&mut self, m: &M) {
+        if !self.at.is_empty() {
+            self.at.remove(&(m.topic().to_string(), m.partition()));
+        }
+    }
+
+    /// Pauses the partitions stopped since the last call and moves each back to the record it
+    /// waits at (what librdkafka fetched beyond it is dropped), to be tried again after `retry`.
+    fn pause_new(&mut self, consumer: &BaseConsumer, retry: Duration) {
+        for ((topic, partition), (offset, wait)) in &mut self.at {
+            if !matches!(wait, Wait::New) {
+                continue;
+            }
+            let moved = assignment(&[PartitionOffset::new(topic.as_str(), *partition, *offset)]).and_then(|list| {
+                consumer.pause(&list).map_err(kafka_error)?;
+                consumer.seek_partitions(list, SEEK_TIMEOUT).map(drop).map_err(kafka_error)
+            });
+            if let Err(e) = moved {
+                events::emit(&events::KafkaIngestError { error: format!("pausing {topic}/{partition}: {e}") });
+            }
+            *wait = Wait::Paused(Instant::now() + retry);
+        }
+    }
+
+    /// Resumes the paused partitions whose retry is due: each reads the record it waits at again
+    /// (and stops at it again if it still cannot be decoded).
+    fn resume_due(&mut self, consumer: &BaseConsumer) {
+        let now = Instant::now();
+        for ((topic, partition), (offset, wait)) in &mut self.at {
+            if !matches!(wait, Wait::Paused(at) if *at <= now) {
+                continue;
+            }
+            let resumed = assignment(&[PartitionOffset::new(topic.as_str(), *partition, *offset)])
+                .and_then(|list| consumer.resume(&list).map_err(kafka_error));
+            if let Err(e) = resumed {
+                events::emit(&events::KafkaIngestError { error: format!("resuming {topic}/{partition}: {e}") });
+            }
+            *wait = Wait::Resumed;
+        }
+    }
+
+    /// `p` no further than the record its partition waits at.
+    fn hold_back(&self, mut p: PartitionOffset) -> PartitionOffset {
+        if let Some((offset, _)) = self.at.get(&(p.topic.clone(), p.partition)) {
+            p.offset = p.offset.min(*offset);
+        }
+        p
+    }
+}
+
+/// How long moving a stopped partition back to its record may take.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Consecutive records of one partition.
 type Run = (Arc<TopicView>, Arc<Shard>, Vec<Record>);
 
@@ -672,18 +786,32 @@ type Run = (Arc<TopicView>, Arc<Shard>, Vec<Record>);
 struct Batch {
     runs: Vec<Run>,
     len: usize,
+    decode: Option<Arc<dyn Decode>>,
 }
 
 impl Batch {
-    fn push<M: Message>(&mut self, view: &View, m: &M) {
+    fn push<M: Message>(&mut self, view: &View, m: &M, stopped: &mut Stopped) {
+        if stopped.holds(m) {
+            return;
+        }
         let same = self.runs.last().is_some_and(|(t, s, _)| *t.name == *m.topic() && s.partition == m.partition());
         if !same {
             let Ok(topic) = view.topic(m.topic()) else { return };
             let Some(shard) = topic.shard(m.partition()) else { return };
             self.runs.push((topic, shard, Vec::new()));
         }
+        let record = match value_of(self.decode.as_deref(), m) {
+            Value::AsIs => None,
+            Value::Decoded(json) => Some(json),
+            Value::Skip => return,
+            Value::Fail(_) => return stopped.stop(m),
+        };
+        stopped.passed(m);
         let (topic, _, records) = self.runs.last_mut().expect("a run");
-        records.push(to_record(m, topic.name.clone()));
+        records.push(match record {
+            Some(json) => to_record_with(m, topic.name.clone(), &json),
+            None => to_record(m, topic.name.clone()),
+        });
         self.len += 1;
     }
 
@@ -713,6 +841,96 @@ mod tests {
 
     fn consumer() -> BaseConsumer {
         consumer_config(&testing::config(), "ingest", &ingest_tuning()).create().unwrap()
+    }
+
+    /// Runs ingest of `topic` with the stub decoder until `done` says the view is as expected;
+    /// returns the view then. Panics after 30 s.
+    async fn ingest_until(
+        topic: &str,
+        decode: Arc<testing::StubDecode>,
+        mut done: impl FnMut(&Shard) -> bool,
+        mut meanwhile: impl FnMut(&Shard, Duration),
+    ) -> Arc<View> {
+        let view = Arc::new(View::new(&[topic.to_string()]));
+        let ingest = Ingest::new(&testing::config(), &Limits::default(), view.clone())
+            .unwrap()
+            .decoding(decode, Duration::from_millis(300));
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(ingest.run(shutdown.clone()));
+        let started = Instant::now();
+        loop {
+            let shard = view.topic(topic).unwrap().shard(0);
+            if let Some(shard) = shard {
+                if done(&shard) {
+                    break;
+                }
+                meanwhile(&shard, started.elapsed());
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "ingest did not get there in time");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        shutdown.cancel();
+        running.await.unwrap();
+        view
+    }
+
+    fn values(shard: &Shard) -> Vec<(String, Option<String>)> {
+        let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
+        shard.snapshot().0.iter().map(|k| (text(k.0.key()).unwrap(), text(k.0.value()))).collect()
+    }
+
+    #[tokio::test]
+    async fn ingest_applies_decoded_values_and_moves_past_those_its_topic_skips() {
+        let topic = testing::topic("decode-skip", 1);
+        testing::write(
+            &topic,
+            0,
+            &[
+                (Some(b"a"), Some(b"ok:1"), &[], 0),
+                (Some(b"b"), Some(b"bad"), &[], 0),
+                (Some(b"c"), Some(b"ok:3"), &[], 0),
+            ],
+        );
+        let decode = testing::StubDecode::new(tributary_core::decode::OnError::Skip);
+        let view = ingest_until(&topic, decode, |s| s.next_offset() == 3, |_, _| {}).await;
+        let shard = view.topic(&topic).unwrap().shard(0).unwrap();
+        let expected = vec![("a".into(), Some(r#"{"v":"1"}"#.into())), ("c".into(), Some(r#"{"v":"3"}"#.into()))];
+        assert_eq!(values(&shard), expected);
+    }
+
+    #[tokio::test]
+    async fn ingest_waits_at_a_value_its_topic_must_not_skip_and_goes_on_once_it_decodes() {
+        let topic = testing::topic("decode-fail", 1);
+        let mut written: Vec<testing::Write<'_>> =
+            vec![(Some(b"a"), Some(b"ok:1"), &[], 0), (Some(b"b"), Some(b"bad"), &[], 0)];
+        // More than one batch after it: nothing of them is applied while it waits.
+        let keys: Vec<String> = (0..5000).map(|i| format!("k{i}")).collect();
+        written.extend(keys.iter().map(|k| (Some(k.as_bytes()), Some(&b"ok:x"[..]), &[][..], 0)));
+        testing::write(&topic, 0, &written);
+        let decode = testing::StubDecode::new(tributary_core::decode::OnError::Fail);
+        let healer = decode.clone();
+        let mut waited = false;
+        let view = ingest_until(
+            &topic,
+            decode,
+            |s| s.next_offset() == 5002,
+            |shard, elapsed| {
+                if elapsed < Duration::from_secs(2) {
+                    // Several retries (every 300 ms): still at the record, the state exact there.
+                    assert!(shard.next_offset() <= 1, "ingest passed the record it must wait at");
+                    assert!(shard.keys() <= 1);
+                    waited |= shard.next_offset() == 1;
+                } else {
+                    assert!(waited, "ingest reached the record");
+                    healer.healed.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            },
+        )
+        .await;
+        let shard = view.topic(&topic).unwrap().shard(0).unwrap();
+        let state = values(&shard);
+        assert_eq!(state.len(), 5002, "nothing lost");
+        assert!(state.contains(&("b".into(), Some(r#"{"v":"healed"}"#.into()))));
     }
 
     #[test]

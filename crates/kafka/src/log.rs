@@ -18,13 +18,14 @@ use rdkafka::{
     types::RDKafkaErrorCode,
 };
 use tributary_core::{
+    decode::Decode,
     source::{take_reads, CatchUpReader, Encoding, Log, Partition, Read, Watermarks},
-    Error, PartitionOffset,
+    Error, PartitionOffset, RecordRef,
 };
 
 use crate::{
     batch::ConsumerQueue,
-    message::{record_of, topic_of, with_parts},
+    message::{record_of, to_record_with, topic_of, value_of, with_parts, Value},
     metadata::{assignment, positions, watermarks},
     settings::{catchup_tuning, consumer_config, kafka_error, metadata_tuning, KafkaConfig},
 };
@@ -41,12 +42,21 @@ const ENCODE_CHUNK: usize = 64 * 1024;
 pub struct Kafka {
     config: KafkaConfig,
     metadata: BaseConsumer,
+    decode: Option<Arc<dyn Decode>>,
 }
 
 impl Kafka {
     pub fn new(config: &KafkaConfig) -> Result<Self, Error> {
         let metadata = consumer_config(config, "metadata", &metadata_tuning()).create().map_err(kafka_error)?;
-        Ok(Self { config: config.clone(), metadata })
+        Ok(Self { config: config.clone(), metadata, decode: None })
+    }
+
+    /// Catch-up readers decode the values of the topics `decode` is configured for, as ingest
+    /// does: a value their topic skips is left out, one their topic must not skip ends the read
+    /// with an error naming it ([`Read::Failed`]).
+    pub fn decoding(mut self, decode: Arc<dyn Decode>) -> Self {
+        self.decode = Some(decode);
+        self
     }
 }
 
@@ -58,7 +68,8 @@ impl Log for Kafka {
     fn catch_up(&self, prefetch_kbytes: usize, encoding: Option<Encoding>) -> Result<Box<dyn CatchUpReader>, Error> {
         let consumer: StreamConsumer =
             consumer_config(&self.config, "catchup", &catchup_tuning(prefetch_kbytes)).create().map_err(kafka_error)?;
-        Ok(Box::new(Reader { consumer, topics: RwLock::new(Vec::new()), ready: Mutex::default(), encoding }))
+        let decode = self.decode.clone();
+        Ok(Box::new(Reader { consumer, topics: RwLock::new(Vec::new()), ready: Mutex::default(), encoding, decode }))
     }
 }
 
@@ -72,6 +83,8 @@ struct Reader {
     ready: Mutex<Ready>,
     /// Set for a subscription that sends A's records as they are.
     encoding: Option<Encoding>,
+    /// Schema decoding of the values of the topics configured for it.
+    decode: Option<Arc<dyn Decode>>,
 }
 
 /// Reads not handed out yet (at most [`CATCHUP_BATCH`]), and the rest of the buffer the next
@@ -104,13 +117,36 @@ impl Reader {
     /// A message as the subscription takes it: a record, or encoded into `chunk` when the
     /// reader has an encoding (`None` when its filter refuses the record: nothing is copied).
     fn take<M: Message>(&self, topics: &[Arc<str>], m: &M, chunk: &mut BytesMut) -> Option<Read> {
-        let Some(encoding) = &self.encoding else { return Some(Read::Record(record_of(topics, m))) };
-        // Most refusals cost no more than a look at the key.
-        if !encoding.filter.keys.matches(m.key()) {
+        // Most refusals cost no more than a look at the key, and a value is decoded only for a
+        // record the key filter takes.
+        if self.encoding.as_ref().is_some_and(|e| !e.filter.keys.matches(m.key())) {
             return None;
         }
+        let decoded = match value_of(self.decode.as_deref(), m) {
+            Value::AsIs => None,
+            Value::Decoded(json) => Some(json),
+            Value::Skip => return None,
+            Value::Fail(error) => {
+                let (topic, partition, offset) = (topic_of(topics, m), m.partition(), m.offset());
+                return Some(Read::Failed { topic, partition, offset, error });
+            }
+        };
+        let Some(encoding) = &self.encoding else {
+            return Some(Read::Record(match decoded {
+                Some(json) => to_record_with(m, topic_of(topics, m), &json),
+                None => record_of(topics, m),
+            }));
+        };
         let topic = topic_of(topics, m);
         let data_bytes = with_parts(m, &topic, |r| {
+            let with_json;
+            let r = match &decoded {
+                Some(json) => {
+                    with_json = RecordRef { value: Some(json), ..*r };
+                    &with_json
+                }
+                None => r,
+            };
             // Room for the parts and their framing; a new buffer when the rest of this one is
             // smaller (the old one lives on in the slices already handed out).
             let room = r.data_bytes() + r.topic.len() + 64 + 16 * r.headers.len();
@@ -418,6 +454,87 @@ mod tests {
         reader.assign(&[PartitionOffset::new(&topic, 0, 0)]).unwrap();
         let Read::Encoded { offset, record, .. } = next(&*reader).await else { panic!("an encoded read") };
         assert_eq!((offset, record), expected[0].clone(), "the keyless record and b1 are left out");
+    }
+
+    /// Records `ok:a`, `bad`, `ok:c` and a tombstone, for the stub decoder.
+    fn undecodable_in_the_middle() -> String {
+        let topic = testing::topic("decoded", 1);
+        let written: Vec<testing::Write<'_>> = vec![
+            (Some(b"a"), Some(b"ok:a"), &[], 0),
+            (Some(b"b"), Some(b"bad"), &[], 0),
+            (Some(b"c"), Some(b"ok:c"), &[], 0),
+            (Some(b"a"), None, &[], 0),
+        ];
+        testing::write(&topic, 0, &written);
+        topic
+    }
+
+    fn decoding_reader(
+        topic: &str,
+        decode: Arc<testing::StubDecode>,
+        encoding: Option<Encoding>,
+    ) -> Box<dyn CatchUpReader> {
+        let reader = Kafka::new(&testing::config()).unwrap().decoding(decode).catch_up(64, encoding).unwrap();
+        reader.assign(&[PartitionOffset::new(topic, 0, 0)]).unwrap();
+        reader
+    }
+
+    #[tokio::test]
+    async fn a_reader_hands_over_decoded_values_and_leaves_out_those_its_topic_skips() {
+        use tributary_core::decode::OnError;
+
+        let topic = undecodable_in_the_middle();
+        let reader = decoding_reader(&topic, testing::StubDecode::new(OnError::Skip), None);
+        let got: Vec<_> = take(&*reader, 3, 64)
+            .into_iter()
+            .map(record)
+            .map(|r| (r.offset, r.key().map(<[u8]>::to_vec), r.value().map(<[u8]>::to_vec)))
+            .collect();
+        let expected = vec![
+            (0, Some(b"a".to_vec()), Some(br#"{"v":"a"}"#.to_vec())),
+            (2, Some(b"c".to_vec()), Some(br#"{"v":"c"}"#.to_vec())),
+            (3, Some(b"a".to_vec()), None),
+        ];
+        assert_eq!(got, expected, "the undecodable record is left out, a tombstone is kept as it is");
+        assert_eq!(reader.positions(), vec![PartitionOffset::new(&topic, 0, 4)], "positions pass it");
+
+        // Encoded straight from librdkafka, with the decoded value in place of the framed one.
+        let encoder: tributary_core::Encoder = Arc::new(|r: &RecordRef<'_>, buf: &mut BytesMut| {
+            buf.extend_from_slice(r.value.unwrap_or(b"<tombstone>"));
+        });
+        let encoding = Encoding { encoder, filter: Default::default() };
+        let reader = decoding_reader(&topic, testing::StubDecode::new(OnError::Skip), Some(encoding));
+        let wires: Vec<_> = take(&*reader, 3, 64)
+            .into_iter()
+            .map(|read| match read {
+                Read::Encoded { offset, record, .. } => (offset, record.wire.to_vec()),
+                other => panic!("an encoded read, not {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            wires,
+            vec![(0, br#"{"v":"a"}"#.to_vec()), (2, br#"{"v":"c"}"#.to_vec()), (3, b"<tombstone>".to_vec())]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reader_stops_at_a_value_its_topic_must_not_skip_and_names_it() {
+        use tributary_core::decode::{DecodeFailure, OnError};
+
+        let topic = undecodable_in_the_middle();
+        let reader = decoding_reader(&topic, testing::StubDecode::new(OnError::Fail), None);
+        let reads = take(&*reader, 2, 64);
+        assert_eq!(record(reads.into_iter().next().unwrap()).offset, 0);
+        let reader = decoding_reader(&topic, testing::StubDecode::new(OnError::Fail), None);
+        let mut reads = take(&*reader, 2, 64).into_iter();
+        reads.next();
+        match reads.next() {
+            Some(Read::Failed { offset: 1, error: Error::Undecodable { at, failure, message, .. }, .. }) => {
+                assert_eq!(at, PartitionOffset::new(&topic, 0, 1));
+                assert_eq!((failure, message.as_str()), (DecodeFailure::Mismatch, "not ok"));
+            }
+            other => panic!("the read that failed, not {other:?}"),
+        }
     }
 
     #[tokio::test]

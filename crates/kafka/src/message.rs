@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use rdkafka::message::{Headers, Message};
-use tributary_core::{Record, RecordRef};
+use tributary_core::{
+    decode::{Decode, OnError},
+    events, Error, PartitionOffset, Record, RecordRef,
+};
 
 /// Calls `f` with the parts of a Kafka message, borrowed from librdkafka's buffers.
 pub(crate) fn with_parts<M: Message, R>(m: &M, topic: &str, f: impl FnOnce(&RecordRef<'_>) -> R) -> R {
@@ -26,6 +29,47 @@ pub(crate) fn with_parts<M: Message, R>(m: &M, topic: &str, f: impl FnOnce(&Reco
 /// Copies a Kafka message into the gateway's record: key, value and header values in one buffer.
 pub(crate) fn to_record<M: Message>(m: &M, topic: Arc<str>) -> Record {
     with_parts(m, "", |r| Record::new(topic, r.partition, r.offset, r.timestamp_ms, r.key, r.value, r.headers))
+}
+
+/// What a message's value is as the gateway reads it, its topic's schema decoding applied.
+pub(crate) enum Value {
+    /// As it is in Kafka: the topic is not decoded, or the record is a tombstone.
+    AsIs,
+    /// Decoded to JSON.
+    Decoded(Vec<u8>),
+    /// Undecodable, and its topic skips such records (counted and logged).
+    Skip,
+    /// Undecodable, and its topic keeps such records from being skipped (logged).
+    Fail(Error),
+}
+
+/// `m`'s value through `decode` (no work for a topic it does not decode, or without one).
+pub(crate) fn value_of<M: Message>(decode: Option<&dyn Decode>, m: &M) -> Value {
+    let Some(decode) = decode else { return Value::AsIs };
+    let (Some(on_error), Some(value)) = (decode.on_error(m.topic()), m.payload()) else { return Value::AsIs };
+    match decode.decode(m.topic(), value) {
+        Ok(json) => Value::Decoded(json),
+        Err(error) => {
+            let record = format!("{}/{}@{}", m.topic(), m.partition(), m.offset());
+            let (topic, reason) = (m.topic().to_string(), error.failure.reason().to_string());
+            match on_error {
+                OnError::Skip => {
+                    events::emit(&events::SchemaDecodeSkipped { topic, record, reason, error: error.message });
+                    Value::Skip
+                }
+                OnError::Fail => {
+                    let e = error.message.clone();
+                    events::emit(&events::SchemaDecodeStopped { topic, record, reason, error: e });
+                    Value::Fail(error.at(PartitionOffset::new(m.topic(), m.partition(), m.offset())))
+                }
+            }
+        }
+    }
+}
+
+/// A record of `m` with `value` in place of its own (its decoded value).
+pub(crate) fn to_record_with<M: Message>(m: &M, topic: Arc<str>, value: &[u8]) -> Record {
+    with_parts(m, "", |r| Record::new(topic, r.partition, r.offset, r.timestamp_ms, r.key, Some(value), r.headers))
 }
 
 /// The name of `m`'s topic, shared with `topics` when it is one of them (no allocation).

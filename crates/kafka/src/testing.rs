@@ -98,3 +98,32 @@ pub(crate) fn delete_below(topic: &str, partition: i32, offset: i64) {
         e.error().unwrap_or_else(|e| panic!("delete records of {topic}/{partition}: {e}"));
     }
 }
+
+/// A decoder standing in for a schema registry: `ok:<x>` decodes to `{"v":"<x>"}`, anything
+/// else is a mismatch until `healed` (a schema registered late), then decodes to
+/// `{"v":"healed"}`.
+pub(crate) struct StubDecode {
+    pub on_error: tributary_core::decode::OnError,
+    pub healed: std::sync::atomic::AtomicBool,
+}
+
+impl StubDecode {
+    pub(crate) fn new(on_error: tributary_core::decode::OnError) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self { on_error, healed: Default::default() })
+    }
+}
+
+impl tributary_core::decode::Decode for StubDecode {
+    fn on_error(&self, _topic: &str) -> Option<tributary_core::decode::OnError> {
+        Some(self.on_error)
+    }
+
+    fn decode(&self, _topic: &str, value: &[u8]) -> Result<Vec<u8>, tributary_core::decode::DecodeError> {
+        use tributary_core::decode::{DecodeError, DecodeFailure};
+        match value.strip_prefix(b"ok:") {
+            Some(x) => Ok(format!("{{\"v\":\"{}\"}}", String::from_utf8_lossy(x)).into_bytes()),
+            None if self.healed.load(Ordering::SeqCst) => Ok(b"{\"v\":\"healed\"}".to_vec()),
+            None => Err(DecodeError::new(DecodeFailure::Mismatch, "not ok")),
+        }
+    }
+}

@@ -88,8 +88,14 @@ impl App {
     pub async fn build(config: Config) -> Result<Self, Error> {
         let limits = &config.limits.core;
         let view = Arc::new(View::new(&config.kafka.topics));
-        let log = Arc::new(Kafka::new(&config.kafka)?);
+        let mut log = Kafka::new(&config.kafka)?;
         let mut ingest = Ingest::new(&config.kafka, limits, view.clone())?;
+        if config.schemas.enabled() {
+            let decode = Arc::new(tributary_schema::Registry::new(&config.schemas));
+            log = log.decoding(decode.clone());
+            ingest = ingest.decoding(decode, Duration::from_millis(config.schemas.retry_ms));
+        }
+        let log = Arc::new(log);
         let mut checkpointer = None;
         if let Some(dir) = config.checkpoint.dir.clone() {
             // Reading back a large checkpoint takes a while: off the async threads.

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use tributary_checkpoint::CheckpointConfig;
 pub use tributary_core::Limits;
 pub use tributary_kafka::KafkaConfig;
+pub use tributary_schema::{SchemasConfig, TopicSchemas};
 pub use tributary_wasm::TranslatorsConfig;
 
 pub use crate::{
@@ -35,6 +36,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// Bounds on memory, message sizes, concurrency and connections.
     pub limits: LimitsConfig,
+    /// Values framed by a schema registry (Avro, Protobuf, JSON Schema) decoded to JSON, per topic.
+    pub schemas: SchemasConfig,
     /// B's WebAssembly translators: where they are stored and the limits they run under.
     pub translators: TranslatorsConfig,
     /// TLS and mutual TLS on the gRPC port.
@@ -68,6 +71,7 @@ impl Default for Config {
             listen: default_listen(),
             kafka: KafkaConfig::default(),
             limits: LimitsConfig::default(),
+            schemas: SchemasConfig::default(),
             translators: TranslatorsConfig::default(),
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
@@ -199,7 +203,14 @@ impl Config {
         self.tls.validate().map_err(ConfigError)?;
         self.sharding.validate(self.listen).map_err(ConfigError)?;
         self.http.validate().map_err(ConfigError)?;
+        self.schemas.validate().map_err(ConfigError)?;
         let fail = |key: &str, why: String| Err(ConfigError(format!("`{key}` {why}")));
+        if let Some(topic) = self.schemas.topics.keys().find(|t| !self.kafka.topics.contains(t)) {
+            return fail(
+                "schemas.topics",
+                format!("names {topic:?}, which is not exposed (kafka.topics: {})", self.kafka.topics.join(", ")),
+            );
+        }
         if !self.tls.enabled() && !self.listen.ip().is_loopback() && !self.allow_plaintext {
             return fail(
                 "listen",

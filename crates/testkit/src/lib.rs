@@ -7,9 +7,11 @@
 //! reads Kafka on its own.
 //!
 //! [`bench`] holds what the benchmarks share (the raw-consumer baseline and its profiles); [`web`]
-//! the HTTP log's client side (an HTTP client, a follower, nginx as a cache).
+//! the HTTP log's client side (an HTTP client, a follower, nginx as a cache); [`schemas`] a real
+//! schema registry's side (schemas registered, values framed).
 
 pub mod bench;
+pub mod schemas;
 pub mod web;
 
 use std::{

@@ -583,6 +583,11 @@ impl<'a> Runner<'a> {
             if !cursor.behind || offset < cursor.pos {
                 return Ok(());
             }
+            if matches!(read, Read::Failed { .. }) {
+                // Not delivered: the stream ends where it stands, resumable at the record.
+                let Read::Failed { error, .. } = read else { unreachable!() };
+                return Err(error);
+            }
             cursor.pos = offset + 1;
             self.batch_private = true;
         }
@@ -595,6 +600,8 @@ impl<'a> Runner<'a> {
                 self.push_encoded(record);
                 Ok(())
             }
+            // A read without a position is no record of a cursor's.
+            Read::Failed { error, .. } => Err(error),
             Read::OutOfRange => self.check_retained().await,
             Read::Error(message) => {
                 events::emit(&events::KafkaCatchupError { error: message });

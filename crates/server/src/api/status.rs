@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use prost::Message;
 use tonic::{Code, Status};
 use tonic_types::pb as rpc;
-use tributary_core::{Error, SubscriptionProblem, TranslatorFailure};
+use tributary_core::{decode::DecodeFailure, Error, SubscriptionProblem, TranslatorFailure};
 
 use crate::{
     api::convert,
@@ -32,6 +32,10 @@ pub fn code(error: &Error) -> Code {
         Error::PartitionNotHeld { owner: Some(_), .. } => Code::FailedPrecondition,
         Error::PartitionNotHeld { owner: None, .. } => Code::Unavailable,
         Error::NotReady { .. } | Error::Kafka { .. } | Error::ShuttingDown { .. } => Code::Unavailable,
+        // A registry that did not answer may answer a retry; a schema or value that is wrong
+        // stays wrong until A or the registry fixes it.
+        Error::Undecodable { failure: DecodeFailure::RegistryUnavailable, .. } => Code::Unavailable,
+        Error::Undecodable { .. } => Code::FailedPrecondition,
         Error::ResourceExhausted(_) => Code::ResourceExhausted,
         Error::Unimplemented(_) => Code::Unimplemented,
         Error::Translator { failure, .. } => match failure {
@@ -65,6 +69,7 @@ pub fn reason_of(error: &Error) -> &'static str {
         Error::PartitionNotHeld { owner: None, .. } => "PARTITION_MOVING",
         Error::NotReady { .. } => "VIEW_LOADING",
         Error::Kafka { .. } => "KAFKA_UNAVAILABLE",
+        Error::Undecodable { failure, .. } => failure.reason(),
         Error::ResourceExhausted(_) => "LIMIT_REACHED",
         Error::ShuttingDown { .. } => "SHUTTING_DOWN",
         Error::Unimplemented(_) => "NOT_IMPLEMENTED",
@@ -121,6 +126,11 @@ pub(crate) fn metadata(error: &Error) -> HashMap<String, String> {
         }
         Error::Subscription { name, .. } | Error::SubscriptionTakenOver { name, .. } => {
             m.insert("subscription".into(), name.clone());
+        }
+        Error::Undecodable { at, .. } => {
+            m.insert("topic".into(), at.topic.clone());
+            m.insert("partition".into(), at.partition.to_string());
+            m.insert("offset".into(), at.offset.to_string());
         }
         Error::PartitionNotHeld { topic, partition, owner, .. } => {
             m.insert("topic".into(), topic.clone());
@@ -179,6 +189,7 @@ fn details(error: &Error) -> Vec<prost_types::Any> {
         Error::TooOld { earliest_offsets, .. } => vec![offsets(Kind::Earliest, earliest_offsets)],
         Error::BeyondEnd { latest_offsets, .. } => vec![offsets(Kind::Latest, latest_offsets)],
         Error::Kafka { resume, .. }
+        | Error::Undecodable { resume, .. }
         | Error::ShuttingDown { resume }
         | Error::Translator { resume, .. }
         | Error::SubscriptionTakenOver { resume, .. }
@@ -268,6 +279,33 @@ mod tests {
         let detail = offsets_detail(&status).unwrap();
         assert_eq!(detail.kind(), Kind::Earliest);
         assert_eq!(detail.offsets, earliest.iter().map(convert::partition_offset).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_undecodable_value_names_its_record_and_says_whether_a_retry_can_help() {
+        let at = PartitionOffset::new("orders", 2, 17);
+        let resume = vec![PartitionOffset::new("orders", 2, 17)];
+        let error = |failure| Error::Undecodable {
+            at: at.clone(),
+            failure,
+            message: "schema id 9 is not in the registry".into(),
+            resume: resume.clone(),
+        };
+        let mismatch = status(error(DecodeFailure::UnknownSchema));
+        assert_eq!(mismatch.code(), Code::FailedPrecondition);
+        assert_eq!(reason(&mismatch).as_deref(), Some("SCHEMA_UNKNOWN"));
+        assert!(mismatch.message().contains("orders/2 at offset 17"), "{}", mismatch.message());
+        assert!(mismatch.message().contains("schema id 9"), "{}", mismatch.message());
+        let meta = error_metadata(&mismatch);
+        assert_eq!(
+            (meta["topic"].as_str(), meta["partition"].as_str(), meta["offset"].as_str()),
+            ("orders", "2", "17")
+        );
+        let detail = offsets_detail(&mismatch).unwrap();
+        assert_eq!(detail.kind(), Kind::Resume);
+        let down = status(error(DecodeFailure::RegistryUnavailable));
+        assert_eq!(down.code(), Code::Unavailable);
+        assert_eq!(reason(&down).as_deref(), Some("SCHEMA_REGISTRY_UNAVAILABLE"));
     }
 
     #[test]

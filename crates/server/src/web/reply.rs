@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use serde_json::{json, Map, Value};
-use tributary_core::{Error, Output, TranslatorFailure};
+use tributary_core::{decode::DecodeFailure, Error, Output, TranslatorFailure};
 
 use crate::api::status;
 
@@ -176,6 +176,8 @@ pub fn status_of(error: &Error) -> StatusCode {
             }
         },
         Error::TranslatorUnavailable { .. } | Error::Subscription { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        Error::Undecodable { failure: DecodeFailure::RegistryUnavailable, .. } => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Undecodable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         Error::SubscriptionTakenOver { .. } => StatusCode::CONFLICT,
         Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
         Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
