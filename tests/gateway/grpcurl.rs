@@ -109,6 +109,12 @@ async fn documented_grpcurl_commands_work() {
             m if m.ends_with("/GetSnapshot") => {
                 assert!(stdout.contains("\"offsets\""), "{line}: {stdout}");
                 assert!(stdout.contains("\"last\": true"), "{line}: {stdout}");
+                if line.contains("as_of_offsets") {
+                    // Partition 0 as of its offset 1: one entry of it at most, at offset 0.
+                    assert!(stdout.contains("\"offset\": \"1\""), "{line}: {stdout}");
+                    let first = stdout.split("\"offsets\"").nth(1).unwrap_or_default();
+                    assert!(first.contains("\"partition\": 1"), "every partition's offset: {stdout}");
+                }
                 if line.contains("\"/id\"") {
                     // Entry keys are `assignment/…` (base64 `YXNzaWdubWVudC8…`); header keys are not.
                     let entries = stdout.matches("\"key\": \"YXNzaWdubWVudC8").count();

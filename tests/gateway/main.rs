@@ -13,6 +13,7 @@ mod http;
 mod http_cache;
 mod loading;
 mod observability;
+mod point_in_time;
 mod restart;
 mod schemas;
 mod security;

@@ -959,7 +959,14 @@ type GetSnapshotRequest struct {
 	// Translate every entry with this translator; entries then hold B's records.
 	Translator *TranslatorRef `protobuf:"bytes,4,opt,name=translator,proto3" json:"translator,omitempty"`
 	// Only keys whose latest record meets these conditions.
-	RecordFilter  *RecordFilter `protobuf:"bytes,5,opt,name=record_filter,json=recordFilter,proto3" json:"record_filter,omitempty"`
+	RecordFilter *RecordFilter `protobuf:"bytes,5,opt,name=record_filter,json=recordFilter,proto3" json:"record_filter,omitempty"`
+	// The state as of these offsets instead of the head: per partition, the state after every
+	// record below its offset and none at or above it (the `offsets` of the answer are these).
+	// Partitions not listed are taken at the head; topics named here are snapshotted too. An offset
+	// beyond the partition's end is OUT_OF_RANGE (reason OFFSET_BEYOND_END, with the latest
+	// offsets); one older than this gateway can roll its state back to (its tail buffer's reach)
+	// is OUT_OF_RANGE (reason AS_OF_TOO_OLD, with the earliest offsets it can take).
+	AsOfOffsets   []*PartitionOffset `protobuf:"bytes,6,rep,name=as_of_offsets,json=asOfOffsets,proto3" json:"as_of_offsets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1025,6 +1032,13 @@ func (x *GetSnapshotRequest) GetTranslator() *TranslatorRef {
 func (x *GetSnapshotRequest) GetRecordFilter() *RecordFilter {
 	if x != nil {
 		return x.RecordFilter
+	}
+	return nil
+}
+
+func (x *GetSnapshotRequest) GetAsOfOffsets() []*PartitionOffset {
+	if x != nil {
+		return x.AsOfOffsets
 	}
 	return nil
 }
@@ -1759,7 +1773,7 @@ const file_tributary_v1_gateway_proto_rawDesc = "" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x14\n" +
 	"\x05owner\x18\x03 \x01(\tR\x05owner\x12\x16\n" +
-	"\x06moving\x18\x04 \x01(\bR\x06moving\"\x8a\x02\n" +
+	"\x06moving\x18\x04 \x01(\bR\x06moving\"\xcd\x02\n" +
 	"\x12GetSnapshotRequest\x12\x16\n" +
 	"\x06topics\x18\x01 \x03(\tR\x06topics\x126\n" +
 	"\n" +
@@ -1768,7 +1782,8 @@ const file_tributary_v1_gateway_proto_rawDesc = "" +
 	"\n" +
 	"translator\x18\x04 \x01(\v2\x1b.tributary.v1.TranslatorRefR\n" +
 	"translator\x12?\n" +
-	"\rrecord_filter\x18\x05 \x01(\v2\x1a.tributary.v1.RecordFilterR\frecordFilter\"\xf9\x01\n" +
+	"\rrecord_filter\x18\x05 \x01(\v2\x1a.tributary.v1.RecordFilterR\frecordFilter\x12A\n" +
+	"\ras_of_offsets\x18\x06 \x03(\v2\x1d.tributary.v1.PartitionOffsetR\vasOfOffsets\"\xf9\x01\n" +
 	"\rSnapshotEntry\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
@@ -1884,33 +1899,34 @@ var file_tributary_v1_gateway_proto_depIdxs = []int32{
 	3,  // 5: tributary.v1.GetSnapshotRequest.key_filter:type_name -> tributary.v1.KeyFilter
 	7,  // 6: tributary.v1.GetSnapshotRequest.translator:type_name -> tributary.v1.TranslatorRef
 	4,  // 7: tributary.v1.GetSnapshotRequest.record_filter:type_name -> tributary.v1.RecordFilter
-	2,  // 8: tributary.v1.SnapshotEntry.headers:type_name -> tributary.v1.Header
-	1,  // 9: tributary.v1.SnapshotChunk.offsets:type_name -> tributary.v1.PartitionOffset
-	16, // 10: tributary.v1.SnapshotChunk.entries:type_name -> tributary.v1.SnapshotEntry
-	1,  // 11: tributary.v1.SubscribeRequest.from_offsets:type_name -> tributary.v1.PartitionOffset
-	3,  // 12: tributary.v1.SubscribeRequest.key_filter:type_name -> tributary.v1.KeyFilter
-	7,  // 13: tributary.v1.SubscribeRequest.translator:type_name -> tributary.v1.TranslatorRef
-	4,  // 14: tributary.v1.SubscribeRequest.record_filter:type_name -> tributary.v1.RecordFilter
-	2,  // 15: tributary.v1.Record.headers:type_name -> tributary.v1.Header
-	19, // 16: tributary.v1.RecordBatch.records:type_name -> tributary.v1.Record
-	1,  // 17: tributary.v1.Progress.offsets:type_name -> tributary.v1.PartitionOffset
-	20, // 18: tributary.v1.SubscribeResponse.records:type_name -> tributary.v1.RecordBatch
-	21, // 19: tributary.v1.SubscribeResponse.progress:type_name -> tributary.v1.Progress
-	0,  // 20: tributary.v1.OffsetsDetail.kind:type_name -> tributary.v1.OffsetsDetail.Kind
-	1,  // 21: tributary.v1.OffsetsDetail.offsets:type_name -> tributary.v1.PartitionOffset
-	8,  // 22: tributary.v1.Gateway.DescribeTopics:input_type -> tributary.v1.DescribeTopicsRequest
-	15, // 23: tributary.v1.Gateway.GetSnapshot:input_type -> tributary.v1.GetSnapshotRequest
-	18, // 24: tributary.v1.Gateway.Subscribe:input_type -> tributary.v1.SubscribeRequest
-	12, // 25: tributary.v1.Gateway.GetTopology:input_type -> tributary.v1.GetTopologyRequest
-	9,  // 26: tributary.v1.Gateway.DescribeTopics:output_type -> tributary.v1.DescribeTopicsResponse
-	17, // 27: tributary.v1.Gateway.GetSnapshot:output_type -> tributary.v1.SnapshotChunk
-	22, // 28: tributary.v1.Gateway.Subscribe:output_type -> tributary.v1.SubscribeResponse
-	13, // 29: tributary.v1.Gateway.GetTopology:output_type -> tributary.v1.GetTopologyResponse
-	26, // [26:30] is the sub-list for method output_type
-	22, // [22:26] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	1,  // 8: tributary.v1.GetSnapshotRequest.as_of_offsets:type_name -> tributary.v1.PartitionOffset
+	2,  // 9: tributary.v1.SnapshotEntry.headers:type_name -> tributary.v1.Header
+	1,  // 10: tributary.v1.SnapshotChunk.offsets:type_name -> tributary.v1.PartitionOffset
+	16, // 11: tributary.v1.SnapshotChunk.entries:type_name -> tributary.v1.SnapshotEntry
+	1,  // 12: tributary.v1.SubscribeRequest.from_offsets:type_name -> tributary.v1.PartitionOffset
+	3,  // 13: tributary.v1.SubscribeRequest.key_filter:type_name -> tributary.v1.KeyFilter
+	7,  // 14: tributary.v1.SubscribeRequest.translator:type_name -> tributary.v1.TranslatorRef
+	4,  // 15: tributary.v1.SubscribeRequest.record_filter:type_name -> tributary.v1.RecordFilter
+	2,  // 16: tributary.v1.Record.headers:type_name -> tributary.v1.Header
+	19, // 17: tributary.v1.RecordBatch.records:type_name -> tributary.v1.Record
+	1,  // 18: tributary.v1.Progress.offsets:type_name -> tributary.v1.PartitionOffset
+	20, // 19: tributary.v1.SubscribeResponse.records:type_name -> tributary.v1.RecordBatch
+	21, // 20: tributary.v1.SubscribeResponse.progress:type_name -> tributary.v1.Progress
+	0,  // 21: tributary.v1.OffsetsDetail.kind:type_name -> tributary.v1.OffsetsDetail.Kind
+	1,  // 22: tributary.v1.OffsetsDetail.offsets:type_name -> tributary.v1.PartitionOffset
+	8,  // 23: tributary.v1.Gateway.DescribeTopics:input_type -> tributary.v1.DescribeTopicsRequest
+	15, // 24: tributary.v1.Gateway.GetSnapshot:input_type -> tributary.v1.GetSnapshotRequest
+	18, // 25: tributary.v1.Gateway.Subscribe:input_type -> tributary.v1.SubscribeRequest
+	12, // 26: tributary.v1.Gateway.GetTopology:input_type -> tributary.v1.GetTopologyRequest
+	9,  // 27: tributary.v1.Gateway.DescribeTopics:output_type -> tributary.v1.DescribeTopicsResponse
+	17, // 28: tributary.v1.Gateway.GetSnapshot:output_type -> tributary.v1.SnapshotChunk
+	22, // 29: tributary.v1.Gateway.Subscribe:output_type -> tributary.v1.SubscribeResponse
+	13, // 30: tributary.v1.Gateway.GetTopology:output_type -> tributary.v1.GetTopologyResponse
+	27, // [27:31] is the sub-list for method output_type
+	23, // [23:27] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_tributary_v1_gateway_proto_init() }

@@ -22,6 +22,12 @@ pub enum Error {
         "offset {requested} of {topic}/{partition} is no longer retained (earliest is {earliest}); take a new snapshot"
     )]
     TooOld { topic: String, partition: i32, requested: i64, earliest: i64, earliest_offsets: Vec<PartitionOffset> },
+    /// A snapshot as of an offset below what the gateway can roll its state back to (the tail
+    /// buffer's reach): take it at a later offset.
+    #[error(
+        "the state of {topic}/{partition} as of offset {requested} is no longer known here: this gateway can roll it back to offset {earliest} at the earliest (limits.tail_max_records and limits.tail_max_bytes set how far); ask for a later offset"
+    )]
+    AsOfTooOld { topic: String, partition: i32, requested: i64, earliest: i64, earliest_offsets: Vec<PartitionOffset> },
     /// An offset beyond what Kafka has.
     #[error("offset {requested} of {topic}/{partition} is beyond the end of the partition (latest is {latest})")]
     BeyondEnd { topic: String, partition: i32, requested: i64, latest: i64, latest_offsets: Vec<PartitionOffset> },

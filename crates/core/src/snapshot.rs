@@ -2,7 +2,7 @@
 //! the state out without holding any lock ([`stream`]), translated when the call names a
 //! translator. Packing the entries into wire-sized chunks is the gRPC layer's job.
 
-use std::{ops::Bound, sync::Arc, time::Duration};
+use std::{collections::HashMap, ops::Bound, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 
@@ -11,8 +11,10 @@ use crate::{
     error::Error,
     filter::{Filter, KeyFilter},
     record::{Output, PartitionOffset, Record},
+    subscribe::start::WATERMARK_WAIT,
     translate::Translation,
-    view::{StateMap, TopicView, View},
+    view::{Shard, StateAt, StateMap, TopicView, View},
+    watermarks::{Answer, WatermarkCache},
 };
 
 /// Waits until the view has caught up, at most `wait`.
@@ -48,6 +50,86 @@ pub fn take(view: &View, topics: &[Arc<TopicView>]) -> Result<Snapshot, Error> {
             offsets.push(shard.at(next));
             states.push(map);
         }
+    }
+    Ok(Snapshot { offsets, states })
+}
+
+/// Takes the snapshot of `topics` as of the offsets in `as_of` (partitions it does not name are
+/// taken at the head, as [`take`] does): each partition's state exactly at its offset, rolled
+/// back from the head through the tail buffer ([`Shard::state_at`]). An offset beyond the view's
+/// head is waited for (at most `wait`) unless it is beyond Kafka's end (OUT_OF_RANGE, with every
+/// partition's latest offset); one below the tail buffer's reach is OUT_OF_RANGE, with every
+/// partition's earliest offset a snapshot can be taken at.
+pub async fn take_as_of(
+    view: &View,
+    topics: &[Arc<TopicView>],
+    as_of: &HashMap<(String, i32), i64>,
+    watermarks: &WatermarkCache,
+    wait: Duration,
+) -> Result<Snapshot, Error> {
+    let shards: Vec<(Arc<TopicView>, Arc<Shard>)> =
+        topics.iter().flat_map(|t| t.shards().into_iter().map(move |s| (t.clone(), s))).collect();
+    if shards.iter().any(|(_, s)| !s.is_loaded()) {
+        return Err(Error::NotReady { percent: view.load_percent() });
+    }
+    let wanted = |s: &Shard| as_of.get(&(s.topic.to_string(), s.partition)).copied();
+    if shards.iter().any(|(_, s)| wanted(s).is_some_and(|at| at > s.next_offset())) {
+        let partitions: Vec<_> = shards.iter().map(|(_, s)| (s.topic.clone(), s.partition)).collect();
+        let Answer { marks, stale } = watermarks.get(&partitions, WATERMARK_WAIT).await?;
+        for ((_, s), m) in shards.iter().zip(&marks) {
+            let Some(at) = wanted(s).filter(|&at| at > m.latest) else { continue };
+            if let Some(age) = stale {
+                return Err(Error::kafka(format!(
+                    "offset {at} of {}/{} is beyond the end known {age:.0?} ago ({}); Kafka does not answer, so it cannot be checked; retry shortly",
+                    s.topic, s.partition, m.latest
+                )));
+            }
+            return Err(Error::BeyondEnd {
+                topic: s.topic.to_string(),
+                partition: s.partition,
+                requested: at,
+                latest: m.latest,
+                latest_offsets: shards.iter().zip(&marks).map(|((_, s), m)| s.at(m.latest)).collect(),
+            });
+        }
+        // Within Kafka's end: the view gets there.
+        let reached = tokio::time::timeout(wait, async {
+            for (topic, shard) in &shards {
+                let Some(at) = wanted(shard) else { continue };
+                let mut changed = topic.watch();
+                while shard.next_offset() < at {
+                    if changed.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
+        if reached.is_err() {
+            return Err(Error::NotReady { percent: view.load_percent() });
+        }
+    }
+    let mut offsets = Vec::new();
+    let mut states = Vec::new();
+    for (_, shard) in &shards {
+        let (map, at) = match wanted(shard) {
+            None => shard.snapshot(),
+            Some(at) => match shard.state_at(at) {
+                StateAt::State(map) => (map, at),
+                StateAt::Ahead { .. } => return Err(Error::NotReady { percent: view.load_percent() }),
+                StateAt::Behind { tail_start } => {
+                    return Err(Error::AsOfTooOld {
+                        topic: shard.topic.to_string(),
+                        partition: shard.partition,
+                        requested: at,
+                        earliest: tail_start,
+                        earliest_offsets: shards.iter().map(|(_, s)| s.at(s.tail_start())).collect(),
+                    })
+                }
+            },
+        };
+        offsets.push(shard.at(at));
+        states.push(map);
     }
     Ok(Snapshot { offsets, states })
 }

@@ -92,17 +92,20 @@ struct ShardState {
     start: i64,
 }
 
-/// A record of the tail buffer and, once a subscriber delivered it untranslated, its encoding,
-/// made once for every subscriber that reads it.
+/// A record of the tail buffer; the record of its key it replaced in the state (kept so that the
+/// state can be rolled back to any offset of the tail: a snapshot as of a past offset); and,
+/// once a subscriber delivered it untranslated, its encoding, made once for every subscriber
+/// that reads it.
 #[derive(Debug)]
 struct TailEntry {
     record: Record,
+    replaced: Option<Record>,
     wire: Option<Bytes>,
 }
 
 impl TailEntry {
     fn bytes(&self) -> usize {
-        self.record.size() + self.wire.as_ref().map_or(0, Bytes::len)
+        self.record.size() + self.replaced.as_ref().map_or(0, Record::size) + self.wire.as_ref().map_or(0, Bytes::len)
     }
 }
 
@@ -134,21 +137,24 @@ impl ShardState {
         if rec.offset < self.next_offset {
             return;
         }
+        let mut replaced = None;
         if let Some(key) = rec.key() {
-            let replaced = if rec.value().is_some() {
+            replaced = if rec.value().is_some() {
                 self.state_bytes += rec.data_bytes();
                 self.map.insert(Keyed(rec.clone()))
             } else {
                 self.map.remove(key)
-            };
-            if let Some(old) = replaced {
-                self.state_bytes -= old.0.data_bytes();
             }
+            .map(|old| {
+                self.state_bytes -= old.0.data_bytes();
+                old.0
+            });
         }
         self.next_offset = rec.offset + 1;
         self.last_timestamp_ms = rec.timestamp_ms;
-        self.tail_bytes += rec.size();
-        self.tail.push_back(TailEntry { record: rec, wire: None });
+        let entry = TailEntry { record: rec, replaced, wire: None };
+        self.tail_bytes += entry.bytes();
+        self.tail.push_back(entry);
         while self.tail.len() > limits.tail_max_records
             || (self.tail_bytes > limits.tail_max_bytes && self.tail.len() > 1)
         {
@@ -157,6 +163,17 @@ impl ShardState {
             self.tail_start = old.record.offset + 1;
         }
     }
+}
+
+/// What [`Shard::state_at`] found.
+#[derive(Debug)]
+pub enum StateAt {
+    /// The state exactly at the offset.
+    State(StateMap),
+    /// The offset is below the tail buffer: the records needed to roll back to it are gone.
+    Behind { tail_start: i64 },
+    /// The shard has not reached the offset yet.
+    Ahead { next_offset: i64 },
 }
 
 /// What a tail read found.
@@ -299,6 +316,38 @@ impl Shard {
     pub fn snapshot(&self) -> (StateMap, i64) {
         let s = self.lock();
         (s.map.clone(), s.next_offset)
+    }
+
+    /// The state exactly at `offset` (after every record below it, none at or above it), for an
+    /// offset in the tail buffer's reach: the state at the head with the tail's records from
+    /// `offset` on undone, newest first (each puts back the record of its key it replaced).
+    /// The undoing happens outside the lock.
+    pub fn state_at(&self, offset: i64) -> StateAt {
+        let (mut map, undo) = {
+            let s = self.lock();
+            if offset > s.next_offset {
+                return StateAt::Ahead { next_offset: s.next_offset };
+            }
+            if offset < s.tail_start {
+                return StateAt::Behind { tail_start: s.tail_start };
+            }
+            let first = s.tail.partition_point(|e| e.record.offset < offset);
+            let undo: Vec<(Record, Option<Record>)> =
+                s.tail.range(first..).map(|e| (e.record.clone(), e.replaced.clone())).collect();
+            (s.map.clone(), undo)
+        };
+        for (record, replaced) in undo.into_iter().rev() {
+            let Some(key) = record.key() else { continue };
+            match replaced {
+                Some(before) => {
+                    map.insert(Keyed(before));
+                }
+                None => {
+                    map.remove(key);
+                }
+            }
+        }
+        StateAt::State(map)
     }
 
     /// The offset ingest started this partition from (its earliest offset then).
@@ -637,6 +686,68 @@ mod tests {
 
     fn limits(records: usize) -> Limits {
         Limits { tail_max_records: records, ..Limits::default() }
+    }
+
+    /// The state as (key, value) pairs.
+    fn pairs(map: &StateMap) -> Vec<(String, String)> {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        map.iter().map(|k| (text(k.key()), text(k.0.value().unwrap()))).collect()
+    }
+
+    #[test]
+    fn the_state_at_any_offset_of_the_tail_is_the_state_rebuilt_up_to_it() {
+        // Updates, deletes, re-creations, a keyless record and a gap (a transaction marker).
+        let records = vec![
+            rec(0, "a", Some("1")),
+            rec(1, "b", Some("1")),
+            rec(2, "a", Some("2")),
+            rec(3, "b", None),
+            Record::new("t".into(), 0, 4, 0, None, Some(b"keyless"), &[]),
+            rec(6, "b", Some("2")),
+            rec(7, "c", None),
+            rec(8, "a", None),
+            rec(9, "a", Some("3")),
+        ];
+        let shard = Shard::new("t".into(), 0, 0, 0);
+        shard.apply_all(records.clone(), &limits(100));
+        shard.advance_to(11);
+        for at in 0..=11 {
+            let mut rebuilt = StateMap::new();
+            for r in records.iter().filter(|r| r.offset < at && r.key().is_some()) {
+                match r.value() {
+                    Some(_) => rebuilt.insert(Keyed(r.clone())),
+                    None => rebuilt.remove(r.key().unwrap()),
+                };
+            }
+            let StateAt::State(state) = shard.state_at(at) else { panic!("offset {at} is in the tail") };
+            assert_eq!(pairs(&state), pairs(&rebuilt), "at {at}");
+            // The very records, with their offsets.
+            let offsets: Vec<_> = state.iter().map(|k| k.0.offset).collect();
+            assert_eq!(offsets, rebuilt.iter().map(|k| k.0.offset).collect::<Vec<_>>(), "at {at}");
+        }
+        assert!(matches!(shard.state_at(12), StateAt::Ahead { next_offset: 11 }));
+        assert_eq!(
+            pairs(&shard.snapshot().0),
+            [("a".into(), "3".into()), ("b".into(), "2".into())],
+            "undone on a copy"
+        );
+
+        // Past the tail's reach, the records to undo are gone.
+        let short = Shard::new("t".into(), 0, 0, 0);
+        short.apply_all(records, &limits(3));
+        assert!(matches!(short.state_at(6), StateAt::Behind { tail_start: 7 }));
+        assert!(matches!(short.state_at(7), StateAt::State(_)));
+    }
+
+    #[test]
+    fn the_records_a_tail_keeps_for_undoing_count_in_its_bound() {
+        let limits = Limits { tail_max_bytes: 4 * rec(0, "k", Some("v")).size(), ..Limits::default() };
+        let shard = Shard::new("t".into(), 0, 0, 0);
+        // Each update after the first also keeps the record it replaced.
+        shard.apply_all((0..4).map(|o| rec(o, "k", Some("v"))), &limits);
+        assert_eq!(shard.tail_start(), 2, "a third entry of two records would pass the bound");
+        assert!(matches!(shard.state_at(2), StateAt::State(_)));
+        assert!(matches!(shard.state_at(1), StateAt::Behind { tail_start: 2 }));
     }
 
     #[test]

@@ -86,6 +86,11 @@ pub fn plan_offsets(
 }
 
 impl Plan {
+    /// The offsets the request named, by (topic, partition).
+    pub fn offsets(&self) -> &HashMap<(String, i32), i64> {
+        &self.explicit
+    }
+
     /// Starts the cursors that name no offset at the last known earliest offsets, without asking
     /// Kafka, when every one of them is in its tail buffer (a small or recently trimmed topic):
     /// the records from there are in the view. The earliest offset only grows, and records Kafka

@@ -15,7 +15,7 @@ use tributary_core::{
     limits::requested_or_max,
     positions::{check_subscription_name, Stamp},
     snapshot::{self, SnapshotEvent},
-    subscribe::{self, Shared, Stop, Subscription},
+    subscribe::{self, start, Shared, Stop, Subscription},
     translate::Translation,
     view::{TopicView, View},
     watermarks::Answer,
@@ -220,10 +220,19 @@ impl GatewayService {
         request: pb::GetSnapshotRequest,
         wait: Duration,
     ) -> Result<BoxStream<'static, Result<Chunk, Status>>, Error> {
-        if request.topics.is_empty() {
+        if request.topics.is_empty() && request.as_of_offsets.is_empty() {
             return Err(Error::invalid("topics", "name at least one topic to snapshot"));
         }
-        let topics = self.view.requested(&request.topics, "topics")?;
+        let as_of: Vec<_> = request.as_of_offsets.into_iter().map(convert::from_partition_offset).collect();
+        // With offsets, they are checked as a Subscribe's are (which needs the partitions known).
+        let plan = match as_of.is_empty() {
+            true => None,
+            false => Some(start::plan_offsets(&self.view, &request.topics, &as_of, "as_of_offsets")?),
+        };
+        let topics = match &plan {
+            None => self.view.requested(&request.topics, "topics")?,
+            Some(plan) => plan.topics.clone(),
+        };
         self.check_read(caller, topics.iter().map(|t| &*t.name))?;
         let filter = convert::filter(request.key_filter, request.record_filter)?;
         let limits = &self.shared.limits;
@@ -231,7 +240,12 @@ impl GatewayService {
         let translation = self.translation(caller, request.translator, "translator").await?;
         let permit = self.stream_permit("snapshot")?;
         snapshot::wait_ready(&self.view, wait).await?;
-        let taken = snapshot::take(&self.view, &topics)?;
+        let taken = match &plan {
+            None => snapshot::take(&self.view, &topics)?,
+            Some(plan) => {
+                snapshot::take_as_of(&self.view, &topics, plan.offsets(), &self.shared.watermarks, wait).await?
+            }
+        };
         let offsets = convert::offsets(&taken.offsets);
         let (tx, rx) = buffer::channel(limits.stream_buffer_messages, limits.stream_buffer_bytes, &self.buffers);
         self.tasks.spawn(

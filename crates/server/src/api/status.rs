@@ -26,7 +26,7 @@ pub fn code(error: &Error) -> Code {
             Code::InvalidArgument
         }
         Error::UnknownTopic { .. } | Error::UnknownPartition { .. } | Error::UnknownTranslator { .. } => Code::NotFound,
-        Error::TooOld { .. } | Error::BeyondEnd { .. } => Code::OutOfRange,
+        Error::TooOld { .. } | Error::BeyondEnd { .. } | Error::AsOfTooOld { .. } => Code::OutOfRange,
         // Held elsewhere: this call cannot succeed here, the client goes to the owner. Held by no
         // one: it moves, and a retry soon finds its new owner.
         Error::PartitionNotHeld { owner: Some(_), .. } => Code::FailedPrecondition,
@@ -64,6 +64,7 @@ pub fn reason_of(error: &Error) -> &'static str {
         Error::UnknownTopic { .. } => "UNKNOWN_TOPIC",
         Error::UnknownPartition { .. } => "UNKNOWN_PARTITION",
         Error::TooOld { .. } => "OFFSET_TOO_OLD",
+        Error::AsOfTooOld { .. } => "AS_OF_TOO_OLD",
         Error::BeyondEnd { .. } => "OFFSET_BEYOND_END",
         Error::PartitionNotHeld { owner: Some(_), .. } => "PARTITION_NOT_HELD",
         Error::PartitionNotHeld { owner: None, .. } => "PARTITION_MOVING",
@@ -127,6 +128,12 @@ pub(crate) fn metadata(error: &Error) -> HashMap<String, String> {
         Error::Subscription { name, .. } | Error::SubscriptionTakenOver { name, .. } => {
             m.insert("subscription".into(), name.clone());
         }
+        Error::AsOfTooOld { topic, partition, requested, earliest, .. } => {
+            m.insert("topic".into(), topic.clone());
+            m.insert("partition".into(), partition.to_string());
+            m.insert("requested".into(), requested.to_string());
+            m.insert("earliest".into(), earliest.to_string());
+        }
         Error::Undecodable { at, .. } => {
             m.insert("topic".into(), at.topic.clone());
             m.insert("partition".into(), at.partition.to_string());
@@ -186,7 +193,9 @@ fn details(error: &Error) -> Vec<prost_types::Any> {
         }
         // The component's bytes travel in the upload's chunks.
         Error::ComponentLimit { message, .. } => vec![bad_request("chunk", message)],
-        Error::TooOld { earliest_offsets, .. } => vec![offsets(Kind::Earliest, earliest_offsets)],
+        Error::TooOld { earliest_offsets, .. } | Error::AsOfTooOld { earliest_offsets, .. } => {
+            vec![offsets(Kind::Earliest, earliest_offsets)]
+        }
         Error::BeyondEnd { latest_offsets, .. } => vec![offsets(Kind::Latest, latest_offsets)],
         Error::Kafka { resume, .. }
         | Error::Undecodable { resume, .. }
@@ -306,6 +315,24 @@ mod tests {
         let down = status(error(DecodeFailure::RegistryUnavailable));
         assert_eq!(down.code(), Code::Unavailable);
         assert_eq!(reason(&down).as_deref(), Some("SCHEMA_REGISTRY_UNAVAILABLE"));
+    }
+
+    #[test]
+    fn a_snapshot_as_of_an_offset_out_of_reach_carries_the_earliest_it_can_take() {
+        let earliest = vec![PartitionOffset::new("t", 0, 40), PartitionOffset::new("t", 1, 7)];
+        let status = status(Error::AsOfTooOld {
+            topic: "t".into(),
+            partition: 0,
+            requested: 3,
+            earliest: 40,
+            earliest_offsets: earliest.clone(),
+        });
+        assert_eq!(status.code(), Code::OutOfRange);
+        assert_eq!(reason(&status).as_deref(), Some("AS_OF_TOO_OLD"));
+        assert!(status.message().contains("roll it back to offset 40"), "{}", status.message());
+        let detail = offsets_detail(&status).unwrap();
+        assert_eq!(detail.kind(), Kind::Earliest);
+        assert_eq!(detail.offsets.len(), 2);
     }
 
     #[test]

@@ -159,7 +159,7 @@ pub fn status_of(error: &Error) -> StatusCode {
             StatusCode::NOT_FOUND
         }
         // The position cannot be served: start again from a snapshot (details.restart).
-        Error::TooOld { .. } | Error::BeyondEnd { .. } => StatusCode::CONFLICT,
+        Error::TooOld { .. } | Error::BeyondEnd { .. } | Error::AsOfTooOld { .. } => StatusCode::CONFLICT,
         // Another replica holds a partition: this one cannot answer for the whole topic.
         Error::PartitionNotHeld { owner: Some(_), .. } => StatusCode::MISDIRECTED_REQUEST,
         Error::PartitionNotHeld { owner: None, .. }

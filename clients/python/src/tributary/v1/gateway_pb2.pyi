@@ -142,18 +142,20 @@ class PartitionOwner(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., owner: _Optional[str] = ..., moving: bool = ...) -> None: ...
 
 class GetSnapshotRequest(_message.Message):
-    __slots__ = ("topics", "key_filter", "max_chunk_bytes", "translator", "record_filter")
+    __slots__ = ("topics", "key_filter", "max_chunk_bytes", "translator", "record_filter", "as_of_offsets")
     TOPICS_FIELD_NUMBER: _ClassVar[int]
     KEY_FILTER_FIELD_NUMBER: _ClassVar[int]
     MAX_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
     TRANSLATOR_FIELD_NUMBER: _ClassVar[int]
     RECORD_FILTER_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_OFFSETS_FIELD_NUMBER: _ClassVar[int]
     topics: _containers.RepeatedScalarFieldContainer[str]
     key_filter: KeyFilter
     max_chunk_bytes: int
     translator: TranslatorRef
     record_filter: RecordFilter
-    def __init__(self, topics: _Optional[_Iterable[str]] = ..., key_filter: _Optional[_Union[KeyFilter, _Mapping]] = ..., max_chunk_bytes: _Optional[int] = ..., translator: _Optional[_Union[TranslatorRef, _Mapping]] = ..., record_filter: _Optional[_Union[RecordFilter, _Mapping]] = ...) -> None: ...
+    as_of_offsets: _containers.RepeatedCompositeFieldContainer[PartitionOffset]
+    def __init__(self, topics: _Optional[_Iterable[str]] = ..., key_filter: _Optional[_Union[KeyFilter, _Mapping]] = ..., max_chunk_bytes: _Optional[int] = ..., translator: _Optional[_Union[TranslatorRef, _Mapping]] = ..., record_filter: _Optional[_Union[RecordFilter, _Mapping]] = ..., as_of_offsets: _Optional[_Iterable[_Union[PartitionOffset, _Mapping]]] = ...) -> None: ...
 
 class SnapshotEntry(_message.Message):
     __slots__ = ("topic", "partition", "offset", "timestamp_ms", "key", "value", "headers", "output_index")
