@@ -55,23 +55,32 @@ readonly LOG_DIRS="$DATA_DIR/kraft-combined-logs"   # topic data + KRaft metadat
 readonly SERVER_PROPS="$DATA_DIR/server.properties"
 readonly LOG4J_PROPS="$DATA_DIR/log4j2.properties"
 readonly LOG_FILE="$DATA_DIR/kafka.log"
+# shellcheck disable=SC2034 # read by lib/daemon.sh (CI runs shellcheck without -x)
 readonly PID_FILE="$DATA_DIR/kafka.pid"
 # Written when the data dir is formatted. Doubles as the marker that lets
 # `reset` know the directory is ours to delete.
 readonly INSTANCE_FILE="$DATA_DIR/tributary-kafka.env"
-# Beside (not inside) the data dir, so `reset` cannot delete a held lock.
-readonly LOCK_FILE="$DATA_DIR.lock"
 readonly BOOTSTRAP="$HOST:$KAFKA_PORT"
+# How lib/daemon.sh speaks of this instance ("Kafka is running (pid 42) on
+# 127.0.0.1:9092", "stopping the half-started broker"), and how long its
+# stop_pid waits after SIGTERM before SIGKILL. SIGTERM lets Kafka shut down
+# cleanly (flush logs, write the clean-shutdown marker, so the next start
+# skips log recovery).
+# shellcheck disable=SC2034 # read by lib/daemon.sh (CI runs shellcheck without -x)
+readonly DAEMON_NAME=Kafka DAEMON_KIND=broker DAEMON_ADDR="$BOOTSTRAP" \
+  DAEMON_REQUESTS="Kafka requests" DAEMON_STOP_TIMEOUT="$KAFKA_STOP_TIMEOUT"
 
 JAVA="java"
 [[ -n "${JAVA_HOME:-}" && -x "${JAVA_HOME}/bin/java" ]] && JAVA="$JAVA_HOME/bin/java"
 
 # ---------------------------------------------------------------------------
-# Helpers. Messages go to stderr so that stdout of `start` is only the
-# bootstrap address: BOOTSTRAP=$(scripts/kafka.sh start) works in CI.
+# Helpers: those shared with scripts/registry.sh (say, die, locks, pid files,
+# stop/status/logs/reset and the command dispatch) are in lib/daemon.sh.
+# Messages go to stderr so that stdout of `start` is only the bootstrap
+# address: BOOTSTRAP=$(scripts/kafka.sh start) works in CI.
 # ---------------------------------------------------------------------------
-say() { printf '%s: %s\n' "$SCRIPT_NAME" "$*" >&2; }
-die() { printf '%s: error: %s\n' "$SCRIPT_NAME" "$*" >&2; exit 1; }
+# shellcheck source-path=SCRIPTDIR source=lib/daemon.sh disable=SC1091 # CI runs shellcheck without -x
+source "$(dirname "${BASH_SOURCE[0]}")/lib/daemon.sh"
 
 usage() {
   cat <<EOF
@@ -118,16 +127,9 @@ EOF
 }
 
 validate_env() {
-  local name value
-  for name in KAFKA_PORT KAFKA_CONTROLLER_PORT KAFKA_START_TIMEOUT KAFKA_STOP_TIMEOUT; do
-    value="${!name}"
-    [[ "$value" =~ ^[0-9]+$ ]] || die "$name must be a number, got '$value'"
-  done
-  ((KAFKA_PORT > 0 && KAFKA_PORT < 65536)) || die "KAFKA_PORT out of range: $KAFKA_PORT"
-  ((KAFKA_CONTROLLER_PORT > 0 && KAFKA_CONTROLLER_PORT < 65536)) ||
-    die "KAFKA_CONTROLLER_PORT out of range: $KAFKA_CONTROLLER_PORT"
-  ((KAFKA_PORT != KAFKA_CONTROLLER_PORT)) ||
-    die "KAFKA_PORT and KAFKA_CONTROLLER_PORT must differ (both are $KAFKA_PORT)"
+  require_number '^[0-9]+$' "a number" \
+    KAFKA_PORT KAFKA_CONTROLLER_PORT KAFKA_START_TIMEOUT KAFKA_STOP_TIMEOUT
+  require_ports KAFKA_PORT KAFKA_CONTROLLER_PORT
   [[ "$KAFKA_VERSION" =~ ^4\.[0-9]+\.[0-9]+$ ]] ||
     die "KAFKA_VERSION must be a Kafka 4.x release like $DEFAULT_KAFKA_VERSION, got '$KAFKA_VERSION'"
 }
@@ -136,74 +138,22 @@ require_java() {
   command -v "$JAVA" >/dev/null 2>&1 ||
     die "java not found. Kafka 4 needs Java 17 or newer: apt-get install openjdk-17-jre-headless maven"
   local version major
-  version="$("$JAVA" -version 2>&1 | awk -F'"' '/version/ { print $2; exit }')"
-  major="${version%%.*}"
-  [[ "$major" == 1 ]] && major="$(cut -d. -f2 <<<"$version")" # "1.8.0_392" style
-  major="${major%%[!0-9]*}"                                  # "17-ea" style
+  version="$(java_version "$JAVA")"
+  major="$(java_major_of "$version")"
   if [[ -z "$major" ]] || ((major < 17)); then
     die "Kafka 4 needs Java 17 or newer, but '$JAVA' is '$version': apt-get install openjdk-17-jre-headless"
   fi
 }
 
-require_mvn() {
-  command -v mvn >/dev/null 2>&1 ||
-    die "mvn not found; it fetches the Kafka jars from Maven Central: apt-get install openjdk-17-jre-headless maven"
-}
-
-# Take an exclusive lock on FILE until the fd is closed or the script exits.
-# Serialises concurrent start/stop/reset of one instance and concurrent
-# installs of one version. flock is util-linux; without it we skip locking.
-# Sets the global named by $2 to the lock's fd.
-take_lock() {
-  local file="$1" var="$2" fd
-  mkdir -p "$(dirname "$file")"
-  exec {fd}>>"$file"
-  printf -v "$var" '%s' "$fd"
-  if command -v flock >/dev/null 2>&1; then
-    flock -w 600 "$fd" || die "timed out waiting for lock $file"
-  fi
-}
-# fd of the instance lock, taken once in main() by the commands that change
-# the instance (a second flock on the same file from this process would
-# deadlock, so the cmd_* functions do not lock themselves).
-INSTANCE_LOCK_FD=""
-
-# True while PID is a live process. A zombie counts as dead: where nothing
-# reaps orphans (some containers' PID 1), `kill -0` would succeed forever.
-pid_alive() {
-  local state=""
-  kill -0 "$1" 2>/dev/null || return 1
-  if [[ -r "/proc/$1/stat" ]]; then
-    state="$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)"
-  fi
-  [[ "$state" != Z ]]
-}
-
-# PID of this instance's broker if it is running, else nothing (and status 1).
-# Checks the command line too, so a recycled PID from a stale pid file is not
-# mistaken for our broker.
-broker_pid() {
-  local pid cmdline
-  [[ -f "$PID_FILE" ]] || return 1
-  pid="$(<"$PID_FILE")"
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  pid_alive "$pid" || return 1
-  if [[ -r "/proc/$pid/cmdline" ]]; then
-    cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline")"
-  else
-    cmdline="$(ps -o args= -p "$pid" 2>/dev/null || true)"
-  fi
-  [[ "$cmdline" == *kafka.Kafka*"$SERVER_PROPS"* ]] || return 1
-  printf '%s\n' "$pid"
-}
-
-port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+# PID of this instance's broker if it is running, else nothing (and status 1):
+# the JVM running kafka.Kafka with this data dir's config.
+daemon_pid() { pid_from_file kafka.Kafka "$SERVER_PROPS"; }
 
 # True when the broker answers a real Kafka request, not merely accepts TCP:
 # send ApiVersions v0 (api_key 18, correlation id 1, empty client id) and
 # expect a response with correlation id 1 and error code 0. A broker only
 # serves its client listener once it has caught up with the metadata log.
-kafka_responds() {
+daemon_responds() {
   local reply
   # shellcheck disable=SC2016 # $0 is expanded by the inner bash, on purpose
   reply="$(timeout 5 bash -c '
@@ -274,7 +224,7 @@ cmd_install() {
     return 0
   fi
   require_java
-  require_mvn
+  require_mvn "the Kafka jars" "openjdk-17-jre-headless maven"
   local install_lock_fd tmp
   take_lock "$KAFKA_HOME.lock" install_lock_fd
   if is_installed; then # another process installed it while we waited
@@ -441,58 +391,25 @@ KAFKA_VERSION=$KAFKA_VERSION
 EOF
 }
 
-print_log_tail() {
-  if [[ -s "$LOG_FILE" ]]; then
-    say "last lines of $LOG_FILE:"
-    tail -n "${1:-40}" "$LOG_FILE" >&2
-  fi
-}
-
-# SIGTERM lets Kafka shut down cleanly (flush logs, write the clean-shutdown
-# marker, so the next start skips log recovery); SIGKILL only as last resort.
-stop_pid() {
-  local pid="$1" waited=0
-  kill -TERM "$pid" 2>/dev/null || true
-  while pid_alive "$pid"; do
-    if ((waited >= KAFKA_STOP_TIMEOUT * 10)); then
-      say "broker (pid $pid) still running after ${KAFKA_STOP_TIMEOUT}s; sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      waited=0
-      while pid_alive "$pid"; do
-        ((waited++ < 100)) || die "broker (pid $pid) survived SIGKILL for 10s"
-        sleep 0.1
-      done
-      break
-    fi
-    sleep 0.1
-    waited=$((waited + 1))
-  done
-  rm -f "$PID_FILE"
-}
+# Ready: the broker both logged that it started and answers an ApiVersions
+# request on the client port.
+broker_ready() { grep -q 'Kafka Server started' "$LOG_FILE" 2>/dev/null && daemon_responds; }
 
 cmd_start() {
-  local pid
-  if pid="$(broker_pid)"; then
-    say "Kafka is already running (pid $pid) on $BOOTSTRAP; log: $LOG_FILE"
-    printf '%s\n' "$BOOTSTRAP"
+  if already_running; then
     return 0
   fi
-  rm -f "$PID_FILE" # stale, if any
   require_java
   cmd_install
-  local port
-  for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" ${KAFKA_SASL_SSL_PORT:+"$KAFKA_SASL_SSL_PORT"}; do
-    if port_open "$port"; then
-      die "port $port on $HOST is already in use by another process; pick other ports with KAFKA_PORT / KAFKA_CONTROLLER_PORT"
-    fi
-  done
+  require_free_ports "KAFKA_PORT / KAFKA_CONTROLLER_PORT" \
+    "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" ${KAFKA_SASL_SSL_PORT:+"$KAFKA_SASL_SSL_PORT"}
 
   mkdir -p "$DATA_DIR"
   write_broker_config
   format_storage_if_needed
   [[ -f "$LOG_FILE" ]] && mv -f "$LOG_FILE" "$LOG_FILE.1"
 
-  local -a heap extra jvm_opts launcher=()
+  local -a heap extra jvm_opts
   read -r -a heap <<<"$KAFKA_HEAP"
   read -r -a extra <<<"$KAFKA_JVM_OPTS"
   jvm_opts=(
@@ -507,105 +424,19 @@ cmd_start() {
     -Dkafka.logs.dir="$DATA_DIR"
     "${extra[@]}"
   )
-  # setsid puts the broker in its own session, so it survives the shell (or
-  # CI step) that started it and is not hit by that terminal's Ctrl-C.
-  command -v setsid >/dev/null 2>&1 && launcher=(setsid)
-
   say "starting Kafka $KAFKA_VERSION on $BOOTSTRAP (controller $HOST:$KAFKA_CONTROLLER_PORT)"
-  say "data: $DATA_DIR"
-  say "log:  $LOG_FILE"
-  # The inner bash writes its own PID and then execs java, so the pid file
-  # holds the JVM's PID whether or not setsid forked. All of the broker's
-  # standard streams are redirected (and our lock fd closed) so that callers
-  # like $(kafka.sh start) do not wait for the broker to exit.
-  # shellcheck disable=SC2016 # $0 and $@ are expanded by the inner bash
-  "${launcher[@]}" bash -c 'echo "$$" >"$0" && exec "$@"' "$PID_FILE" \
-    "$JAVA" "${jvm_opts[@]}" -cp "$LIBS_DIR/*" kafka.Kafka "$SERVER_PROPS" \
-    </dev/null >"$LOG_FILE" 2>&1 {INSTANCE_LOCK_FD}>&- &
-  local launcher_pid=$!
-
-  # Wait until the broker both logged that it started and answers an
-  # ApiVersions request on the client port.
-  local deadline=$((SECONDS + KAFKA_START_TIMEOUT))
-  while :; do
-    if ! pid="$(broker_pid)" && { [[ -f "$PID_FILE" ]] || ! pid_alive "$launcher_pid"; }; then
-      sleep 0.5 # let a forking setsid's child write the pid file
-      if ! pid="$(broker_pid)"; then
-        print_log_tail 60
-        die "Kafka exited during startup (see $LOG_FILE)"
-      fi
-    fi
-    if grep -q 'Kafka Server started' "$LOG_FILE" 2>/dev/null && kafka_responds; then
-      break
-    fi
-    if ((SECONDS >= deadline)); then
-      print_log_tail 60
-      if pid="$(broker_pid)"; then
-        say "stopping the half-started broker (pid $pid)"
-        stop_pid "$pid"
-      fi
-      die "Kafka did not become ready on $BOOTSTRAP within ${KAFKA_START_TIMEOUT}s (see $LOG_FILE)"
-    fi
-    sleep 0.25
-  done
+  local pid
+  start_daemon pid "$KAFKA_START_TIMEOUT" broker_ready "" \
+    "$JAVA" "${jvm_opts[@]}" -cp "$LIBS_DIR/*" kafka.Kafka "$SERVER_PROPS"
   say "Kafka is ready (pid $pid); bootstrap servers: $BOOTSTRAP"
   printf '%s\n' "$BOOTSTRAP"
 }
 
-cmd_stop() {
-  local pid
-  if ! pid="$(broker_pid)"; then
-    rm -f "$PID_FILE"
-    say "Kafka on $BOOTSTRAP is not running"
-    return 0
-  fi
-  say "stopping Kafka (pid $pid) on $BOOTSTRAP ..."
-  stop_pid "$pid"
-  say "stopped"
-}
-
-cmd_status() {
-  local pid
-  if pid="$(broker_pid)"; then
-    if kafka_responds; then
-      say "Kafka is running (pid $pid) on $BOOTSTRAP and answering requests"
-    else
-      say "Kafka process is running (pid $pid) but $BOOTSTRAP does not answer Kafka requests (yet)"
-    fi
-    say "data: $DATA_DIR"
-    say "log:  $LOG_FILE"
-    return 0
-  fi
-  say "Kafka on $BOOTSTRAP is not running (data: $DATA_DIR)"
-  return 3
-}
-
-cmd_logs() {
-  [[ -f "$LOG_FILE" ]] || die "no log yet at $LOG_FILE"
-  say "log: $LOG_FILE"
-  if [[ "${1:-}" == "-f" ]]; then
-    exec tail -n 100 -F "$LOG_FILE"
-  fi
-  cat "$LOG_FILE"
-}
-
 cmd_reset() {
-  cmd_stop
-  [[ -e "$DATA_DIR" ]] || { say "nothing to reset: $DATA_DIR does not exist"; return 0; }
-  # Refuse to rm -rf a directory we did not create (e.g. a mistyped
-  # KAFKA_DATA_DIR pointing at something precious).
-  if [[ ! -f "$INSTANCE_FILE" && -n "$(ls -A "$DATA_DIR")" ]]; then
-    local entry
-    for entry in "$DATA_DIR"/* "$DATA_DIR"/.[!.]*; do
-      [[ -e "$entry" ]] || continue
-      case "${entry##*/}" in
-        server.properties | log4j2.properties | kafka.log | kafka.log.1 | kafka.pid | kraft-combined-logs) ;;
-        *) die "refusing to delete $DATA_DIR: it does not look like a kafka.sh data dir" ;;
-      esac
-    done
-  fi
-  rm -rf "$DATA_DIR"
-  say "deleted $DATA_DIR"
+  # The entries a data dir of ours may hold without its instance file (e.g.
+  # after a start that failed while formatting storage).
+  reset_instance kafka.sh server.properties log4j2.properties kafka.log kafka.log.1 kafka.pid \
+    kraft-combined-logs
 }
 
 cmd_tool() {
@@ -640,29 +471,15 @@ cmd_tool() {
 }
 
 main() {
-  local cmd="${1:-help}"
-  (($# > 0)) && shift
-  case "$cmd" in
-    help | -h | --help) usage; return 0 ;;
-  esac
-  validate_env
-  case "$cmd" in
-    start | stop | restart | reset) take_lock "$LOCK_FILE" INSTANCE_LOCK_FD ;;
-  esac
-  case "$cmd" in
-    install) cmd_install ;;
-    start) cmd_start ;;
-    stop) cmd_stop ;;
-    restart) cmd_stop; cmd_start ;;
-    status) cmd_status ;;
-    logs) cmd_logs "$@" ;;
-    reset) cmd_reset ;;
-    tool) cmd_tool "$@" ;;
-    *)
-      usage >&2
-      die "unknown command '$cmd'"
-      ;;
-  esac
+  # `tool` is kafka.sh's own command (it takes no instance lock); the rest are
+  # the commands both scripts share.
+  if [[ "${1:-}" == tool ]]; then
+    shift
+    validate_env
+    cmd_tool "$@"
+    return
+  fi
+  daemon_main "$@"
 }
 
 main "$@"

@@ -54,24 +54,32 @@ DATA_DIR="${DATA_DIR%/}"
 readonly DATA_DIR
 readonly TMP_DIR="$DATA_DIR/tmp"
 readonly LOG_FILE="$DATA_DIR/registry.log"
+# shellcheck disable=SC2034 # read by lib/daemon.sh (CI runs shellcheck without -x)
 readonly PID_FILE="$DATA_DIR/registry.pid"
 # Written on start. Doubles as the marker that lets `reset` know the
 # directory is ours to delete.
 readonly INSTANCE_FILE="$DATA_DIR/tributary-registry.env"
-# Beside (not inside) the data dir, so `reset` cannot delete a held lock.
-readonly LOCK_FILE="$DATA_DIR.lock"
 readonly URL="http://$HOST:$REGISTRY_PORT"
+# How lib/daemon.sh speaks of this instance ("the registry is running (pid 42)
+# on http://127.0.0.1:18081", "stopping the half-started registry"), and how
+# long its stop_pid waits after SIGTERM before SIGKILL. SIGTERM lets Quarkus
+# shut down cleanly (well under a second).
+# shellcheck disable=SC2034 # read by lib/daemon.sh (CI runs shellcheck without -x)
+readonly DAEMON_NAME="the registry" DAEMON_KIND=registry DAEMON_ADDR="$URL" \
+  DAEMON_REQUESTS="" DAEMON_STOP_TIMEOUT="$REGISTRY_STOP_TIMEOUT"
 # Answers 200 once HTTP is up and the storage is usable (it lists subjects).
 readonly READY_PATH=/apis/ccompat/v7/subjects
 
 JAVA="" # chosen by require_java
 
 # ---------------------------------------------------------------------------
-# Helpers. Messages go to stderr so that stdout of `start` is only the URL:
+# Helpers: those shared with scripts/kafka.sh (say, die, locks, pid files,
+# stop/status/logs/reset and the command dispatch) are in lib/daemon.sh.
+# Messages go to stderr so that stdout of `start` is only the URL:
 # REGISTRY_URL=$(scripts/registry.sh start) works in CI.
 # ---------------------------------------------------------------------------
-say() { printf '%s: %s\n' "$SCRIPT_NAME" "$*" >&2; }
-die() { printf '%s: error: %s\n' "$SCRIPT_NAME" "$*" >&2; exit 1; }
+# shellcheck source-path=SCRIPTDIR source=lib/daemon.sh disable=SC1091 # CI runs shellcheck without -x
+source "$(dirname "${BASH_SOURCE[0]}")/lib/daemon.sh"
 
 usage() {
   cat <<EOF
@@ -115,18 +123,11 @@ EOF
 }
 
 validate_env() {
-  local name value
-  [[ "$REGISTRY_PORT" =~ ^[1-9][0-9]*$ ]] || die "REGISTRY_PORT must be a number, got '$REGISTRY_PORT'"
+  require_number '^[1-9][0-9]*$' "a number" REGISTRY_PORT
   [[ -n "$REGISTRY_MANAGEMENT_PORT" ]] || REGISTRY_MANAGEMENT_PORT=$((REGISTRY_PORT + 1))
-  for name in REGISTRY_MANAGEMENT_PORT REGISTRY_START_TIMEOUT REGISTRY_STOP_TIMEOUT; do
-    value="${!name}"
-    [[ "$value" =~ ^[1-9][0-9]*$ ]] || die "$name must be a positive number, got '$value'"
-  done
-  ((REGISTRY_PORT > 0 && REGISTRY_PORT < 65536)) || die "REGISTRY_PORT out of range: $REGISTRY_PORT"
-  ((REGISTRY_MANAGEMENT_PORT > 0 && REGISTRY_MANAGEMENT_PORT < 65536)) ||
-    die "REGISTRY_MANAGEMENT_PORT out of range: $REGISTRY_MANAGEMENT_PORT"
-  ((REGISTRY_PORT != REGISTRY_MANAGEMENT_PORT)) ||
-    die "REGISTRY_PORT and REGISTRY_MANAGEMENT_PORT must differ (both are $REGISTRY_PORT)"
+  require_number '^[1-9][0-9]*$' "a positive number" \
+    REGISTRY_MANAGEMENT_PORT REGISTRY_START_TIMEOUT REGISTRY_STOP_TIMEOUT
+  require_ports REGISTRY_PORT REGISTRY_MANAGEMENT_PORT
   [[ "$REGISTRY_VERSION" =~ ^3\.[0-9]+\.[0-9]+$ ]] ||
     die "REGISTRY_VERSION must be an Apicurio Registry 3.x release like $DEFAULT_REGISTRY_VERSION, got '$REGISTRY_VERSION'"
 }
@@ -134,10 +135,8 @@ validate_env() {
 # Major version of the java binary $1 (e.g. 17, 21, 25), or nothing.
 java_major() {
   local version major
-  version="$("$1" -version 2>&1 | awk -F'"' '/version/ { print $2; exit }')" || return 1
-  major="${version%%.*}"
-  [[ "$major" == 1 ]] && major="$(cut -d. -f2 <<<"$version")" # "1.8.0_392" style
-  major="${major%%[!0-9]*}"                                  # "21-ea" style
+  version="$(java_version "$1")" || return 1
+  major="$(java_major_of "$version")"
   [[ -n "$major" ]] && printf '%s\n' "$major"
 }
 
@@ -178,59 +177,9 @@ require_java() {
   JAVA="$best"
 }
 
-require_mvn() {
-  command -v mvn >/dev/null 2>&1 ||
-    die "mvn not found; it fetches the registry from Maven Central: apt-get install maven"
-}
-
-# Take an exclusive lock on FILE until the fd is closed or the script exits.
-# Serialises concurrent start/stop/reset of one instance and concurrent
-# installs of one version. flock is util-linux; without it we skip locking.
-# Sets the global named by $2 to the lock's fd.
-take_lock() {
-  local file="$1" var="$2" fd
-  mkdir -p "$(dirname "$file")"
-  exec {fd}>>"$file"
-  printf -v "$var" '%s' "$fd"
-  if command -v flock >/dev/null 2>&1; then
-    flock -w 600 "$fd" || die "timed out waiting for lock $file"
-  fi
-}
-# fd of the instance lock, taken once in main() by the commands that change
-# the instance (a second flock on the same file from this process would
-# deadlock, so the cmd_* functions do not lock themselves).
-INSTANCE_LOCK_FD=""
-
-# True while PID is a live process. A zombie counts as dead: where nothing
-# reaps orphans (some containers' PID 1), `kill -0` would succeed forever.
-pid_alive() {
-  local state=""
-  kill -0 "$1" 2>/dev/null || return 1
-  if [[ -r "/proc/$1/stat" ]]; then
-    state="$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)"
-  fi
-  [[ "$state" != Z ]]
-}
-
 # PID of this instance's registry if it is running, else nothing (and status
-# 1). Checks the command line too, so a recycled PID from a stale pid file is
-# not mistaken for our registry.
-registry_pid() {
-  local pid cmdline
-  [[ -f "$PID_FILE" ]] || return 1
-  pid="$(<"$PID_FILE")"
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  pid_alive "$pid" || return 1
-  if [[ -r "/proc/$pid/cmdline" ]]; then
-    cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline")"
-  else
-    cmdline="$(ps -o args= -p "$pid" 2>/dev/null || true)"
-  fi
-  [[ "$cmdline" == *"-Dquarkus.http.port=$REGISTRY_PORT "*quarkus-run.jar* ]] || return 1
-  printf '%s\n' "$pid"
-}
-
-port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+# 1): the JVM running quarkus-run.jar on this instance's port.
+daemon_pid() { pid_from_file "-Dquarkus.http.port=$REGISTRY_PORT " quarkus-run.jar; }
 
 # True when GET PATH on PORT answers HTTP 200. Plain bash, so that neither
 # this script nor CI needs curl.
@@ -244,7 +193,7 @@ http_ok() {
   [[ "$status" =~ ^HTTP/1\.[01]\ 200 ]]
 }
 
-registry_responds() { http_ok "$REGISTRY_PORT" "$READY_PATH"; }
+daemon_responds() { http_ok "$REGISTRY_PORT" "$READY_PATH"; }
 
 is_installed() { [[ -f "$REGISTRY_HOME/.installed" && -f "$RUN_JAR" ]]; }
 
@@ -253,7 +202,7 @@ cmd_install() {
     say "Apicurio Registry $REGISTRY_VERSION is already installed in $REGISTRY_HOME"
     return 0
   fi
-  require_mvn
+  require_mvn "the registry" maven
   local install_lock_fd tmp tarball
   take_lock "$REGISTRY_HOME.lock" install_lock_fd
   if is_installed; then # another process installed it while we waited
@@ -295,51 +244,13 @@ cmd_install() {
   say "installed Apicurio Registry $REGISTRY_VERSION ($(du -sh "$REGISTRY_HOME" | cut -f1))"
 }
 
-print_log_tail() {
-  if [[ -s "$LOG_FILE" ]]; then
-    say "last lines of $LOG_FILE:"
-    tail -n "${1:-40}" "$LOG_FILE" >&2
-  fi
-}
-
-# SIGTERM lets Quarkus shut down cleanly (well under a second); SIGKILL only
-# as last resort.
-stop_pid() {
-  local pid="$1" waited=0
-  kill -TERM "$pid" 2>/dev/null || true
-  while pid_alive "$pid"; do
-    if ((waited >= REGISTRY_STOP_TIMEOUT * 10)); then
-      say "registry (pid $pid) still running after ${REGISTRY_STOP_TIMEOUT}s; sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      waited=0
-      while pid_alive "$pid"; do
-        ((waited++ < 100)) || die "registry (pid $pid) survived SIGKILL for 10s"
-        sleep 0.1
-      done
-      break
-    fi
-    sleep 0.1
-    waited=$((waited + 1))
-  done
-  rm -f "$PID_FILE"
-}
-
 cmd_start() {
-  local pid
-  if pid="$(registry_pid)"; then
-    say "the registry is already running (pid $pid) on $URL; log: $LOG_FILE"
-    printf '%s\n' "$URL"
+  if already_running; then
     return 0
   fi
-  rm -f "$PID_FILE" # stale, if any
   require_java
   cmd_install
-  local port
-  for port in "$REGISTRY_PORT" "$REGISTRY_MANAGEMENT_PORT"; do
-    if port_open "$port"; then
-      die "port $port on $HOST is already in use by another process; pick other ports with REGISTRY_PORT / REGISTRY_MANAGEMENT_PORT"
-    fi
-  done
+  require_free_ports "REGISTRY_PORT / REGISTRY_MANAGEMENT_PORT" "$REGISTRY_PORT" "$REGISTRY_MANAGEMENT_PORT"
 
   mkdir -p "$DATA_DIR" "$TMP_DIR"
   cat >"$INSTANCE_FILE" <<EOF
@@ -350,7 +261,7 @@ REGISTRY_VERSION=$REGISTRY_VERSION
 EOF
   [[ -f "$LOG_FILE" ]] && mv -f "$LOG_FILE" "$LOG_FILE.1"
 
-  local -a heap extra jvm_opts config launcher=()
+  local -a heap extra jvm_opts config
   read -r -a heap <<<"$REGISTRY_HEAP"
   read -r -a extra <<<"$REGISTRY_JVM_OPTS"
   jvm_opts=(
@@ -408,130 +319,19 @@ EOF
     -Dquarkus.http.access-log.enabled=false
     "-Dquarkus.log.console.format=%d{yyyy-MM-dd HH:mm:ss,SSS} %-5p [%c{3.}] (%t) %m%n"
   )
-  # setsid puts the registry in its own session, so it survives the shell (or
-  # CI step) that started it and is not hit by that terminal's Ctrl-C.
-  command -v setsid >/dev/null 2>&1 && launcher=(setsid)
-
   say "starting Apicurio Registry $REGISTRY_VERSION on $URL (management http://$HOST:$REGISTRY_MANAGEMENT_PORT) with $JAVA"
-  say "data: $DATA_DIR"
-  say "log:  $LOG_FILE"
-  # The inner bash writes its own PID and then execs java, so the pid file
-  # holds the JVM's PID whether or not setsid forked. It runs in the data dir
-  # because Quarkus also reads ./.env and ./config/application.properties
-  # from its working directory. All standard streams are redirected (and our
-  # lock fd closed) so that callers like $(registry.sh start) do not wait for
-  # the registry to exit.
-  # shellcheck disable=SC2016 # $0, $1 and $@ are expanded by the inner bash
-  "${launcher[@]}" bash -c 'cd "$1" && echo "$$" >"$0" && shift && exec "$@"' "$PID_FILE" "$DATA_DIR" \
-    "$JAVA" "${jvm_opts[@]}" "${config[@]}" "${extra[@]}" -jar "$RUN_JAR" \
-    </dev/null >"$LOG_FILE" 2>&1 {INSTANCE_LOCK_FD}>&- &
-  local launcher_pid=$!
-
-  local deadline=$((SECONDS + REGISTRY_START_TIMEOUT))
-  while :; do
-    if ! pid="$(registry_pid)" && { [[ -f "$PID_FILE" ]] || ! pid_alive "$launcher_pid"; }; then
-      sleep 0.5 # let a forking setsid's child write the pid file
-      if ! pid="$(registry_pid)"; then
-        print_log_tail 60
-        die "the registry exited during startup (see $LOG_FILE)"
-      fi
-    fi
-    if registry_responds; then
-      break
-    fi
-    if ((SECONDS >= deadline)); then
-      print_log_tail 60
-      if pid="$(registry_pid)"; then
-        say "stopping the half-started registry (pid $pid)"
-        stop_pid "$pid"
-      fi
-      die "the registry did not become ready on $URL within ${REGISTRY_START_TIMEOUT}s (see $LOG_FILE)"
-    fi
-    sleep 0.25
-  done
+  # It runs in the data dir because Quarkus also reads ./.env and
+  # ./config/application.properties from its working directory.
+  local pid
+  start_daemon pid "$REGISTRY_START_TIMEOUT" daemon_responds "$DATA_DIR" \
+    "$JAVA" "${jvm_opts[@]}" "${config[@]}" "${extra[@]}" -jar "$RUN_JAR"
   say "Apicurio Registry is ready (pid $pid) on $URL (Confluent API: $URL/apis/ccompat/v7)"
   printf '%s\n' "$URL"
 }
 
-cmd_stop() {
-  local pid
-  if ! pid="$(registry_pid)"; then
-    rm -f "$PID_FILE"
-    say "the registry on $URL is not running"
-    return 0
-  fi
-  say "stopping the registry (pid $pid) on $URL ..."
-  stop_pid "$pid"
-  say "stopped"
-}
-
-cmd_status() {
-  local pid
-  if pid="$(registry_pid)"; then
-    if registry_responds; then
-      say "the registry is running (pid $pid) on $URL and answering requests"
-    else
-      say "the registry process is running (pid $pid) but $URL does not answer (yet)"
-    fi
-    say "data: $DATA_DIR"
-    say "log:  $LOG_FILE"
-    return 0
-  fi
-  say "the registry on $URL is not running (data: $DATA_DIR)"
-  return 3
-}
-
-cmd_logs() {
-  [[ -f "$LOG_FILE" ]] || die "no log yet at $LOG_FILE"
-  say "log: $LOG_FILE"
-  if [[ "${1:-}" == "-f" ]]; then
-    exec tail -n 100 -F "$LOG_FILE"
-  fi
-  cat "$LOG_FILE"
-}
-
 cmd_reset() {
-  cmd_stop
-  [[ -e "$DATA_DIR" ]] || { say "nothing to reset: $DATA_DIR does not exist"; return 0; }
-  # Refuse to rm -rf a directory we did not create (e.g. a mistyped
-  # REGISTRY_DATA_DIR pointing at something precious).
-  if [[ ! -f "$INSTANCE_FILE" && -n "$(ls -A "$DATA_DIR")" ]]; then
-    local entry
-    for entry in "$DATA_DIR"/* "$DATA_DIR"/.[!.]*; do
-      [[ -e "$entry" ]] || continue
-      case "${entry##*/}" in
-        registry.log | registry.log.1 | registry.pid | tmp) ;;
-        *) die "refusing to delete $DATA_DIR: it does not look like a registry.sh data dir" ;;
-      esac
-    done
-  fi
-  rm -rf "$DATA_DIR"
-  say "deleted $DATA_DIR"
+  # The entries a data dir of ours may hold without its instance file.
+  reset_instance registry.sh registry.log registry.log.1 registry.pid tmp
 }
 
-main() {
-  local cmd="${1:-help}"
-  (($# > 0)) && shift
-  case "$cmd" in
-    help | -h | --help) usage; return 0 ;;
-  esac
-  validate_env
-  case "$cmd" in
-    start | stop | restart | reset) take_lock "$LOCK_FILE" INSTANCE_LOCK_FD ;;
-  esac
-  case "$cmd" in
-    install) cmd_install ;;
-    start) cmd_start ;;
-    stop) cmd_stop ;;
-    restart) cmd_stop; cmd_start ;;
-    status) cmd_status ;;
-    logs) cmd_logs "$@" ;;
-    reset) cmd_reset ;;
-    *)
-      usage >&2
-      die "unknown command '$cmd'"
-      ;;
-  esac
-}
-
-main "$@"
+daemon_main "$@"

@@ -19,7 +19,7 @@ step "Crate boundaries (scripts/check-deps.sh)"
 scripts/check-deps.sh
 
 step "shellcheck scripts/, the clients', the translators' and the demo's scripts, .ci/run"
-shellcheck scripts/*.sh clients/*/test.sh clients/*/generate.sh clients/typescript/scripts/*.sh \
+shellcheck scripts/*.sh scripts/lib/*.sh clients/*/test.sh clients/*/generate.sh clients/typescript/scripts/*.sh \
     translators/js/*.sh translators/python/*.sh demo/*.sh .ci/run
 
 step "buf lint and buf breaking (against the previous commit) on proto/"
