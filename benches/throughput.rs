@@ -17,7 +17,9 @@
 //! open-files limit minus 1,000), BENCH_METRICS_RUNS
 //! (3 Subscribe-from-0 runs each against a gateway with and without its metrics exporter; 0 skips),
 //! BENCH_CONFLATE_RECORDS (400,000 rewrites of BENCH_CONFLATE_KEYS = 1,000 keys at full speed,
-//! followed by a slow reader that applies 50,000 records/s, with and without `conflate`).
+//! followed by a slow reader that applies 50,000 records/s, with and without `conflate`),
+//! BENCH_SCHEMA_RECORDS (1,000,000 Avro records framed by the schema registry at
+//! TRIBUTARY_TEST_REGISTRY, loaded as bytes and decoded to JSON; 0 skips).
 //!
 //! The gateway runs as its own process (the release binary), like in production; the clients run
 //! in this process and only count what they receive, so the client side costs little.
@@ -34,6 +36,38 @@ use rdkafka::{
 };
 use tributary_server::pb::{self, translators_client::TranslatorsClient};
 use tributary_testkit::{bench::*, *};
+
+/// The schema of the Avro rows: an order of a few fields, as A's serializers would write it.
+const BENCH_AVRO: &str = r#"{"type": "record", "name": "Assignment", "namespace": "bench", "fields": [
+    {"name": "id", "type": "long"},
+    {"name": "station", "type": "string"},
+    {"name": "status", "type": {"type": "enum", "name": "Status", "symbols": ["SCHEDULED", "ON_AIR", "DONE"]}},
+    {"name": "note", "type": ["null", "string"], "default": null},
+    {"name": "pad", "type": "string"}
+]}"#;
+
+/// Writes `records` Avro values of [`BENCH_AVRO`], framed with schema `id`, one per key; returns
+/// the size of one value.
+fn fill_avro(topic: &str, records: usize, id: u32) -> usize {
+    use apache_avro::types::Value as Avro;
+    let schema = apache_avro::Schema::parse_str(BENCH_AVRO).unwrap();
+    let writer = Writer::new(topic);
+    let mut size = 0;
+    for i in 0..records {
+        let value = Avro::Record(vec![
+            ("id".into(), Avro::Long(i as i64)),
+            ("station".into(), Avro::String("north".into())),
+            ("status".into(), Avro::Enum(1, "ON_AIR".into())),
+            ("note".into(), Avro::Union(0, Box::new(Avro::Null))),
+            ("pad".into(), Avro::String("x".repeat(40))),
+        ]);
+        let framed = tributary_testkit::schemas::framed(id, &apache_avro::to_avro_datum(&schema, value).unwrap());
+        size = framed.len();
+        writer.send(&Out { value: Some(framed), ..Out::kv(&format!("key-{i:08}"), None) });
+    }
+    writer.flush();
+    size
+}
 
 /// Threads of a process.
 fn threads(pid: u32) -> usize {
@@ -290,6 +324,7 @@ async fn main() {
     let metrics_runs = env("BENCH_METRICS_RUNS", 3);
     let conflate_records = env("BENCH_CONFLATE_RECORDS", 400_000);
     let conflate_keys = env("BENCH_CONFLATE_KEYS", 1_000).max(1);
+    let schema_records = env("BENCH_SCHEMA_RECORDS", 1_000_000);
 
     // One record per key (the snapshot case that matters): `records` distinct keys.
     let topic = unique_topic("bench");
@@ -647,6 +682,54 @@ async fn main() {
         let cpu = cpu_seconds(gateway.child.id()) - cpu_before;
         println!("{:<52} {:>10.2}s of gateway CPU per million records", "", cpu / large_records as f64 * 1e6);
         gateway.kill();
+    }
+
+    // Avro values framed by a real schema registry: the gateway loading them as bytes, then
+    // decoding each to JSON ([schemas]), against the raw consumer reading the same topic.
+    if schema_records > 0 {
+        let avro = unique_topic("bench-avro");
+        create_topic(&avro, partitions).await;
+        let id = tokio::task::block_in_place(|| tributary_testkit::schemas::register("AVRO", BENCH_AVRO));
+        let bytes = fill_avro(&avro, schema_records, id);
+        let avro_ends = self::ends(&avro);
+        println!(
+            "\n{schema_records} Avro records of {bytes} B (framed, schema {id} in the registry at {}), one per key, {partitions} partitions:",
+            tributary_testkit::schemas::registry_url()
+        );
+        let (avro_baseline, _) = best_raw(&avro_ends, schema_records);
+        let avro_table = Table { baseline: avro_baseline, records: schema_records };
+        let registry = tributary_testkit::schemas::registry_url();
+        let on_error = format!("TRIBUTARY__SCHEMAS__TOPICS__{avro}__ON_ERROR");
+        let mut loads = Vec::new();
+        for decoded in [false, true] {
+            let env: Vec<(&str, &str)> = match decoded {
+                false => vec![],
+                true => vec![("TRIBUTARY__SCHEMAS__REGISTRY", registry.as_str()), (on_error.as_str(), "fail")],
+            };
+            let started = Instant::now();
+            let mut gateway = Process::spawn(&[&avro], &env).await;
+            let took = started.elapsed();
+            let cpu = cpu_seconds(gateway.child.id());
+            let what = if decoded { "decoded to JSON" } else { "kept as bytes" };
+            avro_table.row(&format!("gateway start to ready, Avro {what}"), took);
+            println!("{:<52} {:>10.2}s of gateway CPU per million records", "", cpu / schema_records as f64 * 1e6);
+            if decoded {
+                // What B receives: JSON.
+                let mut client = connect(gateway.addr).await;
+                let snap = snapshot(&mut client, topic_snapshot(&avro)).await.expect("snapshot");
+                let first = snap.entries.first().expect("an entry");
+                assert!(serde_json::from_slice::<serde_json::Value>(&first.value).is_ok(), "decoded values are JSON");
+            }
+            loads.push((took, cpu));
+            gateway.kill();
+        }
+        let per_record = |a: f64, b: f64| (b - a) / schema_records as f64 * 1e6;
+        println!(
+            "{:<52} {:>10.2} µs per record (start to ready), {:.2} µs of CPU",
+            "decoding cost",
+            per_record(loads[0].0.as_secs_f64(), loads[1].0.as_secs_f64()),
+            per_record(loads[0].1, loads[1].1)
+        );
     }
 
     // A slow reader (it applies 50,000 records/s) following A rewriting a few keys at full speed,

@@ -19,6 +19,9 @@ scripts/setup.sh
 scripts/build-translators.sh >/dev/null
 bootstrap=$(scripts/kafka.sh start)
 export TRIBUTARY_TEST_BOOTSTRAP="$bootstrap"
+# The schema registry of the Avro rows (empty at every start: it keeps schemas in memory).
+registry=$(scripts/registry.sh restart)
+export TRIBUTARY_TEST_REGISTRY="$registry/apis/ccompat/v7"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(uname -sr)"
 bench=${1:-throughput}
 case "$bench" in
