@@ -2,7 +2,6 @@ package tributary_test
 
 import (
 	"context"
-	"maps"
 	"testing"
 	"time"
 
@@ -60,25 +59,7 @@ func TestConflateSlowReader(t *testing.T) {
 		t.Errorf("%d resets, want one snapshot", h.resetCount())
 	}
 
-	records := k.readAll(topic)
-	want := rebuild(records)
-	got := h.snapshotState()
-	if len(want) == 0 {
-		t.Fatal("the test wrote nothing")
-	}
-	if !maps.Equal(got, want) {
-		t.Errorf("state differs from the rebuild from Kafka: %d keys, want %d", len(got), len(want))
-		for key, v := range want {
-			if got[key] != v {
-				t.Errorf("  key %q: got %q, want %q", key, got[key], v)
-			}
-		}
-		for key := range got {
-			if _, ok := want[key]; !ok {
-				t.Errorf("  key %q: should be absent", key)
-			}
-		}
-	}
+	records := checkState(t, k, topic, h.stateHandler)
 
 	if len(records) != total {
 		t.Fatalf("Kafka holds %d records, want %d", len(records), total)

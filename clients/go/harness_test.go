@@ -545,9 +545,8 @@ func (s *recordingStore) snapshotPosition() tributary.Position {
 	return s.snapshot.Clone()
 }
 
-// checkExact checks the contract against Kafka: the handler's state equals the rebuild from
-// Kafka and every record after the snapshot's position was streamed exactly once, in order.
-func checkExact(t testing.TB, k *kafka, topic string, h *stateHandler, from tributary.Position) {
+// checkState checks the handler's state against the rebuild from Kafka; returns the records read.
+func checkState(t testing.TB, k *kafka, topic string, h *stateHandler) []rawRecord {
 	t.Helper()
 	records := k.readAll(topic)
 	want := rebuild(records)
@@ -568,6 +567,14 @@ func checkExact(t testing.TB, k *kafka, topic string, h *stateHandler, from trib
 			}
 		}
 	}
+	return records
+}
+
+// checkExact checks the contract against Kafka: the handler's state equals the rebuild from
+// Kafka and every record after the snapshot's position was streamed exactly once, in order.
+func checkExact(t testing.TB, k *kafka, topic string, h *stateHandler, from tributary.Position) {
+	t.Helper()
+	records := checkState(t, k, topic, h)
 	expected := map[int32][]int64{}
 	for _, r := range records {
 		tp := tributary.TopicPartition{Topic: topic, Partition: r.partition}

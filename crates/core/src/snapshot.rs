@@ -11,7 +11,7 @@ use crate::{
     error::Error,
     filter::{Filter, KeyFilter},
     record::{Output, PartitionOffset, Record},
-    subscribe::start::WATERMARK_WAIT,
+    subscribe::start::{beyond_end, WATERMARK_WAIT},
     translate::Translation,
     view::{Shard, StateAt, StateMap, TopicView, View},
     watermarks::{Answer, WatermarkCache},
@@ -78,19 +78,8 @@ pub async fn take_as_of(
         let Answer { marks, stale } = watermarks.get(&partitions, WATERMARK_WAIT).await?;
         for ((_, s), m) in shards.iter().zip(&marks) {
             let Some(at) = wanted(s).filter(|&at| at > m.latest) else { continue };
-            if let Some(age) = stale {
-                return Err(Error::kafka(format!(
-                    "offset {at} of {}/{} is beyond the end known {age:.0?} ago ({}); Kafka does not answer, so it cannot be checked; retry shortly",
-                    s.topic, s.partition, m.latest
-                )));
-            }
-            return Err(Error::BeyondEnd {
-                topic: s.topic.to_string(),
-                partition: s.partition,
-                requested: at,
-                latest: m.latest,
-                latest_offsets: shards.iter().zip(&marks).map(|((_, s), m)| s.at(m.latest)).collect(),
-            });
+            let latest = shards.iter().zip(&marks).map(|((_, s), m)| s.at(m.latest)).collect();
+            return Err(beyond_end(s, at, m.latest, stale, latest));
         }
         // Within Kafka's end: the view gets there.
         let reached = tokio::time::timeout(wait, async {

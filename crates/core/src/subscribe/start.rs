@@ -11,7 +11,7 @@ use crate::{
     error::Error,
     record::PartitionOffset,
     source::Watermarks,
-    view::{Holding, TopicView, View},
+    view::{Holding, Shard, TopicView, View},
     watermarks::{Answer, WatermarkCache},
 };
 
@@ -156,21 +156,7 @@ impl Plan {
                         earliest_offsets: all(|m| m.earliest),
                     })
                 }
-                Some(p) if p > m.latest => {
-                    if let Some(age) = stale {
-                        return Err(Error::kafka(format!(
-                            "offset {p} of {}/{} is beyond the end known {age:.0?} ago ({}); Kafka does not answer, so it cannot be checked; retry shortly",
-                            shard.topic, shard.partition, m.latest
-                        )));
-                    }
-                    return Err(Error::BeyondEnd {
-                        topic: shard.topic.to_string(),
-                        partition: shard.partition,
-                        requested: p,
-                        latest: m.latest,
-                        latest_offsets: all(|m| m.latest),
-                    });
-                }
+                Some(p) if p > m.latest => return Err(beyond_end(shard, p, m.latest, stale, all(|m| m.latest))),
                 _ => {}
             }
         }
@@ -181,6 +167,25 @@ impl Plan {
         }
         Ok(cursors)
     }
+}
+
+/// The error for `requested`, beyond the `latest` offset of `shard` Kafka reported: OUT_OF_RANGE
+/// with every partition's latest offset, or UNAVAILABLE when those offsets are `stale` (Kafka did
+/// not answer, so a newer end cannot be ruled out).
+pub(crate) fn beyond_end(
+    shard: &Shard,
+    requested: i64,
+    latest: i64,
+    stale: Option<std::time::Duration>,
+    latest_offsets: Vec<PartitionOffset>,
+) -> Error {
+    if let Some(age) = stale {
+        return Error::kafka(format!(
+            "offset {requested} of {}/{} is beyond the end known {age:.0?} ago ({latest}); Kafka does not answer, so it cannot be checked; retry shortly",
+            shard.topic, shard.partition
+        ));
+    }
+    Error::BeyondEnd { topic: shard.topic.to_string(), partition: shard.partition, requested, latest, latest_offsets }
 }
 
 #[cfg(test)]
