@@ -9,6 +9,7 @@ use tributary_server::{
     logs,
 };
 
+mod allocator;
 mod subscription;
 mod translator;
 
