@@ -8,8 +8,9 @@ step() { printf '==> %s\n' "$*" >&2; }
 # Debian packages: protoc for the gRPC code generation, cmake and the curl/zlib/OpenSSL headers
 # for librdkafka (built from source by rdkafka's cmake-build, with SSL and SASL SCRAM), Java and Maven for Kafka, shellcheck for
 # the scripts, openssl for scripts/certs.sh (TLS tests), chromium for the browser test of the HTTP log
-# (clients/typescript) and nginx-light for its test behind a real HTTP cache.
-packages=(protobuf-compiler cmake libcurl4-openssl-dev zlib1g-dev libssl-dev pkg-config openjdk-17-jre-headless maven shellcheck openssl chromium nginx-light)
+# (clients/typescript) and nginx-light for its test behind a real HTTP cache; g++ for libFuzzer
+# (scripts/fuzz.sh).
+packages=(protobuf-compiler g++ cmake libcurl4-openssl-dev zlib1g-dev libssl-dev pkg-config openjdk-17-jre-headless maven shellcheck openssl chromium nginx-light)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

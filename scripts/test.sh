@@ -14,6 +14,7 @@ export PATH="$PATH:$gopath/bin"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+(cd fuzz && cargo fmt -- --check)
 
 step "Crate boundaries (scripts/check-deps.sh)"
 scripts/check-deps.sh
@@ -66,6 +67,9 @@ cargo test --workspace --lib --tests -- --test-threads 2 2>&1 | tee -a "$log"
 # One closing line for the whole Rust suite (cargo prints one per test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1) } }
      END { printf "rust: %d passed, %d failed\n", p, f }' "$log"
+
+step "Fuzzing: every target of fuzz/ for ${FUZZ_SECONDS:-60} s from its seed corpus (scripts/fuzz.sh)"
+scripts/fuzz.sh 2>&1 | tee -a "$log"
 
 # The clients run against the gateway binary cargo test just built, and the same Kafka.
 export TRIBUTARY_BIN="$PWD/target/debug/tributary"

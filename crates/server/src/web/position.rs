@@ -68,10 +68,10 @@ impl fmt::Display for Position {
 }
 
 /// The end of the grid cell that `offset` is in, for cells `width` offsets wide: the chunk from
-/// `offset` ends there.
+/// `offset` ends there (at `i64::MAX` for the last cell, whatever the offset).
 pub fn cell_end(offset: i64, width: u64) -> i64 {
-    let width = width as i64;
-    (offset / width + 1) * width
+    let width = i64::try_from(width).unwrap_or(i64::MAX).max(1);
+    (offset / width).saturating_add(1).saturating_mul(width)
 }
 
 #[cfg(test)]
@@ -108,5 +108,7 @@ mod tests {
         assert_eq!(cell_end(100, 100), 200);
         assert_eq!(cell_end(250, 100), 300);
         assert_eq!(cell_end(7, 1), 8);
+        assert_eq!(cell_end(i64::MAX - 1, 100), i64::MAX, "the last cell ends at the last offset");
+        assert_eq!(cell_end(5, u64::MAX), i64::MAX);
     }
 }
