@@ -8,7 +8,7 @@
 #   tonic*    only tributary-server, tributary-client (clients/rust), tributary-cli, the test harness
 #   prost*    only tributary-server (the gRPC layer owns every protobuf mapping) and tributary-client
 #   the schema registry's decoders and HTTP client: only tributary-schema
-#   mimalloc  only tributary-cli (the binary chooses the process's allocator)
+#   tikv-jemallocator  only tributary-cli (the binary chooses the process's allocator)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +34,7 @@ allowed = {
     "protox": {"tributary-schema"},
     "jsonschema": {"tributary-schema"},
     "ureq": {"tributary-schema", "tributary-testkit"},
-    "mimalloc": {"tributary-cli"},
+    "tikv-jemallocator": {"tributary-cli"},
 }
 metadata = json.load(open(sys.argv[1]))
 failures = []

@@ -1,30 +1,35 @@
-//! The process's allocator: mimalloc, for Rust and C alike.
+//! The process's allocator: jemalloc, for Rust and C alike.
 //!
-//! With its `override` feature mimalloc is also the `malloc` and `free` of the C code linked into
-//! the binary (librdkafka allocates a message per record on its broker thread and frees it on the
-//! reading one). Against glibc's allocator, loading 1 M records of 1 KiB took 20–30% less time and
-//! CPU (docs/performance.md): glibc grew a thread's arena one page at a time, one `mprotect` per
-//! 4 KiB (275 k calls for that load). Transparent huge pages are off (`no_thp`): zeroing fresh
-//! 2 MiB pages made the same load two to three times slower on a virtual machine. mimalloc 2, not
-//! 3: version 3 commits its arenas 64 MiB to 1 GiB at a time, more than the translator compiler's
-//! memory budget (`RLIMIT_DATA`, `translators.compile_memory_bytes`, 64 MiB at least) allows the
-//! compiler child (this binary) before it compiles anything.
+//! Built unprefixed, jemalloc is also the `malloc` and `free` of the C code linked into the binary
+//! (librdkafka allocates a message per record on its broker thread and frees it on the reading
+//! one). Against glibc's allocator, loading 1 M records of 1 KiB took about a quarter less time
+//! and CPU (docs/performance.md): glibc grew a thread's arena one page at a time, one `mprotect`
+//! per 4 KiB (275 k calls for that load).
+//!
+//! Tried and left: mimalloc 3 commits arenas of 64 MiB to 1 GiB at once, more than the translator
+//! compiler's memory budget (`RLIMIT_DATA`, 64 MiB at least) lets the compiler child (this
+//! binary) have; mimalloc 2 keeps pages freed by other threads until their owner allocates
+//! again, so a replica that gave two thirds of its partitions away kept its RSS.
 
-use std::ffi::c_int;
+use std::ffi::{c_char, c_int, c_void};
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 extern "C" {
-    fn mi_collect(force: bool);
+    fn mallctl(name: *const c_char, old: *mut c_void, old_len: *mut usize, new: *mut c_void, new_len: usize) -> c_int;
 }
 
-/// glibc's `malloc_trim`, which mimalloc does not override: ingest calls it when a replica gives
-/// partitions away, to hand their memory back to the operating system (docs/sharding.md). With
-/// mimalloc that is a forced collection: freed pages are returned now, not after its purge delay.
+/// glibc's `malloc_trim`, which jemalloc does not provide: ingest calls it when a replica gives
+/// partitions away, to hand their memory back to the operating system (docs/sharding.md). Here it
+/// purges the unused dirty pages of every arena (`MALLCTL_ARENAS_ALL` is 4096), whichever thread
+/// freed them.
 #[no_mangle]
 pub extern "C" fn malloc_trim(_pad: usize) -> c_int {
-    // SAFETY: mi_collect only walks mimalloc's own heaps and arenas.
-    unsafe { mi_collect(true) };
-    1
+    // SAFETY: a NUL-terminated name and no values in or out, as mallctl documents for
+    // `arena.<i>.purge`.
+    let status = unsafe {
+        mallctl(c"arena.4096.purge".as_ptr(), std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut(), 0)
+    };
+    c_int::from(status == 0)
 }
