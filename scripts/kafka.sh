@@ -28,6 +28,9 @@ readonly SCRIPT_NAME="${0##*/}"
 KAFKA_VERSION="${KAFKA_VERSION:-$DEFAULT_KAFKA_VERSION}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+# The client port the broker tells clients to connect to; another port puts something between
+# them, such as the network-fault proxy of the tests (crates/testkit/src/proxy.rs).
+KAFKA_ADVERTISED_PORT="${KAFKA_ADVERTISED_PORT:-$KAFKA_PORT}"
 # Optional SASL_SSL listener (off when empty): TLS with a certificate of a CA made by
 # scripts/certs.sh in the data dir (tls/ca.pem for clients), SASL PLAIN and SCRAM-SHA-512 with
 # the user `gateway` / `gateway-secret`.
@@ -108,6 +111,8 @@ Commands:
 Environment (defaults in brackets):
   KAFKA_PORT             client listener port [9092]
   KAFKA_CONTROLLER_PORT  KRaft controller listener port [9093]
+  KAFKA_ADVERTISED_PORT  client port the broker advertises [\$KAFKA_PORT]; another
+                         port needs something there that forwards to KAFKA_PORT
   KAFKA_SASL_SSL_PORT    also listen with SASL_SSL on this port [off]: the broker's
                          certificate is signed by \$KAFKA_DATA_DIR/tls/ca.pem; user
                          gateway, password gateway-secret (PLAIN, SCRAM-SHA-512)
@@ -128,8 +133,10 @@ EOF
 
 validate_env() {
   require_number '^[0-9]+$' "a number" \
-    KAFKA_PORT KAFKA_CONTROLLER_PORT KAFKA_START_TIMEOUT KAFKA_STOP_TIMEOUT
+    KAFKA_PORT KAFKA_CONTROLLER_PORT KAFKA_ADVERTISED_PORT KAFKA_START_TIMEOUT KAFKA_STOP_TIMEOUT
   require_ports KAFKA_PORT KAFKA_CONTROLLER_PORT
+  ((KAFKA_ADVERTISED_PORT > 0 && KAFKA_ADVERTISED_PORT < 65536)) ||
+    die "KAFKA_ADVERTISED_PORT out of range: $KAFKA_ADVERTISED_PORT"
   [[ "$KAFKA_VERSION" =~ ^4\.[0-9]+\.[0-9]+$ ]] ||
     die "KAFKA_VERSION must be a Kafka 4.x release like $DEFAULT_KAFKA_VERSION, got '$KAFKA_VERSION'"
 }
@@ -267,7 +274,7 @@ controller.quorum.bootstrap.servers=$HOST:$KAFKA_CONTROLLER_PORT
 controller.listener.names=CONTROLLER
 # Loopback only: a dev/test broker must not be reachable from elsewhere.
 listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT${KAFKA_SASL_SSL_PORT:+,SASL_SSL://$HOST:$KAFKA_SASL_SSL_PORT}
-advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT${KAFKA_SASL_SSL_PORT:+,SASL_SSL://$HOST:$KAFKA_SASL_SSL_PORT}
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_ADVERTISED_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT${KAFKA_SASL_SSL_PORT:+,SASL_SSL://$HOST:$KAFKA_SASL_SSL_PORT}
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT${KAFKA_SASL_SSL_PORT:+,SASL_SSL:SASL_SSL}
 log.dirs=$LOG_DIRS

@@ -10,7 +10,7 @@ use tributary_server::{
 };
 
 use crate::{
-    harness::*,
+    harness::{proxy::FaultyProxy, *},
     translators::{artifact, registry as translators_client, upload_bytes as upload_translator},
 };
 
@@ -488,6 +488,8 @@ pub(crate) struct OwnBroker {
     port: u16,
     /// With a SASL_SSL listener on `port + 2`: the broker's data directory (its CA is in `tls/`).
     sasl_ssl: Option<std::path::PathBuf>,
+    /// The client port it advertises, when not its own (a proxy forwards from there).
+    advertised: Option<u16>,
 }
 
 impl OwnBroker {
@@ -498,7 +500,10 @@ impl OwnBroker {
             .env("KAFKA_PORT", self.port.to_string())
             .env("KAFKA_CONTROLLER_PORT", (self.port + 1).to_string());
         // Never the suite's broker's data directory (scripts/test.sh exports it).
-        kafka.env_remove("KAFKA_DATA_DIR").env_remove("KAFKA_SASL_SSL_PORT");
+        kafka.env_remove("KAFKA_DATA_DIR").env_remove("KAFKA_SASL_SSL_PORT").env_remove("KAFKA_ADVERTISED_PORT");
+        if let Some(port) = self.advertised {
+            kafka.env("KAFKA_ADVERTISED_PORT", port.to_string());
+        }
         if let Some(dir) = &self.sasl_ssl {
             kafka.env("KAFKA_SASL_SSL_PORT", (self.port + 2).to_string()).env("KAFKA_DATA_DIR", dir);
         }
@@ -509,15 +514,31 @@ impl OwnBroker {
 
     /// A broker with fresh data (the last run's topics deleted) on `port`.
     fn start(port: u16) -> (Self, String) {
-        let broker = OwnBroker { port, sasl_ssl: None };
+        let broker = OwnBroker { port, sasl_ssl: None, advertised: None };
         broker.kafka_sh("reset");
         let bootstrap = broker.kafka_sh("start");
         (broker, bootstrap)
     }
 
+    /// A broker with fresh data on `port` that every client reaches through a [`FaultyProxy`] on
+    /// `port + 2` (it advertises that port); returns both and the proxy's bootstrap address.
+    pub(crate) async fn start_behind_proxy(port: u16) -> (Self, FaultyProxy, String) {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port + 2)).unwrap();
+        let proxy = FaultyProxy::start(listener, ([127, 0, 0, 1], port).into());
+        let broker = OwnBroker { port, sasl_ssl: None, advertised: Some(port + 2) };
+        let started = tokio::task::spawn_blocking(move || {
+            broker.kafka_sh("reset");
+            broker.kafka_sh("start");
+            broker
+        });
+        let broker = started.await.unwrap();
+        let bootstrap = proxy.addr.to_string();
+        (broker, proxy, bootstrap)
+    }
+
     /// A fresh broker that also listens with SASL_SSL on `port + 2`; returns its plain bootstrap.
     pub(crate) fn start_with_sasl_ssl(port: u16, data_dir: std::path::PathBuf) -> (Self, String) {
-        let broker = OwnBroker { port, sasl_ssl: Some(data_dir) };
+        let broker = OwnBroker { port, sasl_ssl: Some(data_dir), advertised: None };
         let bootstrap = broker.kafka_sh("start");
         (broker, bootstrap)
     }
@@ -529,7 +550,7 @@ impl Drop for OwnBroker {
     }
 }
 
-async fn health_of(
+pub(crate) async fn health_of(
     addr: std::net::SocketAddr,
     service: &str,
 ) -> tonic_health::pb::health_check_response::ServingStatus {

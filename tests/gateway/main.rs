@@ -12,6 +12,7 @@ mod hardening;
 mod http;
 mod http_cache;
 mod loading;
+mod network;
 mod observability;
 mod point_in_time;
 mod restart;

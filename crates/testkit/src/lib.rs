@@ -11,6 +11,7 @@
 //! schema registry's side (schemas registered, values framed).
 
 pub mod bench;
+pub mod proxy;
 pub mod schemas;
 pub mod web;
 
@@ -214,8 +215,13 @@ pub struct Raw {
 
 /// Reads every record of `topic` from the beginning to the current end, with a plain consumer.
 pub fn read_all(topic: &str) -> Vec<Raw> {
+    read_all_at(&bootstrap(), topic)
+}
+
+/// [`read_all`] from the broker at `bootstrap`.
+pub fn read_all_at(bootstrap: &str, topic: &str) -> Vec<Raw> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", "raw-rebuild")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
@@ -613,7 +619,12 @@ impl Follower {
 
 /// Current end offsets (high watermarks) of every partition of `topic`.
 pub fn ends(topic: &str) -> BTreeMap<(String, i32), i64> {
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap()).create().unwrap();
+    ends_at(&bootstrap(), topic)
+}
+
+/// [`ends`] on the broker at `bootstrap`.
+pub fn ends_at(bootstrap: &str, topic: &str) -> BTreeMap<(String, i32), i64> {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
     (0..metadata.topics()[0].partitions().len() as i32)
         .map(|p| ((topic.to_string(), p), consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1))
