@@ -107,6 +107,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-rss-growth-percent", type=float, default=env_float("SOAK_MAX_RSS_GROWTH_PERCENT", 25), help="[SOAK_MAX_RSS_GROWTH_PERCENT, 25]")
     p.add_argument("--max-fd-growth", type=float, default=env_float("SOAK_MAX_FD_GROWTH", 20), help="[SOAK_MAX_FD_GROWTH, 20]")
     p.add_argument("--max-thread-growth", type=float, default=env_float("SOAK_MAX_THREAD_GROWTH", 20), help="[SOAK_MAX_THREAD_GROWTH, 20]")
+    p.add_argument("--max-task-growth", type=float, default=env_float("SOAK_MAX_TASK_GROWTH", 100), help="[SOAK_MAX_TASK_GROWTH, 100]")
     p.add_argument("--inject-fault", default=os.environ.get("SOAK_INJECT_FAULT", ""), help=f"one of {', '.join(FAULTS)} [SOAK_INJECT_FAULT]")
     p.add_argument("--keep", type=int, default=env_int("SOAK_KEEP", 0), help="1: keep the work directory and the topic [SOAK_KEEP, 0]")
     p.add_argument("--seed", type=int, default=env_int("SOAK_SEED", 0), help="random seed, 0: from the clock [SOAK_SEED]")
@@ -1060,6 +1061,7 @@ class Sample:
     catchup: Optional[float]
     buffer_bytes: Optional[float]
     translator_instances: Optional[float]
+    tasks: Optional[float]
 
 
 def main() -> int:
@@ -1231,6 +1233,7 @@ def take_sample(gateway: Gateway, t: float) -> Optional[Sample]:
         catchup=metric_sum(m, "tributary_catchup_readers_in_use"),
         buffer_bytes=metric_sum(m, "tributary_stream_buffer_bytes"),
         translator_instances=metric_sum(m, "tributary_translator_instances"),
+        tasks=metric_sum(m, "tributary_runtime_tasks"),
     )
 
 
@@ -1247,7 +1250,7 @@ def print_sample(s: Sample, prev: Optional[Sample], load: Optional[Load], follow
     log(
         f"sample t={s.t:6.0f}s rss={s.rss_mib:7.1f}MiB fds={s.fds:4d} threads={s.threads:3d} cpu={cpu} "
         f"streams_open[{streams}] catchup_readers={fmt(s.catchup)} stream_buffer={fmt(s.buffer_bytes)}B "
-        f"translator_instances={fmt(s.translator_instances)} produced={produced} applied={applied} sessions={sessions}"
+        f"translator_instances={fmt(s.translator_instances)} tasks={fmt(s.tasks)} produced={produced} applied={applied} sessions={sessions}"
     )
 
 
@@ -1350,6 +1353,12 @@ def judge_growth(a: argparse.Namespace, samples: List[Sample], verdict: Verdict)
         ("fds", "", [(s.t, float(s.fds)) for s in after]),
         ("threads", "", [(s.t, float(s.threads)) for s in after]),
     ]
+    # The runtime's tasks (tributary_runtime_tasks): streams, connections and background work.
+    tasks = [(s.t, s.tasks) for s in after if s.tasks is not None]
+    if len(tasks) >= 4:
+        series.append(("tasks", "", tasks))
+    else:
+        verdict.note("tributary_runtime_tasks was not scraped often enough to judge the tasks' growth")
     for name, unit, points in series:
         slope, intercept = fit(points)
         growth = slope * a.seconds
@@ -1359,7 +1368,7 @@ def judge_growth(a: argparse.Namespace, samples: List[Sample], verdict: Verdict)
             limit = f"> {a.max_rss_growth_mib:g} MiB and > {a.max_rss_growth_percent:g}% of {start:.1f} MiB"
             bad = growth > a.max_rss_growth_mib and growth > start * a.max_rss_growth_percent / 100.0
         else:
-            cap = a.max_fd_growth if name == "fds" else a.max_thread_growth
+            cap = {"fds": a.max_fd_growth, "threads": a.max_thread_growth, "tasks": a.max_task_growth}[name]
             limit = f"> {cap:g}"
             bad = growth > cap
         verdict.check(

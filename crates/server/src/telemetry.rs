@@ -131,6 +131,11 @@ fn describe() {
         "Key, value and header bytes of the records and entries handed to clients, by kind."
     );
     describe_gauge!(
+        "tributary_runtime_tasks",
+        Unit::Count,
+        "Tasks alive in the gateway's async runtime (streams, connections, background work), sampled every second."
+    );
+    describe_gauge!(
         "tributary_catchup_readers_in_use",
         Unit::Count,
         "Catch-up readers (Kafka consumers) in use, of limits.max_catchup_readers."
@@ -206,6 +211,8 @@ pub async fn gauges(
         let readers = max_catchup_readers.saturating_sub(catchup_pool.available_permits());
         metrics::gauge!("tributary_catchup_readers_in_use").set(readers as f64);
         metrics::gauge!("tributary_stream_buffer_bytes").set(buffers.used() as f64);
+        let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        metrics::gauge!("tributary_runtime_tasks").set(tasks as f64);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {},
             _ = shutdown.cancelled() => return,
