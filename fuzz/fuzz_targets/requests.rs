@@ -1,7 +1,7 @@
 //! Requests as any client could send them: arbitrary bytes decoded as each RPC's request, then
 //! checked as the gateway checks them before doing anything (topics and offsets against a view,
-//! key and record filters, translator names and digests), and the filters run on arbitrary
-//! records. Whatever comes in, the gateway answers with a status a client can act on: never a
+//! key and record filters, translator names and digests, subscription names), and the filters run
+//! on arbitrary records. Whatever comes in, the gateway answers with a status a client can act on: never a
 //! panic, never INTERNAL or UNKNOWN, INVALID_ARGUMENT naming the field at fault.
 #![no_main]
 
@@ -12,6 +12,7 @@ use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use tonic::Code;
 use tributary_core::{
+    positions::check_subscription_name,
     subscribe,
     view::{Shard, View},
     Error, Limits, Record, RecordRef,
@@ -81,19 +82,49 @@ fn translator(reference: Option<pb::TranslatorRef>) {
 
 fuzz_target!(|input: Input| {
     let view = view();
-    let (topics, offsets, field, keys, records, reference) = match input.rpc % 3 {
+    let (topics, offsets, field, keys, records, reference) = match input.rpc % 7 {
         0 => {
             let Ok(r) = pb::SubscribeRequest::decode(&input.request[..]) else { return };
+            if !r.subscription_name.is_empty() {
+                check(check_subscription_name(&r.subscription_name, "subscription_name"));
+            }
             (r.topics, r.from_offsets, "from_offsets", r.key_filter, r.record_filter, r.translator)
         }
         1 => {
             let Ok(r) = pb::GetSnapshotRequest::decode(&input.request[..]) else { return };
             (r.topics, r.as_of_offsets, "as_of_offsets", r.key_filter, r.record_filter, r.translator)
         }
-        _ => {
-            // The translator registry's names and digests (uploads, describes, deletes).
+        2 => {
+            // The translator registry's names and digests (describes, deletes).
             let Ok(r) = pb::DeleteTranslatorRequest::decode(&input.request[..]) else { return };
             let _ = (check_translator_name(&r.name), check_digest(&r.digest));
+            return;
+        }
+        3 => {
+            let Ok(r) = pb::UploadTranslatorRequest::decode(&input.request[..]) else { return };
+            if let Some(pb::upload_translator_request::Part::Header(h)) = r.part {
+                let _ = check_translator_name(&h.name);
+                if !h.sha256.is_empty() {
+                    let _ = check_digest(&h.sha256);
+                }
+            }
+            return;
+        }
+        4 => {
+            let Ok(r) = pb::DescribeTopicsRequest::decode(&input.request[..]) else { return };
+            check(view.requested(&r.topics, "topics"));
+            return;
+        }
+        5 => {
+            // A durable subscription's commit: its name and offsets.
+            let Ok(r) = pb::CommitRequest::decode(&input.request[..]) else { return };
+            check(check_subscription_name(&r.name, "name"));
+            check(subscribe::start::plan_offsets(view, &[], &positions(r.offsets), "offsets"));
+            return;
+        }
+        _ => {
+            let Ok(r) = pb::DeleteSubscriptionRequest::decode(&input.request[..]) else { return };
+            check(check_subscription_name(&r.name, "name"));
             return;
         }
     };
