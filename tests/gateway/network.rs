@@ -2,16 +2,18 @@
 //! client reaches through a proxy that adds latency, stalls every connection, resets them in the
 //! middle of fetches and refuses new ones. Through all of it a follower at the head and a
 //! catch-up reader must get every record once, in order, and the `tributary.kafka` health service
-//! must say when Kafka is away and when it is back. How long each recovery took is printed.
+//! and the `tributary_kafka_reachable` metric must say when Kafka is away and when it is back.
+//! How long each recovery took is printed.
 
 use std::time::{Duration, Instant};
 
 use tonic_health::pb::health_check_response::ServingStatus;
-use tributary_server::{config::Limits, pb};
+use tributary_server::pb;
 
 use crate::{
     hardening::{health_of, OwnBroker},
     harness::*,
+    observability::{metric, scrape},
 };
 
 /// Records of `topic` written from `next` on: keys cycle over 50, values name their sequence.
@@ -37,13 +39,30 @@ impl Load {
     }
 }
 
-async fn wait_health(gateway: &Gateway, want: ServingStatus, within: Duration, what: &str) -> Duration {
-    let started = Instant::now();
-    while health_of(gateway.addr, "tributary.kafka").await != want {
-        assert!(started.elapsed() < within, "{what}: tributary.kafka is not {want:?} after {within:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// The gateway process and its metrics endpoint.
+struct Observed {
+    gateway: Process,
+    metrics: std::net::SocketAddr,
+}
+
+impl Observed {
+    /// Waits until the `tributary.kafka` health service says `want`, then checks that the metric
+    /// says the same; returns how long the health took to say it.
+    async fn wait_health(&self, want: ServingStatus, within: Duration, what: &str) -> Duration {
+        let started = Instant::now();
+        while health_of(self.gateway.addr, "tributary.kafka").await != want {
+            assert!(started.elapsed() < within, "{what}: tributary.kafka is not {want:?} after {within:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let took = started.elapsed();
+        // The metric is set by the same refresh; the exporter may show the previous one briefly.
+        let reachable = if want == ServingStatus::Serving { 1.0 } else { 0.0 };
+        while metric(&scrape(self.metrics).await, "tributary_kafka_reachable", &[]) != reachable {
+            assert!(started.elapsed() < within, "{what}: tributary_kafka_reachable is not {reachable}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        took
     }
-    started.elapsed()
 }
 
 /// Every record of each partition once, offsets 0 to the end with none missing (the topic has no
@@ -71,13 +90,20 @@ async fn faults_between_the_gateway_and_kafka_lose_and_repeat_nothing() {
     let mut load = Load { writer: Writer::new_at(&bootstrap, &topic), next: 0, pad: "x".repeat(900) };
     load.write_flushed(2_000).await;
 
-    // A short tail buffer: a subscriber from 0 reads Kafka through a catch-up reader.
-    let limits = Limits { tail_max_records: 100, ..Limits::default() };
-    let mut config = config(&[&topic], limits);
-    config.kafka.bootstrap_servers = bootstrap.clone();
-    let gateway = Gateway::start_with(config).await;
-    let mut client = gateway.client().await;
-    wait_health(&gateway, ServingStatus::Serving, Duration::from_secs(20), "at start").await;
+    // The real binary, with its metrics endpoint; a short tail buffer, so that a subscriber from
+    // offset 0 reads Kafka through a catch-up reader.
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let env = [
+        ("TRIBUTARY__METRICS__LISTEN", metrics.to_string()),
+        ("TRIBUTARY__LIMITS__TAIL_MAX_RECORDS", "100".to_string()),
+        ("TRIBUTARY__KAFKA__METADATA_REFRESH_MS", "500".to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let gateway = Process::spawn_at(&bootstrap, &[&topic], &env, std::process::Stdio::null()).await;
+    let observed = Observed { gateway, metrics };
+    let gateway = &observed.gateway;
+    let mut client = connect(gateway.addr).await;
+    observed.wait_health(ServingStatus::Serving, Duration::from_secs(20), "at start").await;
     let from_zero = || pb::SubscribeRequest {
         from_offsets: (0..2).map(|p| pb::PartitionOffset { topic: topic.clone(), partition: p, offset: 0 }).collect(),
         ..Default::default()
@@ -98,7 +124,7 @@ async fn faults_between_the_gateway_and_kafka_lose_and_repeat_nothing() {
     // A stall: every connection open, no byte moves. Health says Kafka is away; the view serves.
     proxy.stall();
     load.write(100); // held in the producer until the stall ends
-    let noticed = wait_health(&gateway, ServingStatus::NotServing, Duration::from_secs(60), "stalled").await;
+    let noticed = observed.wait_health(ServingStatus::NotServing, Duration::from_secs(60), "stalled").await;
     assert_eq!(health_of(gateway.addr, "").await, ServingStatus::Serving, "the view still serves");
     let snap = snapshot(&mut client, topic_snapshot(&topic)).await.unwrap();
     assert_eq!(snap.entries.len(), 50, "snapshots come from the view during the stall");
@@ -107,7 +133,7 @@ async fn faults_between_the_gateway_and_kafka_lose_and_repeat_nothing() {
     load.write_flushed(100).await;
     head.until(&ends_at(&bootstrap, &topic), Duration::from_secs(90)).await.unwrap();
     let caught_up = started.elapsed();
-    let healthy = wait_health(&gateway, ServingStatus::Serving, Duration::from_secs(60), "after the stall").await;
+    let healthy = observed.wait_health(ServingStatus::Serving, Duration::from_secs(60), "after the stall").await;
     report.push(format!(
         "a stall: NOT_SERVING after {noticed:?}; after it, the follower had every record in {caught_up:?}, SERVING in {:?}",
         caught_up + healthy
@@ -141,7 +167,7 @@ async fn faults_between_the_gateway_and_kafka_lose_and_repeat_nothing() {
     // Kafka unreachable: every connection reset and new ones refused for 5 s.
     proxy.refuse(true);
     proxy.reset_all();
-    let noticed = wait_health(&gateway, ServingStatus::NotServing, Duration::from_secs(60), "refused").await;
+    let noticed = observed.wait_health(ServingStatus::NotServing, Duration::from_secs(60), "refused").await;
     tokio::time::sleep(Duration::from_secs(5).saturating_sub(noticed)).await;
     proxy.refuse(false);
     let started = Instant::now();
@@ -150,7 +176,7 @@ async fn faults_between_the_gateway_and_kafka_lose_and_repeat_nothing() {
     head.until(&end, Duration::from_secs(90)).await.unwrap();
     catching_up.until(&end, Duration::from_secs(90)).await.unwrap();
     let caught_up = started.elapsed();
-    let healthy = wait_health(&gateway, ServingStatus::Serving, Duration::from_secs(60), "after the outage").await;
+    let healthy = observed.wait_health(ServingStatus::Serving, Duration::from_secs(60), "after the outage").await;
     report.push(format!(
         "connections refused for 5 s: NOT_SERVING after {noticed:?}; after it, every record in {caught_up:?}, SERVING in {:?}",
         caught_up + healthy

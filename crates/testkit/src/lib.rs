@@ -452,8 +452,13 @@ impl Process {
 
     /// Like [`Process::spawn`], with the gateway's log (stderr) going to `log`.
     pub async fn spawn_logging_to(topics: &[&str], extra_env: &[(&str, &str)], log: Stdio) -> Self {
+        Self::spawn_at(&bootstrap(), topics, extra_env, log).await
+    }
+
+    /// Like [`Process::spawn_logging_to`], reading the Kafka at `bootstrap`.
+    pub async fn spawn_at(bootstrap: &str, topics: &[&str], extra_env: &[(&str, &str)], log: Stdio) -> Self {
         let mut cmd = Command::new(binary());
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--bootstrap-servers", &bootstrap()]);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--bootstrap-servers", bootstrap]);
         for t in topics {
             cmd.args(["--topic", t]);
         }
