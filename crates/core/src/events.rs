@@ -127,6 +127,8 @@ declare_events! {
     KafkaIngestError = "kafka_ingest_error", WARN, "the ingest consumer got an error from Kafka; it keeps polling" { error: String }
     /// Looking for new partitions of the exposed topics failed (retried at the next refresh).
     KafkaPartitionsRefreshError = "kafka_partitions_refresh_error", WARN, "looking for new partitions failed; retried at the next refresh" { error: String }
+    /// A partition's view is behind Kafka and getting further behind: see [`crate::watermarks::falling_behind`].
+    ViewFallingBehind = "view_falling_behind", WARN, "the view of a partition is behind Kafka and its lag grew since the last refresh: ingest is not keeping up" { partition: String, lag_records: i64, lag_seconds: f64 }
     /// A watermark refresh failed: Kafka is unreachable or slow (`tributary_kafka_reachable` 0).
     KafkaWatermarksError = "kafka_watermarks_error", WARN, "Kafka did not answer the watermark refresh; the last known offsets stay in use" { error: String }
     /// A catch-up reader (for a subscriber behind the tail buffer) got an error.

@@ -47,6 +47,18 @@ struct State {
     started: u64,
     /// Why the last refresh failed, if it did.
     failure: Option<String>,
+    /// Each partition's lag in records at the last refresh.
+    lags: HashMap<Partition, i64>,
+}
+
+/// How old the newest record the view holds may be before a growing lag is reported.
+const BEHIND: f64 = 5.0;
+
+/// Whether a partition's view is falling behind Kafka: its newest record is more than [`BEHIND`]
+/// seconds old and its lag in records grew since the last refresh (`before`). A view that is
+/// behind but catching up, or that sees a burst it clears within seconds, is not.
+pub fn falling_behind(before: Option<i64>, lag_records: i64, lag_seconds: f64) -> bool {
+    lag_seconds > BEHIND && before.is_some_and(|before| lag_records > before)
 }
 
 /// Shared, single-flight watermark lookups over every partition of the view.
@@ -124,6 +136,16 @@ impl WatermarkCache {
                                 _ => 0.0,
                             };
                             metrics::gauge!("tributary_view_lag_seconds", &labels).set(lag_seconds);
+                            let lag_records = (m.latest - view).max(0);
+                            let key = (topic.clone(), *partition);
+                            let before = self.lock().lags.insert(key, lag_records);
+                            if falling_behind(before, lag_records, lag_seconds) {
+                                events::emit(&events::ViewFallingBehind {
+                                    partition: format!("{topic}/{partition}"),
+                                    lag_records,
+                                    lag_seconds,
+                                });
+                            }
                         }
                     }
                     metrics::gauge!("tributary_kafka_reachable").set(1.0);
@@ -280,5 +302,14 @@ mod tests {
         let error = cache.get(&p, Duration::from_secs(5)).await.unwrap_err();
         assert!(matches!(error, Error::Kafka { .. }), "{error:?}");
         stop.cancel();
+    }
+
+    #[test]
+    fn a_view_falls_behind_when_its_lag_grows_with_its_newest_record_seconds_old() {
+        assert!(falling_behind(Some(1_000), 5_000, 12.0), "behind and further behind");
+        assert!(!falling_behind(Some(5_000), 1_000, 12.0), "behind but catching up");
+        assert!(!falling_behind(Some(1_000), 5_000, 0.5), "a burst cleared within seconds");
+        assert!(!falling_behind(None, 5_000, 12.0), "the first refresh has nothing to compare");
+        assert!(!falling_behind(Some(0), 0, 0.0), "up to date");
     }
 }
