@@ -79,11 +79,6 @@ fn median(mut xs: Vec<Duration>) -> Duration {
     xs[xs.len() / 2]
 }
 
-fn percentile(xs: &mut [Duration], p: f64) -> Duration {
-    xs.sort();
-    xs[((xs.len() - 1) as f64 * p).round() as usize]
-}
-
 struct Table {
     baseline: Duration,
     records: usize,
@@ -94,10 +89,6 @@ impl Table {
         let rate = self.records as f64 / d.as_secs_f64();
         println!("{what:<52} {d:>10.2?} {rate:>12.0} {:>9.2}x", self.baseline.as_secs_f64() / d.as_secs_f64());
     }
-}
-
-fn micros_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64
 }
 
 /// Writes `count` records whose values start with their send time (µs, 20 digits), ~100 B each,
@@ -117,12 +108,6 @@ fn produce_stamped(topic: &str, count: usize, rate: Option<u64>) {
         writer.send(&Out::kv(&format!("s-{i}"), Some(&format!("{:020}{pad}", micros_now()))));
     }
     writer.flush();
-}
-
-/// Receive time minus send time of a stamped value.
-fn lag_of(value: &[u8], now: u64) -> Duration {
-    let sent: u64 = std::str::from_utf8(&value[..20]).unwrap().parse().unwrap();
-    Duration::from_micros(now.saturating_sub(sent))
 }
 
 /// A raw consumer following `from` until `count` records arrived: when the last arrived, and the

@@ -13,6 +13,8 @@
 #                                             # gateway CPU per 1M records, first byte, latency
 #   scripts/bench.sh translators              # µs per record of translators (Rust, JavaScript,
 #                                             # Python) in both versions of the contract
+#   scripts/bench.sh head                     # following a producer that writes flat out: rate,
+#                                             # latency, CPU of gateway, client and broker
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -22,10 +24,13 @@ export TRIBUTARY_TEST_BOOTSTRAP="$bootstrap"
 # The schema registry of the Avro rows (empty at every start: it keeps schemas in memory).
 registry=$(scripts/registry.sh restart)
 export TRIBUTARY_TEST_REGISTRY="$registry/apis/ccompat/v7"
+# The broker's process, whose CPU the head bench counts.
+BENCH_BROKER_PID=$(scripts/kafka.sh status 2>&1 | sed -n 's/.*(pid \([0-9]*\)).*/\1/p' | head -1)
+export BENCH_BROKER_PID
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(uname -sr)"
 bench=${1:-throughput}
 case "$bench" in
-  throughput | restart | fleet | http | translators) ;;
-  *) echo "bench.sh: unknown benchmark '$bench' (throughput, restart, fleet, http or translators)" >&2; exit 2 ;;
+  throughput | restart | fleet | http | translators | head) ;;
+  *) echo "bench.sh: unknown benchmark '$bench' (throughput, restart, fleet, http, translators or head)" >&2; exit 2 ;;
 esac
 cargo bench -p tributary-cli --bench "$bench"

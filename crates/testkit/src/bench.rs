@@ -163,6 +163,23 @@ pub fn from_start(topic: &str, partitions: i32) -> Vec<pb::PartitionOffset> {
     (0..partitions).map(|p| pb::PartitionOffset { topic: topic.into(), partition: p, offset: 0 }).collect()
 }
 
+/// The `p` quantile (0 to 1) of `xs` (sorted in place; not empty).
+pub fn percentile(xs: &mut [Duration], p: f64) -> Duration {
+    xs.sort();
+    xs[((xs.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Microseconds since the Unix epoch: the stamp a benchmark's producer writes first in a value.
+pub fn micros_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64
+}
+
+/// Receive time minus send time of a stamped value (its first 20 bytes: [`micros_now`]).
+pub fn lag_of(value: &[u8], now: u64) -> Duration {
+    let sent: u64 = std::str::from_utf8(&value[..20]).unwrap().parse().unwrap();
+    Duration::from_micros(now.saturating_sub(sent))
+}
+
 /// CPU seconds (user + system) a process has used.
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
