@@ -17,11 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rdkafka::{
-    config::ClientConfig,
-    consumer::{BaseConsumer, Consumer},
-    Message, Offset, TopicPartitionList,
-};
+use rdkafka::{consumer::Consumer, Message, Offset, TopicPartitionList};
 use tributary_server::pb;
 use tributary_testkit::{bench::*, *};
 
@@ -81,13 +77,7 @@ fn produce(topic: &str, seconds: u64) {
 }
 
 fn raw_follower(topic: &str, settings: &[(&str, &str)], clock: Clock) {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap()).set("group.id", unique_topic("head-raw"));
-    config.set("enable.auto.commit", "false").set("isolation.level", "read_committed");
-    for (k, v) in settings {
-        config.set(*k, *v);
-    }
-    let consumer: BaseConsumer = config.create().expect("raw consumer");
+    let consumer = raw_consumer(settings);
     let mut list = TopicPartitionList::new();
     for p in 0..PARTITIONS {
         list.add_partition_offset(topic, p, Offset::Offset(0)).unwrap();
@@ -196,7 +186,8 @@ async fn main() {
     create_topic(&sizing, PARTITIONS).await;
     fill(&sizing, 1_000_000, 100, 1);
     let (_, profile) = best_raw(&ends(&sizing), 1_000_000);
-    let settings: Vec<(&str, &str)> = settings_of(profile).into_iter().chain([("fetch.wait.max.ms", "100")]).collect();
+    let settings: Vec<(&'static str, &'static str)> =
+        settings_of(profile).into_iter().chain([("fetch.wait.max.ms", "100")]).collect();
     println!(
         "\nthe head at full speed: a producer process writes ~100 B records to a fresh {PARTITIONS}-partition topic for {seconds} s; \
          followers measured from 1 s to {} s; CPU per million records delivered (broker: {})",
@@ -215,11 +206,7 @@ async fn main() {
     let c = clock(seconds);
     let follower = {
         let (topic, settings, c) = (topic.clone(), settings.clone(), c.clone());
-        let settings: Vec<(String, String)> = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        tokio::task::spawn_blocking(move || {
-            let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            raw_follower(&topic, &settings, c)
-        })
+        tokio::task::spawn_blocking(move || raw_follower(&topic, &settings, c))
     };
     let case = Case { name: "raw consumer".into(), gateway_pid: None, broker_pid, clock: &c };
     measure(case, &topic, seconds, async { follower.await.unwrap() }).await;

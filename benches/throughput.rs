@@ -29,11 +29,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rdkafka::{
-    config::ClientConfig,
-    consumer::{BaseConsumer, Consumer},
-    Message, Offset, TopicPartitionList,
-};
+use rdkafka::{consumer::Consumer, Message, Offset, TopicPartitionList};
 use tributary_server::pb::{self, translators_client::TranslatorsClient};
 use tributary_testkit::{bench::*, *};
 
@@ -117,13 +113,7 @@ fn raw_follow(
     from: &BTreeMap<(String, i32), i64>,
     count: usize,
 ) -> (Instant, Vec<Duration>) {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap()).set("group.id", unique_topic("raw-follow"));
-    config.set("enable.auto.commit", "false").set("isolation.level", "read_committed");
-    for (k, v) in settings {
-        config.set(*k, *v);
-    }
-    let consumer: BaseConsumer = config.create().expect("raw consumer");
+    let consumer = raw_consumer(settings);
     let mut list = TopicPartitionList::new();
     for ((t, p), o) in from {
         list.add_partition_offset(t, *p, Offset::Offset(*o)).unwrap();

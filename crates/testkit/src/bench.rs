@@ -54,16 +54,7 @@ pub fn profiles() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
 /// `ends` from the start. With `rebuild`, it also builds the state (key -> value, owned), as a user
 /// without the gateway would.
 pub fn raw_read(settings: &[(&str, &str)], ends: &BTreeMap<(String, i32), i64>, rebuild: bool) -> Duration {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", bootstrap())
-        .set("group.id", unique_topic("raw"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed");
-    for (k, v) in settings {
-        config.set(*k, *v);
-    }
-    let consumer: BaseConsumer = config.create().expect("raw consumer");
+    let consumer = raw_consumer(settings);
     let mut list = TopicPartitionList::new();
     for (t, p) in ends.keys() {
         list.add_partition_offset(t, *p, Offset::Beginning).unwrap();
@@ -161,6 +152,21 @@ pub async fn follow(client: &mut Client, request: pb::SubscribeRequest, ends: &B
 /// Offset 0 of every partition of `topic`.
 pub fn from_start(topic: &str, partitions: i32) -> Vec<pb::PartitionOffset> {
     (0..partitions).map(|p| pb::PartitionOffset { topic: topic.into(), partition: p, offset: 0 }).collect()
+}
+
+/// A plain rdkafka consumer of the suite's Kafka (read_committed, no commits) with `settings` on
+/// top: the baselines' reader, to be assigned its partitions.
+pub fn raw_consumer(settings: &[(&str, &str)]) -> BaseConsumer {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique_topic("raw"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed");
+    for (k, v) in settings {
+        config.set(*k, *v);
+    }
+    config.create().expect("raw consumer")
 }
 
 /// The `p` quantile (0 to 1) of `xs` (sorted in place; not empty).
