@@ -62,4 +62,6 @@ pub mod watermarks;
 
 pub use error::{Error, SubscriptionProblem, TranslatorFailure};
 pub use limits::Limits;
-pub use record::{Encode, Encoded, Encoder, Header, Output, PartitionOffset, Payload, Record, RecordRef};
+pub use record::{
+    Encode, Encoded, Encoder, Header, Lender, Lent, Output, PartitionOffset, Payload, Record, RecordRef, Wire,
+};

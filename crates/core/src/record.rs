@@ -189,9 +189,14 @@ impl Record {
 
     /// The record as `encoder` sends it.
     pub fn encode(&self, encoder: &dyn Encode) -> Encoded {
+        Encoded::bytes(self.wire(encoder), self.data_bytes())
+    }
+
+    /// The bytes of the record's encoding by `encoder`.
+    pub fn wire(&self, encoder: &dyn Encode) -> Bytes {
         let mut wire = BytesMut::new();
         self.with_ref(|r| encoder.encode(r, &mut wire));
-        Encoded { wire: wire.freeze(), data_bytes: self.data_bytes() }
+        wire.freeze()
     }
 }
 
@@ -343,6 +348,14 @@ impl RecordRef<'_> {
 pub trait Encode: Send + Sync {
     /// Appends the encoding of `record` to `buf`.
     fn encode(&self, record: &RecordRef<'_>, buf: &mut BytesMut);
+
+    /// The length of what [`Encode::encode`] appends for `record` (by default, found by encoding
+    /// it: an encoder that knows its lengths says so without writing).
+    fn encoded_len(&self, record: &RecordRef<'_>) -> usize {
+        let mut buf = BytesMut::new();
+        self.encode(record, &mut buf);
+        buf.len()
+    }
 }
 
 impl<F: Fn(&RecordRef<'_>, &mut BytesMut) + Send + Sync> Encode for F {
@@ -354,18 +367,114 @@ impl<F: Fn(&RecordRef<'_>, &mut BytesMut) + Send + Sync> Encode for F {
 /// A shared [`Encode`].
 pub type Encoder = Arc<dyn Encode>;
 
-/// A's record as the delivering layer sends it untranslated, encoded once by an [`Encode`].
+/// A's record as the delivering layer sends it untranslated: encoded once by an [`Encode`], or
+/// still in a catch-up reader's buffers and encoded as it is written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Encoded {
-    pub wire: Bytes,
+    pub wire: Wire,
     /// The record's key, value and header bytes ([`Record::data_bytes`]).
     pub data_bytes: usize,
 }
 
 impl Encoded {
+    /// A record encoded already.
+    pub fn bytes(wire: Bytes, data_bytes: usize) -> Self {
+        Self { wire: Wire::Bytes(wire), data_bytes }
+    }
+
     /// Bytes the record counts for in the bounds, as [`Record::size`] counts them.
     pub fn size(&self) -> usize {
         self.data_bytes + RECORD_OVERHEAD
+    }
+
+    /// The encoding as bytes: shared when it was made already, made by `encoder` from a lent
+    /// record (for tests and callers that keep it; the delivering layer writes a lent record
+    /// straight into its output instead).
+    pub fn to_bytes(&self, encoder: &dyn Encode) -> Bytes {
+        match &self.wire {
+            Wire::Bytes(bytes) => bytes.clone(),
+            Wire::Lent(lent) => {
+                let mut buf = BytesMut::with_capacity(lent.len);
+                lent.with_ref(|r| encoder.encode(r, &mut buf));
+                buf.freeze()
+            }
+        }
+    }
+}
+
+/// How an untranslated record reaches its delivering layer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Wire {
+    /// Its encoding (a tail record's, made once for every subscriber that sends it).
+    Bytes(Bytes),
+    /// The record itself, lent from the buffers it was read into: the delivering layer encodes
+    /// it straight into its output, so its bytes are copied once on their way out.
+    Lent(Lent),
+}
+
+impl Wire {
+    /// The length of the encoding.
+    pub fn len(&self) -> usize {
+        match self {
+            Wire::Bytes(bytes) => bytes.len(),
+            Wire::Lent(lent) => lent.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Records a reader holds in its buffers (a batch of Kafka messages as librdkafka handed them
+/// out), lent by index. The batch lives as long as any record lent from it.
+pub trait Lender: Send + Sync {
+    /// Calls `f` with record `index` of the batch.
+    fn lend(&self, index: usize, f: &mut dyn FnMut(&RecordRef<'_>));
+}
+
+/// A record of a [`Lender`]'s batch, as a subscription delivers it (itself, or a tombstone of its
+/// key when the subscription's filter says so), and the length of its encoding.
+#[derive(Clone)]
+pub struct Lent {
+    batch: Arc<dyn Lender>,
+    index: usize,
+    tombstone: bool,
+    len: usize,
+}
+
+impl Lent {
+    /// Record `index` of `batch`, delivered as a tombstone of its key with `tombstone`, whose
+    /// encoding is `len` bytes long.
+    pub fn new(batch: Arc<dyn Lender>, index: usize, tombstone: bool, len: usize) -> Self {
+        Self { batch, index, tombstone, len }
+    }
+
+    /// Calls `f` with the record as it is delivered.
+    pub fn with_ref<R>(&self, f: impl FnOnce(&RecordRef<'_>) -> R) -> R {
+        let (mut f, mut out) = (Some(f), None);
+        self.batch.lend(self.index, &mut |r| {
+            let f = f.take().expect("a batch lends a record once per call");
+            out = Some(if self.tombstone { f(&RecordRef { value: None, ..*r }) } else { f(r) });
+        });
+        out.expect("a batch lends the records it holds")
+    }
+}
+
+impl std::fmt::Debug for Lent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lent")
+            .field("index", &self.index)
+            .field("tombstone", &self.tombstone)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl PartialEq for Lent {
+    /// The same record of the same batch, delivered the same way.
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.batch, &other.batch) && (self.index, self.tombstone) == (other.index, other.tombstone)
     }
 }
 
@@ -424,7 +533,9 @@ mod tests {
         let encoder =
             |parts: &RecordRef<'_>, buf: &mut BytesMut| buf.extend_from_slice(format!("{parts:?}").as_bytes());
         let encoded = r.encode(&encoder);
-        assert_eq!(encoded.wire, r.with_ref(|parts| format!("{parts:?}")).into_bytes());
+        let expected = Bytes::from(r.with_ref(|parts| format!("{parts:?}")).into_bytes());
+        assert_eq!(encoded.wire, Wire::Bytes(expected.clone()));
+        assert_eq!((encoded.to_bytes(&encoder), encoded.wire.len()), (expected.clone(), expected.len()));
         assert_eq!((encoded.data_bytes, encoded.size()), (r.data_bytes(), r.size()));
     }
 

@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use crate::{
     error::Error,
     filter::{Filter, Verdict},
-    record::{Encoded, Encoder, PartitionOffset, Record, RecordRef},
+    record::{Encoded, Encoder, Lender, Lent, PartitionOffset, Record, RecordRef, Wire},
 };
 
 /// Earliest retained offset and latest offset (high watermark) of one partition.
@@ -60,6 +60,21 @@ impl Encoding {
         };
         self.encoder.encode(record, out);
         Some(record.data_bytes())
+    }
+
+    /// What the subscription delivers of record `index` of `batch` (`record`, lent by it), for the
+    /// delivering layer to encode as it writes it; `None` when the filter leaves it out.
+    pub fn lend(&self, record: &RecordRef<'_>, batch: &Arc<dyn Lender>, index: usize) -> Option<Encoded> {
+        let (delivered, tombstone) = match self.filter.verdict(record) {
+            Verdict::Skip => return None,
+            Verdict::Deliver => (*record, false),
+            Verdict::Tombstone => (RecordRef { value: None, ..*record }, true),
+        };
+        let len = self.encoder.encoded_len(&delivered);
+        Some(Encoded {
+            wire: Wire::Lent(Lent::new(batch.clone(), index, tombstone, len)),
+            data_bytes: delivered.data_bytes(),
+        })
     }
 }
 

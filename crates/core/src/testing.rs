@@ -68,7 +68,7 @@ impl MemoryReader {
                         let mut wire = BytesMut::new();
                         if let Some(data_bytes) = r.with_ref(|r| e.encode(r, &mut wire)) {
                             let (topic, partition, offset) = (r.topic.clone(), r.partition, r.offset);
-                            let record = Encoded { wire: wire.freeze(), data_bytes };
+                            let record = Encoded::bytes(wire.freeze(), data_bytes);
                             return Some(Read::Encoded { topic, partition, offset, record });
                         }
                     }

@@ -417,7 +417,7 @@ impl Shard {
                 entry
                     .wire
                     .get_or_insert_with(|| {
-                        let encoded = entry.record.encode(encode).wire;
+                        let encoded = entry.record.wire(encode);
                         s.tail_bytes += encoded.len();
                         encoded
                     })

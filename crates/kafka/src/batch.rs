@@ -6,7 +6,7 @@
 //! out are borrowed as [`RawMessage`]s, which implement rdkafka's [`Message`] (so records are made
 //! by the same code as everywhere else), and destroyed when the batch is dropped.
 
-use std::{ffi::CStr, marker::PhantomData, ptr, slice, time::Duration};
+use std::{ffi::CStr, marker::PhantomData, ptr, slice, sync::Arc, time::Duration};
 
 use rdkafka::{
     bindings as rd,
@@ -68,35 +68,92 @@ impl Taken<'_> {
     /// Each message in order: a record's message, or the error librdkafka reported in its place.
     /// Operations that are neither (no topic, no error) are skipped.
     pub(crate) fn iter(&self) -> impl Iterator<Item = Result<RawMessage<'_>, ConsumeError>> + '_ {
-        self.messages.iter().filter_map(|&m| {
-            // SAFETY: every pointer is a live message owned by `self`.
-            let message = unsafe { &*m };
-            if message.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-                // SAFETY: as above; librdkafka returns a static or message-owned C string.
-                let text = unsafe { CStr::from_ptr(rd::rd_kafka_message_errstr(m)) };
-                // With `auto.offset.reset=error`, an out-of-range position comes as
-                // `_AUTO_OFFSET_RESET` (the broker's error is only in the text).
-                let out_of_range = matches!(
-                    message.err,
-                    rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE
-                        | rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET
-                );
-                return Some(Err(ConsumeError { out_of_range, message: text.to_string_lossy().into_owned() }));
-            }
-            if message.rkt.is_null() {
-                return None;
-            }
-            Some(Ok(RawMessage::new(message)))
-        })
+        // SAFETY: every pointer is a live message owned by `self`.
+        self.messages.iter().filter_map(|&m| unsafe { read(m) })
+    }
+
+    /// The messages, held past the queue's borrow for as long as anything lent from them is,
+    /// with `client` (the consumer they came from) kept alive until they are destroyed: librdkafka
+    /// wants a client's messages destroyed before the client.
+    pub(crate) fn hold<C>(mut self, client: Arc<C>) -> Held<C> {
+        Held { messages: std::mem::take(&mut self.messages), _client: client }
+    }
+}
+
+/// A message as a record's message, or the error librdkafka reported in its place; `None` for
+/// an operation that is neither (no topic, no error).
+///
+/// # Safety
+/// `m` must be a live message that outlives `'a`.
+unsafe fn read<'a>(m: *mut rd::rd_kafka_message_t) -> Option<Result<RawMessage<'a>, ConsumeError>> {
+    // SAFETY: the caller vouches for `m`.
+    let message = unsafe { &*m };
+    if message.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        // SAFETY: as above; librdkafka returns a static or message-owned C string.
+        let text = unsafe { CStr::from_ptr(rd::rd_kafka_message_errstr(m)) };
+        // With `auto.offset.reset=error`, an out-of-range position comes as
+        // `_AUTO_OFFSET_RESET` (the broker's error is only in the text).
+        let out_of_range = matches!(
+            message.err,
+            rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE
+                | rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET
+        );
+        return Some(Err(ConsumeError { out_of_range, message: text.to_string_lossy().into_owned() }));
+    }
+    if message.rkt.is_null() {
+        return None;
+    }
+    Some(Ok(RawMessage::new(message)))
+}
+
+/// Destroys messages a batch owns.
+fn destroy(messages: &[*mut rd::rd_kafka_message_t]) {
+    for &m in messages {
+        // SAFETY: each message is owned by the batch and destroyed once, when it is dropped.
+        unsafe { rd::rd_kafka_message_destroy(m) }
     }
 }
 
 impl Drop for Taken<'_> {
     fn drop(&mut self) {
-        for &m in &self.messages {
-            // SAFETY: each message is owned by `self` and destroyed once.
-            unsafe { rd::rd_kafka_message_destroy(m) }
-        }
+        destroy(&self.messages);
+    }
+}
+
+/// Messages taken from a queue and kept, with the client they came from ([`Taken::hold`]): a
+/// catch-up reader lends its records to the delivering layer, which encodes them straight from
+/// librdkafka's buffers into its output.
+pub(crate) struct Held<C> {
+    messages: Vec<*mut rd::rd_kafka_message_t>,
+    /// Dropped after the messages are destroyed (fields drop after `Drop::drop`).
+    _client: Arc<C>,
+}
+
+// SAFETY: a message handed out by librdkafka is not changed by librdkafka any more, and may be
+// read and destroyed from any thread. The one lazy part, a message's parsed headers, is parsed by
+// `RawMessage::new` while the batch is read on the thread that took it, before it is shared; later
+// calls only read what that parse kept.
+unsafe impl<C: Send + Sync> Send for Held<C> {}
+// SAFETY: as above.
+unsafe impl<C: Send + Sync> Sync for Held<C> {}
+
+impl<C> Held<C> {
+    /// Each message with its index, as [`Taken::iter`] gives them.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, Result<RawMessage<'_>, ConsumeError>)> + '_ {
+        // SAFETY: every pointer is a live message owned by `self`.
+        self.messages.iter().enumerate().filter_map(|(i, &m)| unsafe { read(m) }.map(|read| (i, read)))
+    }
+
+    /// Message `index`, which [`Held::iter`] gave as a record's message.
+    pub(crate) fn message(&self, index: usize) -> RawMessage<'_> {
+        // SAFETY: a live message owned by `self`.
+        RawMessage::new(unsafe { &*self.messages[index] })
+    }
+}
+
+impl<C> Drop for Held<C> {
+    fn drop(&mut self) {
+        destroy(&self.messages);
     }
 }
 

@@ -1,7 +1,8 @@
 //! [`Kafka`]: the core's [`Log`] port over rdkafka: watermarks from a metadata client, and
 //! catch-up readers (a consumer each, with a bounded prefetch) for subscribers behind the tail.
-//! A reader of a subscription that sends A's records as they are encodes them straight from
-//! librdkafka's buffers into chunks it shares out (no record in between).
+//! A reader of a subscription that sends A's records as they are lends librdkafka's messages to
+//! the delivering layer, which encodes them straight into its output (no record and no copy in
+//! between); values it decodes are encoded into chunks it shares out.
 
 use std::{
     collections::VecDeque,
@@ -20,11 +21,11 @@ use rdkafka::{
 use tributary_core::{
     decode::Decode,
     source::{take_reads, CatchUpReader, Encoding, Log, Partition, Read, Watermarks},
-    Error, PartitionOffset, RecordRef,
+    Error, Lender, PartitionOffset, RecordRef,
 };
 
 use crate::{
-    batch::ConsumerQueue,
+    batch::{ConsumerQueue, Held},
     message::{record_of, to_record_with, topic_of, value_of, with_parts, Value},
     metadata::{assignment, positions, watermarks},
     settings::{catchup_tuning, consumer_config, kafka_error, metadata_tuning, KafkaConfig},
@@ -33,7 +34,8 @@ use crate::{
 /// Most messages a catch-up reader takes from librdkafka at once (held as reads until taken).
 const CATCHUP_BATCH: usize = 256;
 
-/// Bytes of the buffers a reader encodes records into: a record's encoding is a slice of one, so
+/// Bytes of the buffers a reader encodes records into when it does not lend them (a decoded value,
+/// or a record awaited one at a time): a record's encoding is a slice of one, so
 /// a buffer is allocated per this many bytes of records, not per record. Only records the
 /// subscription sends are encoded, so the slices that keep a buffer alive cover nearly all of it.
 const ENCODE_CHUNK: usize = 64 * 1024;
@@ -69,13 +71,24 @@ impl Log for Kafka {
         let consumer: StreamConsumer =
             consumer_config(&self.config, "catchup", &catchup_tuning(prefetch_kbytes)).create().map_err(kafka_error)?;
         let decode = self.decode.clone();
+        let consumer = Arc::new(consumer);
         Ok(Box::new(Reader { consumer, topics: RwLock::new(Vec::new()), ready: Mutex::default(), encoding, decode }))
+    }
+}
+
+/// A batch of a catch-up reader lends its messages as records.
+impl Lender for Held<StreamConsumer> {
+    fn lend(&self, index: usize, f: &mut dyn FnMut(&RecordRef<'_>)) {
+        let m = self.message(index);
+        with_parts(&m, m.topic(), |r| f(r));
     }
 }
 
 /// A catch-up reader: a consumer assigned explicit positions, no group.
 struct Reader {
-    consumer: StreamConsumer,
+    /// Shared with the batches whose records are lent out ([`Held`]), which outlive the reader
+    /// when its last records are still on their way to the client.
+    consumer: Arc<StreamConsumer>,
     /// The names of the assigned topics, shared by every record read (no allocation per record).
     topics: RwLock<Vec<Arc<str>>>,
     /// Reads taken from librdkafka in one batch and not handed out yet, and the buffer records
@@ -103,7 +116,7 @@ impl Reader {
             Ok(m) => {
                 // Locks are taken in this order everywhere: ready reads, then topics.
                 let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
-                self.take(&topics, &m, chunk)
+                self.take(&topics, &m, chunk, None)
             }
             // With `auto.offset.reset=error` librdkafka reports a position it cannot fetch as
             // "no offset to automatically reset to", not as the broker's out-of-range error.
@@ -114,9 +127,17 @@ impl Reader {
         }
     }
 
-    /// A message as the subscription takes it: a record, or encoded into `chunk` when the
-    /// reader has an encoding (`None` when its filter refuses the record: nothing is copied).
-    fn take<M: Message>(&self, topics: &[Arc<str>], m: &M, chunk: &mut BytesMut) -> Option<Read> {
+    /// A message as the subscription takes it: a record, or, when the reader has an encoding,
+    /// lent from the batch `lent` (message `index` of it) or encoded into `chunk` when there is
+    /// no batch or the value was decoded (`None` when the filter refuses the record: nothing is
+    /// copied).
+    fn take<M: Message>(
+        &self,
+        topics: &[Arc<str>],
+        m: &M,
+        chunk: &mut BytesMut,
+        lent: Option<(&Arc<dyn Lender>, usize)>,
+    ) -> Option<Read> {
         // Most refusals cost no more than a look at the key, and a value is decoded only for a
         // record the key filter takes.
         if self.encoding.as_ref().is_some_and(|e| !e.filter.keys.matches(m.key())) {
@@ -138,6 +159,10 @@ impl Reader {
             }));
         };
         let topic = topic_of(topics, m);
+        if let (Some((batch, index)), None) = (lent, &decoded) {
+            let record = with_parts(m, &topic, |r| encoding.lend(r, batch, index))?;
+            return Some(Read::Encoded { topic, partition: m.partition(), offset: m.offset(), record });
+        }
         let data_bytes = with_parts(m, &topic, |r| {
             let with_json;
             let r = match &decoded {
@@ -155,7 +180,7 @@ impl Reader {
             }
             encoding.encode(r, chunk)
         })?;
-        let record = tributary_core::Encoded { wire: chunk.split().freeze(), data_bytes };
+        let record = tributary_core::Encoded::bytes(chunk.split().freeze(), data_bytes);
         Some(Read::Encoded { topic, partition: m.partition(), offset: m.offset(), record })
     }
 
@@ -171,9 +196,10 @@ impl Reader {
         self.ready.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes what librdkafka has ready, up to [`CATCHUP_BATCH`] messages, in one call.
+    /// Takes what librdkafka has ready, up to [`CATCHUP_BATCH`] messages, in one call. Records
+    /// sent as they are stay in librdkafka's buffers, lent from the batch until written.
     fn fill(&self, ready: &mut Ready) {
-        let Some(queue) = ConsumerQueue::of(&self.consumer) else {
+        let Some(queue) = ConsumerQueue::of(&*self.consumer) else {
             if let Some(message) = self.consumer.recv().now_or_never() {
                 let read = self.read(message, &mut ready.chunk);
                 ready.reads.extend(read);
@@ -181,9 +207,11 @@ impl Reader {
             return;
         };
         let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
-        for message in queue.consume(Duration::ZERO, CATCHUP_BATCH).iter() {
+        let held = Arc::new(queue.consume(Duration::ZERO, CATCHUP_BATCH).hold(self.consumer.clone()));
+        let batch: Arc<dyn Lender> = held.clone();
+        for (index, message) in held.iter() {
             let read = match message {
-                Ok(m) => self.take(&topics, &m, &mut ready.chunk),
+                Ok(m) => self.take(&topics, &m, &mut ready.chunk, Some((&batch, index))),
                 Err(e) if e.out_of_range => Some(Read::OutOfRange),
                 Err(e) => Some(Read::Error(e.message)),
             };
@@ -251,7 +279,7 @@ impl CatchUpReader for Reader {
     /// The consumer's positions, held back to the first record not handed out yet: a position
     /// must never pass a record the subscription has not taken.
     fn positions(&self) -> Vec<PartitionOffset> {
-        let mut positions = positions(&self.consumer);
+        let mut positions = positions(&*self.consumer);
         for (topic, partition, offset) in self.ready().reads.iter().filter_map(Read::at) {
             for p in &mut positions {
                 if p.partition == partition && *p.topic == **topic && offset < p.offset {
@@ -267,7 +295,7 @@ impl CatchUpReader for Reader {
 mod tests {
     use std::time::Instant;
 
-    use tributary_core::Record;
+    use tributary_core::{Record, Wire};
 
     use super::*;
     use crate::testing;
@@ -426,11 +454,14 @@ mod tests {
         let encoder: Encoder = Arc::new(|r: &RecordRef<'_>, buf: &mut BytesMut| {
             buf.extend_from_slice(format!("{r:?}").as_bytes());
         });
-        let expected: Vec<(i64, tributary_core::Encoded)> = take(&*reader(&topic, &[(0, 0)]), written.len(), 64)
+        // Offset, encoding, its length as announced, data bytes.
+        let seen =
+            |offset: i64, e: &tributary_core::Encoded| (offset, e.to_bytes(&*encoder), e.wire.len(), e.data_bytes);
+        let expected: Vec<_> = take(&*reader(&topic, &[(0, 0)]), written.len(), 64)
             .into_iter()
             .map(record)
             .filter(|r| r.key().is_some_and(|k| k.starts_with(b"a")))
-            .map(|r| (r.offset, r.encode(&*encoder)))
+            .map(|r| seen(r.offset, &r.encode(&*encoder)))
             .collect();
         assert_eq!(expected.len(), 302, "a1, a2 and the a3s");
 
@@ -440,10 +471,13 @@ mod tests {
         let reader = Kafka::new(&testing::config()).unwrap().catch_up(64, Some(encoding)).unwrap();
         reader.assign(&[PartitionOffset::new(&topic, 0, 0)]).unwrap();
         let reads = take(&*reader, expected.len(), 64);
-        let got: Vec<(i64, tributary_core::Encoded)> = reads
+        let got: Vec<_> = reads
             .into_iter()
             .map(|read| match read {
-                Read::Encoded { topic: t, partition: 0, offset, record } if *t == *topic => (offset, record),
+                Read::Encoded { topic: t, partition: 0, offset, record } if *t == *topic => {
+                    assert!(matches!(record.wire, Wire::Lent(_)), "the batch path lends librdkafka's buffers");
+                    seen(offset, &record)
+                }
                 other => panic!("an encoded read of the topic, not {other:?}"),
             })
             .collect();
@@ -453,7 +487,7 @@ mod tests {
         reader.unassign(&[PartitionOffset::new(&topic, 0, written.len() as i64)]).unwrap();
         reader.assign(&[PartitionOffset::new(&topic, 0, 0)]).unwrap();
         let Read::Encoded { offset, record, .. } = next(&*reader).await else { panic!("an encoded read") };
-        assert_eq!((offset, record), expected[0].clone(), "the keyless record and b1 are left out");
+        assert_eq!(seen(offset, &record), expected[0], "the keyless record and b1 are left out");
     }
 
     /// Records `ok:a`, `bad`, `ok:c` and a tombstone, for the stub decoder.
@@ -502,12 +536,12 @@ mod tests {
         let encoder: tributary_core::Encoder = Arc::new(|r: &RecordRef<'_>, buf: &mut BytesMut| {
             buf.extend_from_slice(r.value.unwrap_or(b"<tombstone>"));
         });
-        let encoding = Encoding { encoder, filter: Default::default() };
+        let encoding = Encoding { encoder: encoder.clone(), filter: Default::default() };
         let reader = decoding_reader(&topic, testing::StubDecode::new(OnError::Skip), Some(encoding));
         let wires: Vec<_> = take(&*reader, 3, 64)
             .into_iter()
             .map(|read| match read {
-                Read::Encoded { offset, record, .. } => (offset, record.wire.to_vec()),
+                Read::Encoded { offset, record, .. } => (offset, record.to_bytes(&*encoder).to_vec()),
                 other => panic!("an encoded read, not {other:?}"),
             })
             .collect();

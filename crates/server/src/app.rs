@@ -120,7 +120,7 @@ impl App {
             watermarks,
             catchup_pool: Arc::new(tokio::sync::Semaphore::new(limits.max_catchup_readers)),
             shutdown: shutdown.clone(),
-            wire: Some(Arc::new(crate::api::encode::encode_record)),
+            wire: Some(Arc::new(crate::api::encode::RecordEncoder)),
         };
         let positions: Arc<dyn Positions> = Arc::new(GroupPositions::new(&config.kafka)?);
         let auth = Auth::load(&config.auth).map_err(|e| Error::invalid("auth", e))?;

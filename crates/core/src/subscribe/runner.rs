@@ -262,7 +262,7 @@ impl<'a> Runner<'a> {
             (Batch::Conflated(held), _) => self.batch_bytes -= held.insert(record),
             (Batch::Records(records), _) => records.push(record),
             (Batch::Encoded(encoded), Some(encoder)) => encoded.push(match wire {
-                Some(wire) => Encoded { wire, data_bytes: record.data_bytes() },
+                Some(wire) => Encoded::bytes(wire, record.data_bytes()),
                 None => record.encode(&**encoder),
             }),
             (Batch::Encoded(_), None) => unreachable!("an encoded batch has an encoder"),

@@ -4,11 +4,11 @@
 //!
 //! A `RecordBatch` is a sequence of `Record` messages, each framed by a tag and a length: a
 //! `SubscribeResponse` is written straight into the output buffer, record by record, with no
-//! protobuf structs and no per-record allocation. A's records sent as they are come encoded
-//! already by [`encode_record`]: the tail buffer keeps each record's encoding for every
-//! subscriber that reads it, and catch-up readers encode straight from librdkafka's buffers, so
-//! sending them costs a copy of their bytes into the HTTP/2 stream. Translated outputs are
-//! encoded in place, their lengths computed first. The bytes on the wire are exactly those of
+//! protobuf structs and no per-record allocation. A's records sent as they are: the tail buffer
+//! keeps each record's encoding ([`encode_record`]) for every subscriber that reads it, and
+//! catch-up readers lend librdkafka's messages, encoded straight into tonic's buffer; sending
+//! either costs one copy of their bytes. Translated outputs are encoded in place, their lengths
+//! computed first. The bytes on the wire are exactly those of
 //! `tributary.v1.SubscribeResponse`: clients see no difference.
 //!
 //! This module knows protobuf's encoding, not tonic's codec: [`super::codec`] hands tonic's buffer
@@ -20,7 +20,7 @@ use prost::{
     Message,
 };
 use tonic::Status;
-use tributary_core::{Encoded, Output, RecordRef};
+use tributary_core::{Encode, Encoded, Output, RecordRef, Wire as RecordWire};
 
 use crate::pb;
 
@@ -98,22 +98,46 @@ impl Wire for SubscribeWire {
             }
             SubscribeWire::Encoded(records) => {
                 let lens: Vec<usize> = records.iter().map(|r| r.wire.len()).collect();
-                Self::write_batch(&lens, buf, |i, buf| buf.put_slice(&records[i].wire));
+                Self::write_batch(&lens, buf, |i, buf| match &records[i].wire {
+                    RecordWire::Bytes(bytes) => buf.put_slice(bytes),
+                    // Straight from librdkafka's buffer into tonic's: the record's one copy.
+                    RecordWire::Lent(lent) => lent.with_ref(|r| put_record(r, buf)),
+                });
             }
         }
     }
 }
 
 /// A's record as a `tributary.v1.Record` message, appended to `buf` (the same bytes as prost's
-/// encoding of [`crate::api::convert::record`]'s result, without building it): the gateway's
-/// [`tributary_core::Encode`] for records sent as they are.
+/// encoding of [`crate::api::convert::record`]'s result, without building it).
 pub fn encode_record(r: &RecordRef<'_>, buf: &mut BytesMut) {
-    let at = Coordinates::of(r);
-    let delivered = || (0, r.key, r.value, r.headers.iter().copied());
-    let (index, key, value, mut headers) = delivered();
-    buf.reserve(fields_len(&at, (index, key, value, &mut headers), Presence::Optional));
-    let (index, key, value, mut headers) = delivered();
-    put_fields(&at, (index, key, value, &mut headers), Presence::Optional, buf);
+    buf.reserve(record_len(r));
+    put_record(r, buf);
+}
+
+/// The gateway's [`tributary_core::Encode`] for records sent as they are: [`encode_record`].
+pub struct RecordEncoder;
+
+impl Encode for RecordEncoder {
+    fn encode(&self, record: &RecordRef<'_>, buf: &mut BytesMut) {
+        encode_record(record, buf);
+    }
+
+    fn encoded_len(&self, record: &RecordRef<'_>) -> usize {
+        record_len(record)
+    }
+}
+
+/// Writes what [`encode_record`] appends, into any buffer (room reserved by the caller).
+fn put_record(r: &RecordRef<'_>, buf: &mut impl BufMut) {
+    let (index, key, value, mut headers) = (0, r.key, r.value, r.headers.iter().copied());
+    put_fields(&Coordinates::of(r), (index, key, value, &mut headers), Presence::Optional, buf);
+}
+
+/// The length of what [`encode_record`] appends.
+fn record_len(r: &RecordRef<'_>) -> usize {
+    let (index, key, value, mut headers) = (0, r.key, r.value, r.headers.iter().copied());
+    fields_len(&Coordinates::of(r), (index, key, value, &mut headers), Presence::Optional)
 }
 
 /// An output as a `tributary.v1.SnapshotEntry` message, appended to `buf`.
@@ -274,7 +298,7 @@ mod tests {
 
     /// A's record as the gateway sends it untranslated.
     fn encoded(r: &Record) -> Encoded {
-        r.encode(&encode_record)
+        r.encode(&RecordEncoder)
     }
     use crate::api::convert;
 
@@ -297,10 +321,47 @@ mod tests {
         ];
         for r in cases {
             let expected = convert::record(Output::untranslated(r.clone())).encode_to_vec();
-            let written = encoded(&r).wire;
+            let written = r.wire(&RecordEncoder);
             assert_eq!(written.as_ref(), expected.as_slice(), "{r:?}");
             assert_eq!(written.len(), output_len(&Output::untranslated(r.clone()), Presence::Optional));
+            assert_eq!(written.len(), r.with_ref(|r| RecordEncoder.encoded_len(r)), "the length told without writing");
         }
+    }
+
+    /// Records lent by index, as a catch-up reader lends librdkafka's messages.
+    struct Lending(Vec<Record>);
+
+    impl tributary_core::Lender for Lending {
+        fn lend(&self, index: usize, f: &mut dyn FnMut(&RecordRef<'_>)) {
+            self.0[index].with_ref(|r| f(r));
+        }
+    }
+
+    #[test]
+    fn lent_records_are_written_as_their_encodings_are() {
+        let headers: [(&str, Option<&[u8]>); 1] = [("h", Some(b"v"))];
+        let records: Vec<Record> = (0..4)
+            .map(|o| Record::new("t".into(), 2, o, 5, Some(b"k"), Some(&[o as u8; 1500]), &headers[..(o % 2) as usize]))
+            .collect();
+        let batch: std::sync::Arc<dyn tributary_core::Lender> = std::sync::Arc::new(Lending(records.clone()));
+        // Every other one delivered as a tombstone of its key (a filter's verdict).
+        let lent = records.iter().enumerate().map(|(i, r)| {
+            let tombstone = i % 2 == 1;
+            let delivered = if tombstone { r.to_tombstone() } else { r.clone() };
+            let len = delivered.with_ref(|r| RecordEncoder.encoded_len(r));
+            let wire = RecordWire::Lent(tributary_core::Lent::new(batch.clone(), i, tombstone, len));
+            (Encoded { wire, data_bytes: delivered.data_bytes() }, delivered)
+        });
+        let (lent, delivered): (Vec<Encoded>, Vec<Record>) = lent.unzip();
+        let mut written = BytesMut::new();
+        SubscribeWire::Encoded(lent).write(&mut written);
+        let mut expected = BytesMut::new();
+        SubscribeWire::Encoded(delivered.iter().map(encoded).collect()).write(&mut expected);
+        assert_eq!(written, expected);
+        let decoded = pb::SubscribeResponse::decode(written.freeze()).unwrap();
+        let Some(pb::subscribe_response::Message::Records(batch)) = decoded.message else { panic!("a batch") };
+        let values: Vec<Option<usize>> = batch.records.iter().map(|r| r.value.as_ref().map(|v| v.len())).collect();
+        assert_eq!(values, vec![Some(1500), None, Some(1500), None]);
     }
 
     #[test]

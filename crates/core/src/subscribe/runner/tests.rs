@@ -115,11 +115,14 @@ impl Seen {
                 Some(Ok(Event::Encoded(records))) => {
                     assert!(!records.is_empty(), "an empty batch was sent");
                     for r in records {
-                        // The fixture's encoding: the offset.
-                        let offset = i64::from_be_bytes(r.wire[..].try_into().expect("8 bytes"));
+                        // The fixture's encoding: the offset (the memory log encodes as it reads).
+                        let crate::record::Wire::Bytes(wire) = r.wire else {
+                            panic!("encoded bytes, not {:?}", r.wire)
+                        };
+                        let offset = i64::from_be_bytes(wire[..].try_into().expect("8 bytes"));
                         assert!(r.data_bytes > offset.to_string().len(), "key and value bytes");
                         self.offsets.push(offset);
-                        self.encoded.push((offset, r.wire));
+                        self.encoded.push((offset, wire));
                     }
                 }
                 Some(Ok(Event::Progress(p))) => self.progress.push(p),
