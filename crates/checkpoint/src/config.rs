@@ -25,9 +25,9 @@ impl Default for CheckpointConfig {
             // the measured load rate (about 1 M records/s); each checkpoint is one fsync'd commit,
             // so once a second costs nothing noticeable.
             interval_ms: 1_000,
-            // Half the default tail buffer (`limits.tail_max_records`, 16,384): a busy partition
-            // is written while its new records are still in its tail, so only they are written
-            // (otherwise the partition's whole state is).
+            // Well below the default tail buffer (`limits.tail_max_records`, 131,072, and what
+            // `tail_max_bytes` leaves of it): a busy partition is written while its new records
+            // are still in its tail, so only they are written (otherwise its whole state is).
             max_records: 8_192,
         }
     }

@@ -14,7 +14,9 @@ pub struct Limits {
     /// Records the tail buffer of one partition keeps in memory. Older records are evicted;
     /// subscribers behind them read from Kafka with a catch-up reader.
     pub tail_max_records: usize,
-    /// Bytes (keys, values, headers) the tail buffer of one partition keeps, same eviction.
+    /// Bytes of memory the tail buffer of one partition alone keeps alive, same eviction: its
+    /// entries, the records they replaced in the state, and tombstones and keyless records
+    /// (records the state holds count once, as state).
     pub tail_max_bytes: usize,
     /// Default and maximum encoded size of one snapshot chunk. A single entry larger than this is
     /// sent alone in its chunk.
@@ -61,7 +63,7 @@ impl Default for Limits {
         Self {
             // 4 MiB or 16k records per partition keeps near-head subscribers off Kafka for a few
             // seconds of a busy partition while 100 partitions cost at most 400 MiB.
-            tail_max_records: 16_384,
+            tail_max_records: 131_072,
             tail_max_bytes: 4 << 20,
             // 1 MiB stays well under the 4 MiB default receive limit of every gRPC client.
             max_chunk_bytes: 1 << 20,

@@ -101,10 +101,9 @@ impl RangeReader {
             }
             if self.catchup.is_none() {
                 let mut out = Vec::new();
-                match self.shard.read_tail(self.pos, self.max_records, self.max_bytes, None, &mut out) {
+                match self.shard.read_tail(self.pos, self.max_records, self.max_bytes, &mut out) {
                     TailRead::Read { next } => {
-                        let records: Vec<Record> =
-                            out.into_iter().map(|(r, _)| r).take_while(|r| r.offset < self.end).collect();
+                        let records: Vec<Record> = out.into_iter().take_while(|r| r.offset < self.end).collect();
                         let next = next.min(self.end);
                         if next <= self.pos {
                             // The view is behind the range: the caller asked beyond the head, or

@@ -187,9 +187,16 @@ impl Record {
         Record::new(self.topic.clone(), self.partition, self.offset, self.timestamp_ms, self.key(), None, &headers)
     }
 
-    /// The record as `encoder` sends it.
+    /// The record as `encoder` sends it, encoded now.
     pub fn encode(&self, encoder: &dyn Encode) -> Encoded {
         Encoded::bytes(self.wire(encoder), self.data_bytes())
+    }
+
+    /// The record as `encoder` sends it, encoded by the delivering layer as it writes it (only
+    /// its length is found now).
+    pub fn to_encode(&self, encoder: &dyn Encode) -> Encoded {
+        let len = self.with_ref(|r| encoder.encoded_len(r));
+        Encoded { wire: Wire::Record { record: self.clone(), len }, data_bytes: self.data_bytes() }
     }
 
     /// The bytes of the record's encoding by `encoder`.
@@ -393,6 +400,7 @@ impl Encoded {
     pub fn to_bytes(&self, encoder: &dyn Encode) -> Bytes {
         match &self.wire {
             Wire::Bytes(bytes) => bytes.clone(),
+            Wire::Record { record, .. } => record.wire(encoder),
             Wire::Lent(lent) => {
                 let mut buf = BytesMut::with_capacity(lent.len);
                 lent.with_ref(|r| encoder.encode(r, &mut buf));
@@ -405,8 +413,11 @@ impl Encoded {
 /// How an untranslated record reaches its delivering layer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Wire {
-    /// Its encoding (a tail record's, made once for every subscriber that sends it).
+    /// Its encoding.
     Bytes(Bytes),
+    /// A record of the view (read from the tail), encoded by the delivering layer straight into
+    /// its output as it is written: `len` bytes.
+    Record { record: Record, len: usize },
     /// The record itself, lent from the buffers it was read into: the delivering layer encodes
     /// it straight into its output, so its bytes are copied once on their way out.
     Lent(Lent),
@@ -417,6 +428,7 @@ impl Wire {
     pub fn len(&self) -> usize {
         match self {
             Wire::Bytes(bytes) => bytes.len(),
+            Wire::Record { len, .. } => *len,
             Wire::Lent(lent) => lent.len,
         }
     }

@@ -9,14 +9,13 @@ use std::{
     },
 };
 
-use bytes::Bytes;
 use imbl::OrdSet;
 use tokio::sync::watch;
 
 use crate::{
     error::Error,
     limits::Limits,
-    record::{Encode, PartitionOffset, Record},
+    record::{PartitionOffset, Record},
 };
 
 /// The state of one partition: the last record with a value of each key, ordered by key (a
@@ -82,7 +81,7 @@ struct ShardState {
     last_timestamp_ms: i64,
     /// Every record with offset in `[tail_start, next_offset)`, in offset order.
     tail: VecDeque<TailEntry>,
-    /// Bytes of the tail's records and of their encodings.
+    /// Bytes the tail alone keeps alive ([`TailEntry::bytes`]).
     tail_bytes: usize,
     tail_start: i64,
     next_offset: i64,
@@ -92,22 +91,29 @@ struct ShardState {
     start: i64,
 }
 
-/// A record of the tail buffer; the record of its key it replaced in the state (kept so that the
-/// state can be rolled back to any offset of the tail: a snapshot as of a past offset); and,
-/// once a subscriber delivered it untranslated, its encoding, made once for every subscriber
-/// that reads it.
+/// A record of the tail buffer, and the record of its key it replaced in the state (kept so that
+/// the state can be rolled back to any offset of the tail: a snapshot as of a past offset).
 #[derive(Debug)]
 struct TailEntry {
     record: Record,
     replaced: Option<Record>,
-    wire: Option<Bytes>,
 }
 
 impl TailEntry {
+    /// The memory the tail alone keeps alive for this entry: the entry itself, the record it
+    /// replaced (no longer in the state), and the record when the state does not hold it (a
+    /// tombstone or a keyless record). A record the state holds costs the tail nothing more
+    /// until a later record replaces it, whose entry counts it then: a tail of new keys is deep,
+    /// one of updates holds every old version it keeps.
     fn bytes(&self) -> usize {
-        self.record.size() + self.replaced.as_ref().map_or(0, Record::size) + self.wire.as_ref().map_or(0, Bytes::len)
+        let in_state = self.record.key().is_some() && self.record.value().is_some();
+        let record = if in_state { 0 } else { self.record.size() };
+        TAIL_ENTRY_BYTES + record + self.replaced.as_ref().map_or(0, Record::size)
     }
 }
+
+/// Bytes of a tail entry itself.
+const TAIL_ENTRY_BYTES: usize = std::mem::size_of::<TailEntry>();
 
 /// A partition's state as a checkpoint holds it: the map, the offset it is exact at (the next
 /// offset to apply) and the timestamp of the last applied record.
@@ -129,9 +135,6 @@ pub enum ShardChanges {
     Whole(ShardImage),
 }
 
-/// What [`Shard::read_tail`] appends: a record and its encoding (when asked for).
-pub type TailRecord = (Record, Option<Bytes>);
-
 impl ShardState {
     fn apply(&mut self, rec: Record, limits: &Limits) {
         if rec.offset < self.next_offset {
@@ -152,7 +155,7 @@ impl ShardState {
         }
         self.next_offset = rec.offset + 1;
         self.last_timestamp_ms = rec.timestamp_ms;
-        let entry = TailEntry { record: rec, replaced, wire: None };
+        let entry = TailEntry { record: rec, replaced };
         self.tail_bytes += entry.bytes();
         self.tail.push_back(entry);
         while self.tail.len() > limits.tail_max_records
@@ -390,40 +393,21 @@ impl Shard {
     }
 
     /// Appends to `out` the records at or after `from`, up to `max_records` and (beyond the first)
-    /// `max_bytes`. With `wire`, each record comes with its encoding, made by the first reader
-    /// that asks and kept with the tail record (its bytes count in the tail's bound).
-    pub fn read_tail(
-        &self,
-        from: i64,
-        max_records: usize,
-        max_bytes: usize,
-        wire: Option<&dyn Encode>,
-        out: &mut Vec<TailRecord>,
-    ) -> TailRead {
-        let mut guard = self.lock();
-        let s = &mut *guard;
+    /// `max_bytes`.
+    pub fn read_tail(&self, from: i64, max_records: usize, max_bytes: usize, out: &mut Vec<Record>) -> TailRead {
+        let s = self.lock();
         if from < s.tail_start {
             return TailRead::Behind { tail_start: s.tail_start };
         }
         let first = s.tail.partition_point(|e| e.record.offset < from);
         let mut bytes = 0;
-        for (taken, entry) in s.tail.range_mut(first..).enumerate() {
+        for (taken, entry) in s.tail.range(first..).enumerate() {
             let size = entry.record.size();
             if taken == max_records || (taken > 0 && bytes + size > max_bytes) {
-                return TailRead::Read { next: out.last().map_or(from, |(r, _)| r.offset + 1) };
+                return TailRead::Read { next: out.last().map_or(from, |r| r.offset + 1) };
             }
             bytes += size;
-            let encoded = wire.map(|encode| {
-                entry
-                    .wire
-                    .get_or_insert_with(|| {
-                        let encoded = entry.record.wire(encode);
-                        s.tail_bytes += encoded.len();
-                        encoded
-                    })
-                    .clone()
-            });
-            out.push((entry.record.clone(), encoded));
+            out.push(entry.record.clone());
         }
         TailRead::Read { next: from.max(s.next_offset) }
     }
@@ -741,11 +725,13 @@ mod tests {
 
     #[test]
     fn the_records_a_tail_keeps_for_undoing_count_in_its_bound() {
-        let limits = Limits { tail_max_bytes: 4 * rec(0, "k", Some("v")).size(), ..Limits::default() };
+        // Two entries that each keep the record they replaced.
+        let limits =
+            Limits { tail_max_bytes: 2 * (TAIL_ENTRY_BYTES + rec(0, "k", Some("v")).size()), ..Limits::default() };
         let shard = Shard::new("t".into(), 0, 0, 0);
-        // Each update after the first also keeps the record it replaced.
+        // Each update after the first keeps the record it replaced.
         shard.apply_all((0..4).map(|o| rec(o, "k", Some("v"))), &limits);
-        assert_eq!(shard.tail_start(), 2, "a third entry of two records would pass the bound");
+        assert_eq!(shard.tail_start(), 2, "a third entry with the record it replaced would pass the bound");
         assert!(matches!(shard.state_at(2), StateAt::State(_)));
         assert!(matches!(shard.state_at(1), StateAt::Behind { tail_start: 2 }));
     }
@@ -784,52 +770,44 @@ mod tests {
             shard.apply(rec(o, "k", Some("v")), &l);
         }
         let mut out = Vec::new();
-        assert_eq!(shard.read_tail(10, 10, 1 << 20, None, &mut out), TailRead::Behind { tail_start: 11 });
-        assert_eq!(shard.read_tail(11, 10, 1 << 20, None, &mut out), TailRead::Read { next: 21 });
-        assert_eq!(out.iter().map(|(r, _)| r.offset).collect::<Vec<_>>(), vec![12, 13, 20]);
+        assert_eq!(shard.read_tail(10, 10, 1 << 20, &mut out), TailRead::Behind { tail_start: 11 });
+        assert_eq!(shard.read_tail(11, 10, 1 << 20, &mut out), TailRead::Read { next: 21 });
+        assert_eq!(out.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![12, 13, 20]);
         out.clear();
-        assert_eq!(shard.read_tail(13, 1, 1 << 20, None, &mut out), TailRead::Read { next: 14 });
+        assert_eq!(shard.read_tail(13, 1, 1 << 20, &mut out), TailRead::Read { next: 14 });
         assert_eq!(out.len(), 1);
         out.clear();
-        assert_eq!(shard.read_tail(21, 10, 1 << 20, None, &mut out), TailRead::Read { next: 21 });
+        assert_eq!(shard.read_tail(21, 10, 1 << 20, &mut out), TailRead::Read { next: 21 });
         assert!(shard.advance_to(25));
-        assert_eq!(shard.read_tail(21, 10, 1 << 20, None, &mut out), TailRead::Read { next: 25 });
+        assert_eq!(shard.read_tail(21, 10, 1 << 20, &mut out), TailRead::Read { next: 25 });
         assert!(out.is_empty());
         // Lag counts offsets to the head, markers included; none for a reader at or past it.
         assert_eq!((shard.lag(11), shard.lag(25), shard.lag(30)), (14, 0, 0));
     }
 
     #[test]
-    fn a_tail_record_is_encoded_once_for_every_reader_and_its_encoding_counts_in_the_bound() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
+    fn a_tail_counts_what_it_alone_keeps_alive() {
+        let big = "x".repeat(1000);
+        let l = Limits { tail_max_records: 1000, tail_max_bytes: 100 * TAIL_ENTRY_BYTES, ..Limits::default() };
+        // New keys: the state holds each record, the tail only its entries.
         let shard = Shard::new("t".into(), 0, 0, 0);
-        let l = Limits { tail_max_records: 1000, tail_max_bytes: 10_000, ..Limits::default() };
-        for o in 0..10 {
-            shard.apply(rec(o, "k", Some("v")), &l);
-        }
-        let calls = Arc::new(AtomicUsize::new(0));
-        let counted = calls.clone();
-        let wire = move |r: &crate::record::RecordRef<'_>, buf: &mut bytes::BytesMut| {
-            counted.fetch_add(1, Ordering::Relaxed);
-            buf.extend_from_slice(&[r.offset as u8; 1000]);
-        };
-        let (mut first, mut second, mut plain) = (Vec::new(), Vec::new(), Vec::new());
-        assert_eq!(shard.read_tail(0, 100, usize::MAX, Some(&wire), &mut first), TailRead::Read { next: 10 });
-        assert_eq!(shard.read_tail(5, 100, usize::MAX, Some(&wire), &mut second), TailRead::Read { next: 10 });
-        assert_eq!(calls.load(Ordering::Relaxed), 10, "each record is encoded once, whoever reads it");
-        assert!(first[7].1.as_ref().unwrap().as_ptr() == second[2].1.as_ref().unwrap().as_ptr(), "shared bytes");
-        assert_eq!(first[3].1.as_deref(), Some(&[3u8; 1000][..]));
-        shard.read_tail(0, 100, usize::MAX, None, &mut plain);
-        assert!(plain.iter().all(|(_, w)| w.is_none()), "no encoding unless asked for");
-        // 10 records of 66 bytes and their encodings of 1000: the next record pushes the tail over
-        // its 10,000 bytes.
-        shard.apply(rec(10, "k", Some("v")), &l);
-        let start = shard.tail_start();
-        assert!(start > 0, "encodings count in the tail's bound");
-        let mut after = Vec::new();
-        assert_eq!(shard.read_tail(start, 100, usize::MAX, None, &mut after), TailRead::Read { next: 11 });
-        let held: usize = after.iter().map(|(r, _)| r.size()).sum::<usize>() + (10 - start as usize) * 1000;
-        assert!(held <= 10_000, "{held}");
+        shard.apply_all((0..100).map(|o| rec(o, &format!("k{o}"), Some(&big))), &l);
+        assert_eq!(shard.tail_start(), 0, "100 entries of new keys fit in 100 entries' bytes");
+        // A tombstone is not in the state; it removes (and so keeps) the record it deletes.
+        shard.apply(rec(100, "k0", None), &l);
+        let tombstone = rec(100, "k0", None).size() + rec(0, "k0", Some(&big)).size();
+        assert!(shard.tail_start() > 0, "the tombstone's entry costs its record and the one it removed");
+        let held = shard.lock().tail.len() * TAIL_ENTRY_BYTES + tombstone;
+        assert!(held <= l.tail_max_bytes, "{held}");
+        // Updates: each entry keeps the version it replaced.
+        let updates = Shard::new("t".into(), 0, 0, 0);
+        updates.apply_all((0..100).map(|o| rec(o, "k", Some(&big))), &l);
+        let version = rec(0, "k", Some(&big)).size();
+        let kept = updates.lock().tail.len();
+        assert!(kept < 100, "old versions count");
+        // The first entry, which replaced nothing, is gone: each one kept holds a version.
+        let entry = TAIL_ENTRY_BYTES + version;
+        assert!(kept * entry <= l.tail_max_bytes && (kept + 1) * entry > l.tail_max_bytes, "{kept}: as many as fit");
     }
 
     #[test]
@@ -840,10 +818,10 @@ mod tests {
             shard.apply(rec(o, "k", Some(&"x".repeat(100))), &l);
         }
         let mut out = Vec::new();
-        assert!(matches!(shard.read_tail(0, 1000, usize::MAX, None, &mut out), TailRead::Behind { .. }));
+        assert!(matches!(shard.read_tail(0, 1000, usize::MAX, &mut out), TailRead::Behind { .. }));
         let start = shard.tail_start();
-        assert!(shard.read_tail(start, 1000, usize::MAX, None, &mut out) == TailRead::Read { next: 100 });
-        assert!(out.iter().map(|(r, _)| r.size()).sum::<usize>() <= 500);
+        assert!(shard.read_tail(start, 1000, usize::MAX, &mut out) == TailRead::Read { next: 100 });
+        assert!(out.iter().map(|r| r.size()).sum::<usize>() <= 500);
     }
 
     #[test]

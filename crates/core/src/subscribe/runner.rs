@@ -24,7 +24,7 @@ use crate::{
     filter::Verdict,
     record::{Encoded, Encoder, Output, PartitionOffset, Record},
     source::{CatchUpReader, Encoding, Read},
-    view::{TailRead, TailRecord},
+    view::TailRead,
 };
 
 /// How long a waiting subscription sleeps at most before it looks at its catch-up reader's
@@ -244,27 +244,23 @@ impl<'a> Runner<'a> {
     }
 
     /// Adds a record to the batch as the filter has it (as it is, as a tombstone of its key, or
-    /// not at all), with its encoding when it is sent as it is (the tail's shared one if it has
-    /// one and the record is delivered as it is).
-    fn push(&mut self, (record, wire): TailRecord) {
-        let (record, wire) = match self.sub.filter.verdict_of(&record) {
+    /// not at all); a record sent as it is is encoded as it is written, straight from the view.
+    fn push(&mut self, record: Record) {
+        let record = match self.sub.filter.verdict_of(&record) {
             Verdict::Skip => return,
-            Verdict::Deliver => (record, wire),
+            Verdict::Deliver => record,
             Verdict::Tombstone => {
                 // No other subscription translates this tombstone: keeping its outcome for
                 // sharing would only push out outcomes that others reuse.
                 self.batch_private = true;
-                (record.to_tombstone(), None)
+                record.to_tombstone()
             }
         };
         self.batch_bytes += record.size();
         match (&mut self.batch, &self.encoder) {
             (Batch::Conflated(held), _) => self.batch_bytes -= held.insert(record),
             (Batch::Records(records), _) => records.push(record),
-            (Batch::Encoded(encoded), Some(encoder)) => encoded.push(match wire {
-                Some(wire) => Encoded::bytes(wire, record.data_bytes()),
-                None => record.encode(&**encoder),
-            }),
+            (Batch::Encoded(encoded), Some(encoder)) => encoded.push(record.to_encode(&**encoder)),
             (Batch::Encoded(_), None) => unreachable!("an encoded batch has an encoder"),
         }
     }
@@ -470,8 +466,6 @@ impl<'a> Runner<'a> {
         let n = self.sub.cursors.len();
         self.round_robin = self.round_robin.wrapping_add(1);
         let mut out = Vec::new();
-        // Records sent as they are share the tail's encoding.
-        let wire = self.encoder.clone();
         for i in 0..n {
             if self.batch_full() {
                 break;
@@ -483,7 +477,7 @@ impl<'a> Runner<'a> {
             }
             let (room, bytes) = self.room();
             out.clear();
-            match cursor.shard.read_tail(cursor.pos, room, bytes, wire.as_deref(), &mut out) {
+            match cursor.shard.read_tail(cursor.pos, room, bytes, &mut out) {
                 TailRead::Read { next } => {
                     self.sub.cursors[at].pos = next;
                     for read in out.drain(..) {
@@ -593,7 +587,7 @@ impl<'a> Runner<'a> {
         }
         match read {
             Read::Record(record) => {
-                self.push((record, None));
+                self.push(record);
                 Ok(())
             }
             Read::Encoded { record, .. } => {

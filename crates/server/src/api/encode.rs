@@ -1,13 +1,12 @@
-//! `Subscribe` responses and snapshot entries encoded as protobuf by hand, so that a record at
-//! the head is encoded once for every subscriber that delivers it as it is, and a snapshot entry
-//! costs no protobuf struct.
+//! `Subscribe` responses and snapshot entries encoded as protobuf by hand, so that a record is
+//! written straight from where it is (the view, librdkafka's buffer) into tonic's buffer, and a
+//! snapshot entry costs no protobuf struct.
 //!
 //! A `RecordBatch` is a sequence of `Record` messages, each framed by a tag and a length: a
 //! `SubscribeResponse` is written straight into the output buffer, record by record, with no
-//! protobuf structs and no per-record allocation. A's records sent as they are: the tail buffer
-//! keeps each record's encoding ([`encode_record`]) for every subscriber that reads it, and
-//! catch-up readers lend librdkafka's messages, encoded straight into tonic's buffer; sending
-//! either costs one copy of their bytes. Translated outputs are encoded in place, their lengths
+//! protobuf structs and no per-record allocation. A's records sent as they are come as the
+//! view's records (from the tail) or lent by a catch-up reader (librdkafka's messages), each
+//! encoded straight into tonic's buffer: one copy of their bytes. Translated outputs are encoded in place, their lengths
 //! computed first. The bytes on the wire are exactly those of
 //! `tributary.v1.SubscribeResponse`: clients see no difference.
 //!
@@ -100,6 +99,7 @@ impl Wire for SubscribeWire {
                 let lens: Vec<usize> = records.iter().map(|r| r.wire.len()).collect();
                 Self::write_batch(&lens, buf, |i, buf| match &records[i].wire {
                     RecordWire::Bytes(bytes) => buf.put_slice(bytes),
+                    RecordWire::Record { record, .. } => record.with_ref(|r| put_record(r, buf)),
                     // Straight from librdkafka's buffer into tonic's: the record's one copy.
                     RecordWire::Lent(lent) => lent.with_ref(|r| put_record(r, buf)),
                 });

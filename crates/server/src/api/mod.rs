@@ -10,8 +10,8 @@
 //!   the [`codec`], the others through the generated server.
 //! - [`codec`]: tonic's codec for responses that write themselves ([`encode::Wire`]).
 //! - [`chunker`]: packs snapshot entries into chunks under an encoded-size bound.
-//! - [`encode`]: records, outputs and snapshot entries encoded as protobuf by hand; a record
-//!   at the head is encoded once and shared by subscribers.
+//! - [`encode`]: records, outputs and snapshot entries encoded as protobuf by hand, straight into
+//!   tonic's buffer.
 //! - [`status`]: the core's error as a gRPC status with details.
 
 pub mod chunker;

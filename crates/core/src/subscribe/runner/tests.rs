@@ -65,9 +65,7 @@ impl Fixture {
             watermarks,
             catchup_pool: Arc::new(Semaphore::new(1)),
             shutdown,
-            wire: Some(Arc::new(|r: &RecordRef<'_>, buf: &mut BytesMut| {
-                buf.extend_from_slice(&r.offset.to_be_bytes())
-            })),
+            wire: Some(offset_encoder()),
         }
     }
 
@@ -84,6 +82,11 @@ impl Fixture {
     }
 }
 
+/// The fixture's encoding of a record sent as it is: its offset.
+fn offset_encoder() -> crate::record::Encoder {
+    Arc::new(|r: &RecordRef<'_>, buf: &mut BytesMut| buf.extend_from_slice(&r.offset.to_be_bytes()))
+}
+
 fn limits(tail_max_records: usize, max_batch_records: usize) -> Limits {
     Limits { tail_max_records, max_batch_records, progress_interval_ms: 20, ..Limits::default() }
 }
@@ -92,8 +95,9 @@ fn limits(tail_max_records: usize, max_batch_records: usize) -> Limits {
 #[derive(Default)]
 struct Seen {
     offsets: Vec<i64>,
-    /// Records delivered as they are: their offsets and encodings.
-    encoded: Vec<(i64, Bytes)>,
+    /// Records delivered as they are: their offsets and encodings, and whether they came as the
+    /// view's records (from the tail) rather than encoded already (by the catch-up reader).
+    encoded: Vec<(i64, Bytes, bool)>,
     progress: Vec<Progress>,
     error: Option<Error>,
 }
@@ -115,14 +119,14 @@ impl Seen {
                 Some(Ok(Event::Encoded(records))) => {
                     assert!(!records.is_empty(), "an empty batch was sent");
                     for r in records {
-                        // The fixture's encoding: the offset (the memory log encodes as it reads).
-                        let crate::record::Wire::Bytes(wire) = r.wire else {
-                            panic!("encoded bytes, not {:?}", r.wire)
-                        };
+                        // The fixture's encoding: the offset.
+                        let wire = r.to_bytes(&*offset_encoder());
                         let offset = i64::from_be_bytes(wire[..].try_into().expect("8 bytes"));
                         assert!(r.data_bytes > offset.to_string().len(), "key and value bytes");
+                        assert_eq!(r.wire.len(), wire.len(), "the length announced is the length written");
                         self.offsets.push(offset);
-                        self.encoded.push((offset, wire));
+                        let from_view = matches!(r.wire, crate::record::Wire::Record { .. });
+                        self.encoded.push((offset, wire, from_view));
                     }
                 }
                 Some(Ok(Event::Progress(p))) => self.progress.push(p),
@@ -147,11 +151,11 @@ async fn switches_from_catch_up_to_the_tail_and_back_without_gap_or_duplicate() 
     seen.until(&mut rx, 20).await;
     assert_eq!(seen.offsets, (0..20).collect::<Vec<_>>());
     assert_eq!(seen.encoded.len(), 20, "sent as they are, every record comes encoded");
-    // The tail's records come with the encoding the tail keeps for every subscriber.
-    let mut tail = Vec::new();
-    f.shard.read_tail(15, 5, usize::MAX, shared.wire.as_deref(), &mut tail);
-    let (offset, wire) = seen.encoded.last().unwrap();
-    assert_eq!((*offset, tail[4].1.as_ref().map(|w| w.as_ptr())), (19, Some(wire.as_ptr())));
+    // The catch-up reader's records come encoded; the tail's are the view's records, encoded as
+    // they are written.
+    let from_view: Vec<bool> = seen.encoded.iter().map(|(_, _, from_view)| *from_view).collect();
+    let switch = from_view.iter().position(|v| *v).expect("the last records come from the tail");
+    assert!(switch >= 15 && from_view[switch..].iter().all(|v| *v), "{from_view:?}");
     assert_eq!(f.log.opened.load(Ordering::SeqCst), 1, "one catch-up reader for the first 15 records");
     assert_eq!(shared.catchup_pool.available_permits(), 1, "the reader is closed once the cursor is on the tail");
 
