@@ -3,7 +3,8 @@
 //! the head and, after a warm-up of 1 s, are measured for BENCH_HEAD_SECONDS - 3 seconds (6):
 //! records delivered per second, latency from the send stamp in each value to its arrival
 //! (p50, p99, p999), and CPU per million records delivered of the gateway, of the client (this
-//! process: the followers) and of the broker (BENCH_BROKER_PID, set by scripts/bench.sh). Each
+//! process: the followers) and of the broker (BENCH_BROKER_PID, set by scripts/bench.sh), and the
+//! gateway's CPU per million records A wrote (what 10 followers cost over one). Each
 //! case runs on a topic of its own: the raw follower (the best raw profile of the throughput
 //! bench, plus `fetch.wait.max.ms=100`), one Subscribe, then BENCH_HEAD_FOLLOWERS (10) Subscribes.
 //! Everything shares the machine's cores, as it would for a user trying this on one machine.
@@ -146,8 +147,15 @@ async fn measure(case: Case<'_>, topic: &str, seconds: u64, followers: impl std:
     } else {
         (percentile(&mut seen.lags, 0.5), percentile(&mut seen.lags, 0.99), percentile(&mut seen.lags, 0.999))
     };
+    // The gateway's CPU per million of A's records (written in the window at the producer's
+    // average rate): what fan-out costs over one follower, whether or not the followers keep up.
+    let written_millions = produced / seconds as f64 * window / 1e6;
+    let per_written = match case.gateway_pid {
+        Some(_) if written_millions > 0.0 => format!("{:.2}", gateway_cpu / written_millions),
+        _ => "-".into(),
+    };
     println!(
-        "{:<24} {:>8.0} k/s {:>8.0} k/s {:>9.1?} {:>9.1?} {:>9.1?} {:>8} {:>8} {:>8}",
+        "{:<24} {:>8.0} k/s {:>8.0} k/s {:>9.1?} {:>9.1?} {:>9.1?} {:>8} {:>8} {:>8} {:>10}",
         case.name,
         produced / seconds as f64 / 1e3,
         seen.delivered as f64 / window / 1e3,
@@ -157,6 +165,7 @@ async fn measure(case: Case<'_>, topic: &str, seconds: u64, followers: impl std:
         if case.gateway_pid.is_some() { per_million(gateway_cpu) } else { "-".into() },
         per_million(client_cpu),
         per_million(broker_cpu),
+        per_written,
     );
 }
 
@@ -196,10 +205,13 @@ async fn main() {
     );
     println!("raw follower: {profile} + fetch.wait.max.ms=100");
     println!(
-        "{:<24} {:>12} {:>12} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}",
-        "follower", "produced", "delivered", "p50", "p99", "p999", "gateway", "client", "broker"
+        "{:<24} {:>12} {:>12} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>10}",
+        "follower", "produced", "delivered", "p50", "p99", "p999", "gateway", "client", "broker", "gateway/A"
     );
-    println!("(delivered: records/s summed over the followers; CPU: seconds per million of them)");
+    println!(
+        "(delivered: records/s summed over the followers; CPU: seconds per million of them; gateway/A: the \
+         gateway's seconds per million records A wrote)"
+    );
 
     let topic = unique_topic("head-raw");
     create_topic(&topic, PARTITIONS).await;
