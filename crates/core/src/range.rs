@@ -8,8 +8,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::sync::OwnedSemaphorePermit;
-
 use crate::{
     error::Error,
     events,
@@ -42,10 +40,9 @@ pub struct RangeReader {
     spare: Option<CatchUp>,
 }
 
-/// A catch-up reader with its permit of the pool (`limits.max_catchup_readers`).
+/// A catch-up reader (which holds its permit of the pool `limits.max_catchup_readers`).
 pub struct CatchUp {
     reader: Box<dyn CatchUpReader>,
-    _permit: OwnedSemaphorePermit,
     /// Where it was assigned last (unassigned when it is parked).
     assigned: Option<crate::record::PartitionOffset>,
 }
@@ -150,9 +147,9 @@ impl RangeReader {
                 ))
             })?
             .map_err(|_| Error::Internal("catch-up pool closed".into()))?;
-        let reader = self.shared.log.catch_up(self.shared.limits.catchup_prefetch_kbytes, None)?;
+        let reader = self.shared.log.catch_up(self.shared.limits.catchup_prefetch_kbytes, None, permit)?;
         reader.assign(std::slice::from_ref(&at))?;
-        self.catchup = Some(CatchUp { reader, _permit: permit, assigned: Some(at) });
+        self.catchup = Some(CatchUp { reader, assigned: Some(at) });
         Ok(())
     }
 

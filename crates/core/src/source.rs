@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use futures::future::BoxFuture;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::{
     error::Error,
@@ -31,8 +32,15 @@ pub trait Log: Send + Sync + 'static {
 
     /// A new catch-up reader with at most `prefetch_kbytes` KiB read ahead, assigned nothing.
     /// With `encoding`, it hands over records encoded ([`Read::Encoded`]) and only those the
-    /// encoding's filter matches.
-    fn catch_up(&self, prefetch_kbytes: usize, encoding: Option<Encoding>) -> Result<Box<dyn CatchUpReader>, Error>;
+    /// encoding's filter matches. It holds `permit` (of the pool `limits.max_catchup_readers`
+    /// counts) for as long as its Kafka consumer lives: records it lends keep the consumer until
+    /// they are written, so the pool bounds live consumers, not only open readers.
+    fn catch_up(
+        &self,
+        prefetch_kbytes: usize,
+        encoding: Option<Encoding>,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Box<dyn CatchUpReader>, Error>;
 }
 
 /// How a catch-up reader of a subscription that sends A's records as they are hands them over:

@@ -40,9 +40,15 @@ impl Log for MemoryLog {
             .collect())
     }
 
-    fn catch_up(&self, _prefetch_kbytes: usize, encoding: Option<Encoding>) -> Result<Box<dyn CatchUpReader>, Error> {
+    fn catch_up(
+        &self,
+        _prefetch_kbytes: usize,
+        encoding: Option<Encoding>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<Box<dyn CatchUpReader>, Error> {
         self.opened.fetch_add(1, Ordering::SeqCst);
-        Ok(Box::new(MemoryReader { records: self.records.clone(), assigned: Mutex::default(), encoding }))
+        let records = self.records.clone();
+        Ok(Box::new(MemoryReader { records, assigned: Mutex::default(), encoding, _permit: permit }))
     }
 }
 
@@ -51,6 +57,8 @@ pub(crate) struct MemoryReader {
     pub(crate) assigned: Mutex<BTreeMap<Partition, i64>>,
     /// Reads are encoded and filtered as the Kafka reader's are.
     pub(crate) encoding: Option<Encoding>,
+    /// Held as long as the reader (it lends nothing).
+    pub(crate) _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl MemoryReader {

@@ -247,7 +247,12 @@ mod tests {
             Ok(partitions.iter().map(|_| Watermarks { earliest: 0, latest }).collect())
         }
 
-        fn catch_up(&self, _: usize, _: Option<crate::source::Encoding>) -> Result<Box<dyn CatchUpReader>, Error> {
+        fn catch_up(
+            &self,
+            _: usize,
+            _: Option<crate::source::Encoding>,
+            _: tokio::sync::OwnedSemaphorePermit,
+        ) -> Result<Box<dyn CatchUpReader>, Error> {
             Err(Error::Internal("watermark tests read no records".into()))
         }
     }

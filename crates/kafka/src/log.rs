@@ -18,6 +18,7 @@ use rdkafka::{
     message::{BorrowedMessage, Message},
     types::RDKafkaErrorCode,
 };
+use tokio::sync::OwnedSemaphorePermit;
 use tributary_core::{
     decode::Decode,
     source::{take_reads, CatchUpReader, Encoding, Log, Partition, Read, Watermarks},
@@ -67,17 +68,37 @@ impl Log for Kafka {
         watermarks(&self.metadata, partitions)
     }
 
-    fn catch_up(&self, prefetch_kbytes: usize, encoding: Option<Encoding>) -> Result<Box<dyn CatchUpReader>, Error> {
+    fn catch_up(
+        &self,
+        prefetch_kbytes: usize,
+        encoding: Option<Encoding>,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Box<dyn CatchUpReader>, Error> {
         let consumer: StreamConsumer =
             consumer_config(&self.config, "catchup", &catchup_tuning(prefetch_kbytes)).create().map_err(kafka_error)?;
         let decode = self.decode.clone();
-        let consumer = Arc::new(consumer);
+        let consumer = Arc::new(Leased { consumer, _permit: permit });
         Ok(Box::new(Reader { consumer, topics: RwLock::new(Vec::new()), ready: Mutex::default(), encoding, decode }))
     }
 }
 
+/// A catch-up reader's consumer, with the pool permit it holds until it is gone.
+struct Leased {
+    consumer: StreamConsumer,
+    /// Dropped after the consumer (fields drop in order).
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for Leased {
+    type Target = StreamConsumer;
+
+    fn deref(&self) -> &StreamConsumer {
+        &self.consumer
+    }
+}
+
 /// A batch of a catch-up reader lends its messages as records.
-impl Lender for Held<StreamConsumer> {
+impl Lender for Held<Leased> {
     fn lend(&self, index: usize, f: &mut dyn FnMut(&RecordRef<'_>)) {
         let m = self.message(index);
         with_parts(&m, m.topic(), |r| f(r));
@@ -88,7 +109,7 @@ impl Lender for Held<StreamConsumer> {
 struct Reader {
     /// Shared with the batches whose records are lent out ([`Held`]), which outlive the reader
     /// when its last records are still on their way to the client.
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<Leased>,
     /// The names of the assigned topics, shared by every record read (no allocation per record).
     topics: RwLock<Vec<Arc<str>>>,
     /// Reads taken from librdkafka in one batch and not handed out yet, and the buffer records
@@ -199,7 +220,7 @@ impl Reader {
     /// Takes what librdkafka has ready, up to [`CATCHUP_BATCH`] messages, in one call. Records
     /// sent as they are stay in librdkafka's buffers, lent from the batch until written.
     fn fill(&self, ready: &mut Ready) {
-        let Some(queue) = ConsumerQueue::of(&*self.consumer) else {
+        let Some(queue) = ConsumerQueue::of(&self.consumer.consumer) else {
             if let Some(message) = self.consumer.recv().now_or_never() {
                 let read = self.read(message, &mut ready.chunk);
                 ready.reads.extend(read);
@@ -279,7 +300,7 @@ impl CatchUpReader for Reader {
     /// The consumer's positions, held back to the first record not handed out yet: a position
     /// must never pass a record the subscription has not taken.
     fn positions(&self) -> Vec<PartitionOffset> {
-        let mut positions = positions(&*self.consumer);
+        let mut positions = positions(&self.consumer.consumer);
         for (topic, partition, offset) in self.ready().reads.iter().filter_map(Read::at) {
             for p in &mut positions {
                 if p.partition == partition && *p.topic == **topic && offset < p.offset {
@@ -302,8 +323,13 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(20);
 
+    /// A permit of a pool of one, for a reader whose pool the test does not watch.
+    fn permit() -> OwnedSemaphorePermit {
+        Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned().unwrap()
+    }
+
     fn reader(topic: &str, from: &[(i32, i64)]) -> Box<dyn CatchUpReader> {
-        let reader = Kafka::new(&testing::config()).unwrap().catch_up(64, None).unwrap();
+        let reader = Kafka::new(&testing::config()).unwrap().catch_up(64, None, permit()).unwrap();
         let positions: Vec<_> = from.iter().map(|&(p, o)| PartitionOffset::new(topic, p, o)).collect();
         reader.assign(&positions).unwrap();
         reader
@@ -425,6 +451,31 @@ mod tests {
         assert_eq!(next.offset, 3, "after {} reads dropped", dropped.len());
     }
 
+    /// A record lent by a reader keeps the reader's consumer (librdkafka wants its messages
+    /// destroyed first) and with it the reader's pool permit: the pool bounds live consumers,
+    /// also while a closed reader's last records wait in a stream's buffer.
+    #[tokio::test]
+    async fn a_lent_record_keeps_its_consumer_and_the_pool_permit_until_it_is_dropped() {
+        let topic = testing::topic("lent", 1);
+        testing::write_n(&topic, 0, 20);
+        let pool = Arc::new(tokio::sync::Semaphore::new(1));
+        let encoder: tributary_core::Encoder =
+            Arc::new(|r: &RecordRef<'_>, buf: &mut BytesMut| buf.extend_from_slice(r.value.unwrap()));
+        let encoding = Encoding { encoder: encoder.clone(), filter: Default::default() };
+        let permit = pool.clone().try_acquire_owned().unwrap();
+        let reader = Kafka::new(&testing::config()).unwrap().catch_up(64, Some(encoding), permit).unwrap();
+        reader.assign(&[PartitionOffset::new(&topic, 0, 0)]).unwrap();
+        let mut reads = take(&*reader, 20, 64);
+        assert_eq!(reads.len(), 20);
+        drop(reader);
+        reads.truncate(1);
+        assert_eq!(pool.available_permits(), 0, "a lent record holds the consumer, and the permit with it");
+        let Some(Read::Encoded { record, .. }) = reads.pop() else { panic!("an encoded read") };
+        assert_eq!(&record.to_bytes(&*encoder)[..], b"v0", "the record is still readable after its reader closed");
+        drop(record);
+        assert_eq!(pool.available_permits(), 1, "the last lent record gone, the consumer and its permit are");
+    }
+
     /// A reader with an encoding hands over what encoding the record it would read otherwise
     /// gives, byte for byte, and only the records the filter matches; its positions move past
     /// the others.
@@ -468,7 +519,7 @@ mod tests {
         let keys = KeyFilter::new(vec![], vec![bytes::Bytes::from_static(b"a")], "filter").unwrap();
         let filter = Filter { keys, ..Default::default() };
         let encoding = Encoding { encoder: encoder.clone(), filter };
-        let reader = Kafka::new(&testing::config()).unwrap().catch_up(64, Some(encoding)).unwrap();
+        let reader = Kafka::new(&testing::config()).unwrap().catch_up(64, Some(encoding), permit()).unwrap();
         reader.assign(&[PartitionOffset::new(&topic, 0, 0)]).unwrap();
         let reads = take(&*reader, expected.len(), 64);
         let got: Vec<_> = reads
@@ -508,7 +559,7 @@ mod tests {
         decode: Arc<testing::StubDecode>,
         encoding: Option<Encoding>,
     ) -> Box<dyn CatchUpReader> {
-        let reader = Kafka::new(&testing::config()).unwrap().decoding(decode).catch_up(64, encoding).unwrap();
+        let reader = Kafka::new(&testing::config()).unwrap().decoding(decode).catch_up(64, encoding, permit()).unwrap();
         reader.assign(&[PartitionOffset::new(topic, 0, 0)]).unwrap();
         reader
     }

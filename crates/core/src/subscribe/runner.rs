@@ -44,10 +44,9 @@ pub async fn run(sub: Subscription, shared: Shared, tx: EventSender) {
     }
 }
 
-/// A catch-up reader and the pool permit it holds.
+/// A catch-up reader (which holds its pool permit).
 struct CatchUp {
     reader: Box<dyn CatchUpReader>,
-    _permit: OwnedSemaphorePermit,
 }
 
 struct Runner<'a> {
@@ -507,10 +506,10 @@ impl<'a> Runner<'a> {
     /// Opens the catch-up reader over every cursor that is behind.
     fn open_catchup(&mut self, permit: OwnedSemaphorePermit) -> Result<(), Error> {
         let encoding = self.encoder.clone().map(|encoder| Encoding { encoder, filter: self.sub.filter.clone() });
-        let reader = self.shared.log.catch_up(self.shared.limits.catchup_prefetch_kbytes, encoding)?;
+        let reader = self.shared.log.catch_up(self.shared.limits.catchup_prefetch_kbytes, encoding, permit)?;
         let behind: Vec<PartitionOffset> = self.sub.cursors.iter().filter(|c| c.behind).map(Cursor::position).collect();
         reader.assign(&behind)?;
-        self.catchup = Some(CatchUp { reader, _permit: permit });
+        self.catchup = Some(CatchUp { reader });
         Ok(())
     }
 

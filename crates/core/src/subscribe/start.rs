@@ -219,7 +219,12 @@ mod tests {
             Ok(partitions.iter().map(|_| Watermarks { earliest, latest: 10 }).collect())
         }
 
-        fn catch_up(&self, _: usize, _: Option<crate::source::Encoding>) -> Result<Box<dyn CatchUpReader>, Error> {
+        fn catch_up(
+            &self,
+            _: usize,
+            _: Option<crate::source::Encoding>,
+            _: tokio::sync::OwnedSemaphorePermit,
+        ) -> Result<Box<dyn CatchUpReader>, Error> {
             Err(Error::Internal("start tests read no records".into()))
         }
     }

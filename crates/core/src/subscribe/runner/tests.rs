@@ -273,8 +273,9 @@ async fn a_partition_taken_from_this_replica_ends_the_stream_unavailable_with_it
 fn reads_are_taken_in_bulk_within_a_count_and_a_byte_budget() {
     let record = |offset| Record::new("t".into(), 0, offset, 0, Some(b"k"), Some(&[b'v'; 100]), &[]);
     let log: BTreeMap<Partition, Vec<Record>> = [(("t".into(), 0), (0..10).map(record).collect())].into();
-    let reader =
-        MemoryReader { records: Arc::new(Mutex::new(log)), assigned: Mutex::new(BTreeMap::new()), encoding: None };
+    let _permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+    let (records, assigned) = (Arc::new(Mutex::new(log)), Mutex::new(BTreeMap::new()));
+    let reader = MemoryReader { records, assigned, encoding: None, _permit };
     reader.assign(&[PartitionOffset::new("t", 0, 0)]).unwrap();
     let offsets =
         |reads: &[Read]| reads.iter().map(|r| if let Read::Record(r) = r { r.offset } else { -1 }).collect::<Vec<_>>();
