@@ -586,6 +586,8 @@ async fn during_a_kafka_outage_the_view_keeps_serving_and_says_kafka_is_away() {
         assert!(std::time::Instant::now() < deadline, "Kafka is reported reachable while it is up");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    // Its sibling says whether ingest keeps up (`NOT_SERVING` with `view_falling_behind`).
+    assert_eq!(health_of(gateway.addr, "tributary.ingest").await, ServingStatus::Serving, "ingest keeps up");
     let mut follower =
         Follower::start(&mut client, pb::SubscribeRequest { topics: vec![topic.clone()], ..Default::default() })
             .await

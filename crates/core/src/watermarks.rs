@@ -70,6 +70,8 @@ pub struct WatermarkCache {
     finished: watch::Sender<u64>,
     /// Whether Kafka answered the last refresh.
     reachable: watch::Sender<bool>,
+    /// Whether no partition was falling behind ([`falling_behind`]) at the last refresh.
+    keeping_up: watch::Sender<bool>,
     wake: Notify,
 }
 
@@ -81,6 +83,7 @@ impl WatermarkCache {
             state: Mutex::new(State::default()),
             finished: watch::channel(0).0,
             reachable: watch::channel(false).0,
+            keeping_up: watch::channel(true).0,
             wake: Notify::new(),
         })
     }
@@ -118,6 +121,7 @@ impl WatermarkCache {
             };
             match result {
                 Ok(marks) => {
+                    let mut behind = false;
                     for ((topic, partition), m) in partitions.iter().zip(&marks) {
                         if let Some(shard) = self.view.topic(topic).ok().and_then(|t| t.shard(*partition)) {
                             shard.trim_below(m.earliest);
@@ -140,6 +144,7 @@ impl WatermarkCache {
                             let key = (topic.clone(), *partition);
                             let before = self.lock().lags.insert(key, lag_records);
                             if falling_behind(before, lag_records, lag_seconds) {
+                                behind = true;
                                 events::emit(&events::ViewFallingBehind {
                                     partition: format!("{topic}/{partition}"),
                                     lag_records,
@@ -155,6 +160,7 @@ impl WatermarkCache {
                     s.failure = None;
                     drop(s);
                     self.reachable.send_if_modified(|r| !std::mem::replace(r, true));
+                    self.keeping_up.send_if_modified(|k| std::mem::replace(k, !behind) == behind);
                     self.finished.send_modify(|n| *n += 1);
                 }
                 Err(e) => {
@@ -175,6 +181,13 @@ impl WatermarkCache {
     /// Whether Kafka answered the last refresh (false until the first one).
     pub fn reachable(&self) -> watch::Receiver<bool> {
         self.reachable.subscribe()
+    }
+
+    /// False while ingest is not keeping up: at the last refresh some partition was falling
+    /// behind ([`falling_behind`], the `view_falling_behind` event); true again at the first
+    /// refresh where none is.
+    pub fn keeping_up(&self) -> watch::Receiver<bool> {
+        self.keeping_up.subscribe()
     }
 
     /// The last known watermarks of `partitions`, without asking Kafka; `None` when one was never
@@ -306,6 +319,36 @@ mod tests {
         log.down.store(true, Ordering::SeqCst);
         let error = cache.get(&p, Duration::from_secs(5)).await.unwrap_err();
         assert!(matches!(error, Error::Kafka { .. }), "{error:?}");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn keeping_up_turns_false_while_a_partition_falls_behind_and_true_once_it_catches_up() {
+        let view = Arc::new(View::new(&["t".to_string()]));
+        let shard = Arc::new(Shard::new("t".into(), 0, 0, 0));
+        view.topic("t").unwrap().add_shard(shard.clone());
+        view.set_assigned();
+        let log = Arc::new(Flaky::default());
+        let cache = WatermarkCache::new(log.clone(), view);
+        let stop = CancellationToken::new();
+        tokio::spawn(cache.clone().run(Duration::from_secs(3600), stop.clone()));
+        let p: Vec<Partition> = vec![("t".into(), 0)];
+        let limits = crate::limits::Limits::default();
+        let record = |offset, age_ms| {
+            crate::record::Record::new("t".into(), 0, offset, now_ms() - age_ms, Some(b"k"), Some(b"v"), &[])
+        };
+        // The newest record is a minute old and Kafka's end moves on at every refresh.
+        shard.apply(record(0, 60_000), &limits);
+        let mut keeping_up = cache.keeping_up();
+        for _ in 0..3 {
+            cache.get(&p, Duration::from_secs(5)).await.unwrap();
+        }
+        assert!(!*keeping_up.borrow_and_update(), "lag grew with the newest record 60 s old");
+        // Ingest catches up: the lag shrinks.
+        let latest = log.latest.load(Ordering::SeqCst);
+        shard.apply_all((1..=latest).map(|o| record(o, 0)), &limits);
+        cache.get(&p, Duration::from_secs(5)).await.unwrap();
+        assert!(*keeping_up.borrow_and_update(), "caught up");
         stop.cancel();
     }
 

@@ -43,6 +43,31 @@ use crate::{
 /// The health service name whose status is whether Kafka answered the gateway's last request.
 pub const KAFKA_HEALTH_SERVICE: &str = "tributary.kafka";
 
+/// The health service that is `NOT_SERVING` while ingest is not keeping up with Kafka (some
+/// partition's lag grew with its newest record over 5 s old: the `view_falling_behind` event).
+pub const INGEST_HEALTH_SERVICE: &str = "tributary.ingest";
+
+/// Keeps health service `service` `SERVING` while `up` is true and `NOT_SERVING` while it is
+/// false, until `token` is cancelled.
+async fn health_of(
+    health: HealthReporter,
+    service: &'static str,
+    mut up: tokio::sync::watch::Receiver<bool>,
+    token: CancellationToken,
+) {
+    loop {
+        let status = match *up.borrow_and_update() {
+            true => tonic_health::ServingStatus::Serving,
+            false => tonic_health::ServingStatus::NotServing,
+        };
+        health.set_service_status(service, status).await;
+        tokio::select! {
+            changed = up.changed() => if changed.is_err() { return },
+            _ = token.cancelled() => return,
+        }
+    }
+}
+
 /// Longest wait for in-flight streams after shutdown starts.
 pub const DRAIN: Duration = Duration::from_secs(10);
 
@@ -290,25 +315,11 @@ impl App {
                 }
             });
         }
-        {
-            // Kafka's reachability as its own health service, for load balancers and alerts: the
-            // gateway ("" above) keeps serving its view while Kafka is away.
-            let mut reachable = shared.watermarks.reachable();
-            let token = token.clone();
-            tokio::spawn(async move {
-                loop {
-                    let status = match *reachable.borrow_and_update() {
-                        true => tonic_health::ServingStatus::Serving,
-                        false => tonic_health::ServingStatus::NotServing,
-                    };
-                    health.set_service_status(KAFKA_HEALTH_SERVICE, status).await;
-                    tokio::select! {
-                        changed = reachable.changed() => if changed.is_err() { return },
-                        _ = token.cancelled() => return,
-                    }
-                }
-            });
-        }
+        // Kafka's reachability, and whether ingest keeps up with Kafka, as health services of
+        // their own, for load balancers and alerts: the gateway ("" above) keeps serving its view
+        // while Kafka is away or ahead.
+        tokio::spawn(health_of(health.clone(), KAFKA_HEALTH_SERVICE, shared.watermarks.reachable(), token.clone()));
+        tokio::spawn(health_of(health, INGEST_HEALTH_SERVICE, shared.watermarks.keeping_up(), token.clone()));
         tokio::spawn(telemetry::lags(durable, lags, token.clone()));
         if let (Some(http), Some(listen)) = (http, config.http.listen) {
             let listener =
