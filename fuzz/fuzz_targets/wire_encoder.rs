@@ -10,11 +10,11 @@ use arbitrary::Arbitrary;
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use tributary_core::{Encoded, Output, Payload, Record};
+use tributary_core::{Encode, Encoded, Lender, Lent, Output, Payload, Record, RecordRef};
 use tributary_server::{
     api::{
         convert,
-        encode::{encode_entry, encode_record, SubscribeWire, Wire},
+        encode::{encode_entry, encode_record, RecordEncoder, SubscribeWire, Wire},
     },
     pb,
 };
@@ -32,6 +32,25 @@ struct Source {
     headers: Headers,
     /// What a translator made of it (none: delivered as it is).
     outputs: Vec<(Option<Vec<u8>>, Option<Vec<u8>>, Headers)>,
+    /// How the untranslated record reaches the encoder: encoded already, kept by the tail, or
+    /// lent from a reader's batch (as itself or as a tombstone of its key).
+    via: Via,
+}
+
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum Via {
+    Bytes,
+    Tail,
+    Lent { tombstone: bool },
+}
+
+/// A reader's batch: the records it lends by index.
+struct Batch(Vec<Record>);
+
+impl Lender for Batch {
+    fn lend(&self, index: usize, f: &mut dyn FnMut(&RecordRef<'_>)) {
+        self.0[index].with_ref(|r| f(r));
+    }
 }
 
 fn decode<M: Message + Default>(wire: BytesMut) -> M {
@@ -46,19 +65,56 @@ fn batch(response: pb::SubscribeResponse) -> Vec<pb::Record> {
 }
 
 fuzz_target!(|sources: Vec<Source>| {
-    let (mut outputs, mut encoded) = (Vec::new(), Vec::new());
-    for s in &sources {
-        let headers: Vec<(&str, Option<&[u8]>)> = s.headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
-        let topic = Arc::from(s.topic.as_str());
-        let record =
-            Record::new(topic, s.partition, s.offset, s.timestamp_ms, s.key.as_deref(), s.value.as_deref(), &headers);
+    let (mut outputs, mut encoded, mut expected_encoded) = (Vec::new(), Vec::new(), Vec::new());
+    let records: Vec<Record> = sources
+        .iter()
+        .map(|s| {
+            let headers: Vec<(&str, Option<&[u8]>)> =
+                s.headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+            Record::new(
+                Arc::from(s.topic.as_str()),
+                s.partition,
+                s.offset,
+                s.timestamp_ms,
+                s.key.as_deref(),
+                s.value.as_deref(),
+                &headers,
+            )
+        })
+        .collect();
+    let batch_of_reader: Arc<dyn Lender> = Arc::new(Batch(records.clone()));
+    for (index, (s, record)) in sources.iter().zip(&records).enumerate() {
+        let record = record.clone();
         let untranslated = Output::untranslated(record.clone());
 
-        // One record as catch-up readers and the tail buffer encode it.
+        // One record as the encoder writes it, its length told before it is written.
         let mut wire = BytesMut::new();
         record.with_ref(|r| encode_record(r, &mut wire));
-        assert_eq!(decode::<pb::Record>(wire.clone()), convert::record(untranslated.clone()));
-        encoded.push(Encoded { wire: wire.freeze(), data_bytes: record.data_bytes() });
+        assert_eq!(record.with_ref(|r| RecordEncoder.encoded_len(r)), wire.len());
+        let expected = convert::record(untranslated.clone());
+        assert_eq!(decode::<pb::Record>(wire.clone()), expected);
+        let (one, expected) = match s.via {
+            Via::Bytes => (Encoded::bytes(wire.freeze(), record.data_bytes()), expected),
+            Via::Tail => (record.to_encode(&RecordEncoder), expected),
+            Via::Lent { tombstone } => {
+                let len = record.with_ref(|r| {
+                    let r = if tombstone { RecordRef { value: None, ..*r } } else { *r };
+                    RecordEncoder.encoded_len(&r)
+                });
+                let lent = Encoded {
+                    wire: tributary_core::Wire::Lent(Lent::new(batch_of_reader.clone(), index, tombstone, len)),
+                    data_bytes: record.data_bytes(),
+                };
+                let expected = if tombstone { pb::Record { value: None, ..expected } } else { expected };
+                (lent, expected)
+            }
+        };
+        assert_eq!(
+            pb::Record::decode(one.to_bytes(&RecordEncoder)).expect("the encoder writes valid protobuf"),
+            expected
+        );
+        encoded.push(one);
+        expected_encoded.push(expected);
 
         // The translator's outputs of it, sharing one list as a translator call's do.
         let payloads: Arc<[Payload]> = s
@@ -85,9 +141,7 @@ fuzz_target!(|sources: Vec<Source>| {
     SubscribeWire::Records(outputs).write(&mut wire);
     assert_eq!(batch(decode(wire)), expected);
 
-    let expected: Vec<pb::Record> =
-        encoded.iter().map(|e| pb::Record::decode(e.wire.clone()).expect("decoded above")).collect();
     let mut wire = BytesMut::new();
     SubscribeWire::Encoded(encoded).write(&mut wire);
-    assert_eq!(batch(decode(wire)), expected);
+    assert_eq!(batch(decode(wire)), expected_encoded);
 });
