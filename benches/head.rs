@@ -6,7 +6,8 @@
 //! process: the followers) and of the broker (BENCH_BROKER_PID, set by scripts/bench.sh), and the
 //! gateway's CPU per million records A wrote (what 10 followers cost over one). Each
 //! case runs on a topic of its own: the raw follower (the best raw profile of the throughput
-//! bench, plus `fetch.wait.max.ms=100`), one Subscribe, then BENCH_HEAD_FOLLOWERS (10) Subscribes.
+//! bench, plus `fetch.wait.max.ms=100`), one Subscribe, then BENCH_HEAD_FOLLOWERS (10) Subscribes,
+//! then as many again on a gateway with a deep tail buffer (1 M records, 32 MiB per partition).
 //! Everything shares the machine's cores, as it would for a user trying this on one machine.
 //! Asserts nothing.
 
@@ -23,6 +24,10 @@ use tributary_server::pb;
 use tributary_testkit::{bench::*, *};
 
 const PARTITIONS: i32 = 4;
+/// The deep tail of the last case: 1 M records and 32 MiB per partition (`limits.tail_max_records`
+/// and `limits.tail_max_bytes`, 8 times the defaults in memory).
+const DEEP_TAIL_RECORDS: &str = "1048576";
+const DEEP_TAIL_BYTES: &str = "33554432";
 
 /// What the followers saw in the measured window.
 #[derive(Default)]
@@ -223,14 +228,24 @@ async fn main() {
     let case = Case { name: "raw consumer".into(), gateway_pid: None, broker_pid, clock: &c };
     measure(case, &topic, seconds, async { follower.await.unwrap() }).await;
 
-    for followers in [1, many] {
+    // The default tail, then the many followers again with a tail deep enough to keep them in
+    // memory when they fall seconds behind (instead of each reading from Kafka).
+    let deep: &[(&str, &str)] = &[
+        ("TRIBUTARY__LIMITS__TAIL_MAX_RECORDS", DEEP_TAIL_RECORDS),
+        ("TRIBUTARY__LIMITS__TAIL_MAX_BYTES", DEEP_TAIL_BYTES),
+    ];
+    for (followers, tail) in [(1, &[][..]), (many, &[][..]), (many, deep)] {
         let topic = unique_topic("head-gw");
         create_topic(&topic, PARTITIONS).await;
-        let gateway = Process::spawn(&[&topic], &[]).await;
+        let gateway = Process::spawn(&[&topic], tail).await;
         let c = clock(seconds);
         let tasks: Vec<_> =
             (0..followers).map(|_| tokio::spawn(gateway_follower(gateway.addr, topic.clone(), c.clone()))).collect();
-        let name = format!("{followers} Subscribe{}", if followers > 1 { "s" } else { "" });
+        let name = format!(
+            "{followers} Subscribe{}{}",
+            if followers > 1 { "s" } else { "" },
+            if tail.is_empty() { "" } else { ", deep tail" }
+        );
         let case = Case { name, gateway_pid: Some(gateway.child.id()), broker_pid, clock: &c };
         measure(case, &topic, seconds, async {
             for t in tasks {
