@@ -34,6 +34,10 @@ fi
 
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The fuzz targets are a workspace of their own: linted (and so type-checked) here, minutes
+# before the fuzzing step builds them; in the workspace's target directory, whose checked
+# dependencies they share.
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" cargo clippy --manifest-path fuzz/Cargo.toml --bins --quiet -- -D warnings
 
 step "Building the translators (WebAssembly components the tests upload)"
 scripts/build-translators.sh

@@ -20,6 +20,8 @@ use tributary_server::{
 };
 
 type Headers = Vec<(String, Option<Vec<u8>>)>;
+/// A translator's output: key, value and headers.
+type Produced = (Option<Vec<u8>>, Option<Vec<u8>>, Headers);
 
 #[derive(Arbitrary, Debug)]
 struct Source {
@@ -31,7 +33,7 @@ struct Source {
     value: Option<Vec<u8>>,
     headers: Headers,
     /// What a translator made of it (none: delivered as it is).
-    outputs: Vec<(Option<Vec<u8>>, Option<Vec<u8>>, Headers)>,
+    outputs: Vec<Produced>,
     /// How the untranslated record reaches the encoder: encoded already, kept by the tail, or
     /// lent from a reader's batch (as itself or as a tombstone of its key).
     via: Via,
