@@ -86,7 +86,6 @@ fuzz_target!(|sources: Vec<Source>| {
         .collect();
     let batch_of_reader: Arc<dyn Lender> = Arc::new(Batch(records.clone()));
     for (index, (s, record)) in sources.iter().zip(&records).enumerate() {
-        let record = record.clone();
         let untranslated = Output::untranslated(record.clone());
 
         // One record as the encoder writes it, its length told before it is written.
@@ -99,16 +98,14 @@ fuzz_target!(|sources: Vec<Source>| {
             Via::Bytes => (Encoded::bytes(wire.freeze(), record.data_bytes()), expected),
             Via::Tail => (record.to_encode(&RecordEncoder), expected),
             Via::Lent { tombstone } => {
-                let len = record.with_ref(|r| {
-                    let r = if tombstone { RecordRef { value: None, ..*r } } else { *r };
-                    RecordEncoder.encoded_len(&r)
-                });
+                // As a subscription's filter verdict has it: the record, or a tombstone of its key.
+                let delivered = if tombstone { record.to_tombstone() } else { record.clone() };
+                let len = delivered.with_ref(|r| RecordEncoder.encoded_len(r));
                 let lent = Encoded {
                     wire: tributary_core::Wire::Lent(Lent::new(batch_of_reader.clone(), index, tombstone, len)),
-                    data_bytes: record.data_bytes(),
+                    data_bytes: delivered.data_bytes(),
                 };
-                let expected = if tombstone { pb::Record { value: None, ..expected } } else { expected };
-                (lent, expected)
+                (lent, convert::record(Output::untranslated(delivered)))
             }
         };
         assert_eq!(
