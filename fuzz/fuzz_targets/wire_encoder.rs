@@ -34,8 +34,9 @@ struct Source {
     headers: Headers,
     /// What a translator made of it (none: delivered as it is).
     outputs: Vec<Produced>,
-    /// How the untranslated record reaches the encoder: encoded already, kept by the tail, or
-    /// lent from a reader's batch (as itself or as a tombstone of its key).
+    /// How the untranslated record reaches the encoder: encoded already, kept by the tail, lent
+    /// from a reader's batch (as itself or as a tombstone of its key), or in a run of the tail
+    /// encoded once for every follower (consecutive ones in the same run).
     via: Via,
 }
 
@@ -44,6 +45,25 @@ enum Via {
     Bytes,
     Tail,
     Lent { tombstone: bool },
+    Run,
+}
+
+/// Records gathered into one shared run, as the tail encodes them (`Encode::encode_item`).
+#[derive(Default)]
+struct Gathered {
+    items: BytesMut,
+    records: usize,
+    data_bytes: usize,
+}
+
+impl Gathered {
+    /// The run gathered so far, if any, pushed to `encoded`.
+    fn flush(&mut self, encoded: &mut Vec<Encoded>) {
+        let Gathered { items, records, data_bytes } = std::mem::take(self);
+        if records > 0 {
+            encoded.push(Encoded::run(tributary_core::Run { bytes: items.freeze(), records }, data_bytes));
+        }
+    }
 }
 
 /// A reader's batch: the records it lends by index.
@@ -85,6 +105,7 @@ fuzz_target!(|sources: Vec<Source>| {
         })
         .collect();
     let batch_of_reader: Arc<dyn Lender> = Arc::new(Batch(records.clone()));
+    let mut run = Gathered::default();
     for (index, (s, record)) in sources.iter().zip(&records).enumerate() {
         let untranslated = Output::untranslated(record.clone());
 
@@ -94,9 +115,23 @@ fuzz_target!(|sources: Vec<Source>| {
         assert_eq!(record.with_ref(|r| RecordEncoder.encoded_len(r)), wire.len());
         let expected = convert::record(untranslated.clone());
         assert_eq!(decode::<pb::Record>(wire.clone()), expected);
+        if let Via::Run = s.via {
+            let mut item = BytesMut::new();
+            record.with_ref(|r| RecordEncoder.encode_item(r, &mut item));
+            // An item is an entry of a `RecordBatch`.
+            let alone = pb::RecordBatch::decode(item.clone().freeze()).expect("valid protobuf");
+            assert_eq!(alone.records, vec![expected.clone()]);
+            run.items.extend_from_slice(&item);
+            run.records += 1;
+            run.data_bytes += record.data_bytes();
+            expected_encoded.push(expected.clone());
+        } else {
+            run.flush(&mut encoded);
+        }
         let (one, expected) = match s.via {
-            Via::Bytes => (Encoded::bytes(wire.freeze(), record.data_bytes()), expected),
-            Via::Tail => (record.to_encode(&RecordEncoder), expected),
+            Via::Run => (None, expected),
+            Via::Bytes => (Some(Encoded::bytes(wire.freeze(), record.data_bytes())), expected),
+            Via::Tail => (Some(record.to_encode(&RecordEncoder)), expected),
             Via::Lent { tombstone } => {
                 // As a subscription's filter verdict has it: the record, or a tombstone of its key.
                 let delivered = if tombstone { record.to_tombstone() } else { record.clone() };
@@ -105,15 +140,17 @@ fuzz_target!(|sources: Vec<Source>| {
                     wire: tributary_core::Wire::Lent(Lent::new(batch_of_reader.clone(), index, tombstone, len)),
                     data_bytes: delivered.data_bytes(),
                 };
-                (lent, convert::record(Output::untranslated(delivered)))
+                (Some(lent), convert::record(Output::untranslated(delivered)))
             }
         };
-        assert_eq!(
-            pb::Record::decode(one.to_bytes(&RecordEncoder)).expect("the encoder writes valid protobuf"),
-            expected
-        );
-        encoded.push(one);
-        expected_encoded.push(expected);
+        if let Some(one) = one {
+            assert_eq!(
+                pb::Record::decode(one.to_bytes(&RecordEncoder)).expect("the encoder writes valid protobuf"),
+                expected
+            );
+            encoded.push(one);
+            expected_encoded.push(expected);
+        }
 
         // The translator's outputs of it, sharing one list as a translator call's do.
         let payloads: Arc<[Payload]> = s
@@ -140,6 +177,7 @@ fuzz_target!(|sources: Vec<Source>| {
     SubscribeWire::Records(outputs).write(&mut wire);
     assert_eq!(batch(decode(wire)), expected);
 
+    run.flush(&mut encoded);
     let mut wire = BytesMut::new();
     SubscribeWire::Encoded(encoded).write(&mut wire);
     assert_eq!(batch(decode(wire)), expected_encoded);

@@ -22,6 +22,11 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// Whether every record is delivered as it is (no filter).
+    pub fn is_everything(&self) -> bool {
+        self.keys.is_empty() && self.records.is_empty()
+    }
+
     /// What to do with `record`.
     pub fn verdict(&self, record: &RecordRef<'_>) -> Verdict {
         self.judge(record.key, record.value, record.headers.iter().copied())

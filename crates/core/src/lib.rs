@@ -63,5 +63,5 @@ pub mod watermarks;
 pub use error::{Error, SubscriptionProblem, TranslatorFailure};
 pub use limits::Limits;
 pub use record::{
-    Encode, Encoded, Encoder, Header, Lender, Lent, Output, PartitionOffset, Payload, Record, RecordRef, Wire,
+    Encode, Encoded, Encoder, Header, Lender, Lent, Output, PartitionOffset, Payload, Record, RecordRef, Run, Wire,
 };

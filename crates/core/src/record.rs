@@ -363,6 +363,13 @@ pub trait Encode: Send + Sync {
         self.encode(record, &mut buf);
         buf.len()
     }
+
+    /// Appends `record` as one item of the records a message carries: its encoding framed as the
+    /// delivering layer frames each record (by default, unframed). A [`Run`] holds such items,
+    /// written out as they are.
+    fn encode_item(&self, record: &RecordRef<'_>, buf: &mut BytesMut) {
+        self.encode(record, buf)
+    }
 }
 
 impl<F: Fn(&RecordRef<'_>, &mut BytesMut) + Send + Sync> Encode for F {
@@ -389,17 +396,31 @@ impl Encoded {
         Self { wire: Wire::Bytes(wire), data_bytes }
     }
 
-    /// Bytes the record counts for in the bounds, as [`Record::size`] counts them.
+    /// Records of the tail encoded once for every subscriber that reads them.
+    pub fn run(run: Run, data_bytes: usize) -> Self {
+        Self { wire: Wire::Run(run), data_bytes }
+    }
+
+    /// How many records this is: one, or those of a [`Run`].
+    pub fn records(&self) -> usize {
+        match &self.wire {
+            Wire::Run(run) => run.records,
+            Wire::Bytes(_) | Wire::Record { .. } | Wire::Lent(_) => 1,
+        }
+    }
+
+    /// Bytes the record (or run) counts for in the bounds, as [`Record::size`] counts them.
     pub fn size(&self) -> usize {
-        self.data_bytes + RECORD_OVERHEAD
+        self.data_bytes + self.records() * RECORD_OVERHEAD
     }
 
     /// The encoding as bytes: shared when it was made already, made by `encoder` from a lent
     /// record (for tests and callers that keep it; the delivering layer writes a lent record
-    /// straight into its output instead).
+    /// straight into its output instead). A run's are its items ([`Encode::encode_item`]).
     pub fn to_bytes(&self, encoder: &dyn Encode) -> Bytes {
         match &self.wire {
             Wire::Bytes(bytes) => bytes.clone(),
+            Wire::Run(run) => run.bytes.clone(),
             Wire::Record { record, .. } => record.wire(encoder),
             Wire::Lent(lent) => {
                 let mut buf = BytesMut::with_capacity(lent.len);
@@ -421,13 +442,25 @@ pub enum Wire {
     /// The record itself, lent from the buffers it was read into: the delivering layer encodes
     /// it straight into its output, so its bytes are copied once on their way out.
     Lent(Lent),
+    /// Consecutive records of the tail, encoded once and shared by every subscriber that reads
+    /// them: written out as they are.
+    Run(Run),
+}
+
+/// Consecutive records of a partition encoded as items ([`Encode::encode_item`]), in offset
+/// order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub bytes: Bytes,
+    pub records: usize,
 }
 
 impl Wire {
-    /// The length of the encoding.
+    /// The length of the encoding (a run's: of its items, framing included).
     pub fn len(&self) -> usize {
         match self {
             Wire::Bytes(bytes) => bytes.len(),
+            Wire::Run(run) => run.bytes.len(),
             Wire::Record { len, .. } => *len,
             Wire::Lent(lent) => lent.len,
         }

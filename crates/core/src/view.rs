@@ -2,12 +2,14 @@
 //! a bounded tail buffer of recent records, and the next offset.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex, RwLock,
+        Arc, Mutex, OnceLock, RwLock,
     },
 };
+
+use bytes::BytesMut;
 
 use imbl::OrdSet;
 use tokio::sync::watch;
@@ -15,7 +17,7 @@ use tokio::sync::watch;
 use crate::{
     error::Error,
     limits::Limits,
-    record::{PartitionOffset, Record},
+    record::{Encode, Encoded, PartitionOffset, Record, Run, RECORD_OVERHEAD},
 };
 
 /// The state of one partition: the last record with a value of each key, ordered by key (a
@@ -89,6 +91,59 @@ struct ShardState {
     target: i64,
     /// Where ingest started, for the percentage of catching up.
     start: i64,
+    /// Ranges of the tail that subscribers read, encoded once for all of them.
+    runs: Runs,
+}
+
+/// Ranges of the tail a subscriber read as the view's records, by first offset, each encoded once
+/// the next subscriber reads it too: followers at the head read the same ranges, and every one
+/// after the first two sends the shared encoding instead of encoding each record again
+/// ([`Shard::read_tail_encoded`]). Bounded: at most [`MAX_RUNS`] ranges and, counted as
+/// [`Record::size`] counts their records, `limits.tail_max_bytes`; the oldest go first, and a range
+/// below the tail's start goes with the tail.
+#[derive(Debug, Default)]
+struct Runs {
+    by_from: BTreeMap<i64, RunSlot>,
+    /// The sizes of the ranges held, as [`Record::size`] counts their records.
+    bytes: usize,
+}
+
+/// Most ranges a shard keeps for sharing their encodings.
+const MAX_RUNS: usize = 1_024;
+
+/// One range of the tail: `[from, next)`, its records' count and key, value and header bytes,
+/// and its encoding, made once by the second subscriber to read the range.
+#[derive(Debug, Clone)]
+struct RunSlot {
+    next: i64,
+    records: usize,
+    data_bytes: usize,
+    encoded: Arc<OnceLock<Run>>,
+}
+
+impl RunSlot {
+    fn size(&self) -> usize {
+        self.data_bytes + self.records * RECORD_OVERHEAD
+    }
+}
+
+impl Runs {
+    /// Keeps `[from, slot.next)` unless a range from `from` is kept already, then drops ranges
+    /// below `tail_start` and, oldest first, those beyond the bounds.
+    fn insert(&mut self, from: i64, slot: RunSlot, tail_start: i64, max_bytes: usize) {
+        if let std::collections::btree_map::Entry::Vacant(v) = self.by_from.entry(from) {
+            self.bytes += slot.size();
+            v.insert(slot);
+        }
+        loop {
+            let over = self.by_from.len() > MAX_RUNS || self.bytes > max_bytes;
+            let Some(entry) = self.by_from.first_entry() else { break };
+            if *entry.key() >= tail_start && !over {
+                break;
+            }
+            self.bytes -= entry.remove().size();
+        }
+    }
 }
 
 /// A record of the tail buffer, and the record of its key it replaced in the state (kept so that
@@ -136,6 +191,20 @@ pub enum ShardChanges {
 }
 
 impl ShardState {
+    /// The index in the tail of the first record at or after `offset`: found at once where the
+    /// offsets run without gaps (most partitions), by binary search where they do not.
+    fn tail_index(&self, offset: i64) -> usize {
+        let (Some(front), Some(back)) = (self.tail.front(), self.tail.back()) else { return 0 };
+        if back.record.offset < offset {
+            return self.tail.len(); // at the head
+        }
+        let guess = usize::try_from(offset - front.record.offset).unwrap_or(0);
+        match self.tail.get(guess) {
+            Some(e) if e.record.offset == offset => guess,
+            _ => self.tail.partition_point(|e| e.record.offset < offset),
+        }
+    }
+
     fn apply(&mut self, rec: Record, limits: &Limits) {
         if rec.offset < self.next_offset {
             return;
@@ -205,6 +274,7 @@ impl Shard {
                 next_offset: start,
                 target,
                 start,
+                runs: Runs::default(),
             }),
         }
     }
@@ -257,7 +327,7 @@ impl Shard {
                 last_timestamp_ms: s.last_timestamp_ms,
             });
         }
-        let first = s.tail.partition_point(|e| e.record.offset < from);
+        let first = s.tail_index(from);
         ShardChanges::Records {
             records: s.tail.range(first..).map(|e| e.record.clone()).collect(),
             next_offset: s.next_offset,
@@ -334,7 +404,7 @@ impl Shard {
             if offset < s.tail_start {
                 return StateAt::Behind { tail_start: s.tail_start };
             }
-            let first = s.tail.partition_point(|e| e.record.offset < offset);
+            let first = s.tail_index(offset);
             let undo: Vec<(Record, Option<Record>)> =
                 s.tail.range(first..).map(|e| (e.record.clone(), e.replaced.clone())).collect();
             (s.map.clone(), undo)
@@ -399,7 +469,7 @@ impl Shard {
         if from < s.tail_start {
             return TailRead::Behind { tail_start: s.tail_start };
         }
-        let first = s.tail.partition_point(|e| e.record.offset < from);
+        let first = s.tail_index(from);
         let mut bytes = 0;
         for (taken, entry) in s.tail.range(first..).enumerate() {
             let size = entry.record.size();
@@ -410,6 +480,93 @@ impl Shard {
             out.push(entry.record.clone());
         }
         TailRead::Read { next: from.max(s.next_offset) }
+    }
+
+    /// [`Shard::read_tail`] for a subscriber that sends every record as it is, as `encoder`
+    /// encodes it: a range of the tail that another subscriber read before comes as one shared
+    /// [`Run`] (encoded by the second subscriber to read it), the rest as the view's records,
+    /// encoded by the delivering layer as it writes them. Every encoding must be `encoder`'s:
+    /// the one of the delivering layer.
+    pub fn read_tail_encoded(
+        &self,
+        from: i64,
+        max_records: usize,
+        max_bytes: usize,
+        limits: &Limits,
+        encoder: &dyn Encode,
+        out: &mut Vec<Encoded>,
+    ) -> TailRead {
+        let (mut pos, mut records, mut bytes) = (from, 0, 0);
+        loop {
+            let mut s = self.lock();
+            if pos < s.tail_start {
+                return match pos == from {
+                    true => TailRead::Behind { tail_start: s.tail_start },
+                    // Evicted since the last range was taken: the next read finds it behind.
+                    false => TailRead::Read { next: pos },
+                };
+            }
+            let fits = |r: &RunSlot| records + r.records <= max_records && bytes + r.size() <= max_bytes;
+            let Some(slot) = s.runs.by_from.get(&pos).filter(|r| fits(r)).cloned() else {
+                return s.read_records(pos, (records, max_records), (bytes, max_bytes), limits, encoder, out);
+            };
+            let run = match slot.encoded.get() {
+                Some(run) => run.clone(),
+                None => {
+                    let first = s.tail_index(pos);
+                    let range: Vec<Record> = (s.tail.range(first..))
+                        .take_while(|e| e.record.offset < slot.next)
+                        .map(|e| e.record.clone())
+                        .collect();
+                    drop(s);
+                    slot.encoded.get_or_init(|| encode_run(&range, encoder)).clone()
+                }
+            };
+            out.push(Encoded::run(run, slot.data_bytes));
+            (pos, records, bytes) = (slot.next, records + slot.records, bytes + slot.size());
+        }
+    }
+}
+
+/// Records encoded as one run of items.
+fn encode_run(records: &[Record], encoder: &dyn Encode) -> Run {
+    let mut buf = BytesMut::with_capacity(records.iter().map(Record::size).sum());
+    for record in records {
+        record.with_ref(|r| encoder.encode_item(r, &mut buf));
+    }
+    Run { bytes: buf.freeze(), records: records.len() }
+}
+
+impl ShardState {
+    /// The records of the tail from `from` on as [`Record::to_encode`] encodes them, within the
+    /// `(taken, max)` counts of records and bytes (beyond the first of the read); keeps the range
+    /// read for sharing ([`Runs`]).
+    fn read_records(
+        &mut self,
+        from: i64,
+        (mut records, max_records): (usize, usize),
+        (mut bytes, max_bytes): (usize, usize),
+        limits: &Limits,
+        encoder: &dyn Encode,
+        out: &mut Vec<Encoded>,
+    ) -> TailRead {
+        let first = self.tail_index(from);
+        let (taken_before, mut data_bytes) = (records, 0);
+        let mut next = from.max(self.next_offset);
+        for entry in self.tail.range(first..) {
+            let size = entry.record.size();
+            if records == max_records || (records > 0 && bytes + size > max_bytes) {
+                next = entry.record.offset;
+                break;
+            }
+            (records, bytes, data_bytes) = (records + 1, bytes + size, data_bytes + size - RECORD_OVERHEAD);
+            out.push(entry.record.to_encode(encoder));
+        }
+        if records > taken_before {
+            let slot = RunSlot { next, records: records - taken_before, data_bytes, encoded: Arc::default() };
+            self.runs.insert(from, slot, self.tail_start, limits.tail_max_bytes);
+        }
+        TailRead::Read { next }
     }
 }
 
@@ -783,6 +940,109 @@ mod tests {
         assert!(out.is_empty());
         // Lag counts offsets to the head, markers included; none for a reader at or past it.
         assert_eq!((shard.lag(11), shard.lag(25), shard.lag(30)), (14, 0, 0));
+    }
+
+    /// An encoder that writes a record's offset; an item is `|` and the offset.
+    struct Offsets;
+
+    impl Encode for Offsets {
+        fn encode(&self, record: &crate::record::RecordRef<'_>, buf: &mut BytesMut) {
+            buf.extend_from_slice(&record.offset.to_be_bytes());
+        }
+
+        fn encode_item(&self, record: &crate::record::RecordRef<'_>, buf: &mut BytesMut) {
+            buf.extend_from_slice(b"|");
+            self.encode(record, buf);
+        }
+    }
+
+    /// What a read sent: each record's offset, and for each entry whether it was a shared run.
+    fn sent(out: &mut Vec<Encoded>) -> (Vec<i64>, Vec<bool>) {
+        let (mut offsets, mut runs) = (Vec::new(), Vec::new());
+        for e in out.drain(..) {
+            match &e.wire {
+                crate::record::Wire::Run(run) => {
+                    assert_eq!(run.bytes.len(), 9 * run.records);
+                    offsets.extend(run.bytes.chunks(9).map(|i| i64::from_be_bytes(i[1..].try_into().unwrap())));
+                }
+                crate::record::Wire::Record { record, len } => {
+                    assert_eq!(*len, 8);
+                    offsets.push(record.offset);
+                }
+                other => panic!("a tail read sends records or runs, not {other:?}"),
+            }
+            runs.push(matches!(e.wire, crate::record::Wire::Run(_)));
+        }
+        (offsets, runs)
+    }
+
+    #[test]
+    fn the_second_reader_of_a_range_encodes_it_once_for_every_later_one() {
+        let shard = Shard::new("t".into(), 0, 0, 0);
+        let l = limits(1000);
+        shard.apply_all((0..10).map(|o| rec(o, &format!("k{o}"), Some("v"))), &l);
+        let mut out = Vec::new();
+        let read = |from, max_records, out: &mut Vec<Encoded>| {
+            shard.read_tail_encoded(from, max_records, 1 << 20, &l, &Offsets, out)
+        };
+        // The first reader reads the view's records, and the range is kept.
+        assert_eq!(read(0, 4, &mut out), TailRead::Read { next: 4 });
+        assert_eq!(sent(&mut out), ((0..4).collect(), vec![false; 4]));
+        // The second reads it again as one run, encoded now; the rest as records.
+        assert_eq!(read(0, 1000, &mut out), TailRead::Read { next: 10 });
+        let first_run = out[0].clone();
+        assert_eq!((first_run.records(), first_run.data_bytes), (4, 4 * 3));
+        assert_eq!(sent(&mut out), ((0..10).collect(), vec![true, false, false, false, false, false, false]));
+        // Later readers share both runs: the same bytes, not a copy.
+        assert_eq!(read(0, 1000, &mut out), TailRead::Read { next: 10 });
+        let (crate::record::Wire::Run(a), crate::record::Wire::Run(b)) = (&out[0].wire, &first_run.wire) else {
+            panic!("runs")
+        };
+        assert_eq!(a.bytes.as_ptr(), b.bytes.as_ptr(), "one encoding for all");
+        assert_eq!(sent(&mut out), ((0..10).collect(), vec![true, true]));
+        // A reader with less room than a run reads records; one past the head reads nothing.
+        assert_eq!(read(0, 3, &mut out), TailRead::Read { next: 3 });
+        assert_eq!(sent(&mut out), ((0..3).collect(), vec![false; 3]));
+        assert_eq!(read(10, 1000, &mut out), TailRead::Read { next: 10 });
+        assert!(out.is_empty());
+        // A byte budget a run does not fit in: records, the first one whatever its size.
+        assert_eq!(shard.read_tail_encoded(4, 1000, 1, &l, &Offsets, &mut out), TailRead::Read { next: 5 });
+        assert_eq!(sent(&mut out), (vec![4], vec![false]));
+    }
+
+    #[test]
+    fn shared_runs_go_with_the_tail_and_stay_within_their_bounds() {
+        let shard = Shard::new("t".into(), 0, 0, 0);
+        let l = limits(5);
+        shard.apply_all((0..5).map(|o| rec(o, "k", Some("v"))), &l);
+        let mut out = Vec::new();
+        let mut read = |from| {
+            let read = shard.read_tail_encoded(from, 1000, 1 << 20, &l, &Offsets, &mut out);
+            (read, sent(&mut out))
+        };
+        assert_eq!(read(0).0, TailRead::Read { next: 5 });
+        assert_eq!(read(0).1 .1, vec![true]);
+        // Evicted with the tail: the position is behind, whatever was shared.
+        shard.apply(rec(5, "k", Some("v")), &l);
+        assert_eq!(read(0).0, TailRead::Behind { tail_start: 1 });
+        assert_eq!(read(1), (TailRead::Read { next: 6 }, ((1..6).collect(), vec![false; 5])));
+        assert!(shard.lock().runs.by_from.keys().all(|&from| from >= 1), "ranges below the tail are dropped");
+        // At most MAX_RUNS ranges, and no more bytes than the tail's bound.
+        let many = Shard::new("t".into(), 0, 0, 0);
+        let wide = Limits { tail_max_records: 10_000, ..Limits::default() };
+        many.apply_all((0..5_000).map(|o| rec(o, "k", Some("v"))), &wide);
+        for from in 0..3_000 {
+            many.read_tail_encoded(from, 1, 1 << 20, &wide, &Offsets, &mut out);
+        }
+        assert_eq!(many.lock().runs.by_from.len(), MAX_RUNS);
+        assert_eq!(*many.lock().runs.by_from.keys().next().unwrap(), 3_000 - MAX_RUNS as i64, "the oldest go");
+        let small = Limits { tail_max_bytes: 10 * rec(0, "k", Some("v")).size(), ..wide };
+        for from in 3_000..3_100 {
+            many.read_tail_encoded(from, 1, 1 << 20, &small, &Offsets, &mut out);
+        }
+        let runs = &many.lock().runs;
+        assert!(runs.bytes <= small.tail_max_bytes && runs.by_from.len() == 10, "{}", runs.by_from.len());
+        assert_eq!(runs.bytes, runs.by_from.values().map(RunSlot::size).sum::<usize>());
     }
 
     #[test]

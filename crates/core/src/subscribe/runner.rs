@@ -90,7 +90,8 @@ struct ClientLeft;
 /// nothing encodes them), their encodings, or (conflating) the latest record of each key.
 enum Batch {
     Records(Vec<Record>),
-    Encoded(Vec<Encoded>),
+    /// Encodings, and how many records they hold (a shared run holds several).
+    Encoded(Vec<Encoded>, usize),
     Conflated(Conflated),
 }
 
@@ -150,7 +151,7 @@ impl Batch {
     fn len(&self) -> usize {
         match self {
             Batch::Records(records) => records.len(),
-            Batch::Encoded(encoded) => encoded.len(),
+            Batch::Encoded(_, records) => *records,
             Batch::Conflated(held) => held.live,
         }
     }
@@ -163,7 +164,7 @@ impl Batch {
     fn take(&mut self) -> Batch {
         match self {
             Batch::Records(records) => Batch::Records(std::mem::take(records)),
-            Batch::Encoded(encoded) => Batch::Encoded(std::mem::take(encoded)),
+            Batch::Encoded(encoded, records) => Batch::Encoded(std::mem::take(encoded), std::mem::take(records)),
             Batch::Conflated(held) => Batch::Conflated(std::mem::take(held)),
         }
     }
@@ -181,7 +182,7 @@ impl<'a> Runner<'a> {
         let batch = match (&encoder, sub.conflate) {
             (_, true) => Batch::Conflated(Conflated::default()),
             (None, false) => Batch::Records(Vec::new()),
-            (Some(_), false) => Batch::Encoded(Vec::new()),
+            (Some(_), false) => Batch::Encoded(Vec::new(), 0),
         };
         Self {
             sub,
@@ -259,16 +260,22 @@ impl<'a> Runner<'a> {
         match (&mut self.batch, &self.encoder) {
             (Batch::Conflated(held), _) => self.batch_bytes -= held.insert(record),
             (Batch::Records(records), _) => records.push(record),
-            (Batch::Encoded(encoded), Some(encoder)) => encoded.push(record.to_encode(&**encoder)),
-            (Batch::Encoded(_), None) => unreachable!("an encoded batch has an encoder"),
+            (Batch::Encoded(encoded, records), Some(encoder)) => {
+                encoded.push(record.to_encode(&**encoder));
+                *records += 1;
+            }
+            (Batch::Encoded(..), None) => unreachable!("an encoded batch has an encoder"),
         }
     }
 
-    /// Adds a record a catch-up reader encoded (and filtered) to the batch.
+    /// Adds a record (or a run of them) encoded and filtered already to the batch.
     fn push_encoded(&mut self, record: Encoded) {
         self.batch_bytes += record.size();
         match &mut self.batch {
-            Batch::Encoded(encoded) => encoded.push(record),
+            Batch::Encoded(encoded, records) => {
+                *records += record.records();
+                encoded.push(record);
+            }
             Batch::Records(_) | Batch::Conflated(_) => {
                 unreachable!("a reader encodes only for a subscription that sends encodings")
             }
@@ -364,7 +371,7 @@ impl<'a> Runner<'a> {
     async fn event(&mut self, batch: Batch) -> Result<Event, Error> {
         let private = std::mem::take(&mut self.batch_private);
         Ok(match (batch, &self.sub.translation) {
-            (Batch::Encoded(encoded), _) => Event::Encoded(encoded),
+            (Batch::Encoded(encoded, _), _) => Event::Encoded(encoded),
             (Batch::Records(records), None) => Event::Records(records.into_iter().map(Output::untranslated).collect()),
             (Batch::Records(records), Some(t)) => {
                 let translated =
@@ -464,7 +471,9 @@ impl<'a> Runner<'a> {
     fn read_tails(&mut self) {
         let n = self.sub.cursors.len();
         self.round_robin = self.round_robin.wrapping_add(1);
-        let mut out = Vec::new();
+        // Every record as it is: the tail's shared encodings serve.
+        let shared = self.encoder.clone().filter(|_| self.sub.filter.is_everything());
+        let (mut out, mut encoded) = (Vec::new(), Vec::new());
         for i in 0..n {
             if self.batch_full() {
                 break;
@@ -475,12 +484,21 @@ impl<'a> Runner<'a> {
                 continue;
             }
             let (room, bytes) = self.room();
-            out.clear();
-            match cursor.shard.read_tail(cursor.pos, room, bytes, &mut out) {
+            let limits = &self.shared.limits;
+            let read = match &shared {
+                Some(encoder) => {
+                    cursor.shard.read_tail_encoded(cursor.pos, room, bytes, limits, &**encoder, &mut encoded)
+                }
+                None => cursor.shard.read_tail(cursor.pos, room, bytes, &mut out),
+            };
+            match read {
                 TailRead::Read { next } => {
                     self.sub.cursors[at].pos = next;
                     for read in out.drain(..) {
                         self.push(read);
+                    }
+                    for read in encoded.drain(..) {
+                        self.push_encoded(read);
                     }
                 }
                 TailRead::Behind { tail_start } => {

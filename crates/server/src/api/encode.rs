@@ -96,13 +96,30 @@ impl Wire for SubscribeWire {
                 Self::write_batch(&lens, buf, |i, buf| put_output(&outputs[i], Presence::Optional, buf));
             }
             SubscribeWire::Encoded(records) => {
-                let lens: Vec<usize> = records.iter().map(|r| r.wire.len()).collect();
-                Self::write_batch(&lens, buf, |i, buf| match &records[i].wire {
-                    RecordWire::Bytes(bytes) => buf.put_slice(bytes),
-                    RecordWire::Record { record, .. } => record.with_ref(|r| put_record(r, buf)),
-                    // Straight from librdkafka's buffer into tonic's: the record's one copy.
-                    RecordWire::Lent(lent) => lent.with_ref(|r| put_record(r, buf)),
-                });
+                // A shared run is a sequence of framed records already (`encode_item`).
+                let framed = |wire: &RecordWire| match wire {
+                    RecordWire::Run(run) => run.bytes.len(),
+                    wire => key_len(RECORDS_FIELD) + encoded_len_varint(wire.len() as u64) + wire.len(),
+                };
+                let batch_len: usize = records.iter().map(|r| framed(&r.wire)).sum();
+                buf.reserve(key_len(RECORDS_FIELD) + encoded_len_varint(batch_len as u64) + batch_len);
+                encode_key(RECORDS_FIELD, WireType::LengthDelimited, buf);
+                encode_varint(batch_len as u64, buf);
+                for record in records {
+                    if let RecordWire::Run(run) = &record.wire {
+                        buf.put_slice(&run.bytes);
+                        continue;
+                    }
+                    encode_key(RECORDS_FIELD, WireType::LengthDelimited, buf);
+                    encode_varint(record.wire.len() as u64, buf);
+                    match &record.wire {
+                        RecordWire::Bytes(bytes) => buf.put_slice(bytes),
+                        RecordWire::Record { record, .. } => record.with_ref(|r| put_record(r, buf)),
+                        // Straight from librdkafka's buffer into tonic's: the record's one copy.
+                        RecordWire::Lent(lent) => lent.with_ref(|r| put_record(r, buf)),
+                        RecordWire::Run(_) => unreachable!("written above"),
+                    }
+                }
             }
         }
     }
@@ -125,6 +142,15 @@ impl Encode for RecordEncoder {
 
     fn encoded_len(&self, record: &RecordRef<'_>) -> usize {
         record_len(record)
+    }
+
+    /// The record as an entry of a `RecordBatch`: field 1, its length, the record.
+    fn encode_item(&self, record: &RecordRef<'_>, buf: &mut BytesMut) {
+        let len = record_len(record);
+        buf.reserve(key_len(RECORDS_FIELD) + encoded_len_varint(len as u64) + len);
+        encode_key(RECORDS_FIELD, WireType::LengthDelimited, buf);
+        encode_varint(len as u64, buf);
+        put_record(record, buf);
     }
 }
 
@@ -362,6 +388,36 @@ mod tests {
         let Some(pb::subscribe_response::Message::Records(batch)) = decoded.message else { panic!("a batch") };
         let values: Vec<Option<usize>> = batch.records.iter().map(|r| r.value.as_ref().map(|v| v.len())).collect();
         assert_eq!(values, vec![Some(1500), None, Some(1500), None]);
+    }
+
+    #[test]
+    fn a_shared_run_is_written_as_the_records_it_holds() {
+        let headers: [(&str, Option<&[u8]>); 1] = [("h", Some(b"v"))];
+        let records: Vec<Record> = (0..5)
+            .map(|o| Record::new("t".into(), 1, o, 5, Some(b"k"), (o != 3).then_some(&[o as u8; 200][..]), &headers))
+            .collect();
+        let mut items = BytesMut::new();
+        for r in &records[1..4] {
+            r.with_ref(|r| RecordEncoder.encode_item(r, &mut items));
+        }
+        let data_bytes = records[1..4].iter().map(Record::data_bytes).sum();
+        let run = Encoded::run(tributary_core::Run { bytes: items.freeze(), records: 3 }, data_bytes);
+        assert_eq!((run.records(), run.size()), (3, records[1..4].iter().map(Record::size).sum()));
+        // A run between single records: the same bytes as each record on its own.
+        let records_to = |rs: &[Record]| rs.iter().map(|r| r.to_encode(&RecordEncoder)).collect::<Vec<_>>();
+        let mut mixed = records_to(&records[..1]);
+        mixed.push(run);
+        mixed.extend(records_to(&records[4..]));
+        let mut written = BytesMut::new();
+        SubscribeWire::Encoded(mixed).write(&mut written);
+        let mut expected = BytesMut::new();
+        SubscribeWire::Encoded(records.iter().map(encoded).collect()).write(&mut expected);
+        assert_eq!(written, expected);
+        assert_eq!(written.capacity(), written.len(), "the exact length reserved");
+        let decoded = pb::SubscribeResponse::decode(written.freeze()).unwrap();
+        let Some(pb::subscribe_response::Message::Records(batch)) = decoded.message else { panic!("a batch") };
+        assert_eq!(batch.records.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+        assert_eq!(batch.records[3].value, None, "a tombstone in the run");
     }
 
     #[test]

@@ -344,7 +344,7 @@ impl GatewayService {
                     }
                     Ok(subscribe::Event::Encoded(records)) => {
                         let bytes: usize = records.iter().map(|r| r.data_bytes).sum();
-                        records_delivered.increment(records.len() as u64);
+                        records_delivered.increment(records.iter().map(|r| r.records() as u64).sum());
                         bytes_delivered.increment(bytes as u64);
                         Ok(SubscribeWire::Encoded(records))
                     }

@@ -100,6 +100,8 @@ struct Seen {
     encoded: Vec<(i64, Bytes, bool)>,
     progress: Vec<Progress>,
     error: Option<Error>,
+    /// Runs of records encoded once for every subscriber that read them.
+    runs: usize,
 }
 
 impl Seen {
@@ -119,14 +121,21 @@ impl Seen {
                 Some(Ok(Event::Encoded(records))) => {
                     assert!(!records.is_empty(), "an empty batch was sent");
                     for r in records {
-                        // The fixture's encoding: the offset.
+                        // The fixture's encoding: the offset (a run's items: offsets one after another).
                         let wire = r.to_bytes(&*offset_encoder());
-                        let offset = i64::from_be_bytes(wire[..].try_into().expect("8 bytes"));
-                        assert!(r.data_bytes > offset.to_string().len(), "key and value bytes");
                         assert_eq!(r.wire.len(), wire.len(), "the length announced is the length written");
-                        self.offsets.push(offset);
-                        let from_view = matches!(r.wire, crate::record::Wire::Record { .. });
-                        self.encoded.push((offset, wire, from_view));
+                        assert_eq!(wire.len(), 8 * r.records(), "8 bytes per record");
+                        let shared = matches!(r.wire, crate::record::Wire::Run(_));
+                        self.runs += usize::from(shared);
+                        let offsets: Vec<i64> =
+                            wire.chunks(8).map(|o| i64::from_be_bytes(o.try_into().expect("8 bytes"))).collect();
+                        let min_data = offsets.iter().map(|o| o.to_string().len() + 1).sum::<usize>();
+                        assert!(r.data_bytes >= min_data, "key and value bytes");
+                        for (offset, wire) in offsets.into_iter().zip(wire.chunks(8)) {
+                            self.offsets.push(offset);
+                            let from_view = shared || matches!(r.wire, crate::record::Wire::Record { .. });
+                            self.encoded.push((offset, Bytes::copy_from_slice(wire), from_view));
+                        }
                     }
                 }
                 Some(Ok(Event::Progress(p))) => self.progress.push(p),
@@ -166,6 +175,45 @@ async fn switches_from_catch_up_to_the_tail_and_back_without_gap_or_duplicate() 
     assert_eq!(seen.offsets, (0..40).collect::<Vec<_>>());
     assert_eq!(f.log.opened.load(Ordering::SeqCst), 2, "a second catch-up reader after falling behind again");
     assert_eq!(shared.catchup_pool.available_permits(), 1);
+}
+
+#[tokio::test]
+async fn followers_of_the_same_records_share_their_encoding_without_gap_or_duplicate() {
+    let f = Fixture::new(limits(1000, 1000));
+    f.append(0..10, "k");
+    let shared = f.shared();
+    let follow = |from, filter| {
+        let (tx, rx) = crate::buffer::channel(16, usize::MAX, &crate::buffer::Budget::new(usize::MAX));
+        tokio::spawn(run(f.subscription(from, filter, None), shared.clone(), tx));
+        rx
+    };
+    // One after the other, from the start: the first reads records, the next ones its range.
+    let mut followers = Vec::new();
+    for _ in 0..3 {
+        let mut rx = follow(0, Filter::default());
+        let mut seen = Seen::default();
+        seen.until(&mut rx, 10).await;
+        followers.push((rx, seen));
+    }
+    assert_eq!(followers.iter().map(|(_, s)| s.runs).collect::<Vec<_>>(), vec![0, 1, 1]);
+    // A filtered follower reads records, each judged by its filter.
+    let keys = KeyFilter::new(vec![], vec![Bytes::from_static(b"k")], "key_filter").unwrap();
+    let mut rx = follow(0, Filter { keys, ..Default::default() });
+    let mut seen = Seen::default();
+    seen.until(&mut rx, 10).await;
+    assert_eq!((seen.offsets, seen.runs), ((0..10).collect(), 0));
+    // At the head, appends in steps: every follower sees each record once, in order.
+    for step in 1..6 {
+        f.append(step * 10..step * 10 + 10, "k");
+        for (rx, seen) in &mut followers {
+            seen.until(rx, step * 10 + 10).await;
+        }
+    }
+    for (_, seen) in &followers {
+        assert!(seen.error.is_none(), "{:?}", seen.error);
+        assert_eq!(seen.offsets, (0..60).collect::<Vec<_>>());
+    }
+    assert!(followers.iter().map(|(_, s)| s.runs).sum::<usize>() > 2, "ranges at the head are shared too");
 }
 
 #[tokio::test]
