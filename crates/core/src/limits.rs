@@ -61,8 +61,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            // 4 MiB or 16k records per partition keeps near-head subscribers off Kafka for a few
-            // seconds of a busy partition while 100 partitions cost at most 400 MiB.
+            // 4 MiB or 131,072 records per partition (16 bytes each for new keys) keeps
+            // near-head subscribers off Kafka for about a second of a partition written flat out
+            // while 100 partitions cost at most 400 MiB.
             tail_max_records: 131_072,
             tail_max_bytes: 4 << 20,
             // 1 MiB stays well under the 4 MiB default receive limit of every gRPC client.

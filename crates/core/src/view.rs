@@ -98,18 +98,21 @@ struct ShardState {
 /// Ranges of the tail a subscriber read as the view's records, by first offset, each encoded once
 /// the next subscriber reads it too: followers at the head read the same ranges, and every one
 /// after the first two sends the shared encoding instead of encoding each record again
-/// ([`Shard::read_tail_encoded`]). Bounded: at most [`MAX_RUNS`] ranges and, counted as
-/// [`Record::size`] counts their records, `limits.tail_max_bytes`; the oldest go first, and a range
-/// below the tail's start goes with the tail.
+/// ([`Shard::read_tail_encoded`]). Bounded: at most [`MAX_RUNS`] ranges, and encodings of at most
+/// a quarter of `limits.tail_max_bytes` ([`RUNS_SHARE`]); the oldest go first, and a range below
+/// the tail's start goes with the tail.
 #[derive(Debug, Default)]
 struct Runs {
     by_from: BTreeMap<i64, RunSlot>,
-    /// The sizes of the ranges held, as [`Record::size`] counts their records.
+    /// Bytes of the encodings held.
     bytes: usize,
 }
 
 /// Most ranges a shard keeps for sharing their encodings.
 const MAX_RUNS: usize = 1_024;
+
+/// The encodings a shard keeps take at most `tail_max_bytes` divided by this.
+const RUNS_SHARE: usize = 4;
 
 /// One range of the tail: `[from, next)`, its records' count and key, value and header bytes,
 /// and its encoding, made once by the second subscriber to read the range.
@@ -119,6 +122,8 @@ struct RunSlot {
     records: usize,
     data_bytes: usize,
     encoded: Arc<OnceLock<Run>>,
+    /// Bytes of the encoding counted in [`Runs::bytes`] (0 until the encoder counts them).
+    held: usize,
 }
 
 impl RunSlot {
@@ -128,20 +133,33 @@ impl RunSlot {
 }
 
 impl Runs {
-    /// Keeps `[from, slot.next)` unless a range from `from` is kept already, then drops ranges
-    /// below `tail_start` and, oldest first, those beyond the bounds.
-    fn insert(&mut self, from: i64, slot: RunSlot, tail_start: i64, max_bytes: usize) {
-        if let std::collections::btree_map::Entry::Vacant(v) = self.by_from.entry(from) {
-            self.bytes += slot.size();
-            v.insert(slot);
+    /// Keeps `[from, slot.next)` unless a range from `from` is kept already, then drops what is
+    /// beyond the bounds.
+    fn insert(&mut self, from: i64, slot: RunSlot, tail_start: i64, limits: &Limits) {
+        self.by_from.entry(from).or_insert(slot);
+        self.bound(tail_start, limits);
+    }
+
+    /// Counts the `bytes` of the encoding just made for the range from `from` (if it is still
+    /// kept), then drops what is beyond the bounds.
+    fn encoded(&mut self, from: i64, encoded: &Arc<OnceLock<Run>>, bytes: usize, tail_start: i64, limits: &Limits) {
+        if let Some(slot) = self.by_from.get_mut(&from).filter(|s| Arc::ptr_eq(&s.encoded, encoded) && s.held == 0) {
+            slot.held = bytes;
+            self.bytes += bytes;
         }
+        self.bound(tail_start, limits);
+    }
+
+    /// Drops ranges below `tail_start` and, oldest first, those beyond the bounds.
+    fn bound(&mut self, tail_start: i64, limits: &Limits) {
+        let max_bytes = limits.tail_max_bytes / RUNS_SHARE;
         loop {
             let over = self.by_from.len() > MAX_RUNS || self.bytes > max_bytes;
             let Some(entry) = self.by_from.first_entry() else { break };
             if *entry.key() >= tail_start && !over {
                 break;
             }
-            self.bytes -= entry.remove().size();
+            self.bytes -= entry.remove().held;
         }
     }
 }
@@ -519,7 +537,17 @@ impl Shard {
                         .map(|e| e.record.clone())
                         .collect();
                     drop(s);
-                    slot.encoded.get_or_init(|| encode_run(&range, encoder)).clone()
+                    let mut made = false;
+                    let run = slot.encoded.get_or_init(|| {
+                        made = true;
+                        encode_run(&range, encoder)
+                    });
+                    if made {
+                        let mut s = self.lock();
+                        let tail_start = s.tail_start;
+                        s.runs.encoded(pos, &slot.encoded, run.bytes.len(), tail_start, limits);
+                    }
+                    run.clone()
                 }
             };
             out.push(Encoded::run(run, slot.data_bytes));
@@ -563,8 +591,8 @@ impl ShardState {
             out.push(entry.record.to_encode(encoder));
         }
         if records > taken_before {
-            let slot = RunSlot { next, records: records - taken_before, data_bytes, encoded: Arc::default() };
-            self.runs.insert(from, slot, self.tail_start, limits.tail_max_bytes);
+            let slot = RunSlot { next, records: records - taken_before, data_bytes, encoded: Arc::default(), held: 0 };
+            self.runs.insert(from, slot, self.tail_start, limits);
         }
         TailRead::Read { next }
     }
@@ -1036,13 +1064,19 @@ mod tests {
         }
         assert_eq!(many.lock().runs.by_from.len(), MAX_RUNS);
         assert_eq!(*many.lock().runs.by_from.keys().next().unwrap(), 3_000 - MAX_RUNS as i64, "the oldest go");
-        let small = Limits { tail_max_bytes: 10 * rec(0, "k", Some("v")).size(), ..wide };
-        for from in 3_000..3_100 {
-            many.read_tail_encoded(from, 1, 1 << 20, &small, &Offsets, &mut out);
+        // Encodings (9 bytes a record here) of at most a quarter of the tail's bound.
+        let small = Limits { tail_max_bytes: 4 * 90, ..wide };
+        out.clear();
+        for from in (3_000..3_100).step_by(2) {
+            for _ in 0..2 {
+                many.read_tail_encoded(from, 2, 1 << 20, &small, &Offsets, &mut out);
+            }
         }
+        assert_eq!(sent(&mut out).0.len(), 200, "every range read twice, the second time shared");
         let runs = &many.lock().runs;
-        assert!(runs.bytes <= small.tail_max_bytes && runs.by_from.len() == 10, "{}", runs.by_from.len());
-        assert_eq!(runs.bytes, runs.by_from.values().map(RunSlot::size).sum::<usize>());
+        assert_eq!(runs.bytes, runs.by_from.values().map(|s| s.held).sum::<usize>());
+        assert_eq!((runs.bytes, runs.by_from.len()), (90, 5), "five ranges of 2 records encoded fit in 90 bytes");
+        assert_eq!(*runs.by_from.keys().next().unwrap(), 3_090, "the oldest go");
     }
 
     #[test]
