@@ -7,7 +7,8 @@
 //! gateway's CPU per million records A wrote (what 10 followers cost over one). Each
 //! case runs on a topic of its own: the raw follower (the best raw profile of the throughput
 //! bench, plus `fetch.wait.max.ms=100`), one Subscribe, then BENCH_HEAD_FOLLOWERS (10) Subscribes,
-//! then as many again on a gateway with a deep tail buffer (1 M records, 32 MiB per partition).
+//! then as many again on a gateway whose tails do not borrow from the pool (`tail_pool_bytes = 0`,
+//! each partition's tail within its own bounds, as before the pool).
 //! Everything shares the machine's cores, as it would for a user trying this on one machine.
 //! Asserts nothing.
 
@@ -24,10 +25,6 @@ use tributary_server::pb;
 use tributary_testkit::{bench::*, *};
 
 const PARTITIONS: i32 = 4;
-/// The deep tail of the last case: 1 M records and 32 MiB per partition (`limits.tail_max_records`
-/// and `limits.tail_max_bytes`, 8 times the defaults in memory).
-const DEEP_TAIL_RECORDS: &str = "1048576";
-const DEEP_TAIL_BYTES: &str = "33554432";
 
 /// What the followers saw in the measured window.
 #[derive(Default)]
@@ -228,13 +225,11 @@ async fn main() {
     let case = Case { name: "raw consumer".into(), gateway_pid: None, broker_pid, clock: &c };
     measure(case, &topic, seconds, async { follower.await.unwrap() }).await;
 
-    // The default tail, then the many followers again with a tail deep enough to keep them in
-    // memory when they fall seconds behind (instead of each reading from Kafka).
-    let deep: &[(&str, &str)] = &[
-        ("TRIBUTARY__LIMITS__TAIL_MAX_RECORDS", DEEP_TAIL_RECORDS),
-        ("TRIBUTARY__LIMITS__TAIL_MAX_BYTES", DEEP_TAIL_BYTES),
-    ];
-    for (followers, tail) in [(1, &[][..]), (many, &[][..]), (many, deep)] {
+    // The defaults, whose tails borrow from the pool to keep followers that fall seconds behind
+    // in memory, then the many followers again on tails within their own bounds (each follower
+    // that falls behind them reads from Kafka).
+    let no_pool: &[(&str, &str)] = &[("TRIBUTARY__LIMITS__TAIL_POOL_BYTES", "0")];
+    for (followers, tail) in [(1, &[][..]), (many, &[][..]), (many, no_pool)] {
         let topic = unique_topic("head-gw");
         create_topic(&topic, PARTITIONS).await;
         let gateway = Process::spawn(&[&topic], tail).await;
@@ -244,7 +239,7 @@ async fn main() {
         let name = format!(
             "{followers} Subscribe{}{}",
             if followers > 1 { "s" } else { "" },
-            if tail.is_empty() { "" } else { ", deep tail" }
+            if tail.is_empty() { "" } else { ", no pool" }
         );
         let case = Case { name, gateway_pid: Some(gateway.child.id()), broker_pid, clock: &c };
         measure(case, &topic, seconds, async {

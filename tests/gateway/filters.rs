@@ -97,7 +97,11 @@ async fn header_and_field_filters_select_in_snapshots_catch_up_and_at_the_head()
     println!("seed {seed}");
     produce(&topic, &orders(seed, 1_500));
     // A tail of 50 records per partition: a Subscribe from 0 reads from Kafka first.
-    let gateway = Gateway::start_with(config(&[&topic], Limits { tail_max_records: 50, ..Limits::default() })).await;
+    let gateway = Gateway::start_with(config(
+        &[&topic],
+        Limits { tail_max_records: 50, tail_pool_bytes: 0, ..Limits::default() },
+    ))
+    .await;
     let mut client = gateway.client().await;
 
     let request =
@@ -158,7 +162,11 @@ async fn tombstones_for_mismatches_keep_a_follower_at_exactly_the_selection() {
     let seed: u64 = rand::rng().random();
     println!("seed {seed}");
     produce(&topic, &orders(seed, 800));
-    let gateway = Gateway::start_with(config(&[&topic], Limits { tail_max_records: 40, ..Limits::default() })).await;
+    let gateway = Gateway::start_with(config(
+        &[&topic],
+        Limits { tail_max_records: 40, tail_pool_bytes: 0, ..Limits::default() },
+    ))
+    .await;
     let mut client = gateway.client().await;
     let mut reg = crate::translators::registry(&gateway).await;
     upload(&mut reg, "identity", "identity.wasm").await;

@@ -236,7 +236,7 @@ async fn catch_up_reader_hitting_deleted_records_ends_out_of_range() {
     create_topic(&topic, 1).await;
     produce(&topic, &(0..300).map(|i| Out::kv(&format!("k{i}"), Some("v"))).collect::<Vec<_>>());
     // A tail of 10 records: subscribing from 0 reads from Kafka.
-    let limits = Limits { tail_max_records: 10, ..Limits::default() };
+    let limits = Limits { tail_max_records: 10, tail_pool_bytes: 0, ..Limits::default() };
     let gateway = Gateway::start_with(config(&[&topic], limits)).await;
     let mut client = gateway.client().await;
     let from = vec![pb::PartitionOffset { topic: topic.clone(), partition: 0, offset: 0 }];

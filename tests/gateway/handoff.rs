@@ -27,8 +27,13 @@ async fn snapshot_then_subscribe_equals_raw_rebuild() {
     create_topic(&topic, PARTITIONS).await;
     // A small tail buffer and small chunks, so that late subscribers catch up from Kafka and
     // snapshots cross many chunk edges.
-    let limits =
-        Limits { tail_max_records: 2_000, max_chunk_bytes: 16 << 10, max_batch_records: 300, ..Limits::default() };
+    let limits = Limits {
+        tail_max_records: 2_000,
+        tail_pool_bytes: 0,
+        max_chunk_bytes: 16 << 10,
+        max_batch_records: 300,
+        ..Limits::default()
+    };
     let gateway = Gateway::start_with(config(&[&topic], limits)).await;
     let seed: u64 = rand::rng().random();
     println!("seed {seed}");

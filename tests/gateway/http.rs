@@ -45,7 +45,7 @@ async fn snapshot_chunks_and_live_rebuild_the_topic_exactly() {
     let topic = unique_topic("http-follow");
     create_topic(&topic, 3).await;
     produce(&topic, &changes(0, 300, 3));
-    let limits = Limits { tail_max_records: 64, ..Limits::default() };
+    let limits = Limits { tail_max_records: 64, tail_pool_bytes: 0, ..Limits::default() };
     let (config, addr) = http_config(&[&topic], limits, 100);
     let _gateway = Gateway::start_with(config).await;
 
@@ -239,7 +239,7 @@ async fn every_error_is_no_store_json_with_a_reason_and_what_to_do() {
     let topic = unique_topic("http-errors");
     create_topic(&topic, 2).await;
     produce(&topic, &changes(0, 400, 2));
-    let limits = Limits { tail_max_records: 16, ..Limits::default() };
+    let limits = Limits { tail_max_records: 16, tail_pool_bytes: 0, ..Limits::default() };
     let (config, addr) = http_config(&[&topic], limits, 50);
     let _gateway = Gateway::start_with(config).await;
     snapshot_when_ready(addr, &topic).await;

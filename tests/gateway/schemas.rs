@@ -77,7 +77,7 @@ fn schemas_config(topic: &str, on_error: &str, registry: String) -> SchemasConfi
 
 fn gateway_config(topic: &str, schemas: SchemasConfig) -> Config {
     // A tail of 2 records: a stream from 0 reads the rest through the catch-up reader.
-    let limits = Limits { tail_max_records: 2, ..Limits::default() };
+    let limits = Limits { tail_max_records: 2, tail_pool_bytes: 0, ..Limits::default() };
     let mut config = config(&[topic], limits);
     config.schemas = schemas;
     config

@@ -197,7 +197,7 @@ mod tests {
         let shard = Arc::new(Shard::new("t".into(), 0, 0, 0));
         view.topic("t").unwrap().add_shard(shard.clone());
         let (l, config) = (
-            Limits { tail_max_records: 4, ..Limits::default() },
+            Limits { tail_max_records: 4, tail_pool_bytes: 0, ..Limits::default() },
             CheckpointConfig { max_records: 3, ..CheckpointConfig::default() },
         );
         let (store, _) = Store::open(dir.path(), &["t".into()]).unwrap();

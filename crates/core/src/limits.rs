@@ -18,6 +18,11 @@ pub struct Limits {
     /// entries, the records they replaced in the state, and tombstones and keyless records
     /// (records the state holds count once, as state).
     pub tail_max_bytes: usize,
+    /// Bytes that the tails of all partitions together may keep beyond their own bounds,
+    /// borrowed as they grow past them (first come, first served) and given back as they
+    /// shrink: a busy partition's tail keeps seconds of records for followers that fall behind,
+    /// at no cost to idle ones. At the bound a tail evicts at its own bounds as before.
+    pub tail_pool_bytes: usize,
     /// Default and maximum encoded size of one snapshot chunk. A single entry larger than this is
     /// sent alone in its chunk.
     pub max_chunk_bytes: usize,
@@ -66,6 +71,12 @@ impl Default for Limits {
             // while 100 partitions cost at most 400 MiB.
             tail_max_records: 131_072,
             tail_max_bytes: 4 << 20,
+            // 1 M records of new keys or ~85 k updates of 100-byte values, wherever they are
+            // written: ten followers seconds behind a producer writing flat out stay in memory
+            // (scripts/bench.sh head) for at most 16 MiB more than the tails' own bounds, a
+            // small share of a gateway's memory. (With 64 MiB, 60 MB of 1 KiB updates with a
+            // stalled follower grew the gateway by over 100 MiB: tests/gateway/follow.rs.)
+            tail_pool_bytes: 16 << 20,
             // 1 MiB stays well under the 4 MiB default receive limit of every gRPC client.
             max_chunk_bytes: 1 << 20,
             max_batch_records: 1_000,
@@ -105,7 +116,8 @@ impl Limits {
         (self.head_linger_ms > 0).then(|| Duration::from_millis(self.head_linger_ms))
     }
 
-    /// Checks what serde cannot: every bound but `ready_wait_ms` and `head_linger_ms` is
+    /// Checks what serde cannot: every bound but `ready_wait_ms`, `head_linger_ms` and
+    /// `tail_pool_bytes` (0: no pool) is
     /// positive, and the linger is at most [`MAX_HEAD_LINGER_MS`]. An error names the key
     /// (`limits.<field>`).
     pub fn validate(&self) -> Result<(), String> {

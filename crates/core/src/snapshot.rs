@@ -112,7 +112,7 @@ pub async fn take_as_of(
                         partition: shard.partition,
                         requested: at,
                         earliest: tail_start,
-                        earliest_offsets: shards.iter().map(|(_, s)| s.at(s.tail_start())).collect(),
+                        earliest_offsets: shards.iter().map(|(_, s)| s.at(s.as_of_start())).collect(),
                     })
                 }
             },

@@ -4,7 +4,7 @@
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex, OnceLock, RwLock,
     },
 };
@@ -85,6 +85,11 @@ struct ShardState {
     tail: VecDeque<TailEntry>,
     /// Bytes the tail alone keeps alive ([`TailEntry::bytes`]).
     tail_bytes: usize,
+    /// The index in `tail` of the first of the tail's own records, within its own bounds; the
+    /// ones before it are kept on bytes borrowed from the pool.
+    own_front: usize,
+    /// Bytes of the tail's own records (`tail[own_front..]`).
+    own_bytes: usize,
     tail_start: i64,
     next_offset: i64,
     /// The end offset seen at start: the shard is caught up once `next_offset` reaches it.
@@ -93,6 +98,53 @@ struct ShardState {
     start: i64,
     /// Ranges of the tail that subscribers read, encoded once for all of them.
     runs: Runs,
+    /// The gateway's pool this tail borrows from beyond its own bounds (none: it never does).
+    pool: Option<Arc<TailPool>>,
+    /// Bytes borrowed from `pool`: the tail keeps at most `limits.tail_max_bytes` plus these.
+    borrowed: usize,
+}
+
+/// Memory that the tails of all partitions may keep beyond their own bounds
+/// (`limits.tail_pool_bytes`), so that a busy partition keeps seconds of records in memory for
+/// its followers while idle ones hold nothing. A tail borrows in [`LEND_STEP`]s as it grows past
+/// its bounds, first come first served, and gives back what it no longer uses (and all when its
+/// shard is dropped); its own bounds are never taken from it. What is lent never exceeds the
+/// pool's bound, so all tails together keep at most their own bounds plus the pool.
+#[derive(Debug, Default)]
+pub struct TailPool {
+    lent: AtomicUsize,
+}
+
+/// The step a tail borrows in, so that a tail at its bound does not touch the pool per record.
+const LEND_STEP: usize = 64 << 10;
+
+impl TailPool {
+    /// Lends up to `want` bytes without the total lent passing `max`; returns what it lent.
+    fn lend(&self, want: usize, max: usize) -> usize {
+        let mut lent = 0;
+        let _ = self.lent.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+            lent = want.min(max.saturating_sub(held));
+            (lent > 0).then_some(held + lent)
+        });
+        lent
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.lent.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Bytes lent to tails now.
+    pub fn lent(&self) -> usize {
+        self.lent.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for ShardState {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            pool.give_back(self.borrowed);
+        }
+    }
 }
 
 /// Ranges of the tail a subscriber read as the view's records, by first offset, each encoded once
@@ -243,14 +295,64 @@ impl ShardState {
         self.next_offset = rec.offset + 1;
         self.last_timestamp_ms = rec.timestamp_ms;
         let entry = TailEntry { record: rec, replaced };
-        self.tail_bytes += entry.bytes();
+        let bytes = entry.bytes();
+        self.tail_bytes += bytes;
+        self.own_bytes += bytes;
         self.tail.push_back(entry);
-        while self.tail.len() > limits.tail_max_records
-            || (self.tail_bytes > limits.tail_max_bytes && self.tail.len() > 1)
+        self.bound_tail(limits);
+    }
+
+    /// Keeps the tail within its own bounds plus what it borrowed from the pool. The newest
+    /// records within `tail_max_records` and `tail_max_bytes` are the tail's own (from
+    /// `own_front`); the older ones it keeps on bytes borrowed from the pool, a step at a time,
+    /// and evicts when it cannot borrow. It gives back what it borrowed beyond a step of what it
+    /// uses.
+    fn bound_tail(&mut self, limits: &Limits) {
+        while self.tail.len() - self.own_front > limits.tail_max_records
+            || (self.own_bytes > limits.tail_max_bytes && self.tail.len() - self.own_front > 1)
         {
-            let old = self.tail.pop_front().expect("tail is not empty");
-            self.tail_bytes -= old.bytes();
-            self.tail_start = old.record.offset + 1;
+            self.own_bytes -= self.tail[self.own_front].bytes();
+            self.own_front += 1;
+        }
+        let need = self.tail_bytes - self.own_bytes;
+        if need > self.borrowed {
+            if let Some(pool) = &self.pool {
+                self.borrowed += pool.lend((need - self.borrowed).max(LEND_STEP), limits.tail_pool_bytes);
+            }
+        }
+        while self.tail_bytes - self.own_bytes > self.borrowed {
+            // Entries are never 0 bytes: some are before `own_front`.
+            self.pop_front();
+        }
+        let used = self.tail_bytes - self.own_bytes;
+        if self.borrowed > used + 2 * LEND_STEP {
+            let back = self.borrowed - used - LEND_STEP;
+            self.borrowed -= back;
+            if let Some(pool) = &self.pool {
+                pool.give_back(back);
+            }
+        }
+    }
+
+    /// Evicts the oldest record of the tail.
+    fn pop_front(&mut self) {
+        let old = self.tail.pop_front().expect("tail is not empty");
+        let bytes = old.bytes();
+        self.tail_bytes -= bytes;
+        match self.own_front.checked_sub(1) {
+            Some(front) => self.own_front = front,
+            None => self.own_bytes -= bytes,
+        }
+        self.tail_start = old.record.offset + 1;
+    }
+
+    /// The earliest offset the state can be rolled back to for a snapshot as of it: the tail's
+    /// own records reach back to it (what it borrowed serves subscriptions only, so how far back
+    /// a snapshot reaches is what `tail_max_records` and `tail_max_bytes` say).
+    fn as_of_start(&self) -> i64 {
+        match self.own_front.checked_sub(1) {
+            Some(last_borrowed) => self.tail[last_borrowed].record.offset + 1,
+            None => self.tail_start,
         }
     }
 }
@@ -286,6 +388,8 @@ impl Shard {
                 map: StateMap::new(),
                 tail: VecDeque::new(),
                 tail_bytes: 0,
+                own_front: 0,
+                own_bytes: 0,
                 state_bytes: 0,
                 last_timestamp_ms: -1,
                 tail_start: start,
@@ -293,6 +397,8 @@ impl Shard {
                 target,
                 start,
                 runs: Runs::default(),
+                pool: None,
+                borrowed: 0,
             }),
         }
     }
@@ -358,6 +464,14 @@ impl Shard {
         PartitionOffset::new(&*self.topic, self.partition, offset)
     }
 
+    /// Lets this shard's tail borrow from `pool` (the view's, once the shard is in it).
+    fn join(&self, pool: &Arc<TailPool>) {
+        let mut s = self.lock();
+        if s.pool.is_none() {
+            s.pool = Some(pool.clone());
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, ShardState> {
         // A panic while holding the lock leaves a consistent state (every update is one step),
         // so a poisoned lock is still usable.
@@ -395,8 +509,7 @@ impl Shard {
     pub fn trim_below(&self, earliest: i64) {
         let mut s = self.lock();
         while s.tail.front().is_some_and(|e| e.record.offset < earliest) {
-            let old = s.tail.pop_front().expect("tail is not empty");
-            s.tail_bytes -= old.bytes();
+            s.pop_front();
         }
         if earliest > s.tail_start {
             s.tail_start = earliest;
@@ -419,8 +532,9 @@ impl Shard {
             if offset > s.next_offset {
                 return StateAt::Ahead { next_offset: s.next_offset };
             }
-            if offset < s.tail_start {
-                return StateAt::Behind { tail_start: s.tail_start };
+            let earliest = s.as_of_start();
+            if offset < earliest {
+                return StateAt::Behind { tail_start: earliest };
             }
             let first = s.tail_index(offset);
             let undo: Vec<(Record, Option<Record>)> =
@@ -456,8 +570,15 @@ impl Shard {
         (self.next_offset() - position).max(0)
     }
 
+    /// The offset of the tail's first record: subscribers from here on read memory.
     pub fn tail_start(&self) -> i64 {
         self.lock().tail_start
+    }
+
+    /// The earliest offset a snapshot can be taken as of ([`Shard::state_at`]): the start of the
+    /// tail's own records, within `tail_max_records` and `tail_max_bytes`.
+    pub fn as_of_start(&self) -> i64 {
+        self.lock().as_of_start()
     }
 
     pub fn keys(&self) -> usize {
@@ -467,6 +588,12 @@ impl Shard {
     /// Key, value and header bytes of the state.
     pub fn state_bytes(&self) -> usize {
         self.lock().state_bytes
+    }
+
+    /// Bytes the tail buffer alone keeps alive ([`TailEntry::bytes`]), within its own bounds
+    /// plus what it borrowed from the view's pool.
+    pub fn tail_bytes(&self) -> usize {
+        self.lock().tail_bytes
     }
 
     /// Timestamp of the last applied record (ms since the epoch; -1 when unknown or none).
@@ -609,6 +736,8 @@ pub struct TopicView {
     pub name: Arc<str>,
     slots: RwLock<Vec<Option<Arc<Shard>>>>,
     changed: watch::Sender<u64>,
+    /// The view's pool, joined by every shard added here.
+    pool: Arc<TailPool>,
 }
 
 /// Whether this replica holds a partition.
@@ -663,6 +792,7 @@ impl TopicView {
     pub fn add_shard(&self, shard: Arc<Shard>) {
         let mut slots = self.write_slots();
         debug_assert_eq!(slots.len() as i32, shard.partition);
+        shard.join(&self.pool);
         slots.push(Some(shard));
         drop(slots);
         self.notify();
@@ -681,6 +811,7 @@ impl TopicView {
     /// replica), in place of whatever the slot had.
     pub fn hold(&self, shard: Arc<Shard>) {
         let Ok(p) = usize::try_from(shard.partition) else { return };
+        shard.join(&self.pool);
         let mut slots = self.write_slots();
         while slots.len() <= p {
             slots.push(None);
@@ -724,6 +855,8 @@ pub struct View {
     /// Sharding: this replica has not been given its share of the partitions yet, so having
     /// loaded every shard it holds (none) does not make it ready.
     awaiting_share: AtomicBool,
+    /// What the tails of all partitions may keep beyond their own bounds.
+    tail_pool: Arc<TailPool>,
 }
 
 impl View {
@@ -731,6 +864,7 @@ impl View {
         let mut names = topics.to_vec();
         names.sort();
         names.dedup();
+        let tail_pool = Arc::new(TailPool::default());
         let topics = names
             .iter()
             .map(|name| {
@@ -738,6 +872,7 @@ impl View {
                     name: name.as_str().into(),
                     slots: RwLock::new(Vec::new()),
                     changed: watch::channel(0).0,
+                    pool: tail_pool.clone(),
                 };
                 (name.clone(), Arc::new(view))
             })
@@ -748,7 +883,13 @@ impl View {
             ready: watch::channel(false).0,
             assigned: Default::default(),
             awaiting_share: Default::default(),
+            tail_pool,
         }
+    }
+
+    /// The pool the tails borrow from beyond their own bounds.
+    pub fn tail_pool(&self) -> &TailPool {
+        &self.tail_pool
     }
 
     /// Exposed topic names, sorted.
@@ -1077,6 +1218,75 @@ mod tests {
         assert_eq!(runs.bytes, runs.by_from.values().map(|s| s.held).sum::<usize>());
         assert_eq!((runs.bytes, runs.by_from.len()), (90, 5), "five ranges of 2 records encoded fit in 90 bytes");
         assert_eq!(*runs.by_from.keys().next().unwrap(), 3_090, "the oldest go");
+    }
+
+    /// A view of topic "t" holding `shards` fresh shards (partitions 0, 1, ...).
+    fn view_of(shards: i32) -> (View, Vec<Arc<Shard>>) {
+        let view = View::new(&["t".to_string()]);
+        let topic = view.topic("t").unwrap();
+        let shards: Vec<_> = (0..shards).map(|p| Arc::new(Shard::new("t".into(), p, 0, 0))).collect();
+        shards.iter().for_each(|s| topic.add_shard(s.clone()));
+        (view, shards)
+    }
+
+    fn new_keys(from: i64, to: i64) -> impl Iterator<Item = Record> {
+        (from..to).map(|o| rec(o, &format!("k{o}"), Some("v")))
+    }
+
+    #[test]
+    fn tails_borrow_from_the_view_pool_beyond_their_bounds_first_come_first_served() {
+        let l = Limits { tail_max_records: 4, tail_pool_bytes: 6 * TAIL_ENTRY_BYTES, ..Limits::default() };
+        let (view, shards) = view_of(2);
+        shards[0].apply_all(new_keys(0, 20), &l);
+        assert_eq!(shards[0].tail_start(), 10, "its own 4 records and 6 borrowed");
+        assert_eq!(view.tail_pool().lent(), 6 * TAIL_ENTRY_BYTES);
+        shards[1].apply_all(new_keys(0, 20), &l);
+        assert_eq!(shards[1].tail_start(), 16, "the pool is lent out: its own bound");
+        // Subscribers read the borrowed records; a snapshot reaches back as far as the tail's own.
+        assert_eq!(shards[0].as_of_start(), 16);
+        assert!(matches!(shards[0].state_at(15), StateAt::Behind { tail_start: 16 }));
+        assert!(matches!(shards[0].state_at(16), StateAt::State(_)));
+        let mut out = Vec::new();
+        assert_eq!(shards[0].read_tail(10, 100, usize::MAX, &mut out), TailRead::Read { next: 20 });
+        assert_eq!(out.iter().map(|r| r.offset).collect::<Vec<_>>(), (10..20).collect::<Vec<_>>());
+        assert!(matches!(shards[0].read_tail(9, 100, usize::MAX, &mut out), TailRead::Behind { tail_start: 10 }));
+        // A shard not in a view, or a view without a pool, keeps its own bound.
+        let alone = Shard::new("t".into(), 0, 0, 0);
+        alone.apply_all(new_keys(0, 20), &l);
+        assert_eq!(alone.tail_start(), 16);
+        let (none, unpooled) = view_of(1);
+        unpooled[0].apply_all(new_keys(0, 20), &Limits { tail_pool_bytes: 0, ..l.clone() });
+        assert_eq!((unpooled[0].tail_start(), none.tail_pool().lent()), (16, 0));
+        // A dropped shard gives back what it borrowed, and the other one takes it.
+        view.topic("t").unwrap().release(0);
+        drop(shards.into_iter().next());
+        assert_eq!(view.tail_pool().lent(), 0);
+        let other = view.topic("t").unwrap().shards().pop().unwrap();
+        other.apply_all(new_keys(20, 30), &l);
+        assert_eq!(other.tail_start(), 20, "4 of its own and 6 borrowed");
+        assert_eq!(view.tail_pool().lent(), 6 * TAIL_ENTRY_BYTES);
+    }
+
+    #[test]
+    fn a_tail_keeps_its_bytes_bound_plus_what_it_borrowed_and_gives_back_what_it_stops_using() {
+        let big = "x".repeat(100);
+        let version = TAIL_ENTRY_BYTES + rec(0, "k", Some(&big)).size();
+        let l = Limits { tail_max_bytes: 10 * version, tail_pool_bytes: 1 << 20, ..Limits::default() };
+        let (view, shards) = view_of(1);
+        // Updates: every entry keeps the version it replaced, and the pool lends up to its bound.
+        shards[0].apply_all((0..20_000).map(|o| rec(o, "k", Some(&big))), &l);
+        let held = shards[0].tail_bytes();
+        assert!(held <= l.tail_max_bytes + l.tail_pool_bytes, "{held}");
+        assert!(held > l.tail_max_bytes + l.tail_pool_bytes - 2 * version, "{held}: the whole pool is used");
+        assert_eq!(view.tail_pool().lent(), l.tail_pool_bytes);
+        // A snapshot reaches back ten versions, subscribers thousands.
+        assert_eq!(shards[0].as_of_start(), 19_990);
+        assert!(shards[0].tail_start() < 19_000, "{}", shards[0].tail_start());
+        // Kafka deleted the records: the tail empties, and gives back all but a step at the next one.
+        shards[0].trim_below(20_000);
+        shards[0].apply(rec(20_000, "k", Some(&big)), &l);
+        assert_eq!(view.tail_pool().lent(), LEND_STEP);
+        assert!(shards[0].tail_bytes() <= version);
     }
 
     #[test]

@@ -133,6 +133,7 @@ impl WatermarkCache {
                             metrics::gauge!("tributary_view_lag_records", &labels).set((m.latest - view).max(0) as f64);
                             metrics::gauge!("tributary_view_keys", &labels).set(shard.keys() as f64);
                             metrics::gauge!("tributary_view_bytes", &labels).set(shard.state_bytes() as f64);
+                            metrics::gauge!("tributary_tail_bytes", &labels).set(shard.tail_bytes() as f64);
                             // Behind: the newest record the view holds is this old.
                             let last = shard.last_timestamp_ms();
                             let lag_seconds = match (m.latest > view, last >= 0) {
@@ -153,6 +154,7 @@ impl WatermarkCache {
                             }
                         }
                     }
+                    metrics::gauge!("tributary_tail_pool_lent_bytes").set(self.view.tail_pool().lent() as f64);
                     metrics::gauge!("tributary_kafka_reachable").set(1.0);
                     let mut s = self.lock();
                     s.marks.extend(partitions.into_iter().zip(marks));

@@ -142,6 +142,7 @@ limits_section! {
     core {
         tail_max_records: usize,
         tail_max_bytes: usize,
+        tail_pool_bytes: usize,
         max_chunk_bytes: usize,
         max_batch_records: usize,
         max_batch_bytes: usize,

@@ -82,6 +82,16 @@ fn describe() {
         "Key, value and header bytes of the view's state, per partition."
     );
     describe_gauge!(
+        "tributary_tail_bytes",
+        Unit::Bytes,
+        "Memory the tail buffer alone keeps alive, per partition (limits.tail_max_bytes plus what it borrowed)."
+    );
+    describe_gauge!(
+        "tributary_tail_pool_lent_bytes",
+        Unit::Bytes,
+        "Bytes the tails borrowed beyond their own bounds, of limits.tail_pool_bytes."
+    );
+    describe_gauge!(
         "tributary_view_lag_seconds",
         Unit::Seconds,
         "While the view is behind Kafka: the age of the newest record it applied (0 when caught up)."

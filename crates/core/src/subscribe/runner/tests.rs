@@ -88,7 +88,7 @@ fn offset_encoder() -> crate::record::Encoder {
 }
 
 fn limits(tail_max_records: usize, max_batch_records: usize) -> Limits {
-    Limits { tail_max_records, max_batch_records, progress_interval_ms: 20, ..Limits::default() }
+    Limits { tail_max_records, tail_pool_bytes: 0, max_batch_records, progress_interval_ms: 20, ..Limits::default() }
 }
 
 /// What a client saw.
