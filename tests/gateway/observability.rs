@@ -183,8 +183,10 @@ async fn metrics_follow_what_the_gateway_does() {
     .await;
 
     // The state, load and translator gauges.
-    eventually(metrics_addr, "state bytes, load, lag seconds, uploads and compile time", |m| {
+    eventually(metrics_addr, "state and tail bytes, load, lag seconds, uploads and compile time", |m| {
         metric(m, "tributary_view_bytes", &[("topic", t)]) > 2000.0 * 10_000.0
+            && metric(m, "tributary_tail_bytes", &[("topic", t)]) >= 16.0 * 2_500.0
+            && m.contains("tributary_tail_pool_lent_bytes ")
             && metric(m, "tributary_view_load_percent", &[]) == 100.0
             && metric(m, "tributary_view_lag_seconds", &[("topic", t)]) == 0.0
             && metric(m, "tributary_translator_uploads_total", &[("result", "stored")]) == 1.0
