@@ -20,8 +20,9 @@ pub struct Limits {
     pub tail_max_bytes: usize,
     /// Bytes that the tails of all partitions together may keep beyond their own bounds,
     /// borrowed as they grow past them (first come, first served) and given back as they
-    /// shrink: a busy partition's tail keeps seconds of records for followers that fall behind,
-    /// at no cost to idle ones. At the bound a tail evicts at its own bounds as before.
+    /// shrink or once their partition is quiet ([`crate::view::POOL_IDLE`]): a busy partition's
+    /// tail keeps seconds of records for followers that fall behind, at no cost to idle ones.
+    /// At the bound a tail evicts at its own bounds as before. 0: no pool.
     pub tail_pool_bytes: usize,
     /// Default and maximum encoded size of one snapshot chunk. A single entry larger than this is
     /// sent alone in its chunk.

@@ -9,6 +9,8 @@ use std::{
     },
 };
 
+use std::time::{Duration, Instant};
+
 use bytes::BytesMut;
 
 use imbl::OrdSet;
@@ -102,6 +104,8 @@ struct ShardState {
     pool: Option<Arc<TailPool>>,
     /// Bytes borrowed from `pool`: the tail keeps at most `limits.tail_max_bytes` plus these.
     borrowed: usize,
+    /// The next offset when [`Shard::settle_pool`] last saw it change, and when.
+    quiet_since: (i64, Instant),
 }
 
 /// Memory that the tails of all partitions may keep beyond their own bounds
@@ -117,6 +121,10 @@ pub struct TailPool {
 
 /// The step a tail borrows in, so that a tail at its bound does not touch the pool per record.
 const LEND_STEP: usize = 64 << 10;
+
+/// A tail whose partition received nothing for this long gives back what it borrowed
+/// ([`Shard::settle_pool`]), so that a partition busy once does not keep the pool while idle.
+pub const POOL_IDLE: Duration = Duration::from_secs(30);
 
 impl TailPool {
     /// Lends up to `want` bytes without the total lent passing `max`; returns what it lent.
@@ -399,6 +407,7 @@ impl Shard {
                 runs: Runs::default(),
                 pool: None,
                 borrowed: 0,
+                quiet_since: (start, Instant::now()),
             }),
         }
     }
@@ -462,6 +471,30 @@ impl Shard {
     /// This partition at `offset`.
     pub fn at(&self, offset: i64) -> PartitionOffset {
         PartitionOffset::new(&*self.topic, self.partition, offset)
+    }
+
+    /// Gives back what the tail borrowed from the pool, evicting the records it kept on it, when
+    /// the partition has received nothing for [`POOL_IDLE`] as of `now`: those records serve
+    /// followers behind a busy partition, and an idle partition's followers have caught up (or
+    /// read from Kafka, as behind any tail). Called at every watermark refresh; returns whether
+    /// it gave anything back.
+    pub fn settle_pool(&self, now: Instant) -> bool {
+        let mut s = self.lock();
+        if s.quiet_since.0 != s.next_offset {
+            s.quiet_since = (s.next_offset, now);
+            return false;
+        }
+        if s.borrowed == 0 || now.saturating_duration_since(s.quiet_since.1) < POOL_IDLE {
+            return false;
+        }
+        while s.own_front > 0 {
+            s.pop_front();
+        }
+        let back = std::mem::take(&mut s.borrowed);
+        if let Some(pool) = &s.pool {
+            pool.give_back(back);
+        }
+        true
     }
 
     /// Lets this shard's tail borrow from `pool` (the view's, once the shard is in it).
@@ -1265,6 +1298,28 @@ mod tests {
         other.apply_all(new_keys(20, 30), &l);
         assert_eq!(other.tail_start(), 20, "4 of its own and 6 borrowed");
         assert_eq!(view.tail_pool().lent(), 6 * TAIL_ENTRY_BYTES);
+    }
+
+    #[test]
+    fn an_idle_partition_gives_back_what_its_tail_borrowed() {
+        let l = Limits { tail_max_records: 4, tail_pool_bytes: 6 * TAIL_ENTRY_BYTES, ..Limits::default() };
+        let (view, shards) = view_of(1);
+        let t0 = Instant::now();
+        shards[0].apply_all(new_keys(0, 20), &l);
+        assert_eq!((shards[0].tail_start(), view.tail_pool().lent()), (10, 6 * TAIL_ENTRY_BYTES));
+        // Records arrived since the last look: busy.
+        assert!(!shards[0].settle_pool(t0));
+        assert!(!shards[0].settle_pool(t0 + POOL_IDLE / 2), "quiet, not for long enough");
+        shards[0].apply_all(new_keys(20, 21), &l);
+        assert!(!shards[0].settle_pool(t0 + POOL_IDLE), "a record restarts the clock");
+        assert!(!shards[0].settle_pool(t0 + POOL_IDLE + POOL_IDLE / 2));
+        assert_eq!(shards[0].tail_start(), 11, "still borrowing");
+        assert!(shards[0].settle_pool(t0 + 2 * POOL_IDLE));
+        assert_eq!((shards[0].tail_start(), view.tail_pool().lent()), (17, 0), "its own 4 records");
+        assert!(!shards[0].settle_pool(t0 + 3 * POOL_IDLE), "nothing left to give back");
+        // It borrows again once records come (a step at a time: here the whole pool).
+        shards[0].apply_all(new_keys(21, 23), &l);
+        assert_eq!((shards[0].tail_start(), view.tail_pool().lent()), (17, 6 * TAIL_ENTRY_BYTES));
     }
 
     #[test]

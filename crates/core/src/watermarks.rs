@@ -125,6 +125,7 @@ impl WatermarkCache {
                     for ((topic, partition), m) in partitions.iter().zip(&marks) {
                         if let Some(shard) = self.view.topic(topic).ok().and_then(|t| t.shard(*partition)) {
                             shard.trim_below(m.earliest);
+                            shard.settle_pool(Instant::now());
                             let labels = [("topic", topic.to_string()), ("partition", partition.to_string())];
                             let view = shard.next_offset();
                             metrics::gauge!("tributary_view_offset", &labels).set(view as f64);
