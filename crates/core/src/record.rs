@@ -233,6 +233,11 @@ impl std::fmt::Debug for Record {
 /// What a record costs beyond its data, in the bounds that count bytes.
 pub const RECORD_OVERHEAD: usize = 64;
 
+/// Bytes that `records` records of `data_bytes` of data together count for in the bounds.
+pub fn bounded_size(data_bytes: usize, records: usize) -> usize {
+    data_bytes + records * RECORD_OVERHEAD
+}
+
 /// Bytes of a key, a value and headers, plus [`RECORD_OVERHEAD`].
 fn data_size(key: &Option<Bytes>, value: &Option<Bytes>, headers: &[Header]) -> usize {
     let headers: usize = headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len())).sum();
@@ -411,7 +416,7 @@ impl Encoded {
 
     /// Bytes the record (or run) counts for in the bounds, as [`Record::size`] counts them.
     pub fn size(&self) -> usize {
-        self.data_bytes + self.records() * RECORD_OVERHEAD
+        bounded_size(self.data_bytes, self.records())
     }
 
     /// The encoding as bytes: shared when it was made already, made by `encoder` from a lent

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use crate::{
     error::Error,
     limits::Limits,
-    record::{Encode, Encoded, PartitionOffset, Record, Run, RECORD_OVERHEAD},
+    record::{bounded_size, Encode, Encoded, PartitionOffset, Record, Run, RECORD_OVERHEAD},
 };
 
 /// The state of one partition: the last record with a value of each key, ordered by key (a
@@ -188,7 +188,7 @@ struct RunSlot {
 
 impl RunSlot {
     fn size(&self) -> usize {
-        self.data_bytes + self.records * RECORD_OVERHEAD
+        bounded_size(self.data_bytes, self.records)
     }
 }
 
@@ -651,7 +651,7 @@ impl Shard {
         let mut bytes = 0;
         for (taken, entry) in s.tail.range(first..).enumerate() {
             let size = entry.record.size();
-            if taken == max_records || (taken > 0 && bytes + size > max_bytes) {
+            if batch_full((taken, max_records), (bytes, max_bytes), size) {
                 return TailRead::Read { next: out.last().map_or(from, |r| r.offset + 1) };
             }
             bytes += size;
@@ -716,6 +716,12 @@ impl Shard {
     }
 }
 
+/// Whether a batch of `taken` records of `bytes` is full before one more of `size` bytes: at
+/// `max_records`, or past `max_bytes` with it (the first record goes whatever its size).
+fn batch_full((taken, max_records): (usize, usize), (bytes, max_bytes): (usize, usize), size: usize) -> bool {
+    taken == max_records || (taken > 0 && bytes + size > max_bytes)
+}
+
 /// Records encoded as one run of items.
 fn encode_run(records: &[Record], encoder: &dyn Encode) -> Run {
     let mut buf = BytesMut::with_capacity(records.iter().map(Record::size).sum());
@@ -743,7 +749,7 @@ impl ShardState {
         let mut next = from.max(self.next_offset);
         for entry in self.tail.range(first..) {
             let size = entry.record.size();
-            if records == max_records || (records > 0 && bytes + size > max_bytes) {
+            if batch_full((records, max_records), (bytes, max_bytes), size) {
                 next = entry.record.offset;
                 break;
             }
