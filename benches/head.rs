@@ -193,8 +193,7 @@ async fn main() {
     let broker_pid: Option<u32> = std::env::var("BENCH_BROKER_PID").ok().and_then(|p| p.parse().ok());
 
     // The raw follower's profile: the throughput bench's best on a topic of this size.
-    let sizing = unique_topic("head-sizing");
-    create_topic(&sizing, PARTITIONS).await;
+    let sizing = new_topic("head-sizing", PARTITIONS).await;
     fill(&sizing, 1_000_000, 100, 1);
     let (_, profile) = best_raw(&ends(&sizing), 1_000_000);
     let settings: Vec<(&'static str, &'static str)> =
@@ -215,8 +214,7 @@ async fn main() {
          gateway's seconds per million records A wrote)"
     );
 
-    let topic = unique_topic("head-raw");
-    create_topic(&topic, PARTITIONS).await;
+    let topic = new_topic("head-raw", PARTITIONS).await;
     let c = clock(seconds);
     let follower = {
         let (topic, settings, c) = (topic.clone(), settings.clone(), c.clone());
@@ -224,14 +222,15 @@ async fn main() {
     };
     let case = Case { name: "raw consumer".into(), gateway_pid: None, broker_pid, clock: &c };
     measure(case, &topic, seconds, async { follower.await.unwrap() }).await;
+    // Each case writes gigabytes: its topic goes once it is measured.
+    delete_topics().await;
 
     // The defaults, whose tails borrow from the pool to keep followers that fall seconds behind
     // in memory, then the many followers again on tails within their own bounds (each follower
     // that falls behind them reads from Kafka).
     let no_pool: &[(&str, &str)] = &[("TRIBUTARY__LIMITS__TAIL_POOL_BYTES", "0")];
     for (followers, tail) in [(1, &[][..]), (many, &[][..]), (many, no_pool)] {
-        let topic = unique_topic("head-gw");
-        create_topic(&topic, PARTITIONS).await;
+        let topic = new_topic("head-gw", PARTITIONS).await;
         let gateway = Process::spawn(&[&topic], tail).await;
         let c = clock(seconds);
         let tasks: Vec<_> =
@@ -249,5 +248,7 @@ async fn main() {
         })
         .await;
         c.done.store(true, Ordering::Relaxed);
+        drop(gateway);
+        delete_topics().await;
     }
 }

@@ -340,8 +340,7 @@ async fn main() {
     let schema_records = env("BENCH_SCHEMA_RECORDS", 1_000_000);
 
     // One record per key (the snapshot case that matters): `records` distinct keys.
-    let topic = unique_topic("bench");
-    create_topic(&topic, partitions).await;
+    let topic = new_topic("bench", partitions).await;
     let started = Instant::now();
     let key_value_bytes = fill(&topic, records, value_bytes, 1);
     println!(
@@ -359,9 +358,7 @@ async fn main() {
 
     // Start to ready: the gateway process loads the whole topic into its view. The other topics
     // it exposes are empty until later rows.
-    let (small, follow_topic) = (unique_topic("bench-small"), unique_topic("bench-follow"));
-    create_topic(&small, 1).await;
-    create_topic(&follow_topic, partitions).await;
+    let (small, follow_topic) = (new_topic("bench-small", 1).await, new_topic("bench-follow", partitions).await);
     let (mut gateway, ready) = spawn_best(&[&topic, &small, &follow_topic]).await;
     table.row("gateway start to ready (process start included)", ready);
     let pid = gateway.child.id();
@@ -672,8 +669,7 @@ async fn main() {
 
     // 1 KiB records: the same read, raw and through the gateway.
     if large_records > 0 {
-        let large = unique_topic("bench-large");
-        create_topic(&large, partitions).await;
+        let large = new_topic("bench-large", partitions).await;
         fill(&large, large_records, 1024, 1);
         let large_ends = self::ends(&large);
         println!("\n{large_records} records of ~1 KiB, one per key, {partitions} partitions:");
@@ -694,8 +690,7 @@ async fn main() {
     // Avro values framed by a real schema registry: the gateway loading them as bytes, then
     // decoding each to JSON ([schemas]), against the raw consumer reading the same topic.
     if schema_records > 0 {
-        let avro = unique_topic("bench-avro");
-        create_topic(&avro, partitions).await;
+        let avro = new_topic("bench-avro", partitions).await;
         let id = tokio::task::block_in_place(|| tributary_testkit::schemas::register("AVRO", BENCH_AVRO));
         let bytes = fill_avro(&avro, schema_records, id);
         let avro_ends = self::ends(&avro);
@@ -745,8 +740,7 @@ async fn main() {
     if conflate_records > 0 {
         println!("\nslow reader (applies 50 k records/s) while A rewrites {conflate_keys} keys {conflate_records} times at full speed:");
         for conflate in [false, true] {
-            let topic = unique_topic("bench-conflate");
-            create_topic(&topic, partitions).await;
+            let topic = new_topic("bench-conflate", partitions).await;
             let gateway = Process::spawn(&[&topic], &[]).await;
             let rss_before = gateway.rss_kib();
             let mut client = connect(gateway.addr).await;
@@ -841,8 +835,7 @@ async fn main() {
 
     // Many versions per key: the snapshot against a raw rebuild that reads every version.
     if versions > 1 {
-        let versioned = unique_topic("bench-versions");
-        create_topic(&versioned, partitions).await;
+        let versioned = new_topic("bench-versions", partitions).await;
         fill(&versioned, records, value_bytes, versions);
         let v_ends = self::ends(&versioned);
         let rebuild = tokio::task::block_in_place(|| raw_read(&settings_of(baseline_name), &v_ends, true));
@@ -858,4 +851,5 @@ async fn main() {
             rebuild.as_secs_f64() / d.as_secs_f64()
         );
     }
+    delete_topics().await;
 }

@@ -93,9 +93,7 @@ async fn main() {
     let slow_records = env("BENCH_SLOW_RECORDS", 100_000);
     let partitions = env("BENCH_PARTITIONS", 4) as i32;
 
-    let (topic, slow) = (unique_topic("bench-tr"), unique_topic("bench-tr-slow"));
-    create_topic(&topic, partitions).await;
-    create_topic(&slow, partitions).await;
+    let (topic, slow) = (new_topic("bench-tr", partitions).await, new_topic("bench-tr-slow", partitions).await);
     fill(&topic, records, 100, 1);
     fill(&slow, slow_records.max(1), 100, 1);
     println!(
@@ -128,6 +126,7 @@ async fn main() {
     ];
     table(&mut client, &mut registry, &topic, records, &rust).await;
     if slow_records == 0 {
+        delete_topics().await;
         return;
     }
     let slow_rows = [
@@ -151,4 +150,5 @@ async fn main() {
         },
     ];
     table(&mut client, &mut registry, &slow, slow_records, &slow_rows).await;
+    delete_topics().await;
 }

@@ -17,6 +17,26 @@ use tributary_server::pb;
 use crate::{bootstrap, unique_topic, Client, Out, Writer};
 
 /// A size from the environment variable `name`, or `default`.
+/// Topics a benchmark created ([`new_topic`]), deleted by [`delete_topics`] when it ends: a run of
+/// the head bench writes gigabytes, and a broker kept between runs would fill its disk.
+static CREATED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// A fresh topic of `partitions` named after `prefix`, deleted by [`delete_topics`].
+pub async fn new_topic(prefix: &str, partitions: i32) -> String {
+    let name = unique_topic(prefix);
+    crate::create_topic(&name, partitions).await;
+    CREATED.lock().unwrap_or_else(|e| e.into_inner()).push(name.clone());
+    name
+}
+
+/// Deletes the topics made with [`new_topic`] so far.
+pub async fn delete_topics() {
+    let names = std::mem::take(&mut *CREATED.lock().unwrap_or_else(|e| e.into_inner()));
+    for name in names {
+        crate::delete_topic(&name).await;
+    }
+}
+
 pub fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
