@@ -23,8 +23,6 @@ const CLIENTS: usize = 6;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn snapshot_then_subscribe_equals_raw_rebuild() {
-    let topic = unique_topic("handoff");
-    create_topic(&topic, PARTITIONS).await;
     // A small tail buffer and small chunks, so that late subscribers catch up from Kafka and
     // snapshots cross many chunk edges.
     let limits = Limits {
@@ -34,6 +32,27 @@ async fn snapshot_then_subscribe_equals_raw_rebuild() {
         max_batch_records: 300,
         ..Limits::default()
     };
+    snapshot_then_subscribe_with(limits).await;
+}
+
+/// The same with tails that keep older records on a small pool: late subscribers catch up from
+/// Kafka into records the tails borrowed, then into the tails' own, while the pool is lent out
+/// and given back as the tails move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn snapshot_then_subscribe_equals_raw_rebuild_through_borrowed_tails() {
+    let limits = Limits {
+        tail_max_records: 1_000,
+        tail_pool_bytes: 256 << 10,
+        max_chunk_bytes: 16 << 10,
+        max_batch_records: 300,
+        ..Limits::default()
+    };
+    snapshot_then_subscribe_with(limits).await;
+}
+
+async fn snapshot_then_subscribe_with(limits: Limits) {
+    let topic = unique_topic("handoff");
+    create_topic(&topic, PARTITIONS).await;
     let gateway = Gateway::start_with(config(&[&topic], limits)).await;
     let seed: u64 = rand::rng().random();
     println!("seed {seed}");
