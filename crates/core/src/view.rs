@@ -149,9 +149,7 @@ impl TailPool {
 
 impl Drop for ShardState {
     fn drop(&mut self) {
-        if let Some(pool) = &self.pool {
-            pool.give_back(self.borrowed);
-        }
+        self.give_back(self.borrowed);
     }
 }
 
@@ -334,11 +332,15 @@ impl ShardState {
         }
         let used = self.tail_bytes - self.own_bytes;
         if self.borrowed > used + 2 * LEND_STEP {
-            let back = self.borrowed - used - LEND_STEP;
-            self.borrowed -= back;
-            if let Some(pool) = &self.pool {
-                pool.give_back(back);
-            }
+            self.give_back(self.borrowed - used - LEND_STEP);
+        }
+    }
+
+    /// Gives `bytes` of what the tail borrowed back to the pool.
+    fn give_back(&mut self, bytes: usize) {
+        self.borrowed -= bytes;
+        if let Some(pool) = &self.pool {
+            pool.give_back(bytes);
         }
     }
 
@@ -490,10 +492,8 @@ impl Shard {
         while s.own_front > 0 {
             s.pop_front();
         }
-        let back = std::mem::take(&mut s.borrowed);
-        if let Some(pool) = &s.pool {
-            pool.give_back(back);
-        }
+        let borrowed = s.borrowed;
+        s.give_back(borrowed);
         true
     }
 
