@@ -151,10 +151,19 @@ pub struct SharedOutcomes {
 struct Store {
     /// Per topic and partition, in offset order.
     partitions: HashMap<Arc<str>, HashMap<i32, VecDeque<Entry>>>,
-    /// Where each entry went, oldest first (an entry is the front of its partition when it is
-    /// the oldest overall: each partition's entries are appended in offset order).
-    order: VecDeque<(Arc<str>, i32)>,
+    /// Runs of entries appended to one partition, oldest first: the front run's entries are the
+    /// oldest of their partition (each partition's entries are appended in offset order).
+    order: VecDeque<Run>,
+    /// Entries kept, and their bytes.
+    len: usize,
     bytes: usize,
+}
+
+/// `entries` consecutive entries of one partition in [`Store::order`].
+struct Run {
+    topic: Arc<str>,
+    partition: i32,
+    entries: usize,
 }
 
 struct Entry {
@@ -209,45 +218,80 @@ impl SharedOutcomes {
             .collect()
     }
 
-    /// Keeps the outcomes of records newer than every record kept for their partition.
+    /// Keeps the outcomes of records newer than every record kept for their partition. Records
+    /// come in runs of one partition: each run is looked up once, and the oldest entries are
+    /// evicted a run at a time.
     fn put(&self, records: &[Record], made: &[Made]) {
         let mut store = self.lock();
-        let store = &mut *store;
-        for (record, made) in records.iter().zip(made) {
-            let bytes = record.size() + made.size();
-            if bytes > SHARED_BYTES / 16 {
-                continue;
-            }
-            let partitions = store.partitions.entry(record.topic.clone()).or_default();
-            let entries = partitions.entry(record.partition).or_default();
-            if entries.back().is_some_and(|e| e.offset >= record.offset) {
-                continue;
-            }
-            entries.push_back(Entry { offset: record.offset, record: record.clone(), made: made.clone(), bytes });
-            store.order.push_back((record.topic.clone(), record.partition));
-            store.bytes += bytes;
-            let mut total = SHARED_TOTAL.fetch_add(bytes, Ordering::Relaxed) + bytes;
-            while store.order.len() > SHARED_RECORDS || store.bytes > SHARED_BYTES || total > SHARED_TOTAL_BYTES {
-                let Some((topic, partition)) = store.order.pop_front() else { break };
-                let Some(partitions) = store.partitions.get_mut(&topic) else { continue };
-                let Some(entries) = partitions.get_mut(&partition) else { continue };
-                if let Some(oldest) = entries.pop_front() {
-                    store.bytes -= oldest.bytes;
-                    total = SHARED_TOTAL.fetch_sub(oldest.bytes, Ordering::Relaxed) - oldest.bytes;
+        let Store { partitions, order, len, bytes } = &mut *store;
+        let mut added = 0;
+        let mut rest = records.iter().zip(made).peekable();
+        while let Some(&(first, _)) = rest.peek() {
+            let (topic, partition) = (&first.topic, first.partition);
+            let entries = partitions.entry(topic.clone()).or_default().entry(partition).or_default();
+            let mut appended = 0;
+            while let Some((record, made)) = rest.next_if(|(r, _)| r.partition == partition && r.topic == *topic) {
+                let size = record.size() + made.size();
+                if size > SHARED_BYTES / 16 || entries.back().is_some_and(|e| e.offset >= record.offset) {
+                    continue;
                 }
-                if entries.is_empty() {
-                    partitions.remove(&partition);
-                    if partitions.is_empty() {
-                        store.partitions.remove(&topic);
-                    }
+                entries.push_back(Entry {
+                    offset: record.offset,
+                    record: record.clone(),
+                    made: made.clone(),
+                    bytes: size,
+                });
+                appended += 1;
+                added += size;
+            }
+            match order.back_mut() {
+                Some(run) if run.partition == partition && run.topic == *topic => run.entries += appended,
+                _ if appended > 0 => order.push_back(Run { topic: topic.clone(), partition, entries: appended }),
+                _ => {}
+            }
+            *len += appended;
+        }
+        *bytes += added;
+        let mut total = SHARED_TOTAL.fetch_add(added, Ordering::Relaxed) + added;
+        let mut freed = 0;
+        let over = |len: usize, bytes: usize, total: usize| {
+            len > SHARED_RECORDS || bytes > SHARED_BYTES || total > SHARED_TOTAL_BYTES
+        };
+        while over(*len, *bytes, total) {
+            let Some(run) = order.front_mut() else { break };
+            let Some(kept) = partitions.get_mut(&run.topic) else {
+                order.pop_front();
+                continue;
+            };
+            let Some(entries) = kept.get_mut(&run.partition) else {
+                order.pop_front();
+                continue;
+            };
+            while run.entries > 0 && over(*len, *bytes, total) {
+                let Some(oldest) = entries.pop_front() else { break };
+                run.entries -= 1;
+                *len -= 1;
+                *bytes -= oldest.bytes;
+                total -= oldest.bytes;
+                freed += oldest.bytes;
+            }
+            if entries.is_empty() {
+                run.entries = 0;
+                kept.remove(&run.partition);
+                if kept.is_empty() {
+                    partitions.remove(&run.topic);
                 }
+            }
+            if run.entries == 0 {
+                order.pop_front();
             }
         }
+        SHARED_TOTAL.fetch_sub(freed, Ordering::Relaxed);
     }
 
     /// Records whose outcomes are kept.
     pub fn len(&self) -> usize {
-        self.lock().order.len()
+        self.lock().len
     }
 
     pub fn is_empty(&self) -> bool {
@@ -597,6 +641,33 @@ mod tests {
         assert_eq!(calls(&counting) - before, 10, "newer ones are kept");
         // Older records than the newest kept are not kept (each partition keeps its newest).
         assert_eq!(counting.shared.len(), SHARED_RECORDS);
+    }
+
+    #[test]
+    fn kept_outcomes_of_several_partitions_go_oldest_first_across_runs() {
+        let (counting, translation) = counting();
+        let of = |partition: i32, offsets: std::ops::Range<i64>| -> Vec<Record> {
+            offsets.map(|o| Record::new("t".into(), partition, o, 0, None, Some(b"v"), &[])).collect()
+        };
+        let fill = SHARED_RECORDS as i64 - 200;
+        // Runs of two partitions, interleaved: [1: 0..100] [2: 0..100] [1: 100..fill+100].
+        let mut records = of(1, 0..100);
+        records.extend(of(2, 0..100));
+        records.extend(of(1, 100..fill + 100));
+        translation.translate_shared_blocking(&records).unwrap();
+        assert_eq!(counting.shared.len(), SHARED_RECORDS);
+        // 150 more of partition 2: the oldest 150 overall go, 100 of partition 1 and 50 of 2.
+        translation.translate_shared_blocking(&of(2, 100..250)).unwrap();
+        assert_eq!(counting.shared.len(), SHARED_RECORDS);
+        let before = calls(&counting);
+        translation.translate_shared_blocking(&of(2, 50..100)).unwrap();
+        assert_eq!(calls(&counting), before, "partition 2's 50..100 are kept");
+        translation.translate_shared_blocking(&of(2, 0..50)).unwrap();
+        assert_eq!(calls(&counting) - before, 50, "partition 2's oldest 50 went");
+        translation.translate_shared_blocking(&of(1, 0..100)).unwrap();
+        assert_eq!(calls(&counting) - before, 150, "partition 1's oldest 100 went");
+        translation.translate_shared_blocking(&of(1, 100..110)).unwrap();
+        assert_eq!(calls(&counting) - before, 150, "partition 1's next run is kept");
     }
 
     #[test]
