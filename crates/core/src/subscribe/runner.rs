@@ -300,8 +300,15 @@ impl<'a> Runner<'a> {
             self.add_new_partitions();
             self.check_held()?;
             self.holding = self.sub.conflate && tx.queued() > 0;
-            self.read_tails();
-            self.read_catchup().await?;
+            // The tails and the catch-up reader take turns to fill the batch first (`read_tails`
+            // moves `round_robin` on once a turn), so that neither starves the other.
+            if self.round_robin % 2 == 0 {
+                self.read_tails();
+                self.read_catchup().await?;
+            } else {
+                self.read_catchup().await?;
+                self.read_tails();
+            }
             if !self.batch.is_empty() && !self.holds(tx) {
                 let batch = self.batch.take();
                 self.batch_bytes = 0;
@@ -324,11 +331,18 @@ impl<'a> Runner<'a> {
                 }
                 next_progress = Instant::now() + interval;
             }
-            if self.more_to_read() {
-                continue;
-            }
             let behind = self.sub.cursors.iter().any(|c| c.behind);
             let need_reader = behind && self.catchup.is_none();
+            if self.more_to_read() {
+                // Partitions behind the tail do not wait for the others' tails to run dry (a
+                // busy partition's may not): a free reader is taken now.
+                if need_reader {
+                    if let Ok(permit) = self.shared.catchup_pool.clone().try_acquire_owned() {
+                        self.open_catchup(permit)?;
+                    }
+                }
+                continue;
+            }
             let linger = self.shared.limits.head_linger().filter(|_| !behind);
             let pool = self.shared.catchup_pool.clone();
             let changed = futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));

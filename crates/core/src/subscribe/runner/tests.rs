@@ -379,3 +379,51 @@ async fn a_conflating_subscription_at_its_bound_waits_for_its_client_and_loses_n
     assert!(seen.error.is_none(), "{:?}", seen.error);
     assert_eq!(seen.offsets, (0..30).collect::<Vec<_>>(), "distinct keys: every record, in order");
 }
+
+#[tokio::test]
+async fn a_partition_behind_the_tail_is_read_while_another_still_has_tail_to_read() {
+    // Partition 0's 100 records are all in its tail; partition 1's first 50 only in the log.
+    let f = Fixture::new(limits(100, 4));
+    f.append(0..100, "k");
+    let second = Arc::new(Shard::new("t".into(), 1, 0, 0));
+    f.topic.add_shard(second.clone());
+    for offset in 0..150 {
+        let record = Record::new("t".into(), 1, offset, 0, Some(b"k"), Some(b"v"), &[]);
+        f.log.records.lock().unwrap().entry(("t".into(), 1)).or_default().push(record.clone());
+        second.apply(record, &f.limits);
+    }
+    assert_eq!(second.tail_start(), 50);
+    let mut sub = f.subscription(0, Filter::default(), None);
+    sub.cursors.push(Cursor::new(second, 0));
+    // Room for one message: the runner reads a batch at a time as the client takes them.
+    let (tx, mut rx) = crate::buffer::channel(1, usize::MAX, &crate::buffer::Budget::new(usize::MAX));
+    // Records as they are, encoded as partition and offset.
+    let encoder: crate::record::Encoder = Arc::new(|r: &RecordRef<'_>, buf: &mut BytesMut| {
+        buf.extend_from_slice(&(i64::from(r.partition) << 32 | r.offset).to_be_bytes())
+    });
+    tokio::spawn(run(sub, Shared { wire: Some(encoder.clone()), ..f.shared() }, tx));
+
+    let mut order = Vec::new();
+    while order.len() < 250 {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("an event within 10 s") {
+            Some(Ok(Event::Encoded(records))) => {
+                for r in records {
+                    for item in r.to_bytes(&*encoder).chunks(8) {
+                        let item = i64::from_be_bytes(item.try_into().unwrap());
+                        order.push(((item >> 32) as i32, item & 0xffff_ffff));
+                    }
+                }
+            }
+            Some(Ok(Event::Progress(_))) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let of = |p: i32| order.iter().filter(|(q, _)| *q == p).map(|(_, o)| *o).collect::<Vec<_>>();
+    assert_eq!((of(0), of(1)), ((0..100).collect(), (0..150).collect()), "every record once, in order");
+    let first_behind = order.iter().position(|(p, _)| *p == 1).unwrap();
+    let last_of_tail = order.iter().rposition(|(p, _)| *p == 0).unwrap();
+    assert!(
+        first_behind < last_of_tail,
+        "partition 1 was read from the log only after partition 0's tail: first at {first_behind}, partition 0 ended at {last_of_tail}"
+    );
+}
