@@ -2,7 +2,9 @@
 //! for appends; a cursor behind the tail buffer reads from a catch-up reader (one per
 //! subscription, from a bounded pool) until it reaches the tail buffer again, then switches back.
 //! Records are batched fairly across partitions, translated, and sent; progress goes out at
-//! least every `progress_interval_ms`, also when every record was filtered out.
+//! least every `progress_interval_ms`, also when every record was filtered out. A batch is
+//! translated on a blocking thread while the next one is read: one translation in flight per
+//! subscription, sent once the next batch is read or there is nothing more to read.
 //!
 //! A conflating subscription keeps reading while messages wait in its client's buffer, holding
 //! only the latest record per key ([`Conflated`], up to `limits.conflate_max_bytes`), and sends
@@ -14,7 +16,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::{
+    sync::{watch, OwnedSemaphorePermit},
+    task::JoinHandle,
+};
 use tracing::debug;
 
 use super::{Cursor, Event, EventSender, Progress, Shared, Subscription};
@@ -24,6 +29,7 @@ use crate::{
     filter::Verdict,
     record::{Encoded, Encoder, Output, PartitionOffset, Record},
     source::{CatchUpReader, Encoding, Read},
+    translate::{Translated, Translation},
     view::TailRead,
 };
 
@@ -42,6 +48,12 @@ pub async fn run(sub: Subscription, shared: Shared, tx: EventSender) {
         let resume = runner.sent.clone();
         let _ = tx.send(Err(e.with_resume(resume))).await;
     }
+}
+
+/// A batch under translation, and where the client stands once it is sent.
+struct Translating {
+    translated: JoinHandle<Result<Translated, Error>>,
+    at: Vec<PartitionOffset>,
 }
 
 /// A catch-up reader (which holds its pool permit).
@@ -81,6 +93,8 @@ struct Runner<'a> {
     /// A conflating subscription whose client has messages waiting: it reads on, conflating,
     /// up to `conflate_max_bytes`.
     holding: bool,
+    /// The batch being translated while the next is read (nothing else is sent before it).
+    translating: Option<Translating>,
 }
 
 /// The client is gone (or cannot be told anything): stop without an error.
@@ -200,6 +214,7 @@ impl<'a> Runner<'a> {
             skipped: 0,
             known: HashMap::new(),
             holding: false,
+            translating: None,
         }
     }
 
@@ -309,23 +324,50 @@ impl<'a> Runner<'a> {
                 self.read_catchup().await?;
                 self.read_tails();
             }
+            // A full batch leaves more ready to read, from the tails or the catch-up reader.
+            let mut more = self.batch_full();
             if !self.batch.is_empty() && !self.holds(tx) {
                 let batch = self.batch.take();
                 self.batch_bytes = 0;
-                let sent = match batch {
-                    Batch::Conflated(held) => self.send_held(tx, held.into_records()).await?,
-                    batch => {
-                        let event = self.event(batch).await?;
-                        let at = self.position();
-                        self.send(tx, event, at).await
+                let sent = match (batch, self.sub.translation.clone()) {
+                    (Batch::Conflated(held), _) => match self.send_translating(tx).await? {
+                        Ok(()) => self.send_held(tx, held.into_records()).await?,
+                        left => left,
+                    },
+                    // Translated while the next batch is read; the one before it is sent now.
+                    (Batch::Records(records), Some(translation)) => {
+                        let before = match self.translating.take() {
+                            Some(t) => Some(self.translated(t).await?),
+                            None => None,
+                        };
+                        self.translating = Some(self.start_translation(records, translation));
+                        match before {
+                            Some((event, at)) => self.send(tx, event, at).await,
+                            None => Ok(()),
+                        }
                     }
+                    (batch, _) => match self.send_translating(tx).await? {
+                        Ok(()) => {
+                            let event = self.event(batch).await?;
+                            let at = self.position();
+                            self.send(tx, event, at).await
+                        }
+                        left => left,
+                    },
                 };
                 if let Err(ClientLeft) = sent {
                     return Ok(());
                 }
             }
+            more = more || self.more_to_read();
+            // Nothing more to read without waiting: what is being translated goes out first.
+            if !more {
+                if let Err(ClientLeft) = self.send_translating(tx).await? {
+                    return Ok(());
+                }
+            }
             // A position is sent only when nothing read is held back.
-            if Instant::now() >= next_progress && self.batch.is_empty() {
+            if Instant::now() >= next_progress && self.batch.is_empty() && self.translating.is_none() {
                 if let Err(ClientLeft) = self.send(tx, self.progress(), self.position()).await {
                     return Ok(());
                 }
@@ -333,7 +375,7 @@ impl<'a> Runner<'a> {
             }
             let behind = self.sub.cursors.iter().any(|c| c.behind);
             let need_reader = behind && self.catchup.is_none();
-            if self.more_to_read() {
+            if more {
                 // Partitions behind the tail do not wait for the others' tails to run dry (a
                 // busy partition's may not): a free reader is taken now.
                 if need_reader {
@@ -395,6 +437,32 @@ impl<'a> Runner<'a> {
             }
             (Batch::Conflated(_), _) => unreachable!("held records are sent as records (`send_held`)"),
         })
+    }
+
+    /// Starts translating a batch on a blocking thread; the runner reads on meanwhile.
+    fn start_translation(&mut self, records: Vec<Record>, translation: Translation) -> Translating {
+        let private = std::mem::take(&mut self.batch_private);
+        let translated = tokio::spawn(async move {
+            match private {
+                true => translation.translate(records).await,
+                false => translation.translate_shared(records).await,
+            }
+        });
+        Translating { translated, at: self.position() }
+    }
+
+    /// The message of a batch under translation, once translated, and where it leaves the client.
+    async fn translated(&mut self, t: Translating) -> Result<(Event, Vec<PartitionOffset>), Error> {
+        let translated = t.translated.await.map_err(|e| Error::Internal(format!("translation task: {e}")))??;
+        self.skipped += translated.skipped;
+        Ok((Event::Records(translated.outputs), t.at))
+    }
+
+    /// Sends the batch under translation, if there is one, once it is translated.
+    async fn send_translating(&mut self, tx: &EventSender) -> Result<Result<(), ClientLeft>, Error> {
+        let Some(t) = self.translating.take() else { return Ok(Ok(())) };
+        let (event, at) = self.translated(t).await?;
+        Ok(self.send(tx, event, at).await)
     }
 
     /// Sends what a conflating subscription held, in messages of at most a batch each. Between

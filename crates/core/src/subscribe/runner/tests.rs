@@ -427,3 +427,45 @@ async fn a_partition_behind_the_tail_is_read_while_another_still_has_tail_to_rea
         "partition 1 was read from the log only after partition 0's tail: first at {first_behind}, partition 0 ended at {last_of_tail}"
     );
 }
+
+/// Passes values through and counts its calls.
+struct CountCalls(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Translate for CountCalls {
+    fn translate(&self, batch: &[Record]) -> Result<Vec<Outcome>, TranslatorFailure> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(batch.iter().map(|r| Outcome::Ok(vec![Payload { value: r.value_bytes(), ..Payload::default() }])).collect())
+    }
+}
+
+#[tokio::test]
+async fn the_next_batch_is_translated_while_the_client_has_not_taken_the_last_one_and_no_further() {
+    let f = Fixture::new(limits(100, 4));
+    f.append(0..12, "k");
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let translation = Translation {
+        name: "count".into(),
+        digest: "d".into(),
+        translator: Arc::new(CountCalls(calls.clone())),
+        skip_errors: false,
+        batch_records: 100,
+    };
+    // Room for one message: the first progress takes it, and the client reads nothing yet.
+    let (tx, mut rx) = crate::buffer::channel(1, usize::MAX, &crate::buffer::Budget::new(usize::MAX));
+    tokio::spawn(run(f.subscription(0, Filter::default(), Some(translation)), f.shared(), tx));
+
+    // Batch 0..4 waits for room; 4..8 is translated meanwhile, and nothing after it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while calls.load(Ordering::SeqCst) < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the next batch was not translated while the client was busy");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "one translation ahead of the client, no more");
+
+    let mut seen = Seen::default();
+    seen.until(&mut rx, 12).await;
+    assert_eq!(seen.offsets, (0..12).collect::<Vec<_>>(), "every record once, in order");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert!(seen.error.is_none());
+}
