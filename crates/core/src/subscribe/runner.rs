@@ -425,15 +425,12 @@ impl<'a> Runner<'a> {
 
     /// The message of a batch: its records translated, or as they are.
     async fn event(&mut self, batch: Batch) -> Result<Event, Error> {
-        let private = std::mem::take(&mut self.batch_private);
-        Ok(match (batch, &self.sub.translation) {
+        Ok(match (batch, self.sub.translation.clone()) {
             (Batch::Encoded(encoded, _), _) => Event::Encoded(encoded),
             (Batch::Records(records), None) => Event::Records(records.into_iter().map(Output::untranslated).collect()),
-            (Batch::Records(records), Some(t)) => {
-                let translated =
-                    if private { t.translate(records).await? } else { t.translate_shared(records).await? };
-                self.skipped += translated.skipped;
-                Event::Records(translated.outputs)
+            (Batch::Records(records), Some(translation)) => {
+                let translating = self.start_translation(records, translation);
+                self.translated(translating).await?.0
             }
             (Batch::Conflated(_), _) => unreachable!("held records are sent as records (`send_held`)"),
         })
