@@ -469,3 +469,45 @@ async fn the_next_batch_is_translated_while_the_client_has_not_taken_the_last_on
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     assert!(seen.error.is_none());
 }
+
+/// Passes values through, taking 30 ms a call (longer than the fixture's progress interval).
+struct Slow;
+
+impl Translate for Slow {
+    fn translate(&self, batch: &[Record]) -> Result<Vec<Outcome>, TranslatorFailure> {
+        std::thread::sleep(Duration::from_millis(30));
+        Ok(batch.iter().map(|r| Outcome::Ok(vec![Payload { value: r.value_bytes(), ..Payload::default() }])).collect())
+    }
+}
+
+#[tokio::test]
+async fn no_position_is_sent_ahead_of_a_batch_under_translation() {
+    let f = Fixture::new(limits(100, 4));
+    f.append(0..40, "k");
+    let translation = Translation {
+        name: "slow".into(),
+        digest: "d".into(),
+        translator: Arc::new(Slow),
+        skip_errors: false,
+        batch_records: 100,
+    };
+    let (tx, mut rx) = crate::buffer::channel(64, usize::MAX, &crate::buffer::Budget::new(usize::MAX));
+    tokio::spawn(run(f.subscription(0, Filter::default(), Some(translation)), f.shared(), tx));
+
+    // Every position sent is at most one past the last record delivered before it.
+    let mut next = 0;
+    while next < 40 {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("an event within 10 s") {
+            Some(Ok(Event::Records(records))) => {
+                for r in records {
+                    assert_eq!(r.source.offset, next, "every record once, in order");
+                    next += 1;
+                }
+            }
+            Some(Ok(Event::Progress(p))) => {
+                assert!(p.offsets[0].offset <= next, "position {} sent before record {next}", p.offsets[0].offset)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
